@@ -449,6 +449,47 @@ def test_a_small_cavity_on_coarse_voxels_is_warned_and_csf_s_largest_cluster_the
     assert len(warned) == 1 and "4.1 cm^3 of them in one cluster" in warned[0], warned
 
 
+def test_a_coarse_cluster_in_the_estimated_brain_s_rim_is_not_a_cavity_and_one_in_its_core_is():
+    """Without --mask the brain estimated from a whole-field fit keeps the background's fits in its rim: at another crop
+    phase the clean dStream's unmasked x2 input (6 mm voxels) held 11 of them in a 2x2x1-holding cluster there, and the
+    coarse rule told of a 2.4 cm^3 cavity (a review); a coarse cluster counts there only wholly in the estimate's core
+    or carved out of it (test_a_small_cavity_on_coarse_voxels_is_warned_and_csf_s_largest_cluster_there_is_not)."""
+    tissue = np.tile(np.array([7e-4, 0, 7e-4, 0, 0, 7e-4], np.float32), (30, 30, 20, 1))
+    brain = np.zeros(tissue.shape[:3], bool)
+    brain[3:27, 3:27, 2:18] = True
+    cluster = np.zeros((3, 3, 3), bool)
+    cluster[:, :, 1] = True  # 3x3x1 and two more: 11 voxels, 2.4 cm^3
+    cluster[1, 1, 0] = cluster[1, 1, 2] = True
+    for at, told in (((slice(3, 6), slice(12, 15), slice(8, 11)), None), ((slice(13, 16), slice(12, 15), slice(8, 11)),
+                                                                          "2.4 cm^3 of them in one cluster")):
+        t = tissue.copy()
+        t[at][cluster] = [9e-3, 0, 6e-3, 0, 0, 6e-3]
+        warned = _estimated_brain_warnings(t, brain, (6.0, 6.0, 6.0))
+        assert len(warned) == int(bool(told)) and (not told or told in warned[0]), (at, warned)
+
+
+def test_a_one_slice_block_counts_only_where_the_input_is_zero_outside_its_mask():
+    """On thick slices (3x3x9 mm) a block one slice thick counts as a cavity's shape only within a mask the input is
+    zero outside: a whole-field input's dilated own mask (fslmaths -dilM) held the background's, and the clean
+    Elition's x1,1,3 input was told of a 1.5 cm^3 cavity (a review); nor in a brain estimated from such an input."""
+    from ImageQualityTransferLib.core.volume import Volume
+    from ImageQualityTransferLib.methods.inputs import drop_failed_fits
+
+    t = np.tile(np.array([7e-4, 0, 7e-4, 0, 0, 7e-4], np.float32), (24, 24, 10, 1))
+    t[4:8, 10:14, 5] = [9e-3, 0, 6e-3, 0, 0, 6e-3]  # 4x4x1 at the mask's edge: 1.3 cm^3
+    mask = np.zeros(t.shape[:3], bool)
+    mask[4:20, 4:20, 1:9] = True
+    assert not _estimated_brain_warnings(t, mask, (3.0, 3.0, 9.0))
+    for tight, told in ((False, None), (True, "1.3 cm^3 of them in one cluster")):
+        u = np.where(mask[..., None], t, 0).astype(np.float32) if tight else t
+        lr = Volume(u, np.diag([3.0, 3.0, 9.0, 1.0]), "tensor")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            drop_failed_fits(lr, Volume(mask, lr.affine, "mask"))
+        warned = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
+        assert len(warned) == int(bool(told)) and (not told or told in warned[0]), (tight, warned)
+
+
 def test_a_small_cavity_in_a_mask_on_thick_slices_is_warned_and_a_sheet_as_large_is_not(caplog):
     """On 9 mm slices (a 3 mm scan's x1,1,3 input) a 2 cm^3 cyst centred on a voxel is 21 voxels (1.7 cm^3) but only
     one slice holds more than a voxel's cross of it, so it held no 2x2x2 block and was filled without a word in a mask

@@ -468,17 +468,17 @@ def test_a_coarse_cluster_in_the_estimated_brain_s_rim_is_not_a_cavity_and_one_i
         assert len(warned) == int(bool(told)) and (not told or told in warned[0]), (at, warned)
 
 
-def test_a_one_slice_block_counts_only_where_the_input_is_zero_outside_its_mask():
-    """On thick slices (3x3x9 mm) a block one slice thick counts as a cavity's shape only within a mask the input is
-    zero outside: a whole-field input's dilated own mask (fslmaths -dilM) held the background's, and the clean
-    Elition's x1,1,3 input was told of a 1.5 cm^3 cavity (a review); nor in a brain estimated from such an input."""
+def test_a_one_slice_block_counts_only_within_the_mask_of_an_input_fitted_in_one():
+    """On thick slices (3x3x9 mm) a block one slice thick counts as a cavity's shape only in the mask of an input fitted
+    in a mask (not inputs.whole_field): a whole-field input's dilated own mask (fslmaths -dilM) held the background's,
+    and the clean Elition's x1,1,3 input was told of a 1.5 cm^3 cavity (a review); nor in a brain estimated from one."""
     from ImageQualityTransferLib.core.volume import Volume
     from ImageQualityTransferLib.methods.inputs import drop_failed_fits
 
-    t = np.tile(np.array([7e-4, 0, 7e-4, 0, 0, 7e-4], np.float32), (24, 24, 10, 1))
-    t[4:8, 10:14, 5] = [9e-3, 0, 6e-3, 0, 0, 6e-3]  # 4x4x1 at the mask's edge: 1.3 cm^3
-    mask = np.zeros(t.shape[:3], bool)
-    mask[4:20, 4:20, 1:9] = True
+    t = np.tile(np.array([7e-4, 0, 7e-4, 0, 0, 7e-4], np.float32), (40, 40, 10, 1))
+    t[5:9, 18:22, 5] = [9e-3, 0, 6e-3, 0, 0, 6e-3]  # 4x4x1 near the mask's edge: 1.3 cm^3
+    g = np.indices(t.shape[:3])
+    mask = ((g[0] - 19.5) / 17) ** 2 + ((g[1] - 19.5) / 17) ** 2 + ((g[2] - 4.5) / 4.5) ** 2 <= 1
     assert not _estimated_brain_warnings(t, mask, (3.0, 3.0, 9.0))
     for tight, told in ((False, None), (True, "1.3 cm^3 of them in one cluster")):
         u = np.where(mask[..., None], t, 0).astype(np.float32) if tight else t

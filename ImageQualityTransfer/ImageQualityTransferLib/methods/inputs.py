@@ -702,10 +702,10 @@ def _likely_cause(lr: Volume, failed: np.ndarray, mask: Volume | None, estimated
         parts, _ = ndimage.label(judged, structure=np.ones((3, 3, 3), bool))
         largest = int(np.bincount(parts.ravel())[1:].max()) * float(np.prod(lr.voxel_size)) / 1000
         few = few and not np.any(tensors.eigenvalues(t[judged]).min(axis=-1) < tensors.PLAUSIBLE_RANGE[0])
-    # a given mask's one-slice blocks only where the input is zero outside it (a tight fit, or one masked after):
-    # a whole-field input's wider (dilated) mask had held its background's, 1.5 cm^3 of the clean Elition's x1,1,3
-    bare = mask is None or not np.any(np.any(t != 0, axis=-1) & ~np.asarray(mask.data, bool))
-    cavity = _cavity(failed, lr.voxel_size, masked=not estimated and bare,
+    # a given mask's one-slice blocks not where it leaves out part of a whole-field input: such a wider (dilated) mask
+    # had held its background's, 1.5 cm^3 of the clean Elition's x1,1,3 within its own mask dilated by 5 (a review)
+    wider = mask is not None and np.any(np.any(t != 0, axis=-1) & ~np.asarray(mask.data, bool)) and whole_field(lr)
+    cavity = _cavity(failed, lr.voxel_size, masked=not estimated and not wider,
                      coarse_in=inner | ~np.asarray(mask.data, bool) if estimated and mask is not None else None)[0]
     big = max(largest if largest > USUAL_FAILED_CLUSTER_CM3 else 0.0, cavity if cavity > CAVITY_CM3 else 0.0)
     few = few and not big

@@ -335,10 +335,8 @@ def test_a_cavity_of_2_cm3_is_warned_and_a_sheet_of_csf_s_failed_fits_as_large_i
     the noise floor of a 2 mm scan's x2 input) had been filled as tissue without a word, inside a given mask (a
     review); a cluster holding a 2x2x2 block of failed fits over inputs.CAVITY_CM3 is warned, with its size, and as
     many in a sheet a voxel thick (CSF's scatter: the full-res OLS fits' 1.56 cm^3 cluster holds no such block) is not."""
-    import logging
 
     from ImageQualityTransferLib.core.volume import Volume
-    from ImageQualityTransferLib.methods.inputs import drop_failed_fits
 
     csf = np.array([9e-3, 0, 6e-3, 0, 0, 6e-3], np.float32)
     for block, told in (((slice(10, 13), slice(10, 13), slice(2, 5)), True),
@@ -346,11 +344,7 @@ def test_a_cavity_of_2_cm3_is_warned_and_a_sheet_of_csf_s_failed_fits_as_large_i
         t = np.tile(np.array([7e-4, 0, 7e-4, 0, 0, 7e-4], np.float32), (30, 30, 8, 1))
         t[block] = csf
         lr = Volume(t, np.diag([4.0, 4.0, 4.0, 1.0]), "tensor")
-        caplog.clear()
-        with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
-            warnings.simplefilter("always")
-            drop_failed_fits(lr, Volume(np.ones(lr.shape3, bool), lr.affine, "mask"))
-        warned = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
+        warned = _masked_warnings(lr, caplog)
         assert len(warned) == int(told), (block, warned)
         assert not told or "27 voxels in the mask" in warned[0] and "1.7 cm^3 of them in one cluster" in warned[0]
         assert told or any("(usual in a few voxels)" in r.getMessage() for r in caplog.records)
@@ -379,6 +373,21 @@ def test_a_cavity_carved_out_of_the_estimated_brain_at_its_edge_is_warned():
     # the outline closes the notch, none of whose 64 voxels is inside the estimate
     assert len(warned) == 1 and warned[0].startswith("64 voxels in the brain estimated hold a failed fit"), warned
     assert "13.8 cm^3 of them in one cluster" in warned[0], warned
+
+
+def _masked_warnings(lr, caplog):
+    """The failed-fit warnings of drop_failed_fits on `lr` within a mask of its whole field, its INFO log caught anew
+    in `caplog` (a few CSF-like fits are logged, not warned)."""
+    import logging
+
+    from ImageQualityTransferLib.core.volume import Volume
+    from ImageQualityTransferLib.methods.inputs import drop_failed_fits
+
+    caplog.clear()
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
+        warnings.simplefilter("always")
+        drop_failed_fits(lr, Volume(np.ones(lr.shape3, bool), lr.affine, "mask"))
+    return [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
 
 
 def _estimated_brain_warnings(t, brain, voxel):
@@ -415,10 +424,8 @@ def test_a_small_cavity_on_coarse_voxels_is_warned_and_csf_s_largest_cluster_the
     cm^3) and one at the cortex 19 voxels, neither holding a 2x2x2 block, and both were filled without a word, with
     --mask and without (a review); there a cluster holding a voxel failed on all six faces or a 2x2x1 block over
     inputs.COARSE_CAVITY_CM3 is warned, and one of 6 voxels (1.3 cm^3, the clean dStream's largest such) is not."""
-    import logging
 
     from ImageQualityTransferLib.core.volume import Volume
-    from ImageQualityTransferLib.methods.inputs import drop_failed_fits
 
     csf = np.array([9e-3, 0, 6e-3, 0, 0, 6e-3], np.float32)
     tissue = np.tile(np.array([7e-4, 0, 7e-4, 0, 0, 7e-4], np.float32), (30, 30, 20, 1))
@@ -430,11 +437,7 @@ def test_a_small_cavity_on_coarse_voxels_is_warned_and_csf_s_largest_cluster_the
         t = tissue.copy()
         t[12:15, 12:15, 8:11][shape] = csf
         lr = Volume(t, np.diag([6.0, 6.0, 6.0, 1.0]), "tensor")
-        caplog.clear()
-        with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
-            warnings.simplefilter("always")
-            drop_failed_fits(lr, Volume(np.ones(lr.shape3, bool), lr.affine, "mask"))
-        warned = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
+        warned = _masked_warnings(lr, caplog)
         assert len(warned) == int(bool(told)) and (not told or told in warned[0]), warned
         assert told or any("(usual in a few voxels)" in r.getMessage() for r in caplog.records)
     # at the cortex, without --mask: 19 voxels (a 3x3x3 block but its corners) carved out of the estimate
@@ -496,10 +499,8 @@ def test_a_small_cavity_in_a_mask_on_thick_slices_is_warned_and_a_sheet_as_large
     (2-2.5 cm^3 balls deep in the 8 subjects' own masks at x1,1,3); within a mask a block one slice thick counts on
     thick slices, where the clean inputs' own masks hold at most 0.16 cm^3 of such clusters, and a sheet a voxel wide
     across two slices (1.6 cm^3) is still CSF's scatter."""
-    import logging
 
     from ImageQualityTransferLib.core.volume import Volume
-    from ImageQualityTransferLib.methods.inputs import drop_failed_fits
 
     voxel = np.array([3.0, 3.0, 9.0])
     grid = np.indices((30, 30, 12)).astype(float)
@@ -510,11 +511,7 @@ def test_a_small_cavity_in_a_mask_on_thick_slices_is_warned_and_a_sheet_as_large
         t = np.tile(np.array([7e-4, 0, 7e-4, 0, 0, 7e-4], np.float32), ball.shape + (1,))
         t[cavity] = [9e-3, 0, 6e-3, 0, 0, 6e-3]
         lr = Volume(t, np.diag(list(voxel) + [1.0]), "tensor")
-        caplog.clear()
-        with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
-            warnings.simplefilter("always")
-            drop_failed_fits(lr, Volume(np.ones(lr.shape3, bool), lr.affine, "mask"))
-        warned = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
+        warned = _masked_warnings(lr, caplog)
         assert len(warned) == int(bool(told)) and (not told or told in warned[0]), (int(cavity.sum()), warned)
         assert told or any("(usual in a few voxels)" in r.getMessage() for r in caplog.records)
 

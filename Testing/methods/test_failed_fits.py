@@ -355,21 +355,13 @@ def test_a_cavity_carved_out_of_the_estimated_brain_at_its_edge_is_warned():
     MD is not tissue's), so none or few of its voxels were in it, and it was filled or left out without a word (the 8
     real subjects' unmasked inputs, a review): it is looked for in the estimate's closed outline (inputs.closed_outline)
     and warned, counted with the voxels beyond the estimate."""
-    from ImageQualityTransferLib.core.volume import Volume
-    from ImageQualityTransferLib.methods.inputs import drop_failed_fits
-
     t = np.tile(np.array([7e-4, 0, 7e-4, 0, 0, 7e-4], np.float32), (30, 30, 20, 1))
     brain = np.zeros(t.shape[:3], bool)
     brain[5:25, 5:25, 3:17] = True
     cavity = (slice(5, 9), slice(12, 16), slice(8, 12))  # 4x4x4 at the brain's edge: 13.8 cm^3
     t[cavity] = [9e-3, 0, 6e-3, 0, 0, 6e-3]
     brain[cavity] = False  # carved out of the estimate
-    lr = Volume(t, np.diag([6.0, 6.0, 6.0, 1.0]), "tensor")  # 6 mm: the x2 input of a 3 mm scan
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        drop_failed_fits(lr, Volume(brain, lr.affine, "mask"), "the brain estimated", drop=False, refuse=False,
-                         estimated=True)
-    warned = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
+    warned = _estimated_brain_warnings(t, brain, (6.0, 6.0, 6.0))  # 6 mm: the x2 input of a 3 mm scan
     # the outline closes the notch, none of whose 64 voxels is inside the estimate
     assert len(warned) == 1 and warned[0].startswith("64 voxels in the brain estimated hold a failed fit"), warned
     assert "13.8 cm^3 of them in one cluster" in warned[0], warned

@@ -355,12 +355,8 @@ def test_a_cavity_carved_out_of_the_estimated_brain_at_its_edge_is_warned():
     MD is not tissue's), so none or few of its voxels were in it, and it was filled or left out without a word (the 8
     real subjects' unmasked inputs, a review): it is looked for in the estimate's closed outline (inputs.closed_outline)
     and warned, counted with the voxels beyond the estimate."""
-    t = np.tile(np.array([7e-4, 0, 7e-4, 0, 0, 7e-4], np.float32), (30, 30, 20, 1))
-    brain = np.zeros(t.shape[:3], bool)
-    brain[5:25, 5:25, 3:17] = True
-    cavity = (slice(5, 9), slice(12, 16), slice(8, 12))  # 4x4x4 at the brain's edge: 13.8 cm^3
-    t[cavity] = [9e-3, 0, 6e-3, 0, 0, 6e-3]
-    brain[cavity] = False  # carved out of the estimate
+    # 4x4x4 at the brain's edge: 13.8 cm^3
+    t, brain = _carved((30, 30, 20), np.s_[5:25, 5:25, 3:17], np.s_[5:9, 12:16, 8:12])
     warned = _estimated_brain_warnings(t, brain, (6.0, 6.0, 6.0))  # 6 mm: the x2 input of a 3 mm scan
     # the outline closes the notch, none of whose 64 voxels is inside the estimate
     assert len(warned) == 1 and warned[0].startswith("64 voxels in the brain estimated hold a failed fit"), warned
@@ -382,6 +378,17 @@ def _masked_warnings(lr, caplog):
     return [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
 
 
+def _carved(shape, box, cavity):
+    """(tensors, estimated brain): tissue over `shape`, the brain estimate the block `box`, and a cavity of CSF-like
+    failed fits at `cavity` carved out of that estimate, as a cavity at the cortex is without --mask."""
+    t = np.tile(np.array([7e-4, 0, 7e-4, 0, 0, 7e-4], np.float32), tuple(shape) + (1,))
+    brain = np.zeros(tuple(shape), bool)
+    brain[box] = True
+    t[cavity] = [9e-3, 0, 6e-3, 0, 0, 6e-3]
+    brain[cavity] = False
+    return t, brain
+
+
 def _estimated_brain_warnings(t, brain, voxel):
     """The failed-fit warnings of drop_failed_fits on tensors `t` without --mask (`brain` the estimate)."""
     from ImageQualityTransferLib.core.volume import Volume
@@ -400,12 +407,8 @@ def test_a_cavity_carved_out_of_the_estimated_brain_on_thick_slices_is_warned():
     background's fits along the slice axis (inputs.outline_judged), so a cavity carved out at the cortex was filled
     without a word; a cluster there the estimated brain surrounds (inputs.ENCLOSED) is warned, as on the clean real
     inputs the bridged background's clusters are not (test_thick_slices_of_a_clean_scan_fitted_unmasked_hold_no_cavity)."""
-    t = np.tile(np.array([7e-4, 0, 7e-4, 0, 0, 7e-4], np.float32), (40, 40, 16, 1))
-    brain = np.zeros(t.shape[:3], bool)
-    brain[5:35, 5:35, 2:14] = True
-    cavity = (slice(5, 11), slice(16, 22), slice(6, 9))  # 6x6x3 at the brain's edge: 2.6 cm^3
-    t[cavity] = [9e-3, 0, 6e-3, 0, 0, 6e-3]
-    brain[cavity] = False  # carved out of the estimate
+    # 6x6x3 at the brain's edge: 2.6 cm^3
+    t, brain = _carved((40, 40, 16), np.s_[5:35, 5:35, 2:14], np.s_[5:11, 16:22, 6:9])
     warned = _estimated_brain_warnings(t, brain, (2.0, 2.0, 6.0))
     assert len(warned) == 1 and warned[0].startswith("108 voxels in the brain estimated hold a failed fit"), warned
     assert "2.6 cm^3 of them in one cluster" in warned[0], warned

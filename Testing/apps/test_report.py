@@ -315,6 +315,64 @@ def test_a_colour_bar_is_pointed_where_the_map_reaches_above_its_top(tmp_path, m
     assert extends == ["max", "neither"]
 
 
+
+def test_each_uncertainty_map_is_on_its_own_scale_and_its_bar_names_its_median(tmp_path, monkeypatch):
+    """A review: on one shared scale the CNNs' SD, several times lower than the forests', was one flat dark colour. Each
+    map's bar now runs to its own 99th percentile (read off the bars matplotlib draws) and names the map's median, the
+    figure that says which method is more uncertain; the direction maps stay on their one 0-60° scale."""
+    from matplotlib.figure import Figure
+
+    from ImageQualityTransferLib.core.direction import SHOWN_TOP_DEGREES
+
+    tops, bars = [], []
+    real = Figure.colorbar
+
+    def record(self, mappable, *args, **kwargs):
+        tops.append(float(mappable.norm.vmax))
+        bars.append(real(self, mappable, *args, **kwargs))
+        return bars[-1]
+
+    monkeypatch.setattr(Figure, "colorbar", record)
+    shape = (12, 14, 10)
+    mask = np.zeros(shape, bool)
+    mask[2:-2, 2:-2, 2:-2] = True
+    rng = np.random.default_rng(0)
+    forest = rng.uniform(0.4e-3, 1.0e-3, shape).astype(np.float32)
+    cnn = rng.uniform(0.05e-3, 0.15e-3, shape).astype(np.float32)
+    report_page.write_report(tmp_path / "r.html", "run", [("cubic", _field(shape, 0))], mask, [1.5, 1.5, 2.0],
+                             np.diag([-1.5, 1.5, 2.0, 1.0]), uncertainty={"biqt": forest, "deep-hetero-var1": cnn},
+                             direction={"biqt": np.full(shape, 25.0, np.float32),
+                                        "deep-hetero-var1": np.full(shape, 20.0, np.float32)})
+    own = [np.percentile(m[mask], 99) * tensors.SHOWN_UNIT for m in (forest, cnn)]
+    assert np.allclose(tops[:2], own, rtol=1e-5) and tops[2:] == [SHOWN_TOP_DEGREES], tops
+    medians = [bar.ax.get_title() for bar in bars]
+    assert medians[:2] == [f"median {np.median(m[mask]) * tensors.SHOWN_UNIT:.2g}" for m in (forest, cnn)], medians
+
+
+def test_the_printed_page_is_a4(tmp_path, page_browser):
+    """A review: printed from Chromium the page came out on Letter paper (612 x 792 pt, Chromium's default). The page
+    asks for A4 (@page): every page of the PDF Chromium prints is 210 x 297 mm (595.3 x 841.9 pt), and laid out as
+    printed, no figure reaches past the page's printable width (210 mm less the margins)."""
+    shape = (6, 6, 6)
+    page = report_page.write_report(tmp_path / "r.html", "run", [(f"m{i}", _field(shape, 0)) for i in range(8)],
+                                    np.ones(shape, bool), [2.0] * 3, np.diag([-2.0, 2.0, 2.0, 1.0]),
+                                    uncertainty={"m1": np.full(shape, 2e-4, np.float32)})
+    tab = page_browser.new_page()
+    try:
+        tab.goto(page.as_uri())
+        pdf = tab.pdf(prefer_css_page_size=True, print_background=True)
+        printable = round((210 - 2 * 12) / 25.4 * 96)  # CSS px across the page within its 12 mm margins
+        tab.set_viewport_size({"width": printable, "height": 1000})
+        tab.emulate_media(media="print")
+        widest = tab.evaluate("() => Math.max(...[...document.querySelectorAll('figure img')].map("
+                              "i => i.getBoundingClientRect().right))")
+    finally:
+        tab.close()
+    boxes = [tuple(float(x) for x in b) for b in re.findall(rb"/MediaBox\s*\[\s*0\s+0\s+([\d.]+)\s+([\d.]+)\s*\]", pdf)]
+    assert boxes and all(abs(w - 595.3) < 1.5 and abs(h - 841.9) < 1.5 for w, h in boxes), boxes
+    assert widest <= printable, (widest, printable)
+
+
 @pytest.mark.slow
 def test_a_report_runs_a_model_of_ones_own_and_says_so(tmp_path, small_subject, phantom_subject, capsys, monkeypatch):
     """`iqt report --model METHOD=PATH`, as `iqt benchmark`: the method joins --methods and runs that model (for a

@@ -1,5 +1,6 @@
-"""`iqt report`'s figures: the FA and colour-FA views, the scalar maps (uncertainty, direction uncertainty, errors) on one
-shared colour scale, and the streamline projections, each returned as a base64 PNG for the page (`apps.report_page`).
+"""`iqt report`'s figures: the FA and colour-FA views, the scalar maps (uncertainty each on its own colour scale,
+direction uncertainty and errors on one shared scale) and the streamline projections, each returned as a base64 PNG for
+the page (`apps.report_page`).
 
 Views are drawn in canonical RAS axes whatever the storage order, radiological for axial and coronal
 views (patient right on screen left, as in 3D Slicer), with the orientation letters on every panel.
@@ -35,10 +36,10 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _new_figure(nrows, ncols, panel=2.1, extra_w=0.0, title=None):
+def _new_figure(nrows, ncols, panel=2.1, extra_w=0.0, title=None, extra_h=0.0):
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(panel * ncols + 0.6 + extra_w, panel * nrows + (0.6 if title else 0.3)), dpi=DPI)
+    fig = Figure(figsize=(panel * ncols + 0.6 + extra_w, panel * nrows + (0.6 if title else 0.3) + extra_h), dpi=DPI)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.ravel():
         ax.set_xticks([])
@@ -78,14 +79,17 @@ def fa_views(columns, mask, vox, centre, frame=None) -> str:
 
 
 def scalar_views(maps, background, mask, vox, centre, label, cmap="inferno", overlay=True, scale_mask=None,
-                 top: float | None = None) -> str:
-    """Each named (X,Y,Z) map in the three planes, on one shared colour scale (0 to `top`, default the 99th percentile
-    in `scale_mask`, default `mask`) with a colour bar; with `overlay`, drawn semi-transparent over the FA `background`
-    (canonical arrays)."""
+                 top: float | None = None, own: bool = False) -> str:
+    """Each named (X,Y,Z) map in the three planes with a colour bar; with `overlay`, drawn semi-transparent over the FA
+    `background` (canonical arrays). One shared colour scale (0 to `top`, default the 99th percentile in `scale_mask`,
+    default `mask`) and one bar; with `own`, each map on its own scale (`shared_top` of that map alone) with its own bar
+    under its column, which names its median (`own_scale_label`): on one scale a map several times lower than another
+    was one flat dark colour."""
     names = list(maps)
-    fig, axes = _new_figure(3, len(names), extra_w=0.9)
-    vmax = shared_top(maps, mask, scale_mask) if top is None else float(top)
-    im = None
+    fig, axes = _new_figure(3, len(names), extra_w=0.0 if own else 0.9, extra_h=OWN_BAR_H if own else 0.0)
+    tops = {n: (shared_top({n: maps[n]}, mask, scale_mask) if own else
+                shared_top(maps, mask, scale_mask) if top is None else float(top)) for n in names}
+    shown = {}
     for c, n in enumerate(names):
         for p, plane in enumerate(PLANES):
             k = centre[{"axial": 2, "coronal": 1, "sagittal": 0}[plane]]
@@ -96,23 +100,61 @@ def scalar_views(maps, background, mask, vox, centre, label, cmap="inferno", ove
                           aspect=_aspect(plane, vox), interpolation="nearest")
             else:
                 ax.set_facecolor("black")
-            im = ax.imshow(np.where(m, view(np.asarray(maps[n]), plane, k), np.nan), cmap=cmap, vmin=0, vmax=vmax,
-                           alpha=0.75 if overlay else 1.0, aspect=_aspect(plane, vox), interpolation="nearest")
+            shown[n] = ax.imshow(np.where(m, view(np.asarray(maps[n]), plane, k), np.nan), cmap=cmap, vmin=0,
+                                 vmax=tops[n], alpha=0.75 if overlay else 1.0, aspect=_aspect(plane, vox),
+                                 interpolation="nearest")
             draw_letters(ax, plane)
             if c == 0:
                 ax.set_ylabel(plane, fontsize=LABEL)
         axes[0, c].set_title(n, fontsize=TITLE)
-    w = fig.get_figwidth()
-    fig.subplots_adjust(left=0.4 / w, right=1 - 1.0 / w, bottom=0.01, top=1 - 0.3 / fig.get_figheight(), wspace=0.03, hspace=0.03)
-    if im is not None:
+    w, h = fig.get_figwidth(), fig.get_figheight()
+    bottom = (OWN_BAR_H + 0.05) / h if own else 0.01
+    fig.subplots_adjust(left=0.4 / w, right=1 - (0.05 if own else 1.0) / w, bottom=bottom, top=1 - 0.3 / h,
+                        wspace=0.03, hspace=0.03)
+
+    def above(names_):
+        # a pointed top where a map reaches above its scale (a radiologist's audit: the top colour read as the top's
+        # value where the rim was several times higher; slicer/legends.py says it in the legend's title)
+        return any(np.nanmax(np.where(mask, np.asarray(maps[n], float), np.nan), initial=-np.inf) > tops[n]
+                   for n in names_)
+
+    if own:
+        from matplotlib.ticker import MaxNLocator
+
+        for c, n in enumerate(names):
+            box = axes[2, c].get_position()
+            cax = fig.add_axes([box.x0 + 0.1 * box.width, 0.45 / h, 0.8 * box.width, 0.12 / h])
+            cb = fig.colorbar(shown[n], cax=cax, orientation="horizontal", extend="max" if above([n]) else "neither")
+            cb.ax.tick_params(labelsize=TICKS)
+            cb.locator = MaxNLocator(nbins=3, min_n_ticks=2)  # three or four round ticks fit under a 2.1-inch panel
+            cb.update_ticks()
+            cb.ax.set_title(own_scale_label(maps[n], mask, scale_mask), fontsize=TICKS, pad=2)
+        fig.text(0.5, 0.08 / h, label, ha="center", va="bottom", fontsize=LABEL)
+    elif shown:
         cax = fig.add_axes([1 - 0.85 / w, 0.1, 0.15 / w, 0.8])
-        # a pointed top where the maps reach above the scale (a radiologist's audit: the top colour read as the
-        # top's value where the rim was several times higher; slicer/display.py says it in the legend's title)
-        above = any(np.nanmax(np.where(mask, np.asarray(maps[n], float), np.nan), initial=-np.inf) > vmax for n in names)
-        cb = fig.colorbar(im, cax=cax, extend="max" if above else "neither")
+        cb = fig.colorbar(shown[names[-1]], cax=cax, extend="max" if above(names) else "neither")
         cb.set_label(label, fontsize=LABEL)
         cb.ax.tick_params(labelsize=TICKS)
     return _png(fig)
+
+
+OWN_BAR_H = 0.95  # inches under the panels for each column's own colour bar, its median above it and the unit below
+
+
+def map_median(values, mask, scale_mask=None) -> float | None:
+    """A map's median over `scale_mask` (default `mask`), its flagged voxels left out (`dmri.dti.unflagged`); None where
+    nothing there is above 0."""
+    scaled = mask if scale_mask is None else scale_mask & mask
+    inside = unflagged(np.asarray(values)[scaled]) if scaled.any() else np.zeros(0)
+    inside = inside[np.isfinite(inside) & (inside > 0)]
+    return float(np.median(inside)) if inside.size else None
+
+
+def own_scale_label(values, mask, scale_mask=None) -> str:
+    """What a map's own colour bar says above it: its median, the figure to compare across methods whose colours are
+    each on their own scale ("median 0.21")."""
+    med = map_median(values, mask, scale_mask)
+    return "median –" if med is None else f"median {med:.2g}"
 
 
 def shared_top(maps, mask, scale_mask=None) -> float:

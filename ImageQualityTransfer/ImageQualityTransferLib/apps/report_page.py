@@ -55,12 +55,17 @@ def _f(x, d=2):
     return "–" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{d}f}"
 
 
+# printed, the page is A4 whatever the browser's default paper (Chromium's is Letter), each figure whole and within the
+# page's width (Testing/apps/test_report.py reads the PDF Chromium prints)
 CSS = """body{font-family:sans-serif;margin:1.5em;max-width:1400px;color:#222}
-figure{margin:1em 0;display:inline-block}img{max-width:100%;border:1px solid #ccc;display:block}
+figure{margin:1em 0;display:inline-block}img{max-width:100%;box-sizing:border-box;border:1px solid #ccc;display:block}
 figcaption{font-size:0.9em;color:#444;max-width:1100px}table{border-collapse:collapse;font-size:0.9em;margin:0.5em 0}
 td,th{border:1px solid #bbb;padding:3px 7px;text-align:right}th{background:#eee}h2{border-bottom:1px solid #ccc}
 p.warning{background:#fff3cd;border-left:5px solid #e0a000;padding:0.5em 0.8em;color:#4d3800}
-p.caution{border-left:5px solid #9aa5b1;padding:0.2em 0.8em}"""
+p.caution{border-left:5px solid #9aa5b1;padding:0.2em 0.8em}
+@page{size:A4;margin:12mm}
+@media print{body{margin:0;max-width:none}figure{display:block;break-inside:avoid}h2{break-after:avoid}
+p.warning{-webkit-print-color-adjust:exact;print-color-adjust:exact}}"""
 
 
 def _note_html(note: str) -> str:
@@ -127,9 +132,9 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
     fa_bg = {n: tensors.fa(t) for n, t in cols}
 
     def overlay(maps: dict, scale: float, heading: str, label: str, caption: str, top: float | None = None,
-                titles: dict | None = None) -> None:
-        """One figure of per-method scalar maps on the first method's FA (a shared colour scale); `titles`: a map's
-        title where it is not its method's name."""
+                titles: dict | None = None, own: bool = False) -> None:
+        """One figure of per-method scalar maps on the first method's FA (a shared colour scale, or with `own` each
+        map on its own); `titles`: a map's title where it is not its method's name."""
         canon_maps = {n: reo.apply(Volume(np.asarray(u, np.float32), affine, "scalar")).data * scale for n, u in maps.items()}
         bg = fa_bg.get(next(iter(canon_maps)), next(iter(fa_bg.values())))
         parts.append(f"<h2>{heading}</h2>")
@@ -137,10 +142,12 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
             caption = caption.replace("inside the mask", f"more than {noise_level.ESTIMATED_BRAIN_RIM_MM:g} mm inside the "
                                                          "edge of the brain estimated from the tensors, whose rim of noise "
                                                          "fits shows saturated")
-        top = shared_top(canon_maps, m, scale_in) if top is None else top  # one scale over the figure's rows
+        if not own and top is None:
+            top = shared_top(canon_maps, m, scale_in)  # one scale over the figure's rows
         titles = titles or {}
         parts.append(_figure_html([scalar_views({titles.get(n, n): canon_maps[n] for n in row}, bg, m, vox, centre,
-                                                label, top=top) for row in _rows(list(canon_maps))],
+                                                label, scale_mask=scale_in, top=top, own=own)
+                                   for row in _rows(list(canon_maps))],
                                   caption.format(", ".join(canon_maps))))
 
     if uncertainty:
@@ -148,11 +155,13 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
         # had said it only in the warning at its top (a report audit)
         raised = {n: f"{g:.2f}" for n, g in (std_scales or {}).items() if n in uncertainty and f"{g:.2f}" != "1.00"}
         overlay(uncertainty, tensors.SHOWN_UNIT, "Uncertainty", f"predictive std ({tensors.SHOWN_UNIT_LABEL})",
-                "Per-voxel predictive standard deviation of each method with uncertainty ({}), overlaid on FA; one shared "
-                f"colour scale (0 to the 99th percentile inside the mask), colour bar in {tensors.SHOWN_UNIT_LABEL} "
-                "(10⁻³ mm²/s, as in Slicer)."
+                "Per-voxel predictive standard deviation of each method with uncertainty ({}), overlaid on FA, in "
+                f"{tensors.SHOWN_UNIT_LABEL} (10⁻³ mm²/s, as in Slicer). Each map on its own colour scale, 0 to its 99th "
+                "percentile inside the mask, so that each shows its own structure: one colour is not one value across "
+                "columns. Which method is more uncertain: read the numbers under each column, its colour bar and its "
+                "median over the same voxels."
                 + (" SD ×g in a title: that map raised by g for the input's noise, as the warning above says." if raised
-                   else ""), titles={n: f"{n}, SD ×{g}" for n, g in raised.items()})
+                   else ""), titles={n: f"{n}, SD ×{g}" for n, g in raised.items()}, own=True)
     if direction:
         overlay(direction, 1.0, "Fibre direction uncertainty", "direction uncertainty (degrees)",
                 "How far the principal direction, which tractography follows, may be from the one shown: the RMS angle "

@@ -56,6 +56,21 @@ TOOLBAR_CSS = (f"@media (max-width: {TOOLBAR_ROWS_PX - 1}px) {{ "
                ".v-main { --v-layout-top: 168px !important; } }")
 
 
+# each view's frame drawn over its whole box: trame-rca sizes the image by its width alone, centred, so for the second
+# or so a resize takes to bring a frame of the new size the picture had sat offset in its box, a blank band above and
+# below it or its top and bottom cut (at 1000 x 800 px a band of 104 px); it now covers the box, centred, unstretched
+VIEWS_CSS = ("#iqt-views .display-area > img.image-display-area { width: 100% !important; height: 100% !important; "
+             "display: block; object-fit: cover; object-position: center; }")
+
+
+# the lines of the views' labels and of the status line under the views, a whole number of pixels high (with their
+# padding, 30 and 20 px a line): at the font's own line heights (30.5 and 19.5 px) the views began half a pixel down,
+# their frames' borders and pictures drawn across two rows of pixels (or, the labels' alone made whole, a frame 580.5 px
+# high drew a 580 px picture resampled)
+LABEL_LINE_PX = 22
+STATUS_LINE_PX = 16
+
+
 # the page once the server has gone: said in words, on the page's dark ground, with what to do (trame's white "Connection
 # closed" page named no viewer and no way back: a viewer audit)
 STOPPED = ('<div id="iqt-stopped" style="background: #121212; color: #ddd; height: 100vh; display: flex; '

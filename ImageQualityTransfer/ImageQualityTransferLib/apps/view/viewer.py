@@ -28,8 +28,8 @@ from ...slicer.render import quiet_vtk_warnings
 from .. import signals
 from . import stopping
 from .engine import fa_volume, first_method
-from .page import (CONVENTION, DISPLAYS, LEFT, OPACITY, POLL_S, SLIDER_PX, STILL_QUALITY, STOPPED, TOOLBAR_CSS,
-                   import_trame, port_in_use)
+from .page import (CONVENTION, DISPLAYS, LABEL_LINE_PX, LEFT, OPACITY, POLL_S, SLIDER_PX, STATUS_LINE_PX,
+                   STILL_QUALITY, STOPPED, TOOLBAR_CSS, VIEWS_CSS, import_trame, port_in_use)
 from .stopping import _stop_loop_on_signal, _Worker
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ class Viewer:
             layout.title.style = "flex: 0 0 auto;"  # its text whole: the controls give way, or go to a second row
             layout.icon.hide()  # the template's menu icon: this page has no drawer for it to open
             with layout.toolbar:
-                client.Style(TOOLBAR_CSS)
+                client.Style(TOOLBAR_CSS + " " + VIEWS_CSS)
                 v.VSpacer()
                 # shown, not bound both ways: only the server sets `method` (the run it starts), so that every tab's
                 # picker names the method computed or shown; a tab's own write raced another's (a viewer audit)
@@ -174,7 +174,8 @@ class Viewer:
                     with v.VAlert(id="iqt-notes", v_if=("notes.length",), type="warning", density="compact",
                                   variant="tonal", classes="ma-2", style="flex: 0 0 auto; font-size: 14px;"):
                         html.Div("{{ note }}", v_for="note in notes", classes="iqt-note")
-                    with html.Div(style="display: flex; flex-direction: row; color: #ddd; font-size: 15px;"):
+                    with html.Div(style=f"display: flex; flex-direction: row; color: #ddd; font-size: 15px; "
+                                        f"line-height: {LABEL_LINE_PX}px;"):
                         html.Div("{{ shown ? 'cubic interpolation' : 'input' }}",
                                  style="flex: 1 1 0; min-width: 0; padding: 4px 12px;")
                         with html.Div(style="flex: 1 1 0; min-width: 0; padding: 4px 12px; display: flex; "
@@ -191,7 +192,8 @@ class Viewer:
                             html.Div(CONVENTION, id="iqt-convention", style="color: #aaa; font-size: 13px;")
                     with html.Div(id="iqt-views", style="flex: 1; display: flex; min-height: 0;"):
                         self.layout_manager.initialize_layout_grid(layout)
-                    html.Div("{{ status }}", id="iqt-status", style="color: #aaa; padding: 2px 12px; font-size: 13px;")
+                    html.Div("{{ status }}", id="iqt-status",
+                             style=f"color: #aaa; padding: 2px 12px; font-size: 13px; line-height: {STATUS_LINE_PX}px;")
                 # over the whole page, its controls too: the loop stops right after it is sent (Viewer._say_stopping)
                 with html.Div(id="iqt-stopping", v_if=("stopping",),
                               style="position: fixed; inset: 0; z-index: 3000; background: rgba(18, 18, 18, 0.85); "
@@ -474,11 +476,9 @@ class Viewer:
                 self.fa_nodes[key] = mrml.set_scalar_node(node, vol) if node is not None else \
                     mrml.add_scalar_node(self.scene, vol, f"{self.in_node.GetName()}_{key}_fa")
                 self._grey(self.fa_nodes[key])
+            # each map on its own range, its legend's ticks and median line saying the numbers: on one scale across
+            # the methods run in the page, a CNN's SD (0.3 µm²/ms at the top against biqt's 1.0) was one flat colour
             legends.style_results(self.scene, self.nodes, from_median=bool(s.from_median))
-            # one colour scale per map across the methods run in this page, as the Slicer module's "Same colour scale"
-            # and the report: each on its own range, biqt's top was 1.0, rf's 0.8 and espcn-hetero's 0.3 µm²/ms on
-            # one input, the same colour a different SD as the reader switches methods
-            legends.share_scales(self.scene)
             self._show_current()
             legends.refresh_legends(self.scene)  # this run's, and an earlier run's whose map is no longer shown
             await self._send_frames()  # the picture first: the label, "done" and the notes below name what it shows
@@ -629,7 +629,7 @@ class Viewer:
         self._render()
 
     def _on_from_median(self, from_median, **_):
-        legends.share_scales(self.scene, from_median=bool(from_median))
+        legends.share_scales(self.scene, shared=False, from_median=bool(from_median))
         legends.refresh_legends(self.scene)
         self._render()
 

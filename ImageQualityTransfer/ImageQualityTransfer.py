@@ -93,7 +93,8 @@ class ImageQualityTransfer(ScriptedLoadableModule):
               "it\n"
               "comes a <b>fibre direction uncertainty</b> map (degrees): how far the principal direction, which "
               "tractography\n"
-              "follows, may be from the one shown. It is high where anisotropy is low, in grey matter and in "
+              "follows, may be from the one shown (an RMS angle; on a noisy input it may read low). It is high "
+              "where anisotropy is low, in grey matter and in "
               "lesions that\n"
               "destroy fibre organisation: do not trust tracts through such regions; pick it in <b>Display &gt; "
               "Uncertainty map</b>. Each map's colours run from 0 to its own\n"
@@ -1212,7 +1213,7 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
                              from_median=fromMedian, floor_note=_("shown ≥ {floor}"), shown_map=shownMap,
                              marker=True,  # fits the views; the orientation marker shows laterality
                              noise_notes=(_("noisy input"), _("noisy input: SD ×{scale}"),
-                                          _("SD ×{scale} for input noise")))
+                                          _("SD ×{scale} for input noise"), _("noisy input: may read low")))
         return display.overlay_of(nodes, shownMap)
 
     def followFromMedian(self, fromMedian: bool, shared: bool = False) -> None:

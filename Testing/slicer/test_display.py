@@ -323,6 +323,29 @@ def test_a_legend_calls_an_input_noisy_only_above_the_training_inputs_noise(g, i
     assert title.split("\nshown \u2265 ")[0] == "\n".join(["Tensor SD\n(µm²/ms)", *([line] if line else [])]), title
 
 
+
+@pytest.mark.parametrize("index, line", [(0.167, "noisy input:\nmay read low"), (0.080, None)])
+def test_a_noisy_inputs_direction_legend_says_it_may_read_low(index, line):
+    """A review: at b0 SNR 5 biqt's direction map held the direction error within twice it in 0.915 of the 3 mm ortho
+    dev scan's tracked voxels, not the 98 % of a calibrated map, while its legend said only "Direction SD" and "noisy
+    input", which let it pass for calibrated. A noisy input's direction map (never scaled: g = 1) says it may read low;
+    the SD map of the same run keeps its own line, and a clean scan's direction map none."""
+    from ImageQualityTransferLib.slicer import results
+
+    scene = views_scene()
+    data = np.zeros((30, 30, 30), np.float32)
+    data[5:25, 5:25, 5:25] = np.linspace(10.0, 60.0, 20)[:, None, None]  # degrees
+    titles = {}
+    for key, g in (("direction", 1.0), ("std", 1.0)):
+        vol = Volume(data, np.eye(4), "scalar", meta={mrml.NOISE_KEY: g, mrml.NOISE_INDEX_KEY: index})
+        node = results._put(scene, vol, key, None, f"biqt/uncertainty/{key}")
+        node.SetAttribute(mrml.MAP_ATTRIBUTE, key)
+        node.SetAttribute(mrml.FACTORS_ATTRIBUTE, "2")
+        titles[key] = unpadded(legends.style_uncertainty(scene, node, key)).split("\nshown \u2265 ")[0]
+    assert titles["direction"] == "\n".join(["Direction SD\n(degrees)", *([line] if line else [])]), titles
+    assert titles["std"] == "\n".join(["Tensor SD\n(µm²/ms)", *(["noisy input"] if line else [])]), titles
+
+
 def test_a_noisy_input_s_run_marks_its_maps_with_their_factor():
     """The factor a noisy input's maps were scaled by reaches their nodes (mrml.NOISE_ATTRIBUTE) as the run recorded it
     (the tensor's meta noise_std_scale), the direction map, not scaled, as 1.0; a clean input's maps carry none."""

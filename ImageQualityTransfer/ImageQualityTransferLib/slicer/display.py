@@ -10,8 +10,8 @@ import numpy as np
 
 from ..core.errors import IQTError
 from . import mrml
-from .legends import (CLIPPED_NOTE, FLOOR_NOTE, NOISE_INDEX_NOTE, NOISE_NOTE, NOISE_SCALE_NOTE, SHARED_NOTE, legend_of,
-                      legend_room, refresh_legends, share_scales, style_results)
+from .legends import (CLIPPED_NOTE, DIRECTION_NOISE_NOTE, FLOOR_NOTE, NOISE_INDEX_NOTE, NOISE_NOTE, NOISE_SCALE_NOTE,
+                      SHARED_NOTE, legend_of, legend_room, refresh_legends, share_scales, style_results)
 
 SEEDING_CLASS = "vtkMRMLTractographyInteractiveSeedingNode"  # from SlicerDMRI, registered only where it is installed
 COMPARE_VIEWS = ("Red", "Yellow")  # the side-by-side layout's two slice views: interpolation | IQT
@@ -62,7 +62,8 @@ def show_layers(scene, background, foreground=None, opacity: float = 0.5, views=
 def show_results(scene, nodes: dict, opacity: float = 0.5, titles: dict | None = None, shared: bool = False,
                  shared_note: str = SHARED_NOTE, clipped_note: str = CLIPPED_NOTE, from_median: bool = True,
                  floor_note: str = FLOOR_NOTE, shown_map: str | None = None, marker: bool = False,
-                 noise_notes: tuple[str, ...] = (NOISE_NOTE, NOISE_SCALE_NOTE, NOISE_INDEX_NOTE)) -> None:
+                 noise_notes: tuple[str, ...] = (NOISE_NOTE, NOISE_SCALE_NOTE, NOISE_INDEX_NOTE,
+                                                 DIRECTION_NOISE_NOTE)) -> None:
     """A run's results in every slice view: the IQT tensor as background, its main uncertainty map on top; each
     axial, coronal or sagittal view is fitted to the tensor with a strip on the right kept free for the legend (a
     plain fit puts the legend over the brain). `shared`: one colour scale per map across the scene's runs

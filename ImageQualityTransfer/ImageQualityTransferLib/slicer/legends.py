@@ -47,6 +47,10 @@ FLOOR_ATTRIBUTE = "ImageQualityTransfer.Floor"  # that line as set_scale wrote i
 # relabelled: a clinician saw nothing of the whole scan being less certain (docs/measurements.md, "Slicer: a noisy
 # input": on the 3 mm ortho dev scan at b0 SNR 5 biqt's map coloured 39 % of its voxels, the clean scan's 61 %).
 NOISE_NOTE = "noisy input"  # the legend's line for a noisy input whose map was not scaled (g = 1)
+# and the direction map's (drawn from the scaled SD, never scaled itself): at b0 SNR 5 it holds the direction error within
+# twice its value in fewer voxels than the 98 % a calibrated map does (docs/accuracy.md, "Direction map on noisy
+# inputs"), while "noisy input" alone under a title reading "SD" had let it pass for calibrated (a review)
+DIRECTION_NOISE_NOTE = "noisy input: may read low"
 NOISE_SCALE_NOTE = "noisy input: SD ×{scale}"  # and for one scaled, with its factor (Slicer's legend font has no σ)
 # An input above the clean threshold (NOISY_MODEL) but within the training inputs' range (up to NOISY_INPUT) is not
 # called noisy (the Trio, a clean training scan at 0.080, had read "noisy input" in every style;
@@ -278,11 +282,12 @@ def legend_node(scene, volume_node):
 def style_uncertainty(scene, node, key: str = "std", title: str | None = None, visible: bool = True,
                       region: np.ndarray | None = None, clipped_note: str = CLIPPED_NOTE, from_median: bool = True,
                       floor_note: str = FLOOR_NOTE, inner: np.ndarray | None = None,
-                      noise_notes: tuple[str, ...] = (NOISE_NOTE, NOISE_SCALE_NOTE, NOISE_INDEX_NOTE)):
+                      noise_notes: tuple[str, ...] = (NOISE_NOTE, NOISE_SCALE_NOTE, NOISE_INDEX_NOTE,
+                                                      DIRECTION_NOISE_NOTE)):
     """Inferno colours from 0 to the map's own top (`own_top`), shown only from the map's median over its input's brain
     up with `from_median` (`_floor`), and a legend titled with the map's meaning and unit (`title` overrides the English default,
     for the module's translations; `region`: as `display_range`; `inner`: as `_median`), then a noisy input's line
-    (`noise_notes`: unscaled, scaled, within; `noise_line`), ending in `floor_note` and `clipped_note` where they apply
+    (`noise_notes`: unscaled, scaled, within, and the direction map's unscaled; `noise_line`), ending in `floor_note` and `clipped_note` where they apply
     (`set_scale`); returns the legend node."""
     if node is None:
         return None
@@ -294,7 +299,8 @@ def style_uncertainty(scene, node, key: str = "std", title: str | None = None, v
     if color_id:
         display.SetAndObserveColorNodeID(color_id)
     legend = legend_node(scene, node)
-    noisy = noise_line(node, *noise_notes)
+    unscaled = noise_notes[3] if key == "direction" and len(noise_notes) > 3 else noise_notes[0]
+    noisy = noise_line(node, unscaled, *noise_notes[1:3])
     legend.SetAttribute(TITLE_ATTRIBUTE, "\n".join([wrap_title(title or legend_title(key)), *([noisy] if noisy else [])]))
     legend.SetVisibility(bool(visible))
     node.RemoveAttribute(MEDIAN_ATTRIBUTE)  # a rerun refills the node: its median is read again (`_median`)
@@ -520,7 +526,8 @@ def pad_titles(titled: list) -> None:
 
 def style_results(scene, nodes: dict, titles: dict | None = None, clipped_note: str = CLIPPED_NOTE,
                   from_median: bool = True, floor_note: str = FLOOR_NOTE,
-                  noise_notes: tuple[str, ...] = (NOISE_NOTE, NOISE_SCALE_NOTE, NOISE_INDEX_NOTE)) -> dict:
+                  noise_notes: tuple[str, ...] = (NOISE_NOTE, NOISE_SCALE_NOTE, NOISE_INDEX_NOTE,
+                                                  DIRECTION_NOISE_NOTE)) -> dict:
     """Every uncertainty map of a run styled (`style_uncertainty`), each with its legend; Slicer draws a legend only in
     the views that show its map, so picking another map as foreground brings its own legend. Returns {key: legend}."""
     titles = titles or {}

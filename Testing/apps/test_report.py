@@ -316,6 +316,7 @@ def test_a_colour_bar_is_pointed_where_the_map_reaches_above_its_top(tmp_path, m
 
 
 
+@pytest.mark.slow
 def test_each_uncertainty_map_is_on_its_own_scale_and_its_bar_names_its_median(tmp_path, monkeypatch):
     """A review: on one shared scale the CNNs' SD, several times lower than the forests', was one flat dark colour. Each
     map's bar now runs to its own 99th percentile (read off the bars matplotlib draws) and names the map's median, the

@@ -56,11 +56,13 @@ TOOLBAR_CSS = (f"@media (max-width: {TOOLBAR_ROWS_PX - 1}px) {{ "
                ".v-main { --v-layout-top: 168px !important; } }")
 
 
-# each view's frame drawn over its whole box: trame-rca sizes the image by its width alone, centred, so for the second
-# or so a resize takes to bring a frame of the new size the picture had sat offset in its box, a blank band above and
-# below it or its top and bottom cut (at 1000 x 800 px a band of 104 px); it now covers the box, centred, unstretched
+# each view's picture element given its frame's whole box: trame-rca sizes the image by its width alone, centred, so for
+# the second or more a resize takes to bring a frame of the new size the picture had sat offset in its box, a blank band
+# above and below it or its top and bottom cut (at 1000 x 800 px a band of 104 px). That last frame is shown whole,
+# scaled into the box, unstretched (contain: cover had cut half of a sagittal view made narrower,
+# Testing/apps/test_view.py); a frame of the box's size fills it exactly
 VIEWS_CSS = ("#iqt-views .display-area > img.image-display-area { width: 100% !important; height: 100% !important; "
-             "display: block; object-fit: cover; object-position: center; }")
+             "display: block; object-fit: contain; object-position: center; }")
 
 
 # the lines of the views' labels and of the status line under the views, a whole number of pixels high (with their

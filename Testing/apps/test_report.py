@@ -317,23 +317,32 @@ def test_a_colour_bar_is_pointed_where_the_map_reaches_above_its_top(tmp_path, m
 
 
 @pytest.mark.slow
-def test_each_uncertainty_map_is_on_its_own_scale_and_its_bar_names_its_median(tmp_path, monkeypatch):
-    """A review: on one shared scale the CNNs' SD, several times lower than the forests', was one flat dark colour. Each
-    map's bar now runs to its own 99th percentile (read off the bars matplotlib draws) and names the map's median, the
-    figure that says which method is more uncertain; the direction maps stay on their one 0-60° scale."""
-    from matplotlib.figure import Figure
+def test_the_uncertainty_maps_share_one_logarithmic_scale_on_which_a_lower_map_keeps_its_structure(tmp_path, monkeypatch):
+    """A review: on one linear scale the CNNs' SD, several times lower than the forests', was one flat dark colour; each
+    map on its own scale then drew the lower map brighter, the opposite of the figures. The maps now share one
+    logarithmic scale from their 1st to their 99th percentile (read off the images matplotlib draws): the lower map
+    spans a third of the colours, one colour is one value in both columns, each column's title names its median, and
+    the direction maps stay on their one linear 0-60° scale."""
+    from matplotlib.axes import Axes
+    from matplotlib.colors import LogNorm
 
     from ImageQualityTransferLib.core.direction import SHOWN_TOP_DEGREES
 
-    tops, bars = [], []
-    real = Figure.colorbar
+    drawn, titles = [], []
+    real_imshow, real_title = Axes.imshow, Axes.set_title
 
-    def record(self, mappable, *args, **kwargs):
-        tops.append(float(mappable.norm.vmax))
-        bars.append(real(self, mappable, *args, **kwargs))
-        return bars[-1]
+    def imshow(self, X, *args, **kwargs):
+        image = real_imshow(self, X, *args, **kwargs)
+        if kwargs.get("cmap") != "gray":
+            drawn.append(image)
+        return image
 
-    monkeypatch.setattr(Figure, "colorbar", record)
+    def set_title(self, label, *args, **kwargs):
+        titles.append(label)
+        return real_title(self, label, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "imshow", imshow)
+    monkeypatch.setattr(Axes, "set_title", set_title)
     shape = (12, 14, 10)
     mask = np.zeros(shape, bool)
     mask[2:-2, 2:-2, 2:-2] = True
@@ -344,10 +353,17 @@ def test_each_uncertainty_map_is_on_its_own_scale_and_its_bar_names_its_median(t
                              np.diag([-1.5, 1.5, 2.0, 1.0]), uncertainty={"biqt": forest, "deep-hetero-var1": cnn},
                              direction={"biqt": np.full(shape, 25.0, np.float32),
                                         "deep-hetero-var1": np.full(shape, 20.0, np.float32)})
-    own = [np.percentile(m[mask], 99) * tensors.SHOWN_UNIT for m in (forest, cnn)]
-    assert np.allclose(tops[:2], own, rtol=1e-5) and tops[2:] == [SHOWN_TOP_DEGREES], tops
-    medians = [bar.ax.get_title() for bar in bars]
-    assert medians[:2] == [f"median {np.median(m[mask]) * tensors.SHOWN_UNIT:.2g}" for m in (forest, cnn)], medians
+    sd = [im for im in drawn if isinstance(im.norm, LogNorm)]
+    assert len(sd) == 6, [type(im.norm).__name__ for im in drawn]  # two maps in three planes, all logarithmic
+    both = np.concatenate([forest[mask], cnn[mask]]) * tensors.SHOWN_UNIT
+    scales = [(im.norm.vmin, im.norm.vmax) for im in sd]
+    assert np.allclose(scales, [(np.percentile(both, 1), np.percentile(both, 99))] * 6, rtol=1e-5), scales
+    low = np.asarray(sd[0].norm(cnn[mask] * tensors.SHOWN_UNIT))
+    assert np.percentile(low, 95) - np.percentile(low, 5) > 0.3, (low.min(), low.max())
+    degrees = [im for im in drawn if not isinstance(im.norm, LogNorm) and im.norm.vmax == SHOWN_TOP_DEGREES]
+    assert len(degrees) == 6 and all(im.norm.vmin == 0 for im in degrees)
+    medians = [t.split("\n")[1] for t in titles if "\n" in t]
+    assert medians == [f"median {np.median(m[mask]) * tensors.SHOWN_UNIT:#.2g}" for m in (forest, cnn)], titles
 
 
 @pytest.mark.slow

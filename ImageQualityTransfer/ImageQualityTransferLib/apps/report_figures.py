@@ -79,18 +79,27 @@ def fa_views(columns, mask, vox, centre, frame=None) -> str:
 
 
 def scalar_views(maps, background, mask, vox, centre, label, cmap="inferno", overlay=True, scale_mask=None,
-                 top: float | None = None, own: bool = False) -> str:
-    """Each named (X,Y,Z) map in the three planes with a colour bar; with `overlay`, drawn semi-transparent over the FA
-    `background` (canonical arrays). One shared colour scale (0 to `top`, default the 99th percentile in `scale_mask`,
-    default `mask`) and one bar; with `own`, each map on its own scale (`shared_top` of that map alone) with its own bar
-    under its column, which names its median (`own_scale_label`): on one scale a map several times lower than another
-    was one flat dark colour."""
+                 top: float | None = None, bottom: float | None = None) -> str:
+    """Each named (X,Y,Z) map in the three planes with one colour bar; with `overlay`, drawn semi-transparent over the FA
+    `background` (canonical arrays). One shared colour scale, 0 to `top` (default the 99th percentile in `scale_mask`,
+    default `mask`); with `bottom`, logarithmic from `bottom` to `top` and each column titled with its map's median: on
+    a linear scale a map several times lower than another was one flat dark colour, while one colour must stay one
+    value across columns for a side-by-side reading."""
     names = list(maps)
-    fig, axes = _new_figure(3, len(names), extra_w=0.0 if own else 0.9, extra_h=OWN_BAR_H if own else 0.0)
-    tops = {n: (shared_top({n: maps[n]}, mask, scale_mask) if own else
-                shared_top(maps, mask, scale_mask) if top is None else float(top)) for n in names}
-    shown = {}
+    fig, axes = _new_figure(3, len(names), extra_w=0.9)
+    top = shared_top(maps, mask, scale_mask) if top is None else float(top)
+    if bottom is not None:
+        from matplotlib.colors import LogNorm
+
+        bottom = min(float(bottom), top / 10)
+        norm = dict(norm=LogNorm(vmin=bottom, vmax=top))
+    else:
+        norm = dict(vmin=0, vmax=top)
+    shown = None
     for c, n in enumerate(names):
+        values = np.asarray(maps[n], float)
+        if bottom is not None:
+            values = np.maximum(values, bottom)  # at or below the scale's foot: its bottom colour, not left blank
         for p, plane in enumerate(PLANES):
             k = centre[{"axial": 2, "coronal": 1, "sagittal": 0}[plane]]
             ax = axes[p, c]
@@ -100,45 +109,30 @@ def scalar_views(maps, background, mask, vox, centre, label, cmap="inferno", ove
                           aspect=_aspect(plane, vox), interpolation="nearest")
             else:
                 ax.set_facecolor("black")
-            shown[n] = ax.imshow(np.where(m, view(np.asarray(maps[n]), plane, k), np.nan), cmap=cmap, vmin=0,
-                                 vmax=tops[n], alpha=0.75 if overlay else 1.0, aspect=_aspect(plane, vox),
-                                 interpolation="nearest")
+            shown = ax.imshow(np.where(m, view(values, plane, k), np.nan), cmap=cmap, alpha=0.75 if overlay else 1.0,
+                              aspect=_aspect(plane, vox), interpolation="nearest", **norm)
             draw_letters(ax, plane)
             if c == 0:
                 ax.set_ylabel(plane, fontsize=LABEL)
-        axes[0, c].set_title(n, fontsize=TITLE)
+        axes[0, c].set_title(n if bottom is None else f"{n}\n{median_label(maps[n], mask, scale_mask)}", fontsize=TITLE)
     w, h = fig.get_figwidth(), fig.get_figheight()
-    bottom = (OWN_BAR_H + 0.05) / h if own else 0.01
-    fig.subplots_adjust(left=0.4 / w, right=1 - (0.05 if own else 1.0) / w, bottom=bottom, top=1 - 0.3 / h,
+    fig.subplots_adjust(left=0.4 / w, right=1 - 1.0 / w, bottom=0.01, top=1 - (0.45 if bottom is not None else 0.3) / h,
                         wspace=0.03, hspace=0.03)
-
-    def above(names_):
+    if shown is not None:
         # a pointed top where a map reaches above its scale (a radiologist's audit: the top colour read as the top's
         # value where the rim was several times higher; slicer/legends.py says it in the legend's title)
-        return any(np.nanmax(np.where(mask, np.asarray(maps[n], float), np.nan), initial=-np.inf) > tops[n]
-                   for n in names_)
-
-    if own:
-        from matplotlib.ticker import MaxNLocator
-
-        for c, n in enumerate(names):
-            box = axes[2, c].get_position()
-            cax = fig.add_axes([box.x0 + 0.1 * box.width, 0.45 / h, 0.8 * box.width, 0.12 / h])
-            cb = fig.colorbar(shown[n], cax=cax, orientation="horizontal", extend="max" if above([n]) else "neither")
-            cb.ax.tick_params(labelsize=TICKS)
-            cb.locator = MaxNLocator(nbins=3, min_n_ticks=2)  # three or four round ticks fit under a 2.1-inch panel
-            cb.update_ticks()
-            cb.ax.set_title(own_scale_label(maps[n], mask, scale_mask), fontsize=TICKS, pad=2)
-        fig.text(0.5, 0.08 / h, label, ha="center", va="bottom", fontsize=LABEL)
-    elif shown:
+        above = any(np.nanmax(np.where(mask, np.asarray(maps[n], float), np.nan), initial=-np.inf) > top for n in names)
         cax = fig.add_axes([1 - 0.85 / w, 0.1, 0.15 / w, 0.8])
-        cb = fig.colorbar(shown[names[-1]], cax=cax, extend="max" if above(names) else "neither")
+        cb = fig.colorbar(shown, cax=cax, extend="max" if above else "neither")
         cb.set_label(label, fontsize=LABEL)
-        cb.ax.tick_params(labelsize=TICKS)
+        cb.ax.tick_params(labelsize=TICKS, which="both")
+        if bottom is not None:  # plain numbers (0.2, not 2×10⁻¹) on the logarithmic bar, as on the linear ones
+            from matplotlib.ticker import FuncFormatter
+
+            plain = FuncFormatter(lambda v, _: f"{v:g}")
+            cb.ax.yaxis.set_major_formatter(plain)
+            cb.ax.yaxis.set_minor_formatter(plain)
     return _png(fig)
-
-
-OWN_BAR_H = 0.95  # inches under the panels for each column's own colour bar, its median above it and the unit below
 
 
 def map_median(values, mask, scale_mask=None) -> float | None:
@@ -150,11 +144,19 @@ def map_median(values, mask, scale_mask=None) -> float | None:
     return float(np.median(inside)) if inside.size else None
 
 
-def own_scale_label(values, mask, scale_mask=None) -> str:
-    """What a map's own colour bar says above it: its median, the figure to compare across methods whose colours are
-    each on their own scale ("median 0.21")."""
+def median_label(values, mask, scale_mask=None) -> str:
+    """A column's second title line on a logarithmic scale: its map's median, two significant digits ("median 0.10")."""
     med = map_median(values, mask, scale_mask)
-    return "median –" if med is None else f"median {med:.2g}"
+    return "median –" if med is None else f"median {med:#.2g}"
+
+
+def shared_bottom(maps, mask, scale_mask=None) -> float:
+    """The foot of the maps' one logarithmic scale: the 1st percentile of their values above 0 in `scale_mask`
+    (default `mask`), flagged voxels left out; 1e-3 where nothing is above 0."""
+    scaled = mask if scale_mask is None else scale_mask & mask
+    inside = np.concatenate([unflagged(np.asarray(m)[scaled]) for m in maps.values()]) if scaled.any() else np.zeros(1)
+    inside = inside[np.isfinite(inside) & (inside > 0)]
+    return float(np.percentile(inside, 1)) if inside.size else 1e-3
 
 
 def shared_top(maps, mask, scale_mask=None) -> float:

@@ -24,7 +24,7 @@ from ..core.volume import Volume
 from ..dmri.dti import SCALE_MIN_VOXELS
 from ..methods.base import NOISIER_TYPICAL
 from .figures import centre_voxel, white_matter_centre
-from .report_figures import MAX_DRAWN, fa_views, scalar_views, shared_top, tract_views
+from .report_figures import MAX_DRAWN, fa_views, scalar_views, shared_bottom, shared_top, tract_views
 
 
 def _figure_html(png_b64, caption: str) -> str:
@@ -132,9 +132,9 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
     fa_bg = {n: tensors.fa(t) for n, t in cols}
 
     def overlay(maps: dict, scale: float, heading: str, label: str, caption: str, top: float | None = None,
-                titles: dict | None = None, own: bool = False) -> None:
-        """One figure of per-method scalar maps on the first method's FA (a shared colour scale, or with `own` each
-        map on its own); `titles`: a map's title where it is not its method's name."""
+                titles: dict | None = None, log: bool = False) -> None:
+        """One figure of per-method scalar maps on the first method's FA on one colour scale (with `log`, logarithmic
+        and each column titled with its median); `titles`: a map's title where it is not its method's name."""
         canon_maps = {n: reo.apply(Volume(np.asarray(u, np.float32), affine, "scalar")).data * scale for n, u in maps.items()}
         bg = fa_bg.get(next(iter(canon_maps)), next(iter(fa_bg.values())))
         parts.append(f"<h2>{heading}</h2>")
@@ -142,11 +142,12 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
             caption = caption.replace("inside the mask", f"more than {noise_level.ESTIMATED_BRAIN_RIM_MM:g} mm inside the "
                                                          "edge of the brain estimated from the tensors, whose rim of noise "
                                                          "fits shows saturated")
-        if not own and top is None:
+        if top is None:
             top = shared_top(canon_maps, m, scale_in)  # one scale over the figure's rows
+        bottom = shared_bottom(canon_maps, m, scale_in) if log else None
         titles = titles or {}
         parts.append(_figure_html([scalar_views({titles.get(n, n): canon_maps[n] for n in row}, bg, m, vox, centre,
-                                                label, scale_mask=scale_in, top=top, own=own)
+                                                label, scale_mask=scale_in, top=top, bottom=bottom)
                                    for row in _rows(list(canon_maps))],
                                   caption.format(", ".join(canon_maps))))
 
@@ -156,12 +157,12 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
         raised = {n: f"{g:.2f}" for n, g in (std_scales or {}).items() if n in uncertainty and f"{g:.2f}" != "1.00"}
         overlay(uncertainty, tensors.SHOWN_UNIT, "Uncertainty", f"predictive std ({tensors.SHOWN_UNIT_LABEL})",
                 "Per-voxel predictive standard deviation of each method with uncertainty ({}), overlaid on FA, in "
-                f"{tensors.SHOWN_UNIT_LABEL} (10⁻³ mm²/s, as in Slicer). Each map on its own colour scale, 0 to its 99th "
-                "percentile inside the mask, so that each shows its own structure: one colour is not one value across "
-                "columns. Which method is more uncertain: read the numbers under each column, its colour bar and its "
-                "median over the same voxels."
+                f"{tensors.SHOWN_UNIT_LABEL} (10⁻³ mm²/s, as in Slicer), on one logarithmic colour scale from the maps' "
+                "1st to their 99th percentile inside the mask, so that a map several times lower than another still "
+                "shows its structure and one colour is one value in every column; each column's title gives its "
+                "map's median over the same voxels."
                 + (" SD ×g in a title: that map raised by g for the input's noise, as the warning above says." if raised
-                   else ""), titles={n: f"{n}, SD ×{g}" for n, g in raised.items()}, own=True)
+                   else ""), titles={n: f"{n}, SD ×{g}" for n, g in raised.items()}, log=True)
     if direction:
         overlay(direction, 1.0, "Fibre direction uncertainty", "direction uncertainty (degrees)",
                 "How far the principal direction, which tractography follows, may be from the one shown: the RMS angle "

@@ -73,6 +73,13 @@ def frame_to_voxel_axes(mf_ras: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return np.linalg.solve(direction_rotation(affine), np.asarray(mf_ras, dtype=np.float64))
 
 
+def is_rotation(mf: np.ndarray) -> bool:
+    """Whether a measurement frame is a rotation (unit vectors at right angles, to 1e-3): the only kind whose change of
+    frame keeps a tensor's size, and a gradient's length."""
+    mf = np.asarray(mf, dtype=np.float64)
+    return mf.shape == (3, 3) and bool(np.all(np.isfinite(mf))) and np.allclose(mf @ mf.T, np.eye(3), atol=1e-3)
+
+
 def reexpress(data6: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, bool]:
     """Apply D' = T D T^T unless T is the identity (to FRAME_ATOL); returns (data, rotated?)."""
     if np.allclose(t, np.eye(3), rtol=0.0, atol=FRAME_ATOL):
@@ -434,7 +441,7 @@ def load_tensor_nrrd(path) -> Volume:
         mf = np.asarray(hdr["measurement frame"], dtype=np.float64)
         if mf.shape != (3, 3) or not np.all(np.isfinite(mf)):
             raise IQTError(f"{path}: 'measurement frame' must be three 3D vectors, got {hdr['measurement frame']}")
-        if not np.allclose(mf @ mf.T, np.eye(3), atol=1e-3):
+        if not is_rotation(mf):
             raise IQTError(f"{path}: the 'measurement frame' {mf.tolist()} is not a rotation (its vectors must be unit "
                            f"length and at right angles); fix the header (Slicer writes the IJK->RAS rotation)")
         mf_ras = flip[:, None] * mf.T  # the header lists the columns

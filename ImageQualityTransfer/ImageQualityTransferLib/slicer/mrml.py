@@ -22,7 +22,7 @@ import numpy as np
 
 from ..core import tensor_checks, tensors
 from ..core.errors import IQTError
-from ..fileio.nrrd import direction_rotation, frame_to_voxel_axes, reexpress
+from ..fileio.nrrd import direction_rotation, frame_to_voxel_axes, is_rotation, reexpress
 from ..core.volume import Volume
 
 # Perceptual colour maps first (present in the Slicer application), then Slicer's default grey.
@@ -169,7 +169,6 @@ def _meta(node) -> dict:
 
 def tensor_volume_from_node(node) -> Volume:
     """Tensor Volume (X,Y,Z,6) float32, components in voxel axes, from a vtkMRMLDiffusionTensorVolumeNode."""
-    vtk, _ = _vtk()
     if node is None or not node.IsA("vtkMRMLTensorVolumeNode"):
         got = "nothing" if node is None else node.GetClassName()
         raise IQTError(f"expected a diffusion tensor volume node, got {got}; select a DTI volume (estimate it from a DWI first)")
@@ -200,9 +199,7 @@ def tensor_volume_from_node(node) -> Volume:
         t6 = tensor_checks.nan_as_empty(t6, f"{_node_label(node)}: ")
         _warn_if_gapped(node, affine)
     notes = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
-    mf = vtk.vtkMatrix4x4()
-    node.GetMeasurementFrameMatrix(mf)
-    mf3 = _matrix_to_numpy(mf)[:3, :3]
+    mf3 = measurement_frame(node)
     t6, rotated = reexpress(t6, frame_to_voxel_axes(mf3, affine))
     if not np.isfinite(t6).all():
         raise IQTError(f"{_node_label(node)} has NaN/Inf tensor values; replace them (for example with 0 outside the brain)")
@@ -210,16 +207,51 @@ def tensor_volume_from_node(node) -> Volume:
     return Volume(t6.astype(np.float32), affine, "tensor", meta=meta)
 
 
-def _warn_if_gapped(node, affine) -> None:
-    """The slice gap that the NRRD file a node was read from says (fileio/slices.py), as the engine's reader says it
-    of a file: one of the run's notes."""
-    import os
+def measurement_frame(node) -> np.ndarray:
+    """A diffusion node's measurement frame (3x3, to RAS). The NRRD file the node was read from is refused where its
+    header's frame is not a rotation, as `iqt upsample` refuses that file (fileio/nrrd.py): Slicer's reader keeps such a
+    frame, and a frame scaled 1.5 times had given a brain median MD 2.25 times the file's, unsaid. The node's own frame
+    is not judged: Slicer's reader makes one that is not a rotation from a right file (the symmetric kinds on an oblique
+    grid of unequal voxels, Testing/slicer/test_mrml.py test_foreign_frame_matches_slicer_reader)."""
+    vtk, _ = _vtk()
+    name = _read_from(node, (".nrrd", ".nhdr"))
+    if name is not None:
+        try:
+            import nrrd
 
-    from ..fileio import slices
+            hdr = nrrd.read_header(name)
+        except Exception:  # noqa: BLE001 - a header that is not read says nothing of its frame
+            hdr = {}
+        frame = hdr.get("measurement frame")
+        if frame is not None and not is_rotation(frame):
+            raise IQTError(f"{_node_label(node)}: the measurement frame of {name}, "
+                           f"{np.round(np.asarray(frame, dtype=float), 4).tolist()}, is not a rotation (its vectors must "
+                           "be unit length and at right angles), so the sizes and directions it gives are unknown; fix "
+                           "the header's 'measurement frame' line and load the file again (Slicer writes the IJK->RAS "
+                           "rotation)")
+    m = vtk.vtkMatrix4x4()
+    node.GetMeasurementFrameMatrix(m)
+    return _matrix_to_numpy(m)[:3, :3]
+
+
+def _read_from(node, suffixes: tuple) -> str | None:
+    """The file with one of `suffixes` that `node` was read from and still holds unchanged, or None."""
+    import os
 
     storage = node.GetStorageNode() if hasattr(node, "GetStorageNode") else None
     name = (storage.GetFileName() or "") if storage is not None else ""
-    if name.lower().endswith((".nrrd", ".nhdr")) and os.path.isfile(name) and not node.GetModifiedSinceRead():
+    if name.lower().endswith(suffixes) and os.path.isfile(name) and not node.GetModifiedSinceRead():
+        return name
+    return None
+
+
+def _warn_if_gapped(node, affine) -> None:
+    """The slice gap that the NRRD file a node was read from says (fileio/slices.py), as the engine's reader says it
+    of a file: one of the run's notes."""
+    from ..fileio import slices
+
+    name = _read_from(node, (".nrrd", ".nhdr"))
+    if name is not None:
         slices.warn_if_gapped(_node_label(node), affine, slices.from_nrrd_file(name, None, affine))
 
 

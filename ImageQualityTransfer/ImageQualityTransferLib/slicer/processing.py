@@ -110,7 +110,6 @@ def dwi_volume_from_node(node) -> Volume:
     vtkMRMLDiffusionWeightedVolumeNode. Gradients are stored in the node's measurement frame
     (g_RAS = MF g); Slicer's NRRD convention of gradient length sqrt(b/b_max) is turned into per-volume
     b-values with unit directions."""
-    import vtk
     from vtk.util import numpy_support as ns
 
     if node is None or not node.IsA("vtkMRMLDiffusionWeightedVolumeNode"):
@@ -140,9 +139,7 @@ def dwi_volume_from_node(node) -> Volume:
     if dw.any() and np.ptp(b[dw]) == 0 and not np.allclose(norms[dw], 1.0, atol=1e-3):
         b = b * norms**2  # NRRD multi-shell convention: b = b_max * |g|^2
     g[dw] /= norms[dw, None]
-    mf = vtk.vtkMatrix4x4()
-    node.GetMeasurementFrameMatrix(mf)
-    mf3 = mrml._matrix_to_numpy(mf)[:3, :3]
+    mf3 = mrml.measurement_frame(node)
     g_ijk = np.linalg.solve(direction_rotation(vol.affine), mf3 @ g.T).T
     b[~dw] = 0.0
     # the slice gap of the file the node was read from (its NRRD thicknesses, its BIDS sidecar), as a DTI node's

@@ -1,8 +1,9 @@
 """A diffusion node's measurement frame as the module reads it, on real slicer-core (no mocks): a DTI NRRD written as
 Slicer writes one (LPS space, an arbitrary measurement frame, components expressed in it) reads as the tensors it
-was made from, and a NRRD whose frame is not a rotation, read by Slicer's loader, is refused in one line naming the
-node and the file, as `iqt upsample` refuses the file (fileio/nrrd.py), for a DTI node and for a DWI node, where it
-had changed every tensor's size or every gradient's direction unsaid."""
+was made from; a NRRD whose frame is not a rotation, read by Slicer's loader, is refused in one line naming the node
+and the file, as `iqt upsample` refuses the file (fileio/nrrd.py), for a DTI node and for a DWI node, where it had
+changed every tensor's size or every gradient's direction unsaid; a DTI NRRD with no frame reads in its own space,
+as `iqt upsample` reads it."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import pytest
 from ImageQualityTransferLib.core import tensors
 from ImageQualityTransferLib.core.errors import IQTError
 from ImageQualityTransferLib.dmri.phantom import make_phantom
-from ImageQualityTransferLib.fileio.nrrd import direction_rotation
+from ImageQualityTransferLib.fileio.nrrd import SPACES, direction_rotation, load_tensor_nrrd
 
-from helpers import rot
+from helpers import AFFINES, assert_same, on_grid_of, rot, tensor_volume
 
 slicer = pytest.importorskip("slicer", reason="slicer-core (or Slicer) is needed for the MRML tests")
 nrrd = pytest.importorskip("nrrd")
@@ -75,27 +76,75 @@ def test_a_dti_node_whose_measurement_frame_is_not_a_rotation_is_refused(tmp_pat
     assert scene.GetNodesByClass("vtkMRMLDiffusionTensorVolumeNode").GetNumberOfItems() == 3  # nothing added
 
 
+def dwi_nrrd(path, dwi, space: str, mf: np.ndarray | None):
+    """`dwi` written as a DWI NRRD in `space` whose gradients are in measurement frame `mf` (to that space), or in the
+    space itself with no measurement frame line where None; b-values as gradient lengths, as Slicer writes them."""
+    flip = np.diag(SPACES[space])
+    b = np.asarray(dwi.bvals, np.float64)
+    g = (flip @ direction_rotation(dwi.affine) @ np.asarray(dwi.bvecs, np.float64).T).T
+    g = (g if mf is None else g @ mf) * np.sqrt(b / b.max())[:, None]
+    hdr = {"type": "float", "dimension": 4, "space": space, "kinds": ["domain", "domain", "domain", "list"],
+           "space directions": np.vstack([(flip @ dwi.affine[:3, :3]).T, np.full(3, np.nan)]),
+           "space origin": flip @ dwi.affine[:3, 3], "modality": "DWMRI", "DWMRI_b-value": f"{b.max():g}"}
+    if mf is not None:
+        hdr["measurement frame"] = np.asarray(mf).T
+    for i, v in enumerate(g):
+        hdr[f"DWMRI_gradient_{i:04d}"] = " ".join(f"{x:.10f}" for x in v)
+    nrrd.write(str(path), np.asarray(dwi.data, np.float32), hdr, index_order="F")
+    return path
+
+
+def gradient_angles(got, dwi) -> np.ndarray:
+    """Degrees between the gradients read (`got`, on its node's grid) and `dwi`'s, in RAS, of the weighted volumes."""
+    a = (direction_rotation(got.affine) @ np.asarray(got.bvecs).T).T
+    b = (direction_rotation(dwi.affine) @ np.asarray(dwi.bvecs).T).T
+    dw = np.asarray(dwi.bvals) > 0
+    return np.degrees(np.arccos(np.clip(np.abs(np.sum(a[dw] * b[dw], axis=1)), 0, 1)))
+
+
 def test_a_dwi_node_whose_measurement_frame_is_not_a_rotation_is_refused(tmp_path):
     dwi = make_phantom(shape=(12, 14, 10), voxel_mm=4.0, n_dirs=12)
-    r_lps = LPS @ direction_rotation(dwi.affine)
     scene = slicer.vtkMRMLScene()
-    for name, mf in (("right", r_lps), ("sheared", r_lps @ SHEAR)):
-        hdr = {"type": "float", "dimension": 4, "space": "left-posterior-superior",
-               "kinds": ["domain", "domain", "domain", "list"],
-               "space directions": np.vstack([(LPS @ dwi.affine[:3, :3]).T, np.full(3, np.nan)]),
-               "space origin": LPS @ dwi.affine[:3, 3], "measurement frame": mf.T, "modality": "DWMRI",
-               "DWMRI_b-value": f"{max(dwi.bvals):g}"}
-        for i, g in enumerate(np.asarray(dwi.bvecs) * np.sqrt(np.asarray(dwi.bvals) / max(dwi.bvals))[:, None]):
-            hdr[f"DWMRI_gradient_{i:04d}"] = " ".join(f"{x:.8f}" for x in g)  # in the voxel axes, as MF = R says
-        path = tmp_path / f"{name}.nrrd"
-        nrrd.write(str(path), np.asarray(dwi.data, np.float32), hdr, index_order="F")
-        node = added_data(scene, path, "vtkMRMLDiffusionWeightedVolumeNode")
-        if name == "right":
-            got = processing.dwi_volume_from_node(node)
-            dw = np.asarray(dwi.bvals) > 0
-            assert np.allclose(np.abs(np.sum(got.bvecs[dw] * np.asarray(dwi.bvecs)[dw], axis=1)), 1, atol=1e-5)
-            continue
-        with pytest.raises(IQTError) as refused:
-            processing.dwi_volume_from_node(node)
-        assert str(refused.value).startswith(f"node '{name}': the measurement frame of {path}")
-        assert REFUSED in str(refused.value)
+    mf = rot(10, 25, -40)
+    node = added_data(scene, dwi_nrrd(tmp_path / "right.nrrd", dwi, "left-posterior-superior", mf),
+                      "vtkMRMLDiffusionWeightedVolumeNode")
+    assert gradient_angles(processing.dwi_volume_from_node(node), dwi).max() < 1e-3
+    path = dwi_nrrd(tmp_path / "sheared.nrrd", dwi, "left-posterior-superior", mf @ SHEAR)
+    node = added_data(scene, path, "vtkMRMLDiffusionWeightedVolumeNode")
+    with pytest.raises(IQTError) as refused:
+        processing.dwi_volume_from_node(node)
+    assert str(refused.value).startswith(f"node 'sheared': the measurement frame of {path}")
+    assert REFUSED in str(refused.value)
+
+
+@pytest.mark.parametrize("space", ["right-anterior-superior", "left-anterior-superior", "left-posterior-superior"])
+def test_a_dwi_nrrd_without_a_measurement_frame_reads_in_its_own_space(tmp_path, space):
+    """Slicer's reader gives such a DWI node RAS's axes whatever the space: the module had read an LPS or LAS file's
+    gradients up to 78° off."""
+    dwi = make_phantom(shape=(12, 14, 10), voxel_mm=4.0, n_dirs=12)
+    dwi = dwi.replace(affine=AFFINES["las_oblique_aniso"])
+    scene = slicer.vtkMRMLScene()
+    node = added_data(scene, dwi_nrrd(tmp_path / "dwi.nrrd", dwi, space, None), "vtkMRMLDiffusionWeightedVolumeNode")
+    assert gradient_angles(processing.dwi_volume_from_node(node), dwi).max() < 1e-3
+
+
+@pytest.mark.parametrize("kind", ["3D-symmetric-matrix", "3D-matrix"])
+@pytest.mark.parametrize("space", ["right-anterior-superior", "left-anterior-superior", "left-posterior-superior"])
+def test_a_dti_nrrd_without_a_measurement_frame_reads_in_its_own_space(tmp_path, kind, space):
+    """No measurement frame line: the components are in the file's space (the NRRD format; `iqt upsample` reads them
+    so). Slicer's reader gives the node LPS's axes whatever the space, and the module had read an RAS or LAS file's
+    tensors mirrored in x and y."""
+    vol = tensor_volume("las_oblique_aniso", seed=4)
+    flip = np.diag(SPACES[space])
+    d_world = tensors.rotate(tensors.rotate(vol.data.astype(np.float64), direction_rotation(vol.affine)), flip)
+    comps = (tensors.to_matrix(d_world).reshape(vol.shape3 + (9,)) if kind == "3D-matrix"
+             else tensors.to_order(d_world, "fsl"))
+    hdr = {"type": "float", "dimension": 4, "space": space, "kinds": [kind, "domain", "domain", "domain"],
+           "space directions": np.vstack([np.full(3, np.nan), (flip @ vol.affine[:3, :3]).T]),
+           "space origin": flip @ vol.affine[:3, 3]}
+    path = tmp_path / "no_frame.nrrd"
+    nrrd.write(str(path), np.moveaxis(comps, -1, 0).astype(np.float32), hdr, index_order="F")
+    assert_same(vol, load_tensor_nrrd(path), atol=1e-8)
+    scene = slicer.vtkMRMLScene()  # held: the node finds its storage node through it
+    got = mrml.tensor_volume_from_node(added_data(scene, path))
+    assert_same(vol, on_grid_of(got, vol), atol=1e-8)

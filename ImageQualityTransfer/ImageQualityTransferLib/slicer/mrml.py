@@ -22,7 +22,7 @@ import numpy as np
 
 from ..core import tensor_checks, tensors
 from ..core.errors import IQTError
-from ..fileio.nrrd import direction_rotation, frame_to_voxel_axes, is_rotation, reexpress
+from ..fileio.nrrd import SPACES, direction_rotation, frame_to_voxel_axes, is_rotation, reexpress
 from ..core.volume import Volume
 
 # Perceptual colour maps first (present in the Slicer application), then Slicer's default grey.
@@ -208,30 +208,42 @@ def tensor_volume_from_node(node) -> Volume:
 
 
 def measurement_frame(node) -> np.ndarray:
-    """A diffusion node's measurement frame (3x3, to RAS). The NRRD file the node was read from is refused where its
-    header's frame is not a rotation, as `iqt upsample` refuses that file (fileio/nrrd.py): Slicer's reader keeps such a
-    frame, and a frame scaled 1.5 times had given a brain median MD 2.25 times the file's, unsaid. The node's own frame
-    is not judged: Slicer's reader makes one that is not a rotation from a right file (the symmetric kinds on an oblique
-    grid of unequal voxels, Testing/slicer/test_mrml.py test_foreign_frame_matches_slicer_reader)."""
-    vtk, _ = _vtk()
-    name = _read_from(node, (".nrrd", ".nhdr"))
-    if name is not None:
-        try:
-            import nrrd
+    """A diffusion node's measurement frame (3x3, to RAS), checked against the NRRD file the node was read from:
 
-            hdr = nrrd.read_header(name)
-        except Exception:  # noqa: BLE001 - a header that is not read says nothing of its frame
-            hdr = {}
-        frame = hdr.get("measurement frame")
-        if frame is not None and not is_rotation(frame):
-            raise IQTError(f"{_node_label(node)}: the measurement frame of {name}, "
-                           f"{np.round(np.asarray(frame, dtype=float), 4).tolist()}, is not a rotation (its vectors must "
-                           "be unit length and at right angles), so the sizes and directions it gives are unknown; fix "
-                           "the header's 'measurement frame' line and load the file again (Slicer writes the IJK->RAS "
-                           "rotation)")
+    - a header frame that is not a rotation is refused, as `iqt upsample` refuses that file (fileio/nrrd.py): Slicer's
+      reader keeps it, and a frame scaled 1.5 times had given a brain median MD 2.25 times the file's, unsaid;
+    - a header without one holds components (a DWI's gradients) in its own space, as the NRRD format and `iqt upsample`
+      read them, where Slicer's reader gives a DTI node LPS's axes and a DWI node RAS's whatever the space: an RAS or
+      LAS DTI file's principal directions had come out a median 48° off on the yaw dev scan (docs/measurements.md,
+      Slicer: DTI made the Slicer way), an LPS or LAS DWI file's gradients up to 78° off.
+
+    The node's own frame is not judged: Slicer's reader makes one that is not a rotation from a right file (the
+    symmetric kinds on an oblique grid of unequal voxels, Testing/slicer/test_mrml.py
+    test_foreign_frame_matches_slicer_reader)."""
+    vtk, _ = _vtk()
     m = vtk.vtkMatrix4x4()
     node.GetMeasurementFrameMatrix(m)
-    return _matrix_to_numpy(m)[:3, :3]
+    mf = _matrix_to_numpy(m)[:3, :3]
+    name = _read_from(node, (".nrrd", ".nhdr"))
+    if name is None:
+        return mf
+    try:
+        import nrrd
+
+        hdr = nrrd.read_header(name)
+    except Exception:  # noqa: BLE001 - a header that is not read says nothing of its frame
+        return mf
+    frame = hdr.get("measurement frame")
+    if frame is not None and not is_rotation(frame):
+        raise IQTError(f"{_node_label(node)}: the measurement frame of {name}, "
+                       f"{np.round(np.asarray(frame, dtype=float), 4).tolist()}, is not a rotation (its vectors must "
+                       "be unit length and at right angles), so the sizes and directions it gives are unknown; fix "
+                       "the header's 'measurement frame' line and load the file again (Slicer writes the IJK->RAS "
+                       "rotation)")
+    space = SPACES.get(str(hdr.get("space", "")).strip().lower())
+    if frame is None and space is not None and np.allclose(np.abs(mf), np.eye(3), atol=1e-9):  # Slicer's default
+        return np.diag(space)
+    return mf
 
 
 def _read_from(node, suffixes: tuple) -> str | None:

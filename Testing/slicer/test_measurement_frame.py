@@ -132,8 +132,8 @@ def test_a_dwi_nrrd_without_a_measurement_frame_reads_in_its_own_space(tmp_path,
 @pytest.mark.parametrize("space", ["right-anterior-superior", "left-anterior-superior", "left-posterior-superior"])
 def test_a_dti_nrrd_without_a_measurement_frame_reads_in_its_own_space(tmp_path, kind, space):
     """No measurement frame line: the components are in the file's space (the NRRD format; `iqt upsample` reads them
-    so). Slicer's reader gives the node LPS's axes whatever the space, and the module had read an RAS or LAS file's
-    tensors mirrored in x and y."""
+    so). Slicer's reader gives the node LPS's axes whatever the space, and the module had read an RAS file's tensors
+    mirrored in x and y, an LAS file's in y."""
     vol = tensor_volume("las_oblique_aniso", seed=4)
     flip = np.diag(SPACES[space])
     d_world = tensors.rotate(tensors.rotate(vol.data.astype(np.float64), direction_rotation(vol.affine)), flip)

@@ -25,7 +25,8 @@ def snr5_cases(axial_subject):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name, factor", [("rf", (2, 2, 2)), ("espcn-hetero", (2, 2, 2)), ("biqt", (2, 2, 2)),
-                                          ("espcn-hetero", (1, 1, 2))])
+                                          ("espcn-hetero", (1, 1, 2))],
+                         ids=["rf-x2", "espcn-hetero-x2", "biqt-x2", "espcn-hetero-x1,1,2"])
 def test_sigma_on_a_noisy_dev_scan_holds_its_errors_within_two_sigma(snr5_cases, name, factor):
     """rf, espcn-hetero and biqt run their noise-trained models there; the whole brain's share within ±2σ stays in
     0.85-0.99. espcn-hetero's at x1,1,2 had been 0.811, its σ not scaled for the noise (NOISY_STD_SCALE); biqt's

@@ -651,6 +651,7 @@ class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                         outputNode=p.outputVolume,
                         method=p.method,
                         factor=self._factors,
+                        voxelSize=p.voxelSize if p.upsamplingMode == "voxel-size" else None,
                         maskNode=p.maskVolume,
                         uncertaintyNode=p.uncertaintyVolume,
                         interpolatedNode=p.interpolatedVolume if p.interpolatedVolume else True,
@@ -1094,13 +1095,17 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
     def process(self, inputNode, outputNode=None, method: Optional[str] = None, factor=2, maskNode=None,
                 uncertaintyNode=None, interpolatedNode=None, samples: int = 10, useGPU: bool = False,
                 modelPath: Optional[str] = None, progressCallback=None, separateProcess: Optional[bool] = None,
-                averageFlips: bool = False, excludeOutliers: bool = False) -> dict:
+                averageFlips: bool = False, excludeOutliers: bool = False, voxelSize: Optional[float] = None) -> dict:
         """Super-resolve `inputNode` (DTI, or DWI fitted first) and return the nodes:
         {"tensor", "uncertainty" (or None), "uncertainties" {key: node}, "interpolated" (or None)}.
 
         factor: an integer r (r along each axis) or per-axis factors (fx, fy, fz) in the input's IJK axes, e.g. from
         upsamplingFactors; learned methods run at the factors they have models for (`iqt methods`, methods.ready),
-        interpolation at any.
+        interpolation at any; a learned method named without a model for them is refused before any node is made,
+        as `iqt upsample` and `iqt batch` refuse it (the engine's `choose_factors`).
+        voxelSize: the Target voxel size mode's wanted voxel size (mm): the factors are chosen from it and the input's
+        spacing (upsamplingFactors), in place of `factor`, and a refusal or note then names a coarser voxel size whose
+        factors have a model.
 
         outputNode / uncertaintyNode / interpolatedNode: existing nodes to fill, or None to create new ones;
         interpolatedNode=True creates the cubic comparison without a target node. The input is never modified.
@@ -1123,8 +1128,15 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
             raise self.engineError()(_("no input volume: select a diffusion tensor (DTI) or diffusion-weighted (DWI) "
                                        "volume"))
         sp = self.engine()
+        if voxelSize is not None:
+            factor = self.upsamplingFactors(inputNode, "voxel-size", voxelSize=voxelSize)
         defaulted = not method and not modelPath
         method = method or (self.modelMethod(modelPath) if modelPath else None) or self.defaultMethod(factor, inputNode)
+        # the engine's rule for factors without a model, as the command line applies it: said before any node is made
+        choice = sp.choose_factors(None if defaulted else method, factor, inputNode.GetSpacing() if voxelSize else None,
+                                   voxelSize, modelPath or None)
+        if choice.refusal:
+            raise self.engineError()(choice.refusal)
         # the Logic's own interpolation fallback with flips asked for: dropped with a note, where a caller who named
         # cubic is refused (slicer/processing.py, as `iqt upsample --method cubic --tta`)
         flipsDropped = bool(averageFlips) and defaulted and not sp.method_info(method)["learned"]
@@ -1171,7 +1183,7 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
             self._addNote(nodes["tensor"], _("no learned model ships for {factors}, so the interpolation baseline "
                                              "({method}) ran; choose a Method and an Advanced > Model file trained for "
                                              "these factors for a learned one").format(
-                factors=factorsText(factor), method=method))
+                factors=factorsText(factor), method=method) + choice.hint)
         if flipsDropped:
             self._addNote(nodes["tensor"], _("Average over flips was left out: the interpolation baseline ({method}) "
                                              "that ran is unchanged by flips and swaps").format(method=method))

@@ -97,11 +97,49 @@ for factor, method in ((5, None), (5, "cubic")):
 """
 
 
+WITHOUT_A_MODEL = r"""
+big = mrml.add_tensor_node(slicer.mrmlScene, Volume(d, np.diag([6.0, 6.0, 6.0, 1.0]), "tensor"), "dti6")
+for kwargs in ({"method": "deep", "factor": 4}, {"method": "deep", "voxelSize": 1.5}):
+    before = slicer.mrmlScene.GetNumberOfNodes()
+    try:
+        logic.process(big, **kwargs)
+        print("ran:", kwargs)
+    except IQTError as exc:
+        print("refused", kwargs["method"], kwargs.get("voxelSize"), "nodes made", slicer.mrmlScene.GetNumberOfNodes() - before,
+              "|", exc)
+nodes = logic.process(big, voxelSize=1.5)
+print("default at 1.5 mm notes:", repr(nodes["tensor"].GetAttribute(mrml.NOTES_ATTRIBUTE)))
+nodes = logic.process(big, method="cubic", voxelSize=1.5)
+print("cubic at 1.5 mm:", nodes["tensor"].GetImageData().GetDimensions())
+"""
+
+
 @pytest.fixture(scope="module")
 def logic_default_at_5(tmp_path_factory):
-    """One child process for the three Logic tests: LOGIC_RUN's process(None), then DEFAULT_AT_5 in batch mode, then
-    WITH_MAIN_WINDOW (a Slicer shell and the engine imported once, not three times)."""
-    return logic_run(tmp_path_factory.mktemp("logic"), DEFAULT_AT_5 + WITH_MAIN_WINDOW)
+    """One child process for the Logic tests: LOGIC_RUN's process(None), then DEFAULT_AT_5 and WITHOUT_A_MODEL in batch
+    mode, then WITH_MAIN_WINDOW (a Slicer shell and the engine imported once, not four times)."""
+    return logic_run(tmp_path_factory.mktemp("logic"), DEFAULT_AT_5 + WITHOUT_A_MODEL + WITH_MAIN_WINDOW)
+
+
+def test_a_learned_method_without_a_model_is_refused_before_any_node_as_the_command_line_refuses_it(logic_default_at_5):
+    """The Logic asked for deep at factor 4 (no model ships) had no rule of its own, and with the Target voxel size
+    named neither the voxel size it chose nor a coarser one whose factors have a model, as iqt upsample does (a review
+    of issue 14): the engine's rule (methods/factor_choice.py) refuses it in the module's words before any node is
+    made; the default falls back to cubic with a note naming the coarser voxel size; cubic runs at any factors."""
+    out = logic_default_at_5
+    lines = out.splitlines()
+    by_factor = next(line for line in lines if line.startswith("refused deep None"))
+    assert "nodes made 0 |" in by_factor and "deep has shipped models for factor 2" in by_factor, out[-3000:]
+    assert "choose an Advanced > Model file for factor 4" in by_factor and "give --model" not in by_factor, by_factor
+    by_size = next(line for line in lines if line.startswith("refused deep 1.5"))
+    assert "nodes made 0 |" in by_size, by_size
+    assert ("the Target voxel size 1.5 chose factor 4: output voxel size 1.5x1.5x1.5 mm (input 6x6x6 mm); deep has "
+            "shipped models") in by_size, by_size
+    assert by_size.endswith("; the Target voxel size 2 gives factor 3 (2x2x2 mm voxels), for which models ship"), by_size
+    note = next(line for line in lines if line.startswith("default at 1.5 mm notes:"))
+    assert ("the interpolation baseline (cubic) ran; choose a Method and an Advanced > Model file trained for these "
+            "factors for a learned one; the Target voxel size 2 gives factor 3") in note, note
+    assert "cubic at 1.5 mm: (24, 24, 20)" in out, out[-3000:]
 
 
 def test_the_default_method_at_factors_without_a_model_says_it_ran_interpolation(logic_default_at_5):

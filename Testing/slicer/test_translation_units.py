@@ -140,7 +140,8 @@ def _note(tr, factor):
     notes = []
     tensor = object()
     engine = types.SimpleNamespace(method_needs_torch=lambda m: False, method_info=lambda m: {"learned": False},
-                                   run_on_nodes=lambda *a, **k: {"tensor": tensor})
+                                   run_on_nodes=lambda *a, **k: {"tensor": tensor},
+                                   choose_factors=lambda *a, **k: types.SimpleNamespace(refusal="", hint=""))
     logic = types.SimpleNamespace(engineError=lambda: ValueError, engine=lambda: engine,
                                   defaultMethod=lambda f, node=None: "cubic", _outputAnisotropy=lambda node, f: None, _batch=lambda: True, torchAvailable=lambda: False,
                                   pythonSlicerExecutable=lambda: "PythonSlicer",

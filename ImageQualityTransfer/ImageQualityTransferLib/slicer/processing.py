@@ -357,6 +357,20 @@ def predict_volumes(lr: Volume, request: Request, mask: Volume | None = None, pr
     return out
 
 
+def choose_factors(method: str | None, factor, spacing=None, voxel_size_mm: float | None = None, model=None):
+    """The engine's rule for factors without a model (`methods.factor_choice.choose`, as iqt upsample and iqt batch
+    apply it) for a run of the module: `method` (None: the default), `factor` as the controls give it, and with the
+    Target voxel size mode the node's `spacing` and `voxel_size_mm`; its refusal, note and hint in the module's words."""
+    import dataclasses
+
+    from ..methods.factor_choice import choose
+
+    c = choose(method, factor, voxel_size=spacing if voxel_size_mm is not None else None, target=voxel_size_mm,
+               model=model)
+    return dataclasses.replace(c, refusal=in_module_words(c.refusal), note=in_module_words(c.note),
+                               hint=in_module_words(c.hint))
+
+
 # ---------------------------------------------------------------- the one call
 
 

@@ -50,6 +50,8 @@ class Settings:
     # (dmri.outliers.check_fit, iqt fit --exclude-outliers); off, they are only counted and said
     frame_check: bool = True  # tensor files in another tool's order: iqt upsample's frame check (subject.frame_record);
     # a warning, not part of what a rerun compares
+    note: str | None = None  # said in each subject's notes: the default ran interpolation for lack of a learned model
+    # for the factors (methods/factor_choice.py Choice.note)
 
 
 def output_names(item: Item, s: Settings, maps=()) -> dict[str, str]:

@@ -447,6 +447,8 @@ def _process(item: Item, s: Settings, out_root: str, run_token: str | None = Non
         with warnings.catch_warnings(record=True) as caught:  # the engine's warnings: this subject's notes
             warnings.simplefilter("always", IQTWarning)
             vols, qc = compute(item, s)
+            if s.note:  # what the default ran and why, in the subject's row and sidecars as its other notes
+                warnings.warn(s.note, IQTWarning, stacklevel=2)
         # each once: batch and the method may both say the same (e.g. a whole-field input with no background)
         notes = list(dict.fromkeys(item.as_typed(_in_batch_words(" ".join(str(w.message).split()))) for w in caught
                                    if issubclass(w.category, IQTWarning)))

@@ -220,7 +220,7 @@ def run(args) -> int:
         raise IQTError(f"--tensor-order {args.tensor_order}: every subject is a DWI series, fitted here (the option reads "
                        "tensor files another tool wrote); leave --tensor-order out")
     runs = []  # (method name, factors, subjects, settings): one run of the cohort per factor set
-    for (g, group), (name, method) in zip(groups, plans):
+    for (g, group), (name, method, note) in zip(groups, plans):
         model_file, model_sha = batch.model_record(method, g)
         noisy_file, noisy_sha = batch.noisy_model_record(method, g)
         s = batch.Settings(method=name, factor=g if grid.isotropic(g) is None else g[0], uncertainty=args.uncertainty,
@@ -228,7 +228,8 @@ def run(args) -> int:
                            model_file=model_file, model_sha256=model_sha, tta=args.tta, tensor_order=args.tensor_order,
                            order_stated=getattr(args, "order_stated", None), output_order=args.output_order,
                            noisy_model_file=noisy_file, noisy_model_sha256=noisy_sha, bmax=args.bmax,
-                           exclude_outliers=args.exclude_outliers, frame_check=not getattr(args, "no_frame_check", False))
+                           exclude_outliers=args.exclude_outliers, frame_check=not getattr(args, "no_frame_check", False),
+                           note=note or None)
         runs.append((name, g, group, s))
     try:
         import distributed  # noqa: F401

@@ -12,15 +12,33 @@ from . import options
 
 
 def _method_for(args, f, group=()):
-    """(name, method) for the subjects `group` at factors `f`, checked before any work: one with no uncertainty map
-    under --uncertainty, a missing, damaged or foreign model, or none for these factors, is one line (else a missing
-    --model ends in an internal error, a foreign one fails every subject)."""
+    """(name, method, note) for the subjects `group` at factors `f`, checked before any work: one with no uncertainty
+    map under --uncertainty, a missing, damaged or foreign model, or none for these factors, is one line (else a missing
+    --model ends in an internal error, a foreign one fails every subject). The rule for factors without a model is the
+    engine's (`methods.factor_choice.choose`, as iqt upsample and the Slicer module apply it), with --voxel-size's
+    choice and a coarser one that has a model said for the group's first subject; `note`: where the default runs the
+    interpolation baseline for lack of a learned model, what each subject's row says ("" else)."""
     from ... import methods
+    from ...core import grid
+    from ...methods.factor_choice import choose
 
-    name = options.method_name(args, f, uncertainty=bool(args.uncertainty))
+    voxel_size = _voxel_size(group) if args.voxel_size is not None else None
+    defaulted = not args.method and not getattr(args, "model", None)
+    name = None if defaulted else options.method_name(args, f, uncertainty=bool(args.uncertainty))
+    choice = choose(name, f, model=getattr(args, "model", None), voxel_size=voxel_size,
+                    target=args.voxel_size if voxel_size is not None else None, uncertainty=bool(args.uncertainty))
+    if choice.refusal:
+        text = choice.refusal
+        if group and voxel_size is not None:  # the subjects the choice is theirs, named where it is said
+            text = text.replace(f"chose {grid.describe(f)}", f"chose {grid.describe(f)} for {_named(group)}", 1)
+        elif group:
+            text = f"{_chosen_by(args)} chose {grid.describe(f)} for {_named(group)}; {text}"
+        raise IQTError(text)
+    name = choice.method
     method = methods.get(name, **options.method_settings(args))
     if args.uncertainty and not method.gives_uncertainty:
-        raise IQTError(f"method {name!r} gives no uncertainty; {options.uncertainty_choices(f, drop='drop --uncertainty')}")
+        raise IQTError(f"method {name!r} gives no uncertainty; "
+                       + options.uncertainty_choices(f, voxel_size, drop='drop --uncertainty'))
     if args.device == "cuda" and method.requires_torch and not args.scheduler:  # local workers see this machine's GPUs
         from ...methods.cnn.inference import resolve_device
 
@@ -29,8 +47,6 @@ def _method_for(args, f, group=()):
         try:
             method.load(f)
         except IQTError as exc:
-            from ...core import grid
-
             text, advice = str(exc), getattr(exc, "advice", None)
             if advice and (group or args.factor is not None):
                 # one --factor for the cohort is along each subject's own voxel axes: a slice-first subject's thick
@@ -43,7 +59,19 @@ def _method_for(args, f, group=()):
             if not group or (getattr(args, "model", None) and advice is None):  # a given model that does not load
                 raise IQTError(text) from None  # (checksum, pickle): said as it is, not as factors the cohort got
             raise IQTError(f"{_chosen_by(args)} chose {grid.describe(f)} for {_named(group)}; {text}") from None
-    return name, method
+    return name, method, choice.note
+
+
+def _voxel_size(group):
+    """The voxel size (mm) of the first subject of `group` whose header is read, None where none is."""
+    from ...core.volume import voxel_sizes
+    from ...fileio.sizes import header_affine
+
+    for it in group:
+        affine = header_affine(it.path)
+        if affine is not None:
+            return tuple(float(v) for v in voxel_sizes(affine))
+    return None
 
 
 def factor_groups(args, items) -> list[tuple[tuple, list]]:

@@ -8,6 +8,7 @@ from ...core.errors import IQTError, IQTWarning
 from ...core.tensors import ORDERS
 from ...core.words import listed
 from ...fileio.train_options import MAX_SEED, seed_number  # noqa: F401 (defined with train's options)
+from ...methods.factor_choice import coarser_voxel_size, voxel_size_line  # noqa: F401 (the engine's, for every command)
 
 FACTOR_HELP = ("upsampling factor: one integer for all three axes, or three separated by commas along the input's "
                "voxel axes i,j,k, e.g. 1,1,3 for thick slices (a factor of 1 leaves that axis as it is)")
@@ -71,40 +72,6 @@ def factors(args, voxel_size=None, affine=None) -> tuple[int, int, int] | None:
                        f"factors from the input's voxel size)")
     grid.check_voxel_size(target)
     return None if voxel_size is None else grid.for_voxel_size(voxel_size, target)
-
-
-def voxel_size_line(f, voxel_size) -> str:
-    """What --voxel-size chose, in one line."""
-    from ...core import grid
-
-    mm = lambda v: "x".join(f"{x:.3g}" for x in v)  # noqa: E731
-    out = [v / k for v, k in zip(voxel_size, f)]
-    return f"{grid.describe(f)}: output voxel size {mm(out)} mm (input {mm(voxel_size)} mm)"
-
-
-def coarser_voxel_size(voxel_size, f, runs) -> str:
-    """"; --voxel-size T (factors g: output voxel size ...) has one" for the smallest --voxel-size T above the one that
-    chose `f` whose factors g, none above f's, `runs(g)` accepts (a shipped model for them), or "" where none does: a
-    1.8x1.8x6 mm scan asked for --voxel-size 1.8 gets factors 1,1,4, for which no model ships, and the refusal had
-    only said to train one (a low-field clinic's audit), where --voxel-size 2 (factors 1,1,3) runs the shipped ones."""
-    from ...core import grid
-    from ...methods.base import off_training_anisotropy
-
-    v = [float(x) for x in voxel_size]
-    skipped = False
-    for target in sorted({x / k for x, n in zip(v, f) for k in range(1, int(n))}):  # each axis refined less
-        try:
-            g = grid.for_voxel_size(v, target)
-        except IQTError:  # no axis refined at all
-            continue
-        if g != tuple(f) and all(a <= b for a, b in zip(g, f)) and runs(g):
-            if off_training_anisotropy(v, g) is not None:  # 0.9x0.9x7 mm: 1,1,3 makes 0.9x0.9x2.33 mm voxels, which
-                skipped = True  # the run then warned are far from the near-isotropic ones trained on (a review)
-                continue
-            mm = "x".join(f"{x / k:.3g}" for x, k in zip(v, g))
-            return f"; --voxel-size {target:.3g} gives {grid.describe(g)} ({mm} mm voxels), for which models ship"
-    return "; no coarser --voxel-size helps (the shipped models' factors leave these voxels far from isotropic)" \
-        if skipped else ""
 
 
 def uncertainty_choices(f, voxel_size=None, drop: str = "") -> str:
@@ -246,14 +213,13 @@ def method_name(args, f, uncertainty: bool = False, voxel_size=None) -> str:
             raise IQTError(f"{sp}: {what}; 'iqt train' writes one beside each model, naming its method: put it "
                            f"beside {args.model}, or give --method")
         return named if named in methods.names() else methods.default_method(uncertainty=uncertainty)
-    try:
-        return methods.default_method(f, uncertainty=uncertainty)
-    except IQTError as exc:
-        target = getattr(args, "voxel_size", None)
-        if target is None or voxel_size is None:
-            raise
-        raise IQTError(f"--voxel-size {target:g} chose {voxel_size_line(f, voxel_size)}; {exc}" + coarser_voxel_size(
-            voxel_size, f, lambda g: any(methods.method_class(n).learned for n in methods.with_uncertainty(g)))) from None
+    from ...methods.factor_choice import choose
+
+    target = getattr(args, "voxel_size", None)
+    choice = choose(None, f, voxel_size=voxel_size, target=None if voxel_size is None else target, uncertainty=uncertainty)
+    if choice.refusal:
+        raise IQTError(choice.refusal)
+    return choice.method
 
 
 def model_files(model) -> list:

@@ -386,6 +386,7 @@ def run(args):
     from ...core import grid
     from ...core.orientation import Reorientation, factor_axes
     from ...fileio.records import map_record
+    from ...methods.factor_choice import choose
     from ...methods.inputs import FRAME_NOISE, check_frame, frame_checked, warn_frame_noise, warn_if_upsampled
 
     t0 = time.perf_counter()
@@ -452,13 +453,19 @@ def run(args):
     if shape3 is not None:
         grid.check_nifti_grid(shape3, f, written_to, nrrd_ok=True)
         method.check_memory(shape3, f, maps, propagate=args.propagate, nrrd=is_nrrd(out))
+    # the engine's rule for factors without a model, as iqt batch and the Slicer module apply it
+    choice = choose(None if args.method is None and not args.model else name, f, model=args.model,
+                    voxel_size=lr.voxel_size if chose else None, target=args.voxel_size if chose else None,
+                    uncertainty=bool(args.uncertainty or args.propagate))
+    if choice.refusal:
+        raise IQTError(choice.refusal)
     if method.learned:
         try:
             method.load(f)  # a missing, corrupt or foreign model fails here, before any work
         except IQTError as exc:
             if not chose:
                 raise
-            raise IQTError(f"--voxel-size {args.voxel_size:g} chose {options.voxel_size_line(f, lr.voxel_size)}; {exc}"
+            raise IQTError(f"--voxel-size {args.voxel_size:g} chose {choice.chose}; {exc}"
                            + options.coarser_voxel_size(lr.voxel_size, f, lambda g: name in methods.ready(g))) from None
     if lr is None:
         lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
@@ -495,11 +502,8 @@ def run(args):
     say(f"wrote {with_data_file(out)} {pred.tensor.shape3} ({method.label}" + (f", {_MODEL_FOR.get(used, f'its model for {used} inputs')}" if used else "")
           + (f", {model[1]} model {model[0]}" if model else "")
           + options.order_words(written) + ")")
-    if args.method is None and not method.learned and methods.default_method() != name:  # said in the Slicer module too
-        say(f"no learned model ships for {grid.describe(f)}, so the default ran the interpolation baseline ({name}); "
-            "for a learned one give --method and --model with a model trained for these factors ('iqt train')"
-            + (options.coarser_voxel_size(lr.voxel_size, f, lambda g: any(
-                methods.method_class(n).learned for n in methods.ready(g))) if args.voxel_size is not None else ""))
+    if choice.note:  # the default ran interpolation: said in iqt batch's rows and the Slicer module's notes too
+        say(choice.note)
     if map_paths:
         say(f"wrote {', '.join(with_data_file(p) for p in map_paths.values())} (dtifit's maps; V1 in "
             f"{v1_frame_words(written['order'], pred.tensor.affine, nrrd=is_nrrd(out))}, 0 where the two largest "

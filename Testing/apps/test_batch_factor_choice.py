@@ -1,0 +1,83 @@
+"""`iqt batch` at factors without a model, by the engine's rule (methods/factor_choice.py) as `iqt upsample` and the
+Slicer module apply it: a learned method named for them is refused in one line that says what --voxel-size chose and a
+coarser one whose factors have a model, nothing written; the default that runs the interpolation baseline says so in
+each subject's row; interpolation and a method with its own --model are never refused for the factors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed")
+
+from ImageQualityTransferLib import fileio  # noqa: E402
+from ImageQualityTransferLib.core import tensors  # noqa: E402
+from ImageQualityTransferLib.core.volume import Volume  # noqa: E402
+
+from helpers import refused_line  # noqa: E402
+
+
+def _six_mm(tmp_path):
+    """A list naming one 6 mm isotropic tensor file (--voxel-size 1.5 gives factor 4, which no model has)."""
+    d = np.broadcast_to(tensors.from_matrix(np.diag([1.7e-3, 3e-4, 3e-4])), (6, 6, 5, 6)).astype(np.float32)
+    fileio.save_tensor(Volume(d, np.diag([-6.0, 6.0, 6.0, 1.0]), "tensor"), tmp_path / "six_dti.nii.gz")
+    (tmp_path / "list.txt").write_text("six_dti.nii.gz\n")
+    return tmp_path / "list.txt"
+
+
+@pytest.mark.parametrize("args, said", [
+    (["--method", "deep", "--voxel-size", "1.5"],
+     ["--voxel-size 1.5 chose factor 4 for sub-sixdti: output voxel size 1.5x1.5x1.5 mm (input 6x6x6 mm); deep has shipped "
+      "models for factor 2", "; --voxel-size 2 gives factor 3 (2x2x2 mm voxels), for which models ship"]),
+    (["--method", "espcn-hetero", "--voxel-size", "2"],  # x3: espcn-hetero ships none, deep does
+     ["chose factor 3 for sub-sixdti: output voxel size 2x2x2 mm", "espcn-hetero has shipped models for factor 2",
+      "; --voxel-size 3 gives factor 2 (3x3x3 mm voxels), for which models ship"]),
+    (["--uncertainty", "--voxel-size", "1.5"],  # the default with a map: none has a model for factor 4
+     ["--voxel-size 1.5 chose factor 4 for sub-sixdti: output voxel size 1.5x1.5x1.5 mm",
+      "no method with an uncertainty map has a model for factor 4", "--voxel-size 2 gives factor 3"]),
+    (["--method", "cubic", "--uncertainty", "--voxel-size", "1.5"],
+     ["method 'cubic' gives no uncertainty; drop --uncertainty", "--voxel-size 2 gives factor 3"]),
+    (["--method", "rf", "--factor", "4"], ["rf has shipped models for factor 2", "give --model for factor 4"]),
+])
+def test_a_learned_method_without_a_model_is_refused_as_upsample_refuses_it(tmp_path, capsys, args, said):
+    """The line had named neither the output voxel size --voxel-size chose nor a coarser one with a model (iqt upsample
+    names both), and the default asked for a map had not said what --voxel-size chose: one line, exit 2, no folder."""
+    listing = _six_mm(tmp_path)
+    refused_line(capsys, ["batch", listing, "-o", tmp_path / "out", *args], *said)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_default_that_runs_interpolation_says_so_for_its_subjects_and_other_runs_are_not_refused(tmp_path):
+    """Without --method, factor 4 ran cubic without a word (iqt upsample says it, the Slicer module notes it): the plan
+    carries the line, with the coarser --voxel-size, and a subject's row and sidecar hold it (its notes); interpolation
+    asked by name at any factors, and the default where a model ships, carry none."""
+    import argparse
+
+    from ImageQualityTransferLib.apps import batch
+    from ImageQualityTransferLib.apps.cli import build_parser
+    from ImageQualityTransferLib.apps.cli.batch_plan import _method_for, factor_groups
+
+    listing = _six_mm(tmp_path)
+    items = batch.find_items(listing)
+
+    def plan(*argv):
+        args = build_parser().parse_args(["batch", str(listing), "-o", str(tmp_path / "o"), *argv])
+        assert isinstance(args, argparse.Namespace)
+        (f, group), = factor_groups(args, items) if args.voxel_size is not None else [((4, 4, 4), items)]
+        return f, _method_for(args, f, group if args.voxel_size is not None else ())
+
+    f, (name, _, note) = plan("--voxel-size", "1.5")
+    assert f == (4, 4, 4) and name == "cubic", (f, name)
+    assert note == ("no learned model ships for factor 4, so the default ran the interpolation baseline (cubic); for a "
+                    "learned one give --method and --model with a model trained for these factors ('iqt train'); "
+                    "--voxel-size 2 gives factor 3 (2x2x2 mm voxels), for which models ship"), note
+    assert plan("--method", "cubic", "--voxel-size", "1.5")[1][2] == ""
+    assert plan("--method", "linear", "--factor", "4")[1][:3:2] == ("linear", "")
+    f, (name, _, note) = plan("--voxel-size", "2")
+    assert f == (3, 3, 3) and name == "deep" and note == "", (f, name, note)
+    res = batch.run_cohort(items, batch.Settings(method="cubic", factor=4, note=plan("--voxel-size", "1.5")[1][2]),
+                           tmp_path / "o", progress=False)
+    assert res[0]["status"] == "done" and any("so the default ran the interpolation baseline" in n
+                                              for n in res[0]["notes"]), res
+    row = dict(zip(*[line.split("\t") for line in (tmp_path / "o" / "qc.tsv").read_text().splitlines()[:2]]))
+    assert "no learned model ships for factor 4" in row["notes"] and "--voxel-size 2 gives factor 3" in row["notes"], row

@@ -62,16 +62,23 @@ def shown(address) -> str:
             return text if os.path.exists(os.path.expanduser(text)) else _query_masked(f"x://{text}")[len("x://"):]
         # masked as its tcp:// form is (alice:123/w@node7:8786 had shown alice:***@, tcp://alice:123/w@... ***@)
         return shown(f"tcp://{text}")[len("tcp://"):]
-    if sep and _path_at(rest) and scheme.lower() not in ("ws", "wss"):  # tcp://alice:123/w@node7:8786: no path in a
-        # tcp/tls address, so its '@' after a '/' ends a login holding one, all of it masked ('alice:123' had been shown)
-        # ('?' and '#' as '/': tcp://alice:123?pw@node7:8786 had shown ***@alice:123?pw@node7:8786, a review)
+    head = re.split(r"[/?#]", rest, maxsplit=1)[0]  # the URL's netloc, as urlsplit reads it
+    if sep and _path_at(rest) and scheme.lower() in ("tcp", "tls") and re.search(r":\d+$", head) is None:
+        # TOKEN/x@node7:8786: a tcp/tls address needs a port, so a host without one before the '/' is a token's start,
+        # all of it to the last '@' masked ('?' and '#' as '/')
         return _query_masked(f"{scheme}{sep}***@{rest.rpartition('@')[2]}")
-    if sep and _path_at(rest):  # a ws URL's path: its text before its '@' masked (ws://alice:1/pw@h/ reaches host alice)
-        head = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if sep and _path_at(rest):  # an '@' in the path, query or fragment: the host is urlsplit's, shown (tcp://host:8786/a@b
+        # had been shown as tcp://***@b, host b), the text from the path to the last '@' masked, and the port (a password
+        # typed with a '/' starts there: ws://alice:1/pw@h/ reaches host alice, port 1)
         # to its last '@', whatever the first of '/', '?' or '#' it follows (ws://alice:123?pw@h/ had been shown whole)
         after = rest[len(head):]
         if _query_at(after):  # ws://host:8786/?t=a@b: the query's value, masked as one
-            return _query_masked(f"{scheme}{sep}{_login_masked(head)}{after}")
+            path, q, query = after.partition("?")
+            if "@" not in path:
+                return _query_masked(f"{scheme}{sep}{_login_masked(head)}{after}")
+            # tls://h:1/a@b?t=x@y: the path's own '@' masked as above (its 'a' had been shown)
+            path = f"{path[0]}***@{path.rpartition('@')[2]}"
+            return _query_masked(f"{scheme}{sep}{_login_masked(_port_masked(head))}{path}{q}{query}")
         masked = f"{after[0]}***@{after.rpartition('@')[2]}"
         return _query_masked(f"{scheme}{sep}{_login_masked(_port_masked(head))}{masked}")
     return _query_masked(f"{scheme}{sep}{_login_masked(rest)}")
@@ -239,11 +246,14 @@ def check_address(scheduler: str) -> str:
         proto, loc = parse_address(scheduler)
     except ValueError:
         proto, loc = None, ""
-    if proto in ("tcp", "tls", "http", "https") and "@" in loc.partition("/")[2] and re.fullmatch(
-            r"(\[[^\]]*\]|[^:\[\]@]*):\d+", loc.split("/", 1)[0]):  # host:port/a@b or alice:123/w@node7: a path or a
-        # password cut by its '/'; a suggestion from either side could echo a login ('give tcp://alice:123': a review)
-        raise IQTError(f"--scheduler {shown(scheduler)}: an '@' after a '/', a path's or a password's holding a '/': "
-                       f"{proto}:// addresses take neither; give {ADDRESS_FORMS}")
+    netloc = re.split(r"[/?#]", loc, maxsplit=1)[0]  # as urlsplit reads it, a login included
+    if proto in ("tcp", "tls", "http", "https") and "@" in loc[len(netloc):] and re.fullmatch(
+            r"(?:[^/?#]*@)?(\[[^\]]*\]|[^:\[\]@]*):\d+", netloc):  # host:port/a@b or alice:123/w@node7: a path or a
+        # password cut by its '/'; a suggestion from either side could echo a login ('give tcp://alice:123': a review),
+        # or the text after a login's host:port ('give tcp://b?t=TOKEN:8786' for u:p@h:1/a@b?t=TOKEN)
+        where = "a '/', a path's" if loc[len(netloc)] == "/" else f"a '{loc[len(netloc)]}', a query's or fragment's"
+        raise IQTError(f"--scheduler {shown(scheduler)}: an '@' after {where} or a password's holding a "
+                       f"'{loc[len(netloc)]}': {proto}:// addresses take neither; give {ADDRESS_FORMS}")
     _not_the_dashboard(scheduler, proto, loc)
     login = re.split(r"[/?#]", loc, maxsplit=1)[0].rpartition("@")[0] if proto in ("ws", "wss") else ""
     if any(c.isspace() for c in scheduler.replace(login, "", 1)):  # Dask read "my host" as a host name and "ws://my

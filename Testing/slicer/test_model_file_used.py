@@ -50,7 +50,7 @@ noop = lambda *a, **k: None
 widget = types.SimpleNamespace(text="", toolTip="", value=0, setVisible=noop)
 params = types.SimpleNamespace(modelPath={model!r}, method="", inputVolume=None, outputVolume=None, maskVolume=None,
                                uncertaintyVolume=None, interpolatedVolume=None, samples=10, useGPU=False,
-                               averageFlips=False, excludeOutliers=False)
+                               averageFlips=False, excludeOutliers=False, upsamplingMode="isotropic", voxelSize=1.0)
 panel = types.SimpleNamespace(_running=False, _cancelRequested=False, logic=logic, _parameterNode=params,
                               _factors=(2, 2, 2), _factorsError="", _updateUpsampling=noop, _setInputsEnabled=noop,
                               _checkCanApply=noop, _onProgress=noop,

@@ -142,6 +142,10 @@ def test_the_logic_s_callback_always_gets_a_fraction():
             return False
 
         @staticmethod
+        def choose_factors(*a, **k):  # the engine's factor rule (slicer/processing.py): nothing refused here
+            return types.SimpleNamespace(refusal="", hint="")
+
+        @staticmethod
         def method_info(method):
             return {"learned": True}
 
@@ -302,7 +306,7 @@ def test_a_run_stopped_without_cancel_says_why_in_the_status_line():
     widget = types.SimpleNamespace(text="", toolTip="", value=0, setVisible=noop)
     params = types.SimpleNamespace(modelPath="", method="cubic", inputVolume=None, outputVolume=None, maskVolume=None,
                                    uncertaintyVolume=None, interpolatedVolume=None, samples=10, useGPU=False,
-                                   averageFlips=False, excludeOutliers=False)
+                                   averageFlips=False, excludeOutliers=False, upsamplingMode="isotropic", voxelSize=1.0)
     panel = types.SimpleNamespace(
         _running=False, _cancelRequested=False, _parameterNode=params, _factors=(2, 2, 2), _updateUpsampling=noop,
         _setInputsEnabled=noop, _checkCanApply=noop, _onProgress=noop,
@@ -370,7 +374,8 @@ def _logic_process(learned: bool):
         return {"tensor": tensor}
 
     sp = types.SimpleNamespace(method_needs_torch=lambda m: False, run_on_nodes=run_on_nodes,
-                               method_info=lambda m: {"learned": learned and m != "cubic"})
+                               method_info=lambda m: {"learned": learned and m != "cubic"},
+                               choose_factors=lambda *a, **k: types.SimpleNamespace(refusal="", hint=""))
     logic = types.SimpleNamespace(engine=lambda: sp, defaultMethod=lambda factor, node: "cubic", _batch=lambda: True,
                                   _outputAnisotropy=lambda node, factor: None, modelMethod=lambda path: None,
                                   _addNote=lambda node, note: notes.append(note), torchAvailable=lambda: True)
@@ -404,6 +409,10 @@ def test_without_a_main_window_interpolation_runs_in_process_and_a_torch_method_
         @staticmethod
         def method_needs_torch(method):
             return method == "espcn"
+
+        @staticmethod
+        def choose_factors(*a, **k):  # the engine's factor rule (slicer/processing.py): nothing refused here
+            return types.SimpleNamespace(refusal="", hint="")
 
         @staticmethod
         def method_info(method):

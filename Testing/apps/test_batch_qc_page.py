@@ -156,11 +156,11 @@ def test_a_stopped_run_s_outputs_that_landed_after_it_looked_get_a_description(t
 def test_the_header_says_which_checks_count_with_exclude_outliers(tmp_path):
     qc.write_qc(tmp_path, [], batch.Settings(method="cubic", exclude_outliers=True))
     page = (tmp_path / "qc.html").read_text()
-    assert "in bvec_check, b0_check, b0_shift_vox and failed_fits_flagged; the notes say" in page
+    assert "in bvec_check, b0_check, b0_shift_vox, failed_fits_flagged and holes_flagged; the notes say" in page
     assert "; slices and volumes the fit does not explain were left out of it with --exclude-outliers: not a failed" in page
-    assert "fit_outlier_pairs, fit_outlier_volumes and" not in page
+    assert "fit_outlier_pairs, fit_outlier_volumes," not in page
     qc.write_qc(tmp_path, [], batch.Settings(method="cubic"))
-    assert "b0_shift_vox, fit_outlier_pairs, fit_outlier_volumes and failed_fits_flagged;" in \
+    assert "b0_shift_vox, fit_outlier_pairs, fit_outlier_volumes, failed_fits_flagged and holes_flagged;" in \
         (tmp_path / "qc.html").read_text()
 
 
@@ -284,13 +284,13 @@ def test_a_cavity_of_failed_fits_is_counted_in_its_row_and_sidecars_and_shown_or
                                out, client=None, progress=False)
     assert [r["status"] for r in res] == ["done"], res
     head, row = [line.split("\t") for line in (out / "qc.tsv").read_text().splitlines()]
-    assert head[-1] == "failed_fits_flagged" and tuple(head[:-1]) == qc.QC_COLUMNS[:-1]  # new columns at the end
+    assert tuple(head) == qc.QC_COLUMNS and head[-2] == "failed_fits_flagged"  # new columns at the end
     at = dict(zip(head, row))
     assert at["failed_fits_flagged"] == "27", at
     assert "27 voxels in the mask hold a failed fit" in at["notes"] and "map raised to the top there" in at["notes"]
     page = (out / "qc.html").read_text()
     assert _classes(page) == {"sub-cdti": "check"}, _classes(page)
-    assert "<b>1 with a failed check</b>" in page and "failed fits (a cavity), in bvec_check" in page
+    assert "<b>1 with a failed check</b>" in page and "failed fits (a cavity) or a hole in the tensors, in bvec_check" in page
     assert "<th>bvec_<wbr>check</th><th>failed_<wbr>fits_<wbr>flagged</th>" in page
     sides = {p.name.split("model-biqt_")[1]: json.loads(p.read_text()) for p in out.rglob("*.json")
              if "model-" in p.name}
@@ -300,4 +300,52 @@ def test_a_cavity_of_failed_fits_is_counted_in_its_row_and_sidecars_and_shown_or
     assert all("27 voxels in the mask hold a failed fit" in s["Notes"][0] for s in sides.values()), sides
     # as the table reads it from a skipped subject's sidecar
     skipped = {"subject": "sub-cdti", "status": "skipped", "qc": sides["param-tensor_dwimap.json"]["QC"]}
-    assert qc.qc_rows([skipped])[0][-1] == "27"
+    assert qc.qc_rows([skipped])[0][-2] == "27"
+
+
+def test_a_hole_in_the_tensors_is_counted_in_its_row_and_sidecars_and_shown_orange_and_old_rows_read(tmp_path):
+    """A subject whose tensors hold a hole (a block with no tensor inside the brain, as a fit whose mask left out a
+    lesion leaves it), filled and every uncertainty map raised there, is counted in holes_flagged (the last column,
+    after failed_fits_flagged on the page) and its maps' sidecars, its row a failed check; a table an earlier version
+    wrote, without the column, is read with it n/a."""
+    import json
+    import warnings
+
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.core.errors import IQTWarning
+    from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+    from ImageQualityTransferLib.methods.inputs import HOLE_SAID
+
+    dwi = make_phantom(shape=(12, 14, 10), voxel_mm=4.0, n_dirs=12)
+    t = fit_dti(dwi, brain_mask(dwi))
+    holed = np.array(t.data, copy=True)
+    holed[5:8, 6:9, 4:7] = 0  # 27 voxels of 4 mm with no tensor, deep in the brain
+    fileio.save_tensor(t.replace(data=holed), tmp_path / "h_dti.nii.gz")
+    (tmp_path / "list.txt").write_text("h_dti.nii.gz\n")
+    out = tmp_path / "deriv"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IQTWarning)
+        res = batch.run_cohort(batch.find_items(tmp_path / "list.txt"), batch.Settings(method="biqt", uncertainty=True),
+                               out, client=None, progress=False)
+    assert [r["status"] for r in res] == ["done"], res
+    head, row = [line.split("\t") for line in (out / "qc.tsv").read_text().splitlines()]
+    assert head[-1] == "holes_flagged" and tuple(head) == qc.QC_COLUMNS
+    at = dict(zip(head, row))
+    assert at["holes_flagged"] == "27" and at["failed_fits_flagged"] == "0", at
+    assert f"27 low-res voxels inside the brain hold no tensor" in at["notes"] and HOLE_SAID in at["notes"]
+    page = (out / "qc.html").read_text()
+    assert _classes(page) == {"sub-hdti": "check"}, _classes(page)
+    assert "<th>failed_<wbr>fits_<wbr>flagged</th><th>holes_<wbr>flagged</th>" in page
+    sides = {p.name.split("model-biqt_")[1]: json.loads(p.read_text()) for p in out.rglob("*.json")
+             if "model-" in p.name}
+    assert sides["param-tensor_dwimap.json"]["QC"]["holes_flagged"] == 27
+    assert sides["param-tensor_desc-std_dwimap.json"]["HolesFlagged"] == 27
+    # an earlier version's table, without the column: its rows read with it n/a, and are kept
+    old = out / "old"
+    old.mkdir()
+    cols = qc.QC_COLUMNS[:-1]
+    (old / "qc.tsv").write_text("\t".join(cols) + "\n" + "\t".join(dict(zip(head, row))[c] for c in cols) + "\n")
+    back = qc._read_qc(old / "qc.tsv")
+    assert len(back) == 1 and back[0][-1] == "n/a" and back[0][-2] == "0", back
+    assert qc.failed_checks(back[0]) == [], qc.failed_checks(back[0])  # its n/a is no failed check

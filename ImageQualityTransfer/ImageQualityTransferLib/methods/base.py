@@ -28,10 +28,12 @@ from .inputs import (
     brain_within_box,
     check_tensor_input,
     drop_failed_fits,
+    enclosed_holes,
     filled_box,
     input_noise_index,
     mask_within_fit,
     noise_unreadable,
+    warn_holes,
     warn_mask_off_head,
     warn_noisy_context,
     whole_field,
@@ -273,6 +275,7 @@ class Method:
         box = filled_box(lr, mask) if whole else None
         if box is not None:  # empty planes at a whole field's edge (padding): run as without them, zero there
             return self._in_box(lr, mask, box, f, uncertainty=uncertainty, direction=direction, progress=progress)
+        missing = ~np.any(np.asarray(lr.data) != 0, axis=-1)  # no tensor as given (a fit's floor is a tensor)
         if not whole:
             lr, before = _negligible_zeroed(lr), lr
             if given:
@@ -304,6 +307,16 @@ class Method:
         # out, that ring of background read as certain as the brain round every clean whole-field output (a review)
         noise = lr.replace(data=(noise_fits(lr) | kept_failed) & _reach(mask.data), kind="mask") if estimated and \
             mask is not None else None
+        # holes the fitted tensors enclose (a lesion a fit's mask left out), filled from around them as a cavity's
+        # failed fits are: every map raised there too, the voxels counted for a cohort's QC table
+        holes = enclosed_holes(lr, mask, missing) if self.learned else None
+        if holes is not None:
+            warn_holes(lr, holes)
+            noise = lr.replace(data=holes if noise is None else noise.data | holes, kind="mask")
+            if uncertainty:
+                from ..fileio.records import note_run
+
+                note_run(holes_flagged=int(holes.sum()))
         if unsure is not None and self.learned:  # failed fits warned of (a cavity's), filled from around them: as
             # uncertain as noise fits (interpolation clips them and makes no maps)
             noise = lr.replace(data=unsure if noise is None else noise.data | unsure, kind="mask")
@@ -327,6 +340,8 @@ class Method:
                 note_run(noise_index=round(float(index), 4), noise_std_scale=round(g, 4))
         if unsure is not None:  # the warned failed fits' count, for a cohort's QC table (apps/batch/subject.py)
             pred.tensor.meta["failed_fits_flagged"] = int(unsure.sum())
+        if holes is not None:  # the enclosed holes' count, for a cohort's QC table (apps/batch/subject.py)
+            pred.tensor.meta["holes_flagged"] = int(holes.sum())
         if estimated and mask is not None:  # a display scales the maps to the brain, not the rim (slicer/display.py)
             for vol in (pred.tensor, *pred.maps().values()):
                 vol.meta["support"] = ESTIMATED_SUPPORT

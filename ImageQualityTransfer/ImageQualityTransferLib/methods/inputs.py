@@ -504,6 +504,52 @@ def drop_failed_fits(lr: Volume, mask: Volume | None, where: str = "the mask", d
     return (lr, unsure) if flagged else lr
 
 
+# voxels: without a mask, a hole counts where it reaches deeper than this inside the tensors' outline: a fit's rings of
+# context round the brain (own-style inputs, methods/context.py CONTEXT_RINGS) enclose background where they close over
+# a fold of it, at most 2 rings and a voxel deep; on the 8 subjects' clean own-style inputs (x2, x1,1,3, x3, two grid
+# phases) 1-4 such zeros at most 4.12 voxels deep (docs/measurements.md, "Holes in the tensors")
+HOLE_DEPTH = 5.0
+
+
+def enclosed_holes(lr: Volume, mask: Volume | None, missing: np.ndarray) -> np.ndarray | None:
+    """The low-res voxels of the holes in `lr`'s fitted tensors (its failed fits already zeroed: drop_failed_fits) that
+    they enclose in 3D within `mask` and that hold a voxel with no tensor in the input as given (`missing`: all six
+    elements zero): a lesion or a ventricle a fit's mask left out, which a learned method fills from around it with
+    tissue it made up; None where there is none. Without a mask (`mask` None: a masked fit's non-zero voxels are the
+    brain) a hole counts only where it reaches deeper than HOLE_DEPTH voxels inside the tensors' outline. Failed fits
+    alone are the cavity rules' (_likely_cause), and a fit's floor (1e-9) is a tensor: the scattered ones every clean
+    scan holds are no hole."""
+    tissue = np.any(np.asarray(lr.data) != 0, axis=-1)
+    if mask is not None:
+        tissue &= np.asarray(mask.data, bool)
+    holes = ndimage.binary_fill_holes(tissue) & ~tissue
+    held = holes & missing
+    if mask is None and held.any():  # deeper than HOLE_DEPTH (the field's border is outside too)
+        held &= ndimage.distance_transform_edt(np.pad(holes | tissue, 1))[1:-1, 1:-1, 1:-1] > HOLE_DEPTH
+    if not held.any():
+        return None
+    parts, _ = ndimage.label(holes, structure=np.ones((3, 3, 3), bool))
+    found = np.unique(parts[held])
+    return np.isin(parts, found[found > 0])
+
+
+def warn_holes(lr: Volume, holes: np.ndarray) -> None:
+    """One warning line counting the enclosed holes' voxels (enclosed_holes) and giving the largest hole's size: filled
+    from around them, they had read as confident tissue without a word (a review)."""
+    parts, _ = ndimage.label(holes, structure=np.ones((3, 3, 3), bool))
+    vv = float(np.prod(lr.voxel_size)) / 1000
+    largest = int(np.bincount(parts.ravel())[1:].max()) * vv
+    n = int(holes.sum())
+    warnings.warn(f"{lr.source}{n} low-res voxel{'s' if n != 1 else ''} inside the brain hold{'s' if n == 1 else ''} no "
+                  f"tensor (a missing tensor or a failed fit) where the fitted tensors enclose {'it' if n == 1 else 'them'}, "
+                  f"{largest:.1f} {HOLE_SAID}: a lesion, ventricle or region left out of the fit's mask? The learned "
+                  "methods fill such holes from the tensors around them, every uncertainty map raised to the top there: "
+                  "look at the scan there", IQTWarning, stacklevel=3)
+
+
+HOLE_SAID = "cm^3 in the largest hole"  # the holes' line, as iqt batch's QC reads it (apps/batch/qc.py)
+
+
 NOISY_CONTEXT = 0.5  # share of the tensors beyond a given mask that are not physical, above which it is said
 NOISY_CONTEXT_MIN = 50  # voxels of that band, fewer and nothing is said
 

@@ -58,9 +58,11 @@ def _flag(results: list[dict], m: str, k: float) -> None:
 # nonphysical_pct, when it was put after median_std_mm2s: a review); the page shows a column where it reads best (PAGE_AFTER)
 QC_COLUMNS = ("subject", "model", "res", "status", "input_voxel_mm", "snr", "brain_ml", "brain_from", "median_std_mm2s",
               "nonphysical_pct", "noise_index", "fit_outlier_pairs", "fit_outlier_volumes", "b0_shift_vox", "b0_check", "bvec_check",
-              "model_used", "outlier", "seconds", "figure", "notes", "reason", "noise_std_scale", "failed_fits_flagged")
+              "model_used", "outlier", "seconds", "figure", "notes", "reason", "noise_std_scale", "failed_fits_flagged",
+              "holes_flagged")
 # on qc.html beside the sigma it multiplied, and with the input's other checks
-PAGE_AFTER = {"noise_std_scale": "median_std_mm2s", "failed_fits_flagged": "bvec_check"}
+PAGE_AFTER = {"noise_std_scale": "median_std_mm2s", "failed_fits_flagged": "bvec_check",
+              "holes_flagged": "failed_fits_flagged"}
 # fit_outlier_pairs, fit_outlier_volumes, b0_shift_vox: iqt fit's checks of a DWI subject's fit (dmri/outliers.py,
 # dmri/motion.py), the (slice, volume) pairs and whole volumes the tensor model does not explain and how far (voxels)
 # the b0 lies from the mean DWI (the first two n/a with 6 diffusion-weighted directions, fitted exactly: the check
@@ -75,6 +77,8 @@ PAGE_AFTER = {"noise_std_scale": "median_std_mm2s", "failed_fits_flagged": "bvec
 # failed_fits_flagged: the low-res voxels of failed fits the subject's warning names (methods/inputs.py
 # drop_failed_fits: a cavity, many, or any below the range), which the learned methods fill and raise every uncertainty
 # map at (a cavity had been only a line in notes, its row white and its count in no column: a cohort audit)
+# holes_flagged: the low-res voxels of holes the input's fitted tensors enclose (methods/inputs.py enclosed_holes: a
+# lesion or ventricle its fit's mask left out), which the learned methods fill and raise every uncertainty map at
 
 
 def _fmt(v, spec):
@@ -124,7 +128,8 @@ def qc_rows(results: list[dict], model: str = "", res: str = "") -> list[list[st
                      ",".join(r.get("outlier", [])) or "-", _fmt(seconds, ".1f"),
                      r.get("figure") or "n/a" if r["status"] != "failed" else "n/a",
                      " | ".join(" ".join(str(n).split()) for n in r.get("notes") or []) or "-", r.get("reason", ""),
-                     _fmt(q.get("noise_std_scale"), ".5g"), _fmt(q.get("failed_fits_flagged"), ".0f")])
+                     _fmt(q.get("noise_std_scale"), ".5g"), _fmt(q.get("failed_fits_flagged"), ".0f"),
+                     _fmt(q.get("holes_flagged"), ".0f")])
     return rows
 
 
@@ -192,11 +197,11 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None, als
             f"<h1>IQT cohort QC</h1><p><b>{_rows(len(ours))} of this run</b> (subject, model, res): {counts['done']} done, "
             f"{counts['skipped']} skipped (already done), <b>{counts['failed']} failed</b> (red), <b>{checked} with a "
             "failed check</b> (orange: " + (
-                "the gradient table, a b0, head motion or failed fits (a cavity), in bvec_check, b0_check, "
-                "b0_shift_vox and failed_fits_flagged" if excluded
-                else "the gradient table, a b0, head motion, slices and volumes the fit does not explain or failed "
-                "fits (a cavity), in bvec_check, b0_check, b0_shift_vox, fit_outlier_pairs, fit_outlier_volumes and "
-                "failed_fits_flagged") +
+                "the gradient table, a b0, head motion, failed fits (a cavity) or a hole in the tensors, in bvec_check, "
+                "b0_check, b0_shift_vox, failed_fits_flagged and holes_flagged" if excluded
+                else "the gradient table, a b0, head motion, slices and volumes the fit does not explain, failed "
+                "fits (a cavity) or a hole in the tensors, in bvec_check, b0_check, b0_shift_vox, fit_outlier_pairs, "
+                "fit_outlier_volumes, failed_fits_flagged and holes_flagged") +
             "; the notes say what and the fix: their tensors may be wrong; an outlier flag too is in the outlier "
             "column" + ("; slices and volumes the fit does not explain were left out of it with --exclude-outliers: "
                         "not a failed check" if excluded else "") +
@@ -241,7 +246,12 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None, als
             "them (a cyst or a region at the noise floor), many, or any below the range; the learned methods fill them "
             "from the nearest fits and raise every uncertainty map to its top there (interpolation clips them): look "
             "at the scan there (0: none warned of; n/a: a row an earlier version wrote; a failed check, orange, where the "
-            "warning names a cluster of them, a cavity). Outlier: outside median "
+            "warning names a cluster of them, a cavity). holes_flagged: the input's low-res voxels that hold no tensor "
+            "where its fitted tensors enclose them (a lesion, ventricle or region left out of the fit's mask), which "
+            "the learned methods fill from around them and raise every uncertainty map to its top at, named in a "
+            "warning: a failed check where above 0 (0: none, or run by interpolation, which makes no maps; n/a: a "
+            "row an earlier version wrote). "
+            "Outlier: outside median "
             "&plusmn; 3 MAD "
             "(scaled, at least 5 % of the median; 0.1 % for the voxel volume) on voxel volume, SNR, brain volume, median "
             f"uncertainty, nonphysical_pct or noise_index, within each run of at least {QC_MIN_SUBJECTS} subjects; brain "
@@ -271,7 +281,8 @@ def failed_checks(row: list[str], excluded: bool = False) -> list[str]:
     not judged; not checked: --no-frame-check; not judged (noise): methods.inputs.FRAME_NOISE), the b0 moved by more than dmri.motion.B0_SHIFT_VOXELS, slices or volumes the fit does not explain
     (not where they were `excluded` from the fit: --exclude-outliers), every other volume disagreeing (never left out),
     failed fits warned of as a cluster (failed_fits_flagged, its notes naming a cavity: filled, one had read as tissue;
-    a clean OLS fit's one voxel below the range had turned the row orange, a review)."""
+    a clean OLS fit's one voxel below the range had turned the row orange, a review), holes in the tensors filled
+    (holes_flagged above 0)."""
     from ...dmri.motion import B0_SHIFT_VOXELS
     from ...methods.inputs import CLUSTER_SAID, FRAME_NOISE
 
@@ -279,7 +290,7 @@ def failed_checks(row: list[str], excluded: bool = False) -> list[str]:
     found = [c for c in ("bvec_check", "b0_check") if at[c] not in ("ok", "n/a", "not checked", FRAME_NOISE, "-", "")]
     fit = () if excluded else (("fit_outlier_pairs", 0), ("fit_outlier_volumes", 0))
     cavity = (("failed_fits_flagged", 0),) if CLUSTER_SAID in at["notes"] else ()
-    for c, limit in (("b0_shift_vox", B0_SHIFT_VOXELS), *fit, *cavity):
+    for c, limit in (("b0_shift_vox", B0_SHIFT_VOXELS), *fit, *cavity, ("holes_flagged", 0)):
         try:
             if float(at[c]) > limit:
                 found.append(c)

@@ -270,6 +270,7 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
     # the failed fits the subject's warning names (a cavity's), every uncertainty map raised there, as iqt upsample's
     # run record counts them: a cohort's table had said it only in notes, its row white (a cohort audit)
     qc["failed_fits_flagged"] = int(t.meta.get("failed_fits_flagged", 0))
+    qc["holes_flagged"] = int(t.meta.get("holes_flagged", 0))  # the enclosed holes filled, every map raised there
     return vols, qc
 
 
@@ -509,6 +510,7 @@ def _process(item: Item, s: Settings, out_root: str, run_token: str | None = Non
                     meta["NoiseStdScale"] = qc["noise_std_scale"]
                 if key in maps:  # the input's voxels (failed fits warned of) where every map was raised to its top
                     meta["FailedFitsFlagged"] = qc["failed_fits_flagged"]
+                    meta["HolesFlagged"] = qc["holes_flagged"]
                 write_json(sidecar(folder / names[key]), meta)
             if run_token is not None and not holds(out_root, run_token):  # the stage's files removed, none put
                 raise IQTError("not put in place: the run that started it had ended (interrupted, or its scheduler "

@@ -1,0 +1,98 @@
+"""Holes in the brain: voxels with no tensor that the fitted tensors enclose (a lesion or ventricle a fit's mask left
+out) are filled by the learned methods from around them; every uncertainty map is raised there, the voxels are
+counted and one line says so (methods/inputs.py enclosed_holes)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from ImageQualityTransferLib import methods
+from ImageQualityTransferLib.core.volume import Volume
+from ImageQualityTransferLib.methods.inputs import HOLE_SAID, enclosed_holes
+
+TISSUE = np.array([7e-4, 0, 7e-4, 0, 0, 7e-4], np.float32)
+
+
+def _field(shape=(20, 20, 16)):
+    t = np.zeros(shape + (6,), np.float32)
+    t[2:-2, 2:-2, 2:-2] = TISSUE
+    return t
+
+
+def _holes(t, mask=None):
+    lr = Volume(t, np.diag([3.0, 3.0, 3.0, 1.0]), "tensor")
+    return enclosed_holes(lr, mask, ~np.any(t != 0, axis=-1))
+
+
+def test_only_missing_tensors_deep_in_the_support_are_a_hole():
+    """A zeroed block deep in the tensors is a hole (failed fits beside it, zeroed by drop_failed_fits, with it); a
+    block open to the background, a fit's floor (a tensor: the clean own-style inputs hold them at the brain's edge),
+    failed fits alone (CSF's, the cavity rules' to judge) and, without a mask, zeros within HOLE_DEPTH of the outline
+    (where a fit's rings of context close over the background) are not."""
+    t = _field()
+    t[8:11, 8:11, 7:9] = 0
+    missing = ~np.any(t != 0, axis=-1)
+    t[11, 8, 7] = 0  # a failed fit beside it, zeroed before (not missing as given)
+    lr = Volume(t, np.diag([3.0, 3.0, 3.0, 1.0]), "tensor")
+    found = enclosed_holes(lr, None, missing)
+    assert found is not None and found.sum() == 19 and found[11, 8, 7], None if found is None else found.sum()
+    assert enclosed_holes(lr, Volume(np.any(t != 0, axis=-1), lr.affine, "mask"), missing).sum() == 19
+    open_ = _field()
+    open_[8:11, 8:11, 7:] = 0  # reaches the background above: no hole
+    floor = _field()
+    floor[8:11, 8:11, 7:9] = [1e-9, 0, 1e-9, 0, 0, 1e-9]
+    failed_only = _field()
+    failed_only[8:11, 8:11, 7:9] = [9e-3, 0, 6e-3, 0, 0, 6e-3]
+    shallow = _field()
+    shallow[3:6, 8:11, 7:9] = 0  # 2-4 voxels inside the outline: without a mask, a fit's rings may enclose as much
+    assert _holes(shallow, Volume(np.any(shallow != 0, axis=-1), np.eye(4), "mask")).sum() == 18  # a mask's: a hole
+    assert _holes(open_) is None and _holes(floor) is None and _holes(failed_only) is None and _holes(shallow) is None
+    # a failed fit's floor and failed fits alone are what predict zeroes: read as given, neither is missing
+    dropped = np.where(np.any(failed_only != TISSUE, axis=-1)[..., None], 0, failed_only)
+    assert enclosed_holes(Volume(dropped, lr.affine, "tensor"), None, ~np.any(failed_only != 0, axis=-1)) is None
+
+
+@pytest.mark.slow
+def test_a_hole_in_a_real_scan_is_raised_in_every_map_counted_and_said(axial_subject):
+    """The dev scan's x2 input (tight, as FSL's) with a 5.8 cm^3 block of its white matter holding no tensor, as a fit
+    whose mask left out a lesion leaves it: filled from around it by a learned method, it had read as confident as
+    the rest of the brain, with no line and no count. With the mask that left it out and without one, every map
+    (std, its two parts, MD's, FA's and the direction's) is at its top there, the voxels are counted for QC
+    (failed_fits_flagged's companion, holes_flagged) and one line says it."""
+    from ImageQualityTransferLib.core import grid
+    from ImageQualityTransferLib.core.direction import RANDOM_AXIS_DEGREES
+    from ImageQualityTransferLib.dmri.subject import Subject, make_case
+    from ImageQualityTransferLib.methods.flags import NOISE_QUANTILE
+
+    s = axial_subject
+    box = (slice(16, 40), slice(20, 44), slice(12, 36))  # the x2 input's 12^3 voxels around (14, 16, 12)
+    crop = Subject(s.name, s.dwi.replace(data=s.dwi.data[box]), s.mask.replace(data=s.mask.data[box]),
+                   s.tensor.replace(data=s.tensor.data[box]))
+    case = make_case(crop, 2, style="tight")
+    brain = np.asarray(case.lr_mask.data, bool)
+    hole = np.zeros(brain.shape, bool)
+    hole[5:8, 5:8, 5:8] = True
+    assert brain[hole].all()
+    lr = case.lr.replace(data=np.where(hole[..., None], 0, case.lr.data).astype(np.float32))
+    cube = grid.repeat_blocks(hole, 2)
+    for name, settings in (("biqt", {}), ("espcn-hetero-var1", {"samples": 2})):
+        method = methods.get(name, **settings)
+        for mask in (case.lr_mask.replace(data=brain & ~hole), None):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                pred = method.predict(lr, 2, mask, direction=True)
+            said = [str(w.message) for w in caught if HOLE_SAID in str(w.message)]
+            assert len(said) == 1 and said[0].startswith("27 low-res voxels inside the brain hold no tensor") and \
+                f"5.8 {HOLE_SAID}" in said[0], said
+            assert pred.tensor.meta["holes_flagged"] == 27
+            out = np.any(np.asarray(pred.tensor.data) != 0, axis=-1)
+            inside, rest = cube & out, out & ~cube
+            assert inside.sum() >= 200  # the block's outer voxels, within the outputs' reach of the tensors
+            maps = {k: np.asarray(v.data) for k, v in pred.maps().items()}
+            assert set(maps) >= ({"std", "direction"} if name == "biqt" else {"std", "md_std", "fa_std", "direction"})
+            for key, m in maps.items():
+                top = RANDOM_AXIS_DEGREES if key == "direction" else np.quantile(m[rest], NOISE_QUANTILE)
+                assert m[inside].min() >= np.float32(top), (name, mask is None, key, float(np.median(m[inside])), top)

@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from ImageQualityTransferLib import methods
 from ImageQualityTransferLib.core.volume import Volume
@@ -61,7 +62,7 @@ def test_a_hole_in_a_real_scan_is_raised_in_every_map_counted_and_said(axial_sub
     whose mask left out a lesion leaves it: filled from around it by a learned method, it had read as confident as
     the rest of the brain, with no line and no count. With the mask that left it out and without one, every map
     (std, its two parts, MD's, FA's and the direction's) is at its top there, the voxels are counted for QC
-    (failed_fits_flagged's companion, holes_flagged) and one line says it."""
+    (failed_fits_flagged's companion, holes_flagged) and one line says it; without a mask, deep in the whole brain."""
     from ImageQualityTransferLib.core import grid
     from ImageQualityTransferLib.core.direction import RANDOM_AXIS_DEGREES
     from ImageQualityTransferLib.dmri.subject import Subject, make_case
@@ -72,15 +73,24 @@ def test_a_hole_in_a_real_scan_is_raised_in_every_map_counted_and_said(axial_sub
     crop = Subject(s.name, s.dwi.replace(data=s.dwi.data[box]), s.mask.replace(data=s.mask.data[box]),
                    s.tensor.replace(data=s.tensor.data[box]))
     case = make_case(crop, 2, style="tight")
-    brain = np.asarray(case.lr_mask.data, bool)
-    hole = np.zeros(brain.shape, bool)
-    hole[5:8, 5:8, 5:8] = True
-    assert brain[hole].all()
-    lr = case.lr.replace(data=np.where(hole[..., None], 0, case.lr.data).astype(np.float32))
-    cube = grid.repeat_blocks(hole, 2)
+
+    def holed(case, centre):
+        """The case's input with the 3x3x3 block around `centre` zeroed, the block, its output blocks."""
+        hole = np.zeros(case.lr_mask.shape3, bool)
+        hole[tuple(slice(c - 1, c + 2) for c in centre)] = True
+        assert np.asarray(case.lr_mask.data, bool)[hole].all()
+        lr = case.lr.replace(data=np.where(hole[..., None], 0, case.lr.data).astype(np.float32))
+        return lr, hole, grid.repeat_blocks(hole, 2)
+
+    in_crop = holed(case, (6, 6, 6))
+    # without a mask a hole counts deeper than HOLE_DEPTH voxels: the whole brain's, at its deepest voxel
+    full = make_case(s, 2, style="tight")
+    inner = np.asarray(full.lr_mask.data, bool)
+    in_brain = holed(full, np.unravel_index(np.argmax(ndimage.distance_transform_edt(inner)), inner.shape))
     for name, settings in (("biqt", {}), ("espcn-hetero-var1", {"samples": 2})):
         method = methods.get(name, **settings)
-        for mask in (case.lr_mask.replace(data=brain & ~hole), None):
+        for mask in (case.lr_mask.replace(data=np.asarray(case.lr_mask.data, bool) & ~in_crop[1]), None):
+            lr, hole, cube = in_crop if mask is not None else in_brain
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 pred = method.predict(lr, 2, mask, direction=True)
@@ -96,3 +106,18 @@ def test_a_hole_in_a_real_scan_is_raised_in_every_map_counted_and_said(axial_sub
             for key, m in maps.items():
                 top = RANDOM_AXIS_DEGREES if key == "direction" else np.quantile(m[rest], NOISE_QUANTILE)
                 assert m[inside].min() >= np.float32(top), (name, mask is None, key, float(np.median(m[inside])), top)
+
+
+def test_a_given_mask_s_voxels_with_no_tensor_that_a_whole_field_fit_encloses_are_a_hole():
+    """On a whole-field fit a given mask is not cut to the fit: a hole at the mask's edge (a cortical lesion with no
+    tensor, which the scalp's fits close over) is filled from around it; counted, as the same hole deeper is."""
+    t = np.tile(TISSUE, (20, 20, 16, 1))
+    mask = np.zeros(t.shape[:3], bool)
+    mask[4:16, 4:16, 3:13] = True
+    t[4:7, 8:11, 6:9] = 0  # at the mask's edge, in its voxels
+    lr = Volume(t, np.diag([3.0, 3.0, 3.0, 1.0]), "tensor")
+    found = enclosed_holes(lr, Volume(mask, lr.affine, "mask"), ~np.any(t != 0, axis=-1))
+    assert found is not None and found.sum() == 27
+    mask[:, :, :] = False
+    mask[10:16, 4:16, 3:13] = True  # a mask elsewhere: not this brain's hole
+    assert enclosed_holes(lr, Volume(mask, lr.affine, "mask"), ~np.any(t != 0, axis=-1)) is None

@@ -308,8 +308,9 @@ class Method:
         noise = lr.replace(data=(noise_fits(lr) | kept_failed) & _reach(mask.data), kind="mask") if estimated and \
             mask is not None else None
         # holes the fitted tensors enclose (a lesion a fit's mask left out), filled from around them as a cavity's
-        # failed fits are: every map raised there too, the voxels counted for a cohort's QC table
-        holes = enclosed_holes(lr, mask, missing) if self.learned else None
+        # failed fits are: every map raised there too, the voxels counted for a cohort's QC table (a masked fit's support,
+        # its non-zero voxels, read as no mask: its holes are judged by their depth)
+        holes = enclosed_holes(lr, mask if given or estimated else None, missing) if self.learned else None
         if holes is not None:
             warn_holes(lr, holes)
             noise = lr.replace(data=holes if noise is None else noise.data | holes, kind="mask")

@@ -506,23 +506,26 @@ def drop_failed_fits(lr: Volume, mask: Volume | None, where: str = "the mask", d
 
 # voxels: without a mask, a hole counts where it reaches deeper than this inside the tensors' outline: a fit's rings of
 # context round the brain (own-style inputs, methods/context.py CONTEXT_RINGS) enclose background where they close over
-# a fold of it, at most 2 rings and a voxel deep; on the 8 subjects' clean own-style inputs (x2, x1,1,3, x3, two grid
-# phases) 1-4 such zeros at most 4.12 voxels deep (docs/measurements.md, "Holes in the tensors")
-HOLE_DEPTH = 5.0
+# a fold of it; the 8 subjects' clean own-style inputs (x2, x1,1,3, x3, two grid phases) hold 1-4 such components in 8
+# of 48, at most 4.12 voxels deep, where the 3 mm dev scan's brain at x2 is 5.0 deep (docs/measurements.md, "Holes in
+# the tensors")
+HOLE_DEPTH = 4.5
 
 
 def enclosed_holes(lr: Volume, mask: Volume | None, missing: np.ndarray) -> np.ndarray | None:
     """The low-res voxels of the holes in `lr`'s fitted tensors (its failed fits already zeroed: drop_failed_fits) that
-    they enclose in 3D within `mask` and that hold a voxel with no tensor in the input as given (`missing`: all six
-    elements zero): a lesion or a ventricle a fit's mask left out, which a learned method fills from around it with
-    tissue it made up; None where there is none. Without a mask (`mask` None: a masked fit's non-zero voxels are the
+    they enclose in 3D within `mask` (or anywhere, holding voxels of `mask`) and that hold a voxel with no tensor in
+    the input as given (`missing`: all six elements zero): a lesion or a ventricle a fit's mask left out, which a
+    learned method fills from around it with tissue it made up; None where there is none. Without a mask (`mask` None: a masked fit's non-zero voxels are the
     brain) a hole counts only where it reaches deeper than HOLE_DEPTH voxels inside the tensors' outline. Failed fits
     alone are the cavity rules' (_likely_cause), and a fit's floor (1e-9) is a tensor: the scattered ones every clean
     scan holds are no hole."""
-    tissue = np.any(np.asarray(lr.data) != 0, axis=-1)
-    if mask is not None:
-        tissue &= np.asarray(mask.data, bool)
+    present = np.any(np.asarray(lr.data) != 0, axis=-1)
+    tissue = present if mask is None else present & np.asarray(mask.data, bool)
     holes = ndimage.binary_fill_holes(tissue) & ~tissue
+    if mask is not None:  # a whole-field fit's mask voxels with no tensor that its fits enclose (a hole at the cortex,
+        # which the scalp's fits close over) are a hole too: a given mask there is not cut to the fit
+        holes |= np.asarray(mask.data, bool) & missing & ndimage.binary_fill_holes(present) & ~present
     held = holes & missing
     if mask is None and held.any():  # deeper than HOLE_DEPTH (the field's border is outside too)
         held &= ndimage.distance_transform_edt(np.pad(holes | tissue, 1))[1:-1, 1:-1, 1:-1] > HOLE_DEPTH

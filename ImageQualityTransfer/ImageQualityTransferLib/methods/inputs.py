@@ -678,7 +678,8 @@ def closed_outline(brain: np.ndarray, k: int = OUTLINE_CLOSING) -> np.ndarray:
 
 
 def _cavity(failed: np.ndarray, voxel_size, brain: np.ndarray | None = None,
-            masked: bool = False, coarse_in: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+            masked: bool = False, coarse_in: np.ndarray | None = None,
+            enclosed_by: np.ndarray | None = None) -> tuple[float, np.ndarray]:
     """(cm^3, voxels) of the largest 26-connected cluster of `failed` that holds a 2x2x2 block of them (on coarse
     voxels, COARSE_VOXEL_MM3, also one over COARSE_CAVITY_CM3 holding a 2x2x1 block or a voxel failed on all six
     faces): a cavity's shape, where CSF's failed fits scatter in sheets a voxel or two thick (empty where there is
@@ -688,7 +689,8 @@ def _cavity(failed: np.ndarray, voxel_size, brain: np.ndarray | None = None,
     but 2.0-2.2 cm^3 of the background's in the brains estimated from the dStream's (docs/measurements.md).
     `coarse_in`: coarse clusters count only where they lie wholly in it (an estimated brain's core and what is carved
     out of it: its rim's background fits held 1.5-2.4 cm^3 such clusters at other crop phases of the clean dStream's
-    unmasked x2 input)."""
+    unmasked x2 input) or where each of their 26-neighbours lies in `enclosed_by` (that brain): a cyst at the cortex of
+    coarse voxels reaches into the rim, and had gone untold without --mask."""
     vv = float(np.prod(voxel_size)) / 1000
     solid = ndimage.binary_erosion(failed, np.ones((2, 2, 2), bool))
     coarse = np.zeros_like(solid)
@@ -705,9 +707,13 @@ def _cavity(failed: np.ndarray, voxel_size, brain: np.ndarray | None = None,
     parts, _ = ndimage.label(failed, structure=np.ones((3, 3, 3), bool))
     sizes = np.bincount(parts.ravel())
     big = [p for p in np.unique(parts[coarse]) if sizes[p] * vv > COARSE_CAVITY_CM3]
-    if coarse_in is not None and big:  # wholly within it: no voxel of the cluster outside
+    if coarse_in is not None and big:  # wholly within it: no voxel of the cluster outside ...
         outside = np.bincount(parts[~np.asarray(coarse_in, bool)].ravel(), minlength=sizes.size)
-        big = [p for p in big if outside[p] == 0]
+        # ... or with its every neighbour in `enclosed_by`: a cyst at the cortex reaches into an estimated brain's rim,
+        # the background's clusters there touch its edge
+        boxes = ndimage.find_objects(parts) if enclosed_by is not None else None
+        big = [p for p in big if outside[p] == 0 or
+               (boxes is not None and _surrounded(parts, p, boxes[p - 1], enclosed_by) == 1.0)]
     held = np.union1d(np.unique(parts[solid]), big)
     held = held[held > 0].astype(int)
     if brain is not None:  # the share of each cluster's 26-neighbours in the brain, read in its box grown by a voxel
@@ -755,7 +761,8 @@ def _likely_cause(lr: Volume, failed: np.ndarray, mask: Volume | None, estimated
     # had held its background's, 1.5 cm^3 of the clean Elition's x1,1,3 within its own mask dilated by 5 (a review)
     wider = mask is not None and np.any(np.any(t != 0, axis=-1) & ~np.asarray(mask.data, bool)) and whole_field(lr)
     cavity = _cavity(failed, lr.voxel_size, masked=not estimated and not wider,
-                     coarse_in=inner | ~np.asarray(mask.data, bool) if estimated and mask is not None else None)[0]
+                     coarse_in=inner | ~np.asarray(mask.data, bool) if estimated and mask is not None else None,
+                     enclosed_by=np.asarray(mask.data, bool) if estimated and mask is not None else None)[0]
     big = max(largest if largest > USUAL_FAILED_CLUSTER_CM3 else 0.0, cavity if cavity > CAVITY_CM3 else 0.0)
     few = few and not big
     # the cluster's size said: the learned methods fill it with tissue made up from around it, which reads as brain

@@ -125,7 +125,9 @@ def test_a_dwi_nrrd_without_a_measurement_frame_reads_in_its_own_space(tmp_path,
     dwi = dwi.replace(affine=AFFINES["las_oblique_aniso"])
     scene = slicer.vtkMRMLScene()
     node = added_data(scene, dwi_nrrd(tmp_path / "dwi.nrrd", dwi, space, None), "vtkMRMLDiffusionWeightedVolumeNode")
-    assert gradient_angles(processing.dwi_volume_from_node(node), dwi).max() < 1e-3
+    got = processing.dwi_volume_from_node(node)
+    assert gradient_angles(got, dwi).max() < 1e-3
+    assert_slicer_reading_said(got, space, "right-anterior-superior", "gradients", "RAS")
 
 
 @pytest.mark.parametrize("kind", ["3D-symmetric-matrix", "3D-matrix"])
@@ -148,3 +150,15 @@ def test_a_dti_nrrd_without_a_measurement_frame_reads_in_its_own_space(tmp_path,
     scene = slicer.vtkMRMLScene()  # held: the node finds its storage node through it
     got = mrml.tensor_volume_from_node(added_data(scene, path))
     assert_same(vol, on_grid_of(got, vol), atol=1e-8)
+    assert_slicer_reading_said(got, space, "left-posterior-superior", "tensors", "LPS")
+
+
+def assert_slicer_reading_said(got, space, slicers, what, axes):
+    """Where Slicer's reader took other axes than the file's space, one of the run's notes says so in one line (Slicer
+    shows the input otherwise than the output); where they agree, nothing is said."""
+    said = [n for n in got.meta["input_notes"] if "no 'measurement frame' line" in n]
+    if space == slicers:
+        assert said == [], said
+    else:
+        assert len(said) == 1 and "\n" not in said[0], said
+        assert f"its {what} are read in its space ({space})" in said[0] and f"Slicer's own reader took {axes}" in said[0]

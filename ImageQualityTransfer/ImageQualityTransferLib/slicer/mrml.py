@@ -198,8 +198,8 @@ def tensor_volume_from_node(node) -> Volume:
         warnings.simplefilter("always", IQTWarning)
         t6 = tensor_checks.nan_as_empty(t6, f"{_node_label(node)}: ")
         _warn_if_gapped(node, affine)
+        mf3 = measurement_frame(node)
     notes = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
-    mf3 = measurement_frame(node)
     t6, rotated = reexpress(t6, frame_to_voxel_axes(mf3, affine))
     if not np.isfinite(t6).all():
         raise IQTError(f"{_node_label(node)} has NaN/Inf tensor values; replace them (for example with 0 outside the brain)")
@@ -242,8 +242,26 @@ def measurement_frame(node) -> np.ndarray:
                        "rotation)")
     space = SPACES.get(str(hdr.get("space", "")).strip().lower())
     if frame is None and space is not None and np.allclose(np.abs(mf), np.eye(3), atol=1e-9):  # Slicer's default
+        if not np.allclose(mf, np.diag(space), atol=1e-9):
+            _warn_slicer_reads_otherwise(node, name, hdr, mf)
         return np.diag(space)
     return mf
+
+
+def _warn_slicer_reads_otherwise(node, name: str, hdr: dict, slicer_mf: np.ndarray) -> None:
+    """One of the run's notes: the file has no measurement frame, read in its own space here, where Slicer's reader
+    took other axes, so Slicer's glyphs of the input (and its own DWI-to-DTI fit) differ from the output's."""
+    import os
+    import warnings
+
+    from ..core.errors import IQTWarning
+
+    axes = {(1.0, 1.0, 1.0): "RAS", (-1.0, -1.0, 1.0): "LPS"}.get(tuple(np.round(np.diag(slicer_mf), 6)), "other")
+    what = "gradients" if node.IsA("vtkMRMLDiffusionWeightedVolumeNode") else "tensors"
+    warnings.warn(f"{_node_label(node)}: {os.path.basename(name)} has no 'measurement frame' line, so its {what} are "
+                  f"read in its space ({hdr['space']}) as the NRRD format and 'iqt upsample' read them, where Slicer's "
+                  f"own reader took {axes} axes: Slicer's view of the input differs from the output's; add the line "
+                  "to the header to say which", IQTWarning, stacklevel=2)
 
 
 def _read_from(node, suffixes: tuple) -> str | None:

@@ -139,14 +139,14 @@ def dwi_volume_from_node(node) -> Volume:
     if dw.any() and np.ptp(b[dw]) == 0 and not np.allclose(norms[dw], 1.0, atol=1e-3):
         b = b * norms**2  # NRRD multi-shell convention: b = b_max * |g|^2
     g[dw] /= norms[dw, None]
-    mf3 = mrml.measurement_frame(node)
-    g_ijk = np.linalg.solve(direction_rotation(vol.affine), mf3 @ g.T).T
-    b[~dw] = 0.0
     # the slice gap of the file the node was read from (its NRRD thicknesses, its BIDS sidecar), as a DTI node's
     # (mrml.tensor_volume_from_node) and `iqt fit DWI` say it: a DWI node's had gone unsaid
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", IQTWarning)
+        mf3 = mrml.measurement_frame(node)
         mrml._warn_if_gapped(node, vol.affine)
+    g_ijk = np.linalg.solve(direction_rotation(vol.affine), mf3 @ g.T).T
+    b[~dw] = 0.0
     notes += [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
     return Volume(data, vol.affine, "dwi", bvals=b, bvecs=g_ijk,
                   meta=vol.meta | {"fitted_from_dwi": True, "input_notes": notes})

@@ -63,9 +63,13 @@ def shown(address) -> str:
         # masked as its tcp:// form is (alice:123/w@node7:8786 had shown alice:***@, tcp://alice:123/w@... ***@)
         return shown(f"tcp://{text}")[len("tcp://"):]
     head = re.split(r"[/?#]", rest, maxsplit=1)[0]  # the URL's netloc, as urlsplit reads it
-    if sep and _path_at(rest) and scheme.lower() in ("tcp", "tls") and re.search(r":\d+$", head) is None:
-        # TOKEN/x@node7:8786: a tcp/tls address needs a port, so a host without one before the '/' is a token's start,
-        # all of it to the last '@' masked ('?' and '#' as '/')
+    if sep and _path_at(rest) and scheme.lower() not in ("ws", "wss"):
+        # no path in a tcp/tls/http(s) address (each such one is refused), so its '@' after a '/', '?' or '#' may end a
+        # login holding one: all of it to the last '@' masked (urlsplit's host had shown "ss" of the password p@ss/w in
+        # http://u:p@ss/w@host:8787, and the user name alice as a host in tcp://alice:123/w@node7:8786: a review), and
+        # all of it where that '@' is a query value's (tls://h:1/a@b?t=x@y: "y" may be the token's)
+        if _query_at(rest[len(head):]):
+            return f"{scheme}{sep}***"
         return _query_masked(f"{scheme}{sep}***@{rest.rpartition('@')[2]}")
     if sep and _path_at(rest):  # an '@' in the path, query or fragment: the host is urlsplit's, shown (tcp://host:8786/a@b
         # had been shown as tcp://***@b, host b), the text from the path to the last '@' masked, and the port (a password

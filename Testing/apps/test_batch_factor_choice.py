@@ -81,3 +81,23 @@ def test_the_default_that_runs_interpolation_says_so_for_its_subjects_and_other_
                                               for n in res[0]["notes"]), res
     row = dict(zip(*[line.split("\t") for line in (tmp_path / "o" / "qc.tsv").read_text().splitlines()[:2]]))
     assert "no learned model ships for factor 4" in row["notes"] and "--voxel-size 2 gives factor 3" in row["notes"], row
+
+
+def test_a_group_of_subjects_of_different_voxel_sizes_is_told_no_coarser_voxel_size_true_for_one_only(tmp_path):
+    """3x3x6 mm and 2.7x2.7x5.4 mm subjects both get factors 2,2,4 at --voxel-size 1.5; the note had told both
+    "--voxel-size 2.7 gives factors 1,1,2", the first's, which gives the 3x3x6 mm one 2,2,3 (no model): the group's
+    note then names no coarser voxel size."""
+    from ImageQualityTransferLib.apps import batch
+    from ImageQualityTransferLib.apps.cli import build_parser
+    from ImageQualityTransferLib.apps.cli.batch_plan import _method_for, factor_groups
+
+    d = np.broadcast_to(tensors.from_matrix(np.diag([1.7e-3, 3e-4, 3e-4])), (6, 6, 5, 6)).astype(np.float32)
+    for name, mm in (("thin_dti", (2.7, 2.7, 5.4)), ("thick_dti", (3.0, 3.0, 6.0))):
+        fileio.save_tensor(Volume(d, np.diag([-mm[0], mm[1], mm[2], 1.0]), "tensor"), tmp_path / f"{name}.nii.gz")
+    (tmp_path / "list.txt").write_text("thin_dti.nii.gz\nthick_dti.nii.gz\n")
+    args = build_parser().parse_args(["batch", str(tmp_path / "list.txt"), "-o", str(tmp_path / "o"),
+                                      "--voxel-size", "1.5"])
+    (f, group), = factor_groups(args, batch.find_items(tmp_path / "list.txt"))
+    name, _, note = _method_for(args, f, group)
+    assert f == (2, 2, 4) and len(group) == 2 and name == "cubic", (f, group, name)
+    assert note.endswith("trained for these factors ('iqt train')") and "--voxel-size 2.7" not in note, note

@@ -63,15 +63,18 @@ def _method_for(args, f, group=()):
 
 
 def _voxel_size(group):
-    """The voxel size (mm) of the first subject of `group` whose header is read, None where none is."""
+    """The voxel size (mm) the subjects of `group` whose header is read share, None where none is read or they differ:
+    a coarser --voxel-size said for one had been false for another (3x3x6 mm told 2.7, which gives it 2,2,3)."""
+    import numpy as np
+
     from ...core.volume import voxel_sizes
     from ...fileio.sizes import header_affine
 
-    for it in group:
-        affine = header_affine(it.path)
-        if affine is not None:
-            return tuple(float(v) for v in voxel_sizes(affine))
-    return None
+    sizes = [tuple(float(v) for v in voxel_sizes(a)) for a in map(header_affine, (it.path for it in group))
+             if a is not None]
+    if not sizes or any(not np.allclose(v, sizes[0], rtol=1e-3) for v in sizes[1:]):
+        return None
+    return sizes[0]
 
 
 def factor_groups(args, items) -> list[tuple[tuple, list]]:

@@ -71,16 +71,16 @@ def shown(address) -> str:
         if _query_at(rest[len(head):]):
             return f"{scheme}{sep}***"
         return _query_masked(f"{scheme}{sep}***@{rest.rpartition('@')[2]}")
-    if sep and _path_at(rest):  # an '@' in the path, query or fragment: the host is urlsplit's, shown (tcp://host:8786/a@b
-        # had been shown as tcp://***@b, host b), the text from the path to the last '@' masked, and the port (a password
-        # typed with a '/' starts there: ws://alice:1/pw@h/ reaches host alice, port 1)
+    if sep and _path_at(rest):  # a ws URL's '@' in the path, query or fragment: the host is urlsplit's, shown (Dask's
+        # ws client connects there), the text from the path to the last '@' masked, and the port (a password typed with
+        # a '/' starts there: ws://alice:1/pw@h/ reaches host alice, port 1)
         # to its last '@', whatever the first of '/', '?' or '#' it follows (ws://alice:123?pw@h/ had been shown whole)
         after = rest[len(head):]
         if _query_at(after):  # ws://host:8786/?t=a@b: the query's value, masked as one
             path, q, query = after.partition("?")
             if "@" not in path:
                 return _query_masked(f"{scheme}{sep}{_login_masked(head)}{after}")
-            # tls://h:1/a@b?t=x@y: the path's own '@' masked as above (its 'a' had been shown)
+            # ws://h:1/a@b?t=x@y: the path's own '@' masked as above (its 'a' had been shown)
             path = f"{path[0]}***@{path.rpartition('@')[2]}"
             return _query_masked(f"{scheme}{sep}{_login_masked(_port_masked(head))}{path}{q}{query}")
         masked = f"{after[0]}***@{after.rpartition('@')[2]}"

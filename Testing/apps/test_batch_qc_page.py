@@ -156,11 +156,11 @@ def test_a_stopped_run_s_outputs_that_landed_after_it_looked_get_a_description(t
 def test_the_header_says_which_checks_count_with_exclude_outliers(tmp_path):
     qc.write_qc(tmp_path, [], batch.Settings(method="cubic", exclude_outliers=True))
     page = (tmp_path / "qc.html").read_text()
-    assert "in bvec_check, b0_check, b0_shift_vox, failed_fits_flagged and holes_flagged; the notes say" in page
+    assert "in bvec_check, b0_check, b0_shift_vox and failed_fits_flagged; the notes say" in page
     assert "; slices and volumes the fit does not explain were left out of it with --exclude-outliers: not a failed" in page
     assert "fit_outlier_pairs, fit_outlier_volumes," not in page
     qc.write_qc(tmp_path, [], batch.Settings(method="cubic"))
-    assert "b0_shift_vox, fit_outlier_pairs, fit_outlier_volumes, failed_fits_flagged and holes_flagged;" in \
+    assert "b0_shift_vox, fit_outlier_pairs, fit_outlier_volumes and failed_fits_flagged;" in \
         (tmp_path / "qc.html").read_text()
 
 
@@ -290,7 +290,7 @@ def test_a_cavity_of_failed_fits_is_counted_in_its_row_and_sidecars_and_shown_or
     assert "27 voxels in the mask hold a failed fit" in at["notes"] and "map raised to the top there" in at["notes"]
     page = (out / "qc.html").read_text()
     assert _classes(page) == {"sub-cdti": "check"}, _classes(page)
-    assert "<b>1 with a failed check</b>" in page and "failed fits (a cavity) or a hole in the tensors, in bvec_check" in page
+    assert "<b>1 with a failed check</b>" in page and "or failed fits (a cavity), in bvec_check" in page
     assert "<th>bvec_<wbr>check</th><th>failed_<wbr>fits_<wbr>flagged</th>" in page
     sides = {p.name.split("model-biqt_")[1]: json.loads(p.read_text()) for p in out.rglob("*.json")
              if "model-" in p.name}
@@ -303,10 +303,11 @@ def test_a_cavity_of_failed_fits_is_counted_in_its_row_and_sidecars_and_shown_or
     assert qc.qc_rows([skipped])[0][-2] == "27"
 
 
-def test_a_hole_in_the_tensors_is_counted_in_its_row_and_sidecars_and_shown_orange_and_old_rows_read(tmp_path):
+def test_a_hole_in_the_tensors_is_counted_in_its_row_and_sidecars_and_old_rows_read(tmp_path):
     """A subject whose tensors hold a hole (a block with no tensor inside the brain, as a fit whose mask left out a
     lesion leaves it), filled and every uncertainty map raised there, is counted in holes_flagged (the last column,
-    after failed_fits_flagged on the page) and its maps' sidecars, its row a failed check; a table an earlier version
+    after failed_fits_flagged on the page) and its maps' sidecars, its row not orange (a review: a clean scan's fit mask
+    a little wider than its brain encloses background, which had turned clean rows orange); a table an earlier version
     wrote, without the column, is read with it n/a."""
     import json
     import warnings
@@ -333,9 +334,9 @@ def test_a_hole_in_the_tensors_is_counted_in_its_row_and_sidecars_and_shown_oran
     assert head[-1] == "holes_flagged" and tuple(head) == qc.QC_COLUMNS
     at = dict(zip(head, row))
     assert at["holes_flagged"] == "27" and at["failed_fits_flagged"] == "0", at
-    assert f"27 low-res voxels inside the brain hold no tensor" in at["notes"] and HOLE_SAID in at["notes"]
+    assert "27 low-res voxels hold no tensor" in at["notes"] and HOLE_SAID in at["notes"]
     page = (out / "qc.html").read_text()
-    assert _classes(page) == {"sub-hdti": "check"}, _classes(page)
+    assert _classes(page) == {"sub-hdti": ""}, _classes(page)
     assert "<th>failed_<wbr>fits_<wbr>flagged</th><th>holes_<wbr>flagged</th>" in page
     sides = {p.name.split("model-biqt_")[1]: json.loads(p.read_text()) for p in out.rglob("*.json")
              if "model-" in p.name}

@@ -197,11 +197,11 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None, als
             f"<h1>IQT cohort QC</h1><p><b>{_rows(len(ours))} of this run</b> (subject, model, res): {counts['done']} done, "
             f"{counts['skipped']} skipped (already done), <b>{counts['failed']} failed</b> (red), <b>{checked} with a "
             "failed check</b> (orange: " + (
-                "the gradient table, a b0, head motion, failed fits (a cavity) or a hole in the tensors, in bvec_check, "
-                "b0_check, b0_shift_vox, failed_fits_flagged and holes_flagged" if excluded
-                else "the gradient table, a b0, head motion, slices and volumes the fit does not explain, failed "
-                "fits (a cavity) or a hole in the tensors, in bvec_check, b0_check, b0_shift_vox, fit_outlier_pairs, "
-                "fit_outlier_volumes, failed_fits_flagged and holes_flagged") +
+                "the gradient table, a b0, head motion or failed fits (a cavity), in bvec_check, "
+                "b0_check, b0_shift_vox and failed_fits_flagged" if excluded
+                else "the gradient table, a b0, head motion, slices and volumes the fit does not explain or failed "
+                "fits (a cavity), in bvec_check, b0_check, b0_shift_vox, fit_outlier_pairs, "
+                "fit_outlier_volumes and failed_fits_flagged") +
             "; the notes say what and the fix: their tensors may be wrong; an outlier flag too is in the outlier "
             "column" + ("; slices and volumes the fit does not explain were left out of it with --exclude-outliers: "
                         "not a failed check" if excluded else "") +
@@ -247,10 +247,11 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None, als
             "from the nearest fits and raise every uncertainty map to its top there (interpolation clips them): look "
             "at the scan there (0: none warned of; n/a: a row an earlier version wrote; a failed check, orange, where the "
             "warning names a cluster of them, a cavity). holes_flagged: the input's low-res voxels that hold no tensor "
-            "where its fitted tensors enclose them (a lesion, ventricle or region left out of the fit's mask), which "
-            "the learned methods fill from around them and raise every uncertainty map to its top at, named in a "
-            "warning: a failed check where above 0 (0: none, or run by interpolation, which makes no maps; n/a: a "
-            "row an earlier version wrote). "
+            "where its fitted tensors enclose them (a lesion, ventricle or region left out of the fit's mask, or "
+            "background a wide mask closed over), which the learned methods fill from around them and raise every "
+            "uncertainty map to its top at, named in a warning: look at the scan there (0: none, or run by "
+            "interpolation, which makes no maps; n/a: a row an earlier version wrote; not a failed check: a clean "
+            "scan's mask a little wider than its brain can enclose a few voxels of background). "
             "Outlier: outside median "
             "&plusmn; 3 MAD "
             "(scaled, at least 5 % of the median; 0.1 % for the voxel volume) on voxel volume, SNR, brain volume, median "
@@ -281,8 +282,9 @@ def failed_checks(row: list[str], excluded: bool = False) -> list[str]:
     not judged; not checked: --no-frame-check; not judged (noise): methods.inputs.FRAME_NOISE), the b0 moved by more than dmri.motion.B0_SHIFT_VOXELS, slices or volumes the fit does not explain
     (not where they were `excluded` from the fit: --exclude-outliers), every other volume disagreeing (never left out),
     failed fits warned of as a cluster (failed_fits_flagged, its notes naming a cavity: filled, one had read as tissue;
-    a clean OLS fit's one voxel below the range had turned the row orange, a review), holes in the tensors filled
-    (holes_flagged above 0)."""
+    a clean OLS fit's one voxel below the range had turned the row orange, a review). Not holes_flagged: a clean scan's
+    fit mask a little wider than its brain encloses background at the skull base (a review: orange rows of clean
+    scans)."""
     from ...dmri.motion import B0_SHIFT_VOXELS
     from ...methods.inputs import CLUSTER_SAID, FRAME_NOISE
 
@@ -290,7 +292,7 @@ def failed_checks(row: list[str], excluded: bool = False) -> list[str]:
     found = [c for c in ("bvec_check", "b0_check") if at[c] not in ("ok", "n/a", "not checked", FRAME_NOISE, "-", "")]
     fit = () if excluded else (("fit_outlier_pairs", 0), ("fit_outlier_volumes", 0))
     cavity = (("failed_fits_flagged", 0),) if CLUSTER_SAID in at["notes"] else ()
-    for c, limit in (("b0_shift_vox", B0_SHIFT_VOXELS), *fit, *cavity, ("holes_flagged", 0)):
+    for c, limit in (("b0_shift_vox", B0_SHIFT_VOXELS), *fit, *cavity):
         try:
             if float(at[c]) > limit:
                 found.append(c)

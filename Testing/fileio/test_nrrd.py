@@ -261,3 +261,32 @@ def test_space_units_differing_between_axes_name_the_axis_not_in_mm(tmp_path):
         load_tensor_nrrd(path)
     said = str(exc.value)
     assert "the third component (its space axis 3, in cm)" in said and "'space origin' by 10" not in said, said
+
+
+def test_a_nrrd_without_a_space_line_is_refused_naming_the_line_to_add(tmp_path, capsys):
+    """A NRRD with 'space dimension: 3' and no 'space' line gives its grid no anatomical directions (the NRRD format);
+    Slicer's reader takes it as LPS and this reader had taken it as RAS, so `iqt upsample` and the Slicer module gave
+    the same file mirrored in x and y, unsaid. Now it is refused in one line (exit 2, nothing written), a tensor file
+    and a mask alike; with the line added it reads as before."""
+    from helpers import run_cli
+
+    vol = tensor_volume("las_oblique_aniso", seed=5)
+    good = tmp_path / "dti.nrrd"
+    save_tensor_nrrd(vol, good)
+    spaceless = tmp_path / "spaceless.nrrd"
+    spaceless.write_bytes(good.read_bytes().replace(b"space: right-anterior-superior\n", b"space dimension: 3\n", 1))
+    labels = np.ones(SHAPE, np.int16)
+    mask = tmp_path / "mask.nrrd"
+    nrrd.write(str(mask), labels, {"space dimension": 3, "space directions": vol.affine[:3, :3].T,
+                                   "space origin": vol.affine[:3, 3], "kinds": ["domain"] * 3})
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for args, named in (((spaceless,), spaceless), ((good, "--mask", mask), mask)):
+        code, out, err = run_cli(capsys, "upsample", *args, "-o", tmp_path / "up.nrrd", "--method", "nearest",
+                                 "--factor", "2", "--threads", "1")
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+        assert f"{named}: its header has no 'space' line (only 'space dimension: 3')" in err, err
+        assert "add the line 'space: left-posterior-superior'" in err and "Traceback" not in err, err
+        assert sorted(p.name for p in tmp_path.iterdir()) == before
+    mended = tmp_path / "mended.nrrd"  # the line added: read as the file it was made from
+    mended.write_bytes(spaceless.read_bytes().replace(b"space dimension: 3\n", b"space: right-anterior-superior\n"))
+    assert_same(vol, load_tensor_nrrd(mended))

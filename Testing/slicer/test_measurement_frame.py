@@ -3,7 +3,7 @@ Slicer writes one (LPS space, an arbitrary measurement frame, components express
 was made from; a NRRD whose frame is not a rotation, read by Slicer's loader, is refused in one line naming the node
 and the file, as `iqt upsample` refuses the file (fileio/nrrd.py), for a DTI node and for a DWI node, where it had
 changed every tensor's size or every gradient's direction unsaid; a DTI NRRD with no frame reads in its own space,
-as `iqt upsample` reads it."""
+as `iqt upsample` reads it; a DTI or DWI NRRD with no 'space' line is refused as `iqt upsample` refuses it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import pytest
 from ImageQualityTransferLib.core import tensors
 from ImageQualityTransferLib.core.errors import IQTError
 from ImageQualityTransferLib.dmri.phantom import make_phantom
-from ImageQualityTransferLib.fileio.nrrd import SPACES, direction_rotation, load_tensor_nrrd
+from ImageQualityTransferLib import fileio
+from ImageQualityTransferLib.fileio.nrrd import SPACES, direction_rotation, load_tensor_nrrd, no_space_line
 
 from helpers import AFFINES, assert_same, on_grid_of, rot, tensor_volume
 
@@ -162,3 +163,30 @@ def assert_slicer_reading_said(got, space, slicers, what, axes):
     else:
         assert len(said) == 1 and "\n" not in said[0], said
         assert f"its {what} are read in its space ({space})" in said[0] and f"Slicer's own reader took {axes}" in said[0]
+
+
+def test_a_dti_or_dwi_nrrd_without_a_space_line_is_refused_as_iqt_upsample_refuses_it(tmp_path):
+    """'space dimension: 3' and no 'space' line: the NRRD format names no anatomical directions; Slicer's reader took the
+    grid (and a DTI file's components) as LPS where `iqt upsample` took them as RAS, so the module and the command
+    line read the same file mirrored in x and y, unsaid. Both now refuse it, naming the file and the line to add."""
+    vol = tensor_volume("las_oblique_aniso", seed=4)
+    dti = tmp_path / "dti.nrrd"
+    slicer_style_nrrd(dti, vol, rot(0, 0, 0))
+    dwi = dwi_nrrd(tmp_path / "dwi.nrrd", make_phantom(shape=(12, 14, 10), voxel_mm=4.0, n_dirs=12),
+                   "left-posterior-superior", rot(10, 25, -40))
+    scene = slicer.vtkMRMLScene()
+    for path, kind, read in ((dti, "vtkMRMLDiffusionTensorVolumeNode", mrml.tensor_volume_from_node),
+                             (dwi, "vtkMRMLDiffusionWeightedVolumeNode", processing.dwi_volume_from_node)):
+        spaceless = tmp_path / f"spaceless_{path.name}"
+        spaceless.write_bytes(path.read_bytes().replace(b"space: left-posterior-superior\n", b"space dimension: 3\n", 1))
+        read(added_data(scene, path, kind))  # the file with its line is read
+        node = added_data(scene, spaceless, kind)
+        with pytest.raises(IQTError) as refused:
+            read(node)
+        said = str(refused.value)
+        assert said.startswith(f"node '{spaceless.stem}': {spaceless}: its header has no 'space' line"), said
+        assert "add the line 'space: left-posterior-superior'" in said and "load the file again" in said, said
+        assert "\n" not in said
+        with pytest.raises(IQTError) as cli_refused:  # the command line's reader, in the same words
+            fileio.load_tensor(spaceless)
+        assert (no_space_line(nrrd.read_header(str(spaceless))) in str(cli_refused.value)) == (path == dti)

@@ -21,7 +21,8 @@ Conventions (docs/conventions.md, "Tensor files and frames"):
 
 Reading accepts `3D-symmetric-matrix` (6 components, NRRD order xx,xy,xz,yy,yz,zz),
 `3D-masked-symmetric-matrix` (7, the first is a confidence value, ignored as Slicer ignores it) and
-`3D-matrix` (9, symmetrised), in RAS, LAS or LPS space, attached (.nrrd) or detached (.nhdr) data.
+`3D-matrix` (9, symmetrised), in RAS, LAS or LPS space, attached (.nrrd) or detached (.nhdr) data; a header with
+no `space` line is refused (`no_space_line`).
 """
 
 from __future__ import annotations
@@ -209,20 +210,31 @@ def _read_bounded(nrrd, header: dict, fh, path: Path, hint: str):
     return nrrd.read_data(plain, io.BytesIO(raw[byte_skip:]), None, index_order="F")
 
 
+def no_space_line(hdr: dict) -> str:
+    """Why a header without a 'space' line is not read, and the line to add: the NRRD format gives such a file's
+    coordinates no anatomical directions ('space dimension' names none), Slicer's reader, as ITK's, takes them as LPS and
+    this tool's had taken them as RAS, so the two showed the grid and the tensors mirrored in x and y, unsaid."""
+    only = f" (only 'space dimension: {hdr['space dimension']}')" if "space dimension" in hdr else ""
+    return (f"its header has no 'space' line{only}, so the NRRD format gives its grid and components no anatomical "
+            "directions, and readers differ (Slicer's takes them as left-posterior-superior, others as "
+            "right-anterior-superior): it is not read; add the line 'space: left-posterior-superior' (or "
+            "right-anterior-superior, or left-anterior-superior: the space its 'space directions' and 'space origin' "
+            "are in) to the header")
+
+
 def _geometry(hdr: dict, domain: list, rax, path: Path):
     """(voxel->RAS affine, the space's sign flips to RAS, the space's name) of the image axes `domain`; `rax`: the
     axis of components (no direction), or None for a scalar image."""
     space = hdr.get("space")
     if space is None:
-        flip = np.ones(3)  # no named space: taken as RAS, as Slicer's reader does
-    else:
-        key = str(space).strip().lower()
-        if key not in SPACES:
-            raise IQTError(
-                f"{path}: space '{space}' is not supported; an image needs an anatomical space "
-                f"(right-anterior-superior, left-anterior-superior or left-posterior-superior); re-save from Slicer"
-            )
-        flip = np.asarray(SPACES[key])
+        raise IQTError(f"{path}: {no_space_line(hdr)} and give it again")
+    key = str(space).strip().lower()
+    if key not in SPACES:
+        raise IQTError(
+            f"{path}: space '{space}' is not supported; an image needs an anatomical space "
+            f"(right-anterior-superior, left-anterior-superior or left-posterior-superior); re-save from Slicer"
+        )
+    flip = np.asarray(SPACES[key])
     _check_space_units(hdr, path)
     affine = np.eye(4)
     if "space directions" in hdr:

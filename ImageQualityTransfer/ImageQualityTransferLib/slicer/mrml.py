@@ -22,7 +22,7 @@ import numpy as np
 
 from ..core import tensor_checks, tensors
 from ..core.errors import IQTError
-from ..fileio.nrrd import SPACES, direction_rotation, frame_to_voxel_axes, is_rotation, reexpress
+from ..fileio.nrrd import SPACES, direction_rotation, frame_to_voxel_axes, is_rotation, no_space_line, reexpress
 from ..core.volume import Volume
 
 # Perceptual colour maps first (present in the Slicer application), then Slicer's default grey.
@@ -215,7 +215,9 @@ def measurement_frame(node) -> np.ndarray:
     - a header without one holds components (a DWI's gradients) in its own space, as the NRRD format and `iqt upsample`
       read them, where Slicer's reader gives a DTI node LPS's axes and a DWI node RAS's whatever the space: an RAS or
       LAS DTI file's principal directions had come out a median 48° off on the yaw dev scan (docs/measurements.md,
-      Slicer: DTI made the Slicer way), an LPS or LAS DWI file's gradients up to 78° off.
+      Slicer: DTI made the Slicer way), an LPS or LAS DWI file's gradients up to 78° off;
+    - a header without a 'space' line is refused, as `iqt upsample` refuses that file: the format names no anatomical
+      directions for it, and Slicer's reader took it as LPS where `iqt upsample` had taken it as RAS.
 
     The node's own frame is not judged: Slicer's reader makes one that is not a rotation from a right file (the
     symmetric kinds on an oblique grid of unequal voxels, Testing/slicer/test_mrml.py
@@ -233,6 +235,8 @@ def measurement_frame(node) -> np.ndarray:
         hdr = nrrd.read_header(name)
     except Exception:  # noqa: BLE001 - a header that is not read says nothing of its frame
         return mf
+    if "space" not in hdr:  # Slicer's reader took it as LPS; `iqt upsample` refuses it in the same words
+        raise IQTError(f"{_node_label(node)}: {name}: {no_space_line(hdr)} and load the file again")
     frame = hdr.get("measurement frame")
     if frame is not None and not is_rotation(frame):
         raise IQTError(f"{_node_label(node)}: the measurement frame of {name}, "

@@ -166,9 +166,9 @@ def assert_slicer_reading_said(got, space, slicers, what, axes):
 
 
 def test_a_dti_or_dwi_nrrd_without_a_space_line_is_refused_as_iqt_upsample_refuses_it(tmp_path):
-    """'space dimension: 3' and no 'space' line: the NRRD format names no anatomical directions; Slicer's reader took the
-    grid (and a DTI file's components) as LPS where `iqt upsample` took them as RAS, so the module and the command
-    line read the same file mirrored in x and y, unsaid. Both now refuse it, naming the file and the line to add."""
+    """'space dimension: 3' and no 'space' line: the NRRD format names no anatomical directions; Slicer's reader took a
+    DTI file's grid and components as LPS where `iqt upsample` took them as RAS, so the module and the command line read
+    the same file mirrored in x and y, unsaid (and it takes a DWI file's grid as RAS). Both now refuse it, naming the file and the line to add."""
     vol = tensor_volume("las_oblique_aniso", seed=4)
     dti = tmp_path / "dti.nrrd"
     slicer_style_nrrd(dti, vol, rot(0, 0, 0))

@@ -212,12 +212,13 @@ def _read_bounded(nrrd, header: dict, fh, path: Path, hint: str):
 
 def no_space_line(hdr: dict) -> str:
     """Why a header without a 'space' line is not read, and the line to add: the NRRD format gives such a file's
-    coordinates no anatomical directions ('space dimension' names none), Slicer's reader, as ITK's, takes them as LPS and
-    this tool's had taken them as RAS, so the two showed the grid and the tensors mirrored in x and y, unsaid."""
+    coordinates no anatomical directions ('space dimension' names none); Slicer's reader takes a tensor file's as LPS (as
+    ITK's NrrdImageIO does) and a DWI file's as RAS, and this tool's had taken a tensor file's as RAS, so Slicer and
+    `iqt upsample` gave the same tensor file mirrored in x and y, unsaid."""
     only = f" (only 'space dimension: {hdr['space dimension']}')" if "space dimension" in hdr else ""
     return (f"its header has no 'space' line{only}, so the NRRD format gives its grid and components no anatomical "
-            "directions, and readers differ (Slicer's takes them as left-posterior-superior, others as "
-            "right-anterior-superior): it is not read; add the line 'space: left-posterior-superior' (or "
+            "directions, and readers differ on them (Slicer's takes a tensor file's as left-posterior-superior, a "
+            "DWI file's as right-anterior-superior): it is not read; add the line 'space: left-posterior-superior' (or "
             "right-anterior-superior, or left-anterior-superior: the space its 'space directions' and 'space origin' "
             "are in) to the header")
 

@@ -217,7 +217,8 @@ def measurement_frame(node) -> np.ndarray:
       LAS DTI file's principal directions had come out a median 48° off on the yaw dev scan (docs/measurements.md,
       Slicer: DTI made the Slicer way), an LPS or LAS DWI file's gradients up to 78° off;
     - a header without a 'space' line is refused, as `iqt upsample` refuses that file: the format names no anatomical
-      directions for it, and Slicer's reader took it as LPS where `iqt upsample` had taken it as RAS.
+      directions for it, and Slicer's reader takes a DTI file's grid as LPS (where `iqt upsample` had taken it as RAS)
+      and a DWI file's as RAS.
 
     The node's own frame is not judged: Slicer's reader makes one that is not a rotation from a right file (the
     symmetric kinds on an oblique grid of unequal voxels, Testing/slicer/test_mrml.py
@@ -235,7 +236,7 @@ def measurement_frame(node) -> np.ndarray:
         hdr = nrrd.read_header(name)
     except Exception:  # noqa: BLE001 - a header that is not read says nothing of its frame
         return mf
-    if "space" not in hdr:  # Slicer's reader took it as LPS; `iqt upsample` refuses it in the same words
+    if "space" not in hdr:  # `iqt upsample` refuses it in the same words
         raise IQTError(f"{_node_label(node)}: {name}: {no_space_line(hdr)} and load the file again")
     frame = hdr.get("measurement frame")
     if frame is not None and not is_rotation(frame):

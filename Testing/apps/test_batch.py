@@ -656,7 +656,7 @@ def test_the_sigma_noise_factor_is_in_qc_tsv_and_the_std_sidecar(tmp_path, monke
                                out, client=None, progress=False)
     assert [r["status"] for r in res] == ["done"], res
     head, row = ((out / "qc.tsv").read_text().splitlines()[i].split("\t") for i in (0, 1))
-    g = round(base.noisy_std_scale("biqt", 0.165), 4)  # what iqt upsample's run record holds (1.525 by today's knots)
+    g = round(base.noisy_std_scale("biqt", 0.165, 2), 4)  # what iqt upsample's run record holds (1.525 by today's knots)
     assert g > 1.1 and row[head.index("noise_std_scale")] == f"{g:.5g}", dict(zip(head, row))
     assert json.loads(next(out.rglob("*desc-std_dwimap.json")).read_text())["NoiseStdScale"] == g
     assert "NoiseStdScale" not in json.loads(next(out.rglob("*desc-direction_dwimap.json")).read_text())

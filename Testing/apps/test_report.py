@@ -810,7 +810,7 @@ def test_a_noisy_inputs_raised_uncertainty_map_says_so_in_its_title(tmp_path, ph
     fileio.save_tensor(make_case(phantom_subject, 2, style="tight").lr, tmp_path / "lr.nii.gz")
     assert main(["--threads", "1", "report", "-o", str(tmp_path / "r.html"), "--input", str(tmp_path / "lr.nii.gz"),
                  "--methods", "biqt", "--no-tracts"]) == 0
-    g = base.noisy_std_scale("biqt", 0.15)
+    g = base.noisy_std_scale("biqt", 0.15, 2)
     assert g > 1.005 and drawn[0] == [f"biqt, SD ×{g:.2f}"], drawn  # the SD figure; the direction figure's as it was
     assert drawn[1] == ["biqt"], drawn
     assert "SD ×g in a title: that map raised by g for the input's noise" in html.unescape((tmp_path / "r.html").read_text())

@@ -327,7 +327,7 @@ class Method:
                 note_run(failed_fits_flagged=int(unsure.sum()))
         # the noise factor, known before the run: the direction map is drawn from the scaled sigma (calibrated on the
         # install's models: another --model file's sigma is left as it is)
-        g = 1.0 if index is None or runner.given_model() else noisy_std_scale(self.name, index)
+        g = 1.0 if index is None or runner.given_model() else noisy_std_scale(self.name, index, f)
         pred = runner._run(lr, f, mask, uncertainty, direction, progress, noise, std_scale=g)
         if self.learned:
             _check_output_scale(pred.tensor.data, lr.data, mask)
@@ -465,7 +465,8 @@ class Method:
         measured = self.name if tuple(f) == (2, 2, 2) else None  # measured against cubic beyond its training at x2 only
         if twin is not None:
             warnings.warn(f"{lr.source}{_noisier(index)} (noise index {index:.3f}, above "
-                          f"{noise_level.NOISY_MODEL:g}): {self.name} {_USES}" + noise_ending(index, scaled, maps, measured),
+                          f"{noise_level.NOISY_MODEL:g}): {self.name} {_USES}"
+                          + noise_ending(index, scaled, maps, measured, f=f),
                           IQTWarning, stacklevel=4)
             return twin, index
         from ..fileio.model_files import NOISY, read_registry
@@ -476,19 +477,19 @@ class Method:
             # the default run's (the line had said to run such a model, the one that ran); one not the install's keeps
             # its sigma (given_model), said so
             if not self.given_model():  # the install's own (or a byte-identical copy): not named again
-                opening, end = _GIVEN_SHIPPED, noise_ending(index, scaled, maps, measured)
+                opening, end = _GIVEN_SHIPPED, noise_ending(index, scaled, maps, measured, f=f)
             else:  # its sigma unscaled: said in the lower-bound piece where there is one
                 opening = f"{_GIVEN_NOISY} {Path(self.model_path).stem}"
-                end = _beyond_noise_training(index, scaled, maps, given=True) or _given_unscaled(scaled, index)  # not
-                # the model measured against cubic
+                end = (_beyond_noise_training(index, scaled, maps, given=True, f=f)
+                       or _given_unscaled(scaled, index, f))  # not the model measured against cubic
             warnings.warn(f"{lr.source}{_noisier(index)} (noise index {index:.3f}, above "
                           f"{noise_level.NOISY_MODEL:g}): {self.name} {opening}" + end, IQTWarning, stacklevel=4)
         elif self.name in here and not _trained_with_noise(self.model_path):  # a model was given: it runs, as asked;
             # above the training inputs' range it is warned of as a method without a noise-trained model is (a merged
             # line had warned the noise-trained models of their edge and said nothing of this clean one's)
             beyond = f"; {_NO_BETTER}" if index > noise_level.NOISY_INPUT else ""
-            end = (f"; {underrates(scaled, index, given=True, clean=True)}" if maps and index > NOISY_TRAINED[0] else
-                   _given_unscaled(scaled, index))
+            end = (f"; {underrates(scaled, index, given=True, clean=True, f=f)}" if maps and index > NOISY_TRAINED[0] else
+                   _given_unscaled(scaled, index, f))
             warnings.warn(f"{lr.source}{_noisier(index)} (noise index {index:.3f}, above "
                           f"{noise_level.NOISY_MODEL:g}): {self.name} {_GIVEN_CLEAN}" + beyond + end, IQTWarning, stacklevel=4)
         elif index <= noise_level.NOISY_INPUT and here and self.name not in here:  # the methods listed would have switched
@@ -664,19 +665,25 @@ NOISY_TRAINED = (0.12, 0.20)
 # share of element errors to 0.95 on the training subjects (Trio 2 mm and Achieva dStream 3 mm, own style ×2, b0 SNR
 # 20, 10, 5; docs/accuracy.md, "Sigma on noisy inputs"); espcn-hetero's on their x1,1,2 inputs, where its share falls
 # with the noise (at x2 it does not: its dev scans' x1,1,2 share at SNR 5 had been 0.81-0.83). Methods not measured, or
-# whose share does not fall with the noise (rf), keep their sigma.
-NOISY_STD_SCALE = {"biqt": ((0.075, 0.13, 0.20), (1.0, 1.1, 1.95)),
-                   "deep-hetero-var1": ((0.075, 0.13, 0.20), (1.0, 1.0, 1.35)),
-                   "espcn-hetero": ((0.075, 0.13, 0.20), (1.0, 1.1, 1.5))}
+# whose share does not fall with the noise (rf), keep their sigma. The third item: the factor sets a row applies at
+# (any reordering of their axes too, grid.axis_order), None for every set: espcn-hetero's x2 share at SNR 5 is 0.944-0.960
+# on the training subjects unscaled, raised x1.5 it read 0.991 (docs/measurements.md, "Sigma of espcn-hetero in thick
+# slices").
+NOISY_STD_SCALE = {"biqt": ((0.075, 0.13, 0.20), (1.0, 1.1, 1.95), None),
+                   "deep-hetero-var1": ((0.075, 0.13, 0.20), (1.0, 1.0, 1.35), None),
+                   "espcn-hetero": ((0.075, 0.13, 0.20), (1.0, 1.1, 1.5), ((1, 1, 2), (1, 1, 3)))}
 NOISY_STD_MAPS = ("std", "std_intrinsic", "std_parameter", "md_std", "fa_std")
 
 
-def noisy_std_scale(name: str, index: float) -> float:
-    """The factor `name`'s sigma takes on an input of noise `index` (NOISY_STD_SCALE): its sigma rose less than its
-    error with the noise, the outputs of noisy inputs reading too confident."""
+def noisy_std_scale(name: str, index: float, f) -> float:
+    """The factor `name`'s sigma takes on an input of noise `index` upsampled by factors `f` (NOISY_STD_SCALE): its
+    sigma rose less than its error with the noise, the outputs of noisy inputs reading too confident; 1 at a factor
+    set its row was not fitted for."""
     if name not in NOISY_STD_SCALE or index <= noise_level.NOISY_MODEL:
         return 1.0
-    knots, factors = NOISY_STD_SCALE[name]
+    knots, factors, sets = NOISY_STD_SCALE[name]
+    if sets is not None and grid.axis_order(f, sets) is None:
+        return 1.0
     return float(np.interp(index, knots, factors))
 
 
@@ -720,30 +727,32 @@ _MAP_PIECES = {kind: re.compile("^" + "(.+?)".join(map(re.escape, t.split("{}"))
 UNDERRATES = _BOUND  # a method whose sigma is not scaled on this input
 
 
-def _shown_factor(name: str | None, index: float) -> str | None:
-    """`name`'s sigma factor at noise `index` as a line says it ("raised x1.34"), None where it reads x1.00 at the two
-    decimals said (a line had said "scaled up x1.00" for 1.0002-1.0046; the run record keeps the factor itself)."""
-    g = 1.0 if name is None else noisy_std_scale(name, index)
+def _shown_factor(name: str | None, index: float, f) -> str | None:
+    """`name`'s sigma factor at noise `index` and factors `f` as a line says it ("raised x1.34"), None where it reads
+    x1.00 at the two decimals said (a line had said "scaled up x1.00" for 1.0002-1.0046; the run record keeps the
+    factor itself)."""
+    g = 1.0 if name is None else noisy_std_scale(name, index, f)
     shown = f"{g:.2f}"
     return None if shown == "1.00" else f"{'raised' if g > 1 else 'lowered'} x{shown}"
 
 
-def underrates(name: str | None, index: float, given: bool = False, clean: bool = False) -> str:
+def underrates(name: str | None, index: float, given: bool = False, clean: bool = False, f=None) -> str:
     """The lower-bound piece for `name` at noise `index`: where its sigma is scaled (`_shown_factor`) it says by how
     much (a line had named two other methods' scaling in every method's line); `given`: a --model file, whose sigma
-    that factor would scale is left as it is (`_given_unscaled`), said so; `clean`: a clean one's."""
-    shown = _shown_factor(name, index)
+    that factor would scale is left as it is (`_given_unscaled`), said so; `clean`: a clean one's; `f`: the run's
+    factors (the factor depends on them: noisy_std_scale)."""
+    shown = _shown_factor(name, index, f)
     if not shown:
         return _BOUND
     return _BOUND_GIVEN.format(shown, "noise-trained model" if clean else "model") if given else _BOUND_RAISED.format(shown)
 
 
-def noise_ending(index: float, name: str | None, maps: bool = True, method: str | None = None) -> str:
+def noise_ending(index: float, name: str | None, maps: bool = True, method: str | None = None, f=None) -> str:
     """The end of `name`'s noise-trained model's line: `_beyond_noise_training`'s pieces, or below the training edge,
     where `name`'s sigma is scaled all the same (noisy_std_scale above 1 from NOISY_MODEL on), the factor (the line had
-    named it only beyond the edge, while the run record held it); `maps`, `method`: as `_beyond_noise_training`."""
-    ending = _beyond_noise_training(index, name=name, maps=maps, method=method)
-    shown = _shown_factor(name, index) if maps else None
+    named it only beyond the edge, while the run record held it); `maps`, `method`, `f`: as `_beyond_noise_training`."""
+    ending = _beyond_noise_training(index, name=name, maps=maps, method=method, f=f)
+    shown = _shown_factor(name, index, f) if maps else None
     if ending or shown is None:
         return ending
     return "; " + _RAISED.format(shown)
@@ -765,24 +774,25 @@ def beat_cubic_beyond(method: str | None, index: float) -> bool:
 
 
 def _beyond_noise_training(index: float, name: str | None = None, maps: bool = True, given: bool = False,
-                           method: str | None = None) -> str:
+                           method: str | None = None, f=None) -> str:
     """The pieces the noise-trained model's line ends with where the input's noise index reaches that of the noisiest
     inputs it was trained on (NOISY_TRAINED), else "": where it is, then the uncertainty map as a lower bound (`maps`:
     whether one is written; without, none is named: a deep run without --uncertainty had been told to read its
     uncertainty map as a lower bound), naming `name`'s sigma factor (`underrates`; `given`: a --model file's, not
-    applied); `method`: the method whose line it is, known whether or not it writes a map (`beat_cubic_beyond`)."""
+    applied); `method`: the method whose line it is, known whether or not it writes a map (`beat_cubic_beyond`); `f`:
+    the run's factors, which the factor depends on (noisy_std_scale)."""
     lo, hi = NOISY_TRAINED
     if index <= lo:
         return ""
     where = _EDGE.format(lo, hi) if index <= hi else _BEYOND_WON.format(hi) if beat_cubic_beyond(method, index) else \
         _BEYOND.format(hi)
-    return f"; {where}" + (f"; {underrates(name, index, given)}" if maps else "")
+    return f"; {where}" + (f"; {underrates(name, index, given, f=f)}" if maps else "")
 
 
-def _given_unscaled(name: str | None, index: float) -> str:
+def _given_unscaled(name: str | None, index: float, f=None) -> str:
     """The given model's line's end where `name`'s sigma would be scaled for this noise (noisy_std_scale above 1): that
     factor is calibrated on the install's models, so a --model file's sigma is left unscaled, said here."""
-    shown = _shown_factor(name, index)
+    shown = _shown_factor(name, index, f)
     return "; " + _NOT_RAISED.format(shown) if shown else ""
 
 

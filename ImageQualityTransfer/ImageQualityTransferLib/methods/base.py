@@ -666,9 +666,9 @@ NOISY_TRAINED = (0.12, 0.20)
 # 20, 10, 5; docs/accuracy.md, "Sigma on noisy inputs"); espcn-hetero's on their x1,1,2 inputs, where its share falls
 # with the noise (at x2 it does not: its dev scans' x1,1,2 share at SNR 5 had been 0.81-0.83). Methods not measured, or
 # whose share does not fall with the noise (rf), keep their sigma. The third item: the factor sets a row applies at
-# (any reordering of their axes too, grid.axis_order), None for every set: espcn-hetero's x2 share at SNR 5 is 0.944-0.960
-# on the training subjects unscaled, raised x1.5 it read 0.991 (docs/measurements.md, "Sigma of espcn-hetero in thick
-# slices").
+# (any reordering of their axes too, grid.axis_order), None for every set: espcn-hetero's x2 share at SNR 5 is 0.892-0.960
+# on the training subjects unscaled, and raised x1.5 the Elition's read 0.991 (docs/measurements.md, "Sigma of
+# espcn-hetero in thick slices").
 NOISY_STD_SCALE = {"biqt": ((0.075, 0.13, 0.20), (1.0, 1.1, 1.95), None),
                    "deep-hetero-var1": ((0.075, 0.13, 0.20), (1.0, 1.0, 1.35), None),
                    "espcn-hetero": ((0.075, 0.13, 0.20), (1.0, 1.1, 1.5), ((1, 1, 2), (1, 1, 3)))}

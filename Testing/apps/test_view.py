@@ -2336,14 +2336,23 @@ def test_a_picture_of_another_aspect_is_shown_whole_in_its_frame(browser, cubic_
 
     from PIL import Image
 
-    with page_done(browser, cubic_server) as page:
-        settled(page)
+    def tops_on_screen(page) -> list:
         page.evaluate(OTHER_ASPECT)
+        seen = []
         for area in page.locator("#iqt-views .display-area").all():
             shot = np.asarray(Image.open(io.BytesIO(area.screenshot())).convert("RGB")).astype(int)
             column = shot[:, shot.shape[1] // 2]  # the frame's middle column, clear of the slice label and the marker
             red = (column[:, 0] > 200) & (column[:, 1] < 60)
-            assert red[: shot.shape[0] // 2].any(), column[:12].tolist()
+            seen.append((bool(red[: shot.shape[0] // 2].any()), column[:12].tolist()))
+        return seen
+
+    with page_done(browser, cubic_server) as page:
+        for _ in range(3):  # a late frame from a loaded server can redraw the view over the drawn picture: drawn again
+            settled(page)
+            seen = tops_on_screen(page)
+            if all(ok for ok, _ in seen):
+                break
+        assert all(ok for ok, _ in seen), seen
 
 
 ZOOM_KEPT = """

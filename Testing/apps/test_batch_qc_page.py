@@ -264,26 +264,9 @@ def test_a_cavity_of_failed_fits_is_counted_in_its_row_and_sidecars_and_shown_or
     audit). The count is the last column and in the sidecars, the row a failed check (a clean subject's 0: in
     test_batch.py, the sigma noise factor's test)."""
     import json
-    import warnings
 
-    from ImageQualityTransferLib import fileio
-    from ImageQualityTransferLib.core.errors import IQTWarning
-    from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
-    from ImageQualityTransferLib.dmri.phantom import make_phantom
-
-    dwi = make_phantom(shape=(12, 14, 10), voxel_mm=4.0, n_dirs=12)
-    t = fit_dti(dwi, brain_mask(dwi))
-    cyst = np.array(t.data, copy=True)
-    cyst[5:8, 6:9, 4:7] = [9e-3, 0, 6e-3, 0, 0, 6e-3]  # 27 voxels of 4 mm, 1.7 cm^3 (methods/inputs.py CAVITY_CM3)
-    fileio.save_tensor(t.replace(data=cyst), tmp_path / "c_dti.nii.gz")
-    (tmp_path / "list.txt").write_text("c_dti.nii.gz\n")
-    out = tmp_path / "deriv"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", IQTWarning)
-        res = batch.run_cohort(batch.find_items(tmp_path / "list.txt"), batch.Settings(method="biqt", uncertainty=True),
-                               out, client=None, progress=False)
-    assert [r["status"] for r in res] == ["done"], res
-    head, row = [line.split("\t") for line in (out / "qc.tsv").read_text().splitlines()]
+    # 27 voxels of 4 mm, 1.7 cm^3 (methods/inputs.py CAVITY_CM3)
+    out, head, row = _cohort_of_a_phantom_with_a_block(tmp_path, "c", [9e-3, 0, 6e-3, 0, 0, 6e-3])
     assert tuple(head) == qc.QC_COLUMNS and head[-2] == "failed_fits_flagged"  # new columns at the end
     at = dict(zip(head, row))
     assert at["failed_fits_flagged"] == "27", at
@@ -310,27 +293,10 @@ def test_a_hole_in_the_tensors_is_counted_in_its_row_and_sidecars_and_old_rows_r
     a little wider than its brain encloses background, which had turned clean rows orange); a table an earlier version
     wrote, without the column, is read with it n/a."""
     import json
-    import warnings
 
-    from ImageQualityTransferLib import fileio
-    from ImageQualityTransferLib.core.errors import IQTWarning
-    from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
-    from ImageQualityTransferLib.dmri.phantom import make_phantom
     from ImageQualityTransferLib.methods.inputs import HOLE_SAID
 
-    dwi = make_phantom(shape=(12, 14, 10), voxel_mm=4.0, n_dirs=12)
-    t = fit_dti(dwi, brain_mask(dwi))
-    holed = np.array(t.data, copy=True)
-    holed[5:8, 6:9, 4:7] = 0  # 27 voxels of 4 mm with no tensor, deep in the brain
-    fileio.save_tensor(t.replace(data=holed), tmp_path / "h_dti.nii.gz")
-    (tmp_path / "list.txt").write_text("h_dti.nii.gz\n")
-    out = tmp_path / "deriv"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", IQTWarning)
-        res = batch.run_cohort(batch.find_items(tmp_path / "list.txt"), batch.Settings(method="biqt", uncertainty=True),
-                               out, client=None, progress=False)
-    assert [r["status"] for r in res] == ["done"], res
-    head, row = [line.split("\t") for line in (out / "qc.tsv").read_text().splitlines()]
+    out, head, row = _cohort_of_a_phantom_with_a_block(tmp_path, "h", 0)  # 27 voxels of 4 mm with no tensor, deep in it
     assert head[-1] == "holes_flagged" and tuple(head) == qc.QC_COLUMNS
     at = dict(zip(head, row))
     assert at["holes_flagged"] == "27" and at["failed_fits_flagged"] == "0", at
@@ -350,3 +316,29 @@ def test_a_hole_in_the_tensors_is_counted_in_its_row_and_sidecars_and_old_rows_r
     back = qc._read_qc(old / "qc.tsv")
     assert len(back) == 1 and back[0][-1] == "n/a" and back[0][-2] == "0", back
     assert qc.failed_checks(back[0]) == [], qc.failed_checks(back[0])  # its n/a is no failed check
+
+
+def _cohort_of_a_phantom_with_a_block(tmp_path, name: str, value):
+    """`iqt batch` (biqt, --uncertainty) on a 4 mm phantom's fit whose 3x3x3 block deep in the brain is set to `value`
+    (a failed fit's tensor, or 0: no tensor): its output folder, qc.tsv's header and its one row."""
+    import warnings
+
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.core.errors import IQTWarning
+    from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    dwi = make_phantom(shape=(12, 14, 10), voxel_mm=4.0, n_dirs=12)
+    t = fit_dti(dwi, brain_mask(dwi))
+    data = np.array(t.data, copy=True)
+    data[5:8, 6:9, 4:7] = value
+    fileio.save_tensor(t.replace(data=data), tmp_path / f"{name}_dti.nii.gz")
+    (tmp_path / "list.txt").write_text(f"{name}_dti.nii.gz\n")
+    out = tmp_path / "deriv"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IQTWarning)
+        res = batch.run_cohort(batch.find_items(tmp_path / "list.txt"), batch.Settings(method="biqt", uncertainty=True),
+                               out, client=None, progress=False)
+    assert [r["status"] for r in res] == ["done"], res
+    head, row = [line.split("\t") for line in (out / "qc.tsv").read_text().splitlines()]
+    return out, head, row

@@ -142,12 +142,7 @@ def test_no_secret_in_any_address_form_reaches_stderr_or_the_output_folder(tmp_p
     forms += [f"{scheme}{host}{c}token={secret}" for scheme in ("", "tcp://", "tls://", "ws://", "wss://")
               for host in hosts for c in ("?", "/?", "#")]
     for given in forms:
-        said = [scheduler.shown(given), scheduler.masked_command(["batch", "in", "--scheduler", given]),
-                scheduler.dask_said(f"Timed out trying to connect to {given} after 5 s", given)]
-        try:
-            scheduler.check_address(given)
-        except batch.IQTError as err:
-            said.append(str(err))
+        said = _everything_said(given)
         assert not [s for s in said if secret in s], (given, said)
     ds = make_bids(tmp_path / "bids", subjects=("01",), corrupt=None, shape=(8, 8, 8))
     out = tmp_path / "o"
@@ -230,12 +225,19 @@ def test_no_secret_of_a_path_fragment_or_login_leaks_whatever_the_host():
                     given = f"{scheme}{login}{host}{tail}"
                     if not scheme and scheduler._a_path(given):  # node7:8786/x/S@b/c: a file's name (its own rule)
                         continue
-                    said = [scheduler.shown(given), scheduler.masked_command(["batch", "in", "--scheduler", given]),
-                            scheduler.dask_said(f"Timed out trying to connect to {given} after 5 s", given)]
-                    try:
-                        scheduler.check_address(given)
-                    except batch.IQTError as err:
-                        said.append(str(err))
+                    said = _everything_said(given)
                     assert not [s for s in said if secret in s], (given, said)
                     if scheme.startswith("ws"):  # a ws URL's host as urlsplit reads it; tcp/tls/http(s) masked whole
                         assert urlsplit(said[0]).hostname == urlsplit(given).hostname, (given, said[0])
+
+
+def _everything_said(given: str) -> list:
+    """What `iqt batch` may print or record of a --scheduler address: its shown form, the recorded command line, Dask's
+    quoted error and the refusal, if any."""
+    said = [scheduler.shown(given), scheduler.masked_command(["batch", "in", "--scheduler", given]),
+            scheduler.dask_said(f"Timed out trying to connect to {given} after 5 s", given)]
+    try:
+        scheduler.check_address(given)
+    except batch.IQTError as err:
+        said.append(str(err))
+    return said

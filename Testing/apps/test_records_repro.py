@@ -37,6 +37,29 @@ def test_model_sidecars_record_the_build_beside_the_version(small_subject, tmp_p
     assert (meta["engine_version"], meta["engine_build"]) == (__version__, build())
 
 
+def test_iqt_train_records_the_build_iqt_version_prints_and_a_sidecar_without_it_loads(small_subject, tmp_path, capsys):
+    """A model `iqt train` writes names the build that made it, as `iqt --version` prints it, so that a sidecar whose
+    recorded command no longer reproduces its weights says at which build it did (docs/training.md); the shipped
+    sidecars before that record have none, and a sealed sidecar without it loads as one with it."""
+    from ImageQualityTransferLib import methods
+    from ImageQualityTransferLib.apps.cli import main
+    from ImageQualityTransferLib.fileio.model_files import write_sidecar
+
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    printed = capsys.readouterr().out.split("(build ")[1].rstrip(")\n")
+    out = tmp_path / "gl.npz"
+    assert main(["--threads", "1", "train", "--method", "global-linear", "--subjects", str(small_subject), "--factor",
+                 "2", "-o", str(out), "--seed", "0"]) == 0
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert (side["version"], side["build"]) == (__version__, printed)
+    assert side["training"]["command"].startswith("iqt --threads 1 train --method global-linear")
+    with_build = methods.get("global-linear", model=str(out)).load(2)
+    write_sidecar(out.with_suffix(".json"), {k: v for k, v in side.items() if k not in ("build", "sidecar_sha256")})
+    without = methods.get("global-linear", model=str(out)).load(2)
+    assert "build" not in without.meta and np.array_equal(without.gl_W, with_build.gl_W)
+
+
 def test_benchmark_json_records_the_build():
     from ImageQualityTransferLib.analysis import benchmark
 

@@ -40,7 +40,8 @@ def test_model_sidecars_record_the_build_beside_the_version(small_subject, tmp_p
 def test_iqt_train_records_the_build_iqt_version_prints_and_a_sidecar_without_it_loads(small_subject, tmp_path, capsys):
     """A model `iqt train` writes names the build that made it, as `iqt --version` prints it, so that a sidecar whose
     recorded command no longer reproduces its weights says at which build it did (docs/training.md); the shipped
-    sidecars before that record have none, and a sealed sidecar without it loads as one with it."""
+    sidecars before that record have none, and a sealed sidecar without it loads as one with it. A forest's sidecar
+    records the SHA256 of its training examples too, which -v prints before training."""
     from ImageQualityTransferLib import methods
     from ImageQualityTransferLib.apps.cli import main
     from ImageQualityTransferLib.fileio.model_files import write_sidecar
@@ -50,9 +51,13 @@ def test_iqt_train_records_the_build_iqt_version_prints_and_a_sidecar_without_it
     printed = capsys.readouterr().out.split("(build ")[1].rstrip(")\n")
     out = tmp_path / "gl.npz"
     assert main(["--threads", "1", "train", "--method", "global-linear", "--subjects", str(small_subject), "--factor",
-                 "2", "-o", str(out), "--seed", "0"]) == 0
+                 "2", "-o", str(out), "--seed", "0", "-v"]) == 0
+    said = capsys.readouterr()
     side = json.loads(out.with_suffix(".json").read_text())
     assert (side["version"], side["build"]) == (__version__, printed)
+    digest = side["training"]["examples_sha256"]  # the examples, told by -v before the training
+    assert len(digest) == 64 and f"library: {side['training']['examples']} examples" in said.out + said.err
+    assert f"sha256 {digest[:12]}" in said.out + said.err
     assert side["training"]["command"].startswith("iqt --threads 1 train --method global-linear")
     with_build = methods.get("global-linear", model=str(out)).load(2)
     write_sidecar(out.with_suffix(".json"), {k: v for k, v in side.items() if k not in ("build", "sidecar_sha256")})

@@ -16,6 +16,7 @@ invariant to these, the patch, its missing map and the target block move with th
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 
@@ -144,9 +145,27 @@ class Library:
     def __len__(self):
         return len(self.X)
 
+    def sha256(self) -> str:
+        """SHA256 over the arrays a forest trains on (inputs, missing, features, targets, subjects, cubic values): two
+        builds of one recorded command that differ here train different models, which this tells before any training."""
+        return arrays_sha256(self.X, self.missing, self.F, self.Y, self.group, self.C)
+
     def take(self, idx) -> "Library":
         return Library(self.X[idx], self.missing[idx], self.F[idx], self.Y[idx], self.group[idx], self.n, self.factor,
                        list(self.subjects), self.seconds, None if self.C is None else self.C[idx])
+
+
+def arrays_sha256(*arrays) -> str:
+    """SHA256 over arrays' dtypes, shapes and bytes in order (None counts as such)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        if a is None:
+            h.update(b"None\0")
+            continue
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}\0".encode())
+        h.update(a.data)
+    return h.hexdigest()
 
 
 def subject_examples(subject, r, n: int, rate: float, rng, shifts=None, log=None, randomise: bool = False,
@@ -183,8 +202,8 @@ def subject_examples(subject, r, n: int, rate: float, rng, shifts=None, log=None
                                                                                 size=len(X)))
         parts.append((X, miss, F, Y, C))
         if log:
-            log(f"  {subject.name} shift {shift} {variant.describe()}: {len(centres)} examples "
-                f"({time.perf_counter() - t0:.1f} s)")
+            log(f"  {subject.name} shift {shift} {variant.describe()}: {len(centres)} examples, sha256 "
+                f"{arrays_sha256(X, miss, F, Y, C)[:12]} ({time.perf_counter() - t0:.1f} s)")
     return parts
 
 

@@ -106,8 +106,10 @@ def train(method: str, subjects, factor=2, seed: int = 0, log=None, progress=Non
                        "grids (empty brain masks, or grids too small for these factors); check the subject folders or "
                        "give smaller factors")
     t_lib = time.perf_counter() - t0
+    lib_sha256 = lib.sha256()  # the recorded command's examples, comparable with a rerun's before it trains
     if log:
-        log(f"library: {len(lib)} examples of {lib.X.shape[1]} inputs -> {lib.Y.shape[1]} outputs ({t_lib:.0f} s)")
+        log(f"library: {len(lib)} examples of {lib.X.shape[1]} inputs -> {lib.Y.shape[1]} outputs, sha256 "
+            f"{lib_sha256[:12]} ({t_lib:.0f} s)")
     if cfg["inputs"] not in INPUTS:
         raise IQTError(f"inputs {cfg['inputs']!r}: choose one of {', '.join(INPUTS)}")
     if cfg["inputs"] == "patch+cubic" and lib.C is None:
@@ -140,6 +142,7 @@ def train(method: str, subjects, factor=2, seed: int = 0, log=None, progress=Non
         "build": engine_build(),
         "features": features.feature_names(lib.n),
         "training": {"subjects": list(lib.subjects), "seed": int(seed), "examples": int(len(lib)),
+                     "examples_sha256": lib_sha256,
                      "settings": {k: (float(v) if isinstance(v, float) else v) for k, v in cfg.items()},
                      "library_seconds": round(t_lib, 1), "seconds": round(time.perf_counter() - t0, 1),
                      "threads": thread_record()},

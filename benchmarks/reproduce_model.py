@@ -96,7 +96,9 @@ def main(argv=None) -> int:
               f" / {side.get('engine_version')} (build {side.get('build') or side.get('engine_build')})")
         was, now = side["training"].get("examples"), new["training"].get("examples")
         if was is not None or now is not None:
-            print(f"  training examples: {now} against the shipped {was}")
+            print(f"  training examples: {now} against the shipped {was}; their SHA256 "
+                  f"{new['training'].get('examples_sha256', '-')[:16]} against the shipped "
+                  f"{side['training'].get('examples_sha256', 'unrecorded')[:16]}")
         if out.suffix == ".npz":
             shipped = leaves(MODELS / side["weights"])
             print(f"  leaves per tree: {leaves(out)} against the shipped {shipped}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -34,7 +35,7 @@ def sha256(path: Path) -> str:
 
 def rerun_argv(command: str, out: Path, data: str | None) -> list[str]:
     """The recorded command as this checkout's `python -m ImageQualityTransferLib`, writing `out`, its subjects under
-    `data` where given."""
+    `data` where given and an --init model gone from its recorded path read from the shipped models."""
     words = shlex.split(command)
     if words[0] != "iqt":
         raise SystemExit(f"the recorded command does not start with iqt: {command}")
@@ -47,6 +48,10 @@ def rerun_argv(command: str, out: Path, data: str | None) -> list[str]:
         while i < len(argv) and not argv[i].startswith("-"):
             argv[i] = str(Path(data) / Path(argv[i]).name)
             i += 1
+    if "--init" in argv:  # a warm start from a shipped model: the shipped file of that name where the path is gone
+        i = argv.index("--init") + 1
+        if not Path(argv[i]).exists() and (MODELS / Path(argv[i]).name).exists():
+            argv[i] = str(MODELS / Path(argv[i]).name)
     if "-v" not in argv:
         argv.append("-v")
     return argv
@@ -77,7 +82,7 @@ def main(argv=None) -> int:
         folder.mkdir(parents=True, exist_ok=True)
         out = folder / side["weights"]
         cmd = rerun_argv(command, out, args.data)
-        env = {"PYTHONPATH": str(REPO / "ImageQualityTransfer"), "PATH": "/usr/bin:/bin"}
+        env = {**os.environ, "PYTHONPATH": str(REPO / "ImageQualityTransfer")}
         print(f"{args.name}: {shlex.join(cmd[2:])}", flush=True)
         t0 = time.perf_counter()
         log = folder / f"{args.name}.train.log"

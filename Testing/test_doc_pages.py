@@ -211,6 +211,22 @@ def test_every_paragraph_closes_its_parentheses(page):
     assert not odd, f"{page}: paragraphs whose parentheses do not balance: {odd}"
 
 
+def test_every_changelog_entry_ends_its_last_sentence():
+    """A CHANGELOG entry ends a sentence before the next entry starts: an entry rewritten by inserting its new text
+    inside the old one leaves the old one cut mid-sentence ("Clean inputs read at or below" had been followed by the
+    new entry), both then said."""
+    lines = (REPO / "CHANGELOG.md").read_text(encoding="utf-8").splitlines() + [""]
+    cut, last = [], None
+    for number, line in enumerate(lines, 1):
+        if (line.startswith("- ") or not line.strip() or line.startswith("#")) and last is not None:
+            if not re.search(r"[.:)!?`*]$", last[1].rstrip()):
+                cut.append(f"line {last[0]}: ...{last[1][-60:]}")
+            last = None
+        if line.startswith(("- ", "  ")):
+            last = (number, line)
+    assert not cut, f"CHANGELOG.md entries cut mid-sentence: {cut}"
+
+
 def test_the_benchmark_inputs_name_every_dwi_file_a_subject_folder_takes(tmp_path):
     # dmri/subject.py dwi_path takes dwi.nii.gz, else dwi.nii
     from ImageQualityTransferLib.dmri.subject import dwi_path

@@ -83,7 +83,7 @@ def main(argv=None) -> int:
         out = folder / side["weights"]
         cmd = rerun_argv(command, out, args.data)
         env = {**os.environ, "PYTHONPATH": str(REPO / "ImageQualityTransfer")}
-        print(f"{args.name}: {shlex.join(cmd[2:])}", flush=True)
+        print(f"{args.name}: iqt {shlex.join(cmd[3:])}", flush=True)  # as one types it (cmd: python -m ...)
         t0 = time.perf_counter()
         log = folder / f"{args.name}.train.log"
         with open(log, "w") as f:

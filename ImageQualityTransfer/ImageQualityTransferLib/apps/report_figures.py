@@ -138,9 +138,8 @@ def scalar_views(maps, background, mask, vox, centre, label, cmap="inferno", ove
 def map_median(values, mask, scale_mask=None) -> float | None:
     """A map's median over `scale_mask` (default `mask`), its flagged voxels left out (`dmri.dti.unflagged`); None where
     nothing there is above 0."""
-    scaled = mask if scale_mask is None else scale_mask & mask
-    inside = unflagged(np.asarray(values)[scaled]) if scaled.any() else np.zeros(0)
-    inside = inside[np.isfinite(inside) & (inside > 0)]
+    inside = scaled_values({"map": values}, mask, scale_mask)
+    inside = inside[inside > 0]
     return float(np.median(inside)) if inside.size else None
 
 
@@ -153,20 +152,27 @@ def median_label(values, mask, scale_mask=None) -> str:
 def shared_bottom(maps, mask, scale_mask=None) -> float:
     """The foot of the maps' one logarithmic scale: the 1st percentile of their values above 0 in `scale_mask`
     (default `mask`), flagged voxels left out; 1e-3 where nothing is above 0."""
-    scaled = mask if scale_mask is None else scale_mask & mask
-    inside = np.concatenate([unflagged(np.asarray(m)[scaled]) for m in maps.values()]) if scaled.any() else np.zeros(1)
-    inside = inside[np.isfinite(inside) & (inside > 0)]
+    inside = scaled_values(maps, mask, scale_mask)
+    inside = inside[inside > 0]
     return float(np.percentile(inside, 1)) if inside.size else 1e-3
 
 
 def shared_top(maps, mask, scale_mask=None) -> float:
     """The top of the maps' one colour scale: the 99th percentile of them all in `scale_mask` (default `mask`), each
     map's flagged voxels left out (dmri.dti.unflagged: a few of them had set the scale); 1 where nothing is above 0."""
-    scaled = mask if scale_mask is None else scale_mask & mask
-    inside = np.concatenate([unflagged(np.asarray(m)[scaled]) for m in maps.values()]) if scaled.any() else np.zeros(1)
-    inside = inside[np.isfinite(inside)]
+    inside = scaled_values(maps, mask, scale_mask)
     vmax = float(np.percentile(inside, 99)) if inside.size else 1.0
     return vmax if vmax > 0 else 1.0
+
+
+def scaled_values(maps, mask, scale_mask=None) -> np.ndarray:
+    """The finite values of all `maps` in `scale_mask` (default `mask`), each map's flagged voxels left out
+    (dmri.dti.unflagged), that the colour scales and medians are read from."""
+    scaled = mask if scale_mask is None else scale_mask & mask
+    if not scaled.any():
+        return np.zeros(0)
+    inside = np.concatenate([unflagged(np.asarray(m)[scaled]) for m in maps.values()])
+    return inside[np.isfinite(inside)]
 
 
 MAX_DRAWN = 1500  # streamlines drawn per tract panel (a random choice of them where there are more)

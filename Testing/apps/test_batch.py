@@ -2062,7 +2062,7 @@ def test_a_ws_login_dask_cannot_send_is_refused_and_one_it_sends_is_taken_with_n
         assert str(err.value) == line, err.value
     for given in ("ws://alice:S3c ret@node7/", "wss://S3cret:@node7/"):
         assert scheduler.check_address(given) == given
-    assert scheduler.shown("wss://S3cret:@node7/?token=S3cret&x=1#f") == "wss://***:@node7/?token=***&x=***#f"
+    assert scheduler.shown("wss://S3cret:@node7/?token=S3cret&x=1#f") == "wss://***:@node7/?token=***&x=***#***"
     assert scheduler.shown("ws://u:S3cret@node7/?token=S3cret") == "ws://u:***@node7/?token=***"
     assert scheduler.dask_said("Timed out trying to connect to ws://u:S3c ret@h/ after 2 s: HTTP 401 (u:S3c ret)",
                                "ws://u:S3c ret@h/") == "Timed out trying to connect to ws://u:***@h/ after 2 s: HTTP 401 (u:***)"

@@ -83,6 +83,10 @@ def shown(address) -> str:
             # ws://h:1/a@b?t=x@y: the path's own '@' masked as above (its 'a' had been shown)
             path = f"{path[0]}***@{path.rpartition('@')[2]}"
             return _query_masked(f"{scheme}{sep}{_login_masked(_port_masked(head))}{path}{q}{query}")
+        if "@" in head and re.match(r"(\[[^\]]*\]|[^/?#:@\[\]]+):\d+([/?#]|$)", after.rpartition("@")[2]):
+            # ws://user:p@ss/w0rd@host:8786: host:port after the last '@' ends a password holding '@' and '/' (its
+            # "ss" had been shown as urlsplit's host): all of it to that '@' masked, as a tcp address's is
+            return _query_masked(f"{scheme}{sep}***@{rest.rpartition('@')[2]}")
         masked = f"{after[0]}***@{after.rpartition('@')[2]}"
         return _query_masked(f"{scheme}{sep}{_login_masked(_port_masked(head))}{masked}")
     return _query_masked(f"{scheme}{sep}{_login_masked(rest)}")
@@ -135,6 +139,9 @@ def _a_path(text: str) -> bool:
         return False  # user:password@host[:port], TOKEN@host:port, a '/' in the login (echoed whole: reviews)
     if re.search(r"[/\\]", userinfo) and os.path.isdir(os.path.expanduser(re.split(r"[/\\]", userinfo)[0] or "/")):
         return True  # runs/sched@node7 in an existing folder runs/: a file the scheduler writes (a review)
+    first = re.split(r"[/\\]", text, maxsplit=1)[0]
+    if first != text and re.fullmatch(r"(\[[^\]]*\]|[^:\[\]]{2,}):[^:\[\]]+", first):  # never C:\ nor C:/
+        return False  # node7:8786/x/S@b/c: host:port before a '/', an address (read as a file's name, shown whole)
     if re.fullmatch(r"[\w-]+(\.[\w-]+)*", after) and not after.lower().endswith(".json"):
         return False  # TOKEN/x@node7: a token holding a '/' before a host without a port (echoed whole: a review)
     if re.search(r"[/\\]", userinfo):
@@ -166,12 +173,18 @@ def masked_command(argv) -> str:
 
 
 def _query_masked(text: str) -> str:
-    """A URL's query and fragment values masked (wss://host/?token=***, host:8786#token=***): a proxy's token passed
-    there had been echoed whole."""
-    head, q, query = re.match(r"([^?#]*)([?#]?)(.*)", text, re.S).groups()
+    """A URL's query and fragment values masked (wss://host/?token=***, host:8786#token=***), and each of their parts
+    without '=' whole (tcp://host:8786#***): a proxy's token passed there had been echoed whole."""
+    head, q, tail = re.match(r"([^?#]*)([?#]?)(.*)", text, re.S).groups()
     if not q or "://" not in head:
         return text
-    return f"{head}{q}{re.sub(r'=[^&;#]*', '=***', query)}"
+    query, hash_, fragment = tail.partition("#") if q == "?" else ("", q, tail)
+
+    def values(part: str) -> str:
+        return re.sub(r"(?<![^&;])[^&;=]+(?=[&;]|$)", "***", re.sub(r"=[^&;]*", "=***", part))
+
+    return f"{head}{q}{values(query)}" if q == "?" and not hash_ else \
+        f"{head}{q}{values(query)}{hash_}{values(fragment)}" if q == "?" else f"{head}#{values(fragment)}"
 
 
 def dask_said(text, address) -> str:

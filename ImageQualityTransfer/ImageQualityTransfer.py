@@ -285,6 +285,7 @@ def runStatusText(name: Optional[str] = None, notes: Optional[str] = None, cance
 
         notes = re.sub(r"\\(?:x([0-9a-f]{2})|u([0-9a-f]{4})|U([0-9a-f]{8}))",
                        lambda m: chr(int(m[1] or m[2] or m[3], 16)), notes).replace("um^2/ms", "\u00b5m\u00b2/ms")
+        notes = engineText(notes)
     if model and notes:
         return _("Done: {name} ({model})\nNote: {notes}").format(name=name, model=model, notes=notes)
     if model:
@@ -292,6 +293,100 @@ def runStatusText(name: Optional[str] = None, notes: Optional[str] = None, cance
     if notes:
         return _("Done: {name}\nNote: {notes}").format(name=name, notes=notes)
     return _("Done: {name}").format(name=name)
+
+
+def engineText(text: str) -> str:
+    """The engine's refusals and notes that the panel shows (the factor rule's, methods/factor_choice.py; the NRRD header
+    checks of slicer/mrml.py; the holes line of methods/inputs.py) in the user's language: each line, and within it
+    each clause the engine joins with "; ", that the table knows goes through tr(); any other keeps the engine's English."""
+    import re
+
+    def factors(words: str) -> str:  # "factor 2" / "factors 1,1,3" (grid.describe)
+        return re.sub(r"factors? (\d+(?:,\d+)*)", lambda m: factorsText(m[1]), words)
+
+    def node(label: str) -> str:  # slicer/mrml.py _node_label
+        m = re.fullmatch(r"node '(.*)'", label)
+        return _("node '{name}'").format(name=m[1]) if m else label
+
+    label = r"(node '.*?'|\S+ node)"
+    rules = (
+        (r"the Target voxel size (\S+) chose (factors? \d+(?:,\d+)*): output voxel size (\S+) mm \(input (\S+) mm\)",
+         lambda m: _("the Target voxel size {size} chose {factors}: output voxel size {out} mm (input {given} mm)").format(
+             size=m[1], factors=factors(m[2]), out=m[3], given=m[4])),
+        (r"(\S+) has shipped models for ((?:factors? \d+(?:,\d+)*(?:, )?)+) only",
+         lambda m: _("{method} has shipped models for {factors} only").format(method=m[1], factors=factors(m[2]))),
+        (r"choose an Advanced > Model file for (factors? \d+(?:,\d+)*) \(train one with ('[^']*')\) or use an interpolation "
+         r"method \((\S+)\)",
+         lambda m: _("choose an Advanced > Model file for {factors} (train one with {command}) or use an interpolation "
+                     "method ({method})").format(factors=factors(m[1]), command=m[2], method=m[3])),
+        (r"the Target voxel size (\S+) gives (factors? \d+(?:,\d+)*) \((\S+) mm voxels\), for which models ship",
+         lambda m: _("the Target voxel size {size} gives {factors} ({out} mm voxels), for which models ship").format(
+             size=m[1], factors=factors(m[2]), out=m[3])),
+        (r"no coarser the Target voxel size helps \(the shipped models' factors leave these voxels far from isotropic\)",
+         lambda m: _("no coarser Target voxel size helps (the shipped models' factors leave these voxels far from "
+                     "isotropic)")),
+        (label + r": (.+?): its header has no 'space' line(?: \(only 'space dimension: (\d+)'\))?, so the NRRD format "
+         r"gives its grid and components no anatomical directions, and readers differ on them \(Slicer's takes a tensor "
+         r"file's as left-posterior-superior, a DWI file's as right-anterior-superior\): it is not read; add the line "
+         r"'space: left-posterior-superior' \(or right-anterior-superior, or left-anterior-superior: the space its "
+         r"'space directions' and 'space origin' are in\) to the header and load the file again",
+         lambda m: _("{node}: {file}: its header has no 'space' line{only}, so the NRRD format gives its grid and components "
+                     "no anatomical directions, and readers differ on them (Slicer's takes a tensor file's as "
+                     "left-posterior-superior, a DWI file's as right-anterior-superior): it is not read; add the line "
+                     "'space: left-posterior-superior' (or right-anterior-superior, or left-anterior-superior: the "
+                     "space its 'space directions' and 'space origin' are in) to the header and load the file "
+                     "again").format(node=node(m[1]), file=m[2], only=_(" (only 'space dimension: {dimension}')").format(
+                         dimension=m[3]) if m[3] else "")),
+        (label + r": the measurement frame of (.+?), (\[\[.*?\]\]), is not a rotation \(its vectors must be unit length "
+         r"and at right angles\), so the sizes and directions it gives are unknown; fix the header's 'measurement "
+         r"frame' line and load the file again \(Slicer writes the IJK->RAS rotation\)",
+         lambda m: _("{node}: the measurement frame of {file}, {frame}, is not a rotation (its vectors must be unit "
+                     "length and at right angles), so the sizes and directions it gives are unknown; fix the header's "
+                     "'measurement frame' line and load the file again (Slicer writes the IJK->RAS rotation)").format(
+             node=node(m[1]), file=m[2], frame=m[3])),
+        (label + r": (.+?) has no 'measurement frame' line, so its (gradients|tensors) are read in its space \((.+?)\) "
+         r"as the NRRD format and 'iqt upsample' read them, where Slicer's own reader took (\S+) axes: Slicer's view of "
+         r"the input differs from the output's; add the line to the header to say which",
+         lambda m: (_("{node}: {file} has no 'measurement frame' line, so its gradients are read in its space ({space}) "
+                      "as the NRRD format and 'iqt upsample' read them, where Slicer's own reader took {axes} axes: "
+                      "Slicer's view of the input differs from the output's; add the line to the header to say which")
+                    if m[3] == "gradients" else
+                    _("{node}: {file} has no 'measurement frame' line, so its tensors are read in its space ({space}) "
+                      "as the NRRD format and 'iqt upsample' read them, where Slicer's own reader took {axes} axes: "
+                      "Slicer's view of the input differs from the output's; add the line to the header to say which")
+                    ).format(node=node(m[1]), file=m[2], space=m[4], axes=m[5])),
+        (r"(.*?)(\d+) low-res voxels? holds? no tensor \(a missing tensor or a failed fit\) where the fitted tensors "
+         r"enclose (?:it|them), (\d+\.\d) cm\^3 in the largest hole: a lesion, ventricle or region left out of the "
+         r"fit's mask, or background a wide mask closed over\? The learned methods fill such holes from the tensors "
+         r"around them, every uncertainty map raised to the top there: look at the scan there",
+         lambda m: m[1] + (_("1 low-res voxel holds no tensor (a missing tensor or a failed fit) where the fitted "
+                             "tensors enclose it, {size} cm^3 in the largest hole: a lesion, ventricle or region left out "
+                             "of the fit's mask, or background a wide mask closed over? The learned methods fill such "
+                             "holes from the tensors around them, every uncertainty map raised to the top there: look "
+                             "at the scan there") if m[2] == "1" else
+                           _("{count} low-res voxels hold no tensor (a missing tensor or a failed fit) where the "
+                             "fitted tensors enclose them, {size} cm^3 in the largest hole: a lesion, ventricle or region "
+                             "left out of the fit's mask, or background a wide mask closed over? The learned methods "
+                             "fill such holes from the tensors around them, every uncertainty map raised to the top "
+                             "there: look at the scan there")).format(count=m[2], size=m[3])),
+    )
+    out = []
+    for line in str(text).split("\n"):
+        said, at = [], 0
+        while at <= len(line):
+            for pattern, words in rules:
+                m = re.compile(pattern + r"(?=; |$)").match(line, at)
+                if m:
+                    said.append(words(m))
+                    at = m.end() + 2
+                    break
+            else:
+                end = line.find("; ", at)
+                end = len(line) if end < 0 else end
+                said.append(line[at:end])
+                at = end + 2
+        out.append("; ".join(said))
+    return "\n".join(out)
 
 
 class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -1136,7 +1231,7 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         choice = sp.choose_factors(None if defaulted else method, factor, inputNode.GetSpacing() if voxelSize else None,
                                    voxelSize, modelPath or None)
         if choice.refusal:
-            raise self.engineError()(choice.refusal)
+            raise self.engineError()(engineText(choice.refusal))
         # the Logic's own interpolation fallback with flips asked for: dropped with a note, where a caller who named
         # cubic is refused (slicer/processing.py, as `iqt upsample --method cubic --tta`)
         flipsDropped = bool(averageFlips) and defaulted and not sp.method_info(method)["learned"]
@@ -1164,13 +1259,18 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
                    "interpolated": interpolatedNode if interpolatedNode not in (True, False) else None}
         startTime = time.time()
         logging.info("Processing started")
-        nodes = sp.run_on_nodes(
-            slicer.mrmlScene, inputNode, method, factor=factor, mask_node=maskNode, model=modelPath,
-            samples=samples, device="cuda" if useGPU else "cpu", interpolate=bool(interpolatedNode),
-            tta=bool(averageFlips), targets=targets, progress=progress, cancel=lambda: cancelled[0],
-            python_executable=self.pythonSlicerExecutable() if separateProcess else None,
-            exclude_outliers=bool(excludeOutliers),
-        )
+        try:
+            nodes = sp.run_on_nodes(
+                slicer.mrmlScene, inputNode, method, factor=factor, mask_node=maskNode, model=modelPath,
+                samples=samples, device="cuda" if useGPU else "cpu", interpolate=bool(interpolatedNode),
+                tta=bool(averageFlips), targets=targets, progress=progress, cancel=lambda: cancelled[0],
+                python_executable=self.pythonSlicerExecutable() if separateProcess else None,
+                exclude_outliers=bool(excludeOutliers),
+            )
+        except self.engineError() as exc:  # a refusal the panel knows (a NRRD header's) in the user's language
+            if type(exc) is not self.engineError() or engineText(str(exc)) == str(exc):
+                raise
+            raise self.engineError()(engineText(str(exc))) from None
         logging.info(f"Processing completed in {time.time() - startTime:.2f} seconds")
         anisotropic = self._outputAnisotropy(inputNode, factor) if defaulted else None
         if anisotropic and not sp.method_info(method)["learned"]:  # defaultMethod chose cubic for these voxels
@@ -1183,7 +1283,7 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
             self._addNote(nodes["tensor"], _("no learned model ships for {factors}, so the interpolation baseline "
                                              "({method}) ran; choose a Method and an Advanced > Model file trained for "
                                              "these factors for a learned one").format(
-                factors=factorsText(factor), method=method) + choice.hint)
+                factors=factorsText(factor), method=method) + engineText(choice.hint))
         if flipsDropped:
             self._addNote(nodes["tensor"], _("Average over flips was left out: the interpolation baseline ({method}) "
                                              "that ran is unchanged by flips and swaps").format(method=method))

@@ -533,3 +533,17 @@ def brain_outnumbered_by_its_background():
     t = np.zeros(shape + (6,))
     t[..., 0], t[..., 2], t[..., 5] = 1.3 * md, md, 0.7 * md  # (Dxx, Dxy, Dyy, Dxz, Dyz, Dzz)
     return Volume(t, np.diag([9.0, 9.0, 9.0, 1.0]), "tensor"), brain
+
+
+def module_functions(tr, *names) -> dict:
+    """The Slicer module's top-level functions `names` (ImageQualityTransfer/ImageQualityTransfer.py, which needs Slicer
+    to import) run from its source with tr() = `tr`, with the module's own text helpers they call."""
+    import ast
+
+    path = REPO / "ImageQualityTransfer" / "ImageQualityTransfer.py"
+    tree = ast.parse(path.read_text())
+    wanted = set(names) | {"factorsText", "engineText"}
+    space = {"_": tr}
+    exec(compile(ast.Module([f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name in wanted], []),
+                 str(path), "exec"), space)
+    return {name: space[name] for name in names}

@@ -190,3 +190,35 @@ def test_a_dti_or_dwi_nrrd_without_a_space_line_is_refused_as_iqt_upsample_refus
         with pytest.raises(IQTError) as cli_refused:  # the command line's reader, in the same words
             fileio.load_tensor(spaceless)
         assert (no_space_line(nrrd.read_header(str(spaceless))) in str(cli_refused.value)) == (path == dti)
+
+
+def test_the_nrrd_header_refusals_and_note_reach_the_panel_through_tr(tmp_path):
+    """The module's Logic shows these lines of slicer/mrml.py (its error dialog, its status line's notes) through
+    engineText: a frame that is not a rotation, no 'space' line (each refused) and no frame line (a note) had reached the
+    panel as the engine's English. Each is one tr() text, the node's label and the file as placeholders, the English
+    unchanged."""
+    from helpers import module_functions
+
+    english = module_functions(lambda text: text, "engineText")["engineText"]
+    marked = module_functions(lambda text: f"<{text}>", "engineText")["engineText"]
+    dwi = make_phantom(shape=(12, 14, 10), voxel_mm=4.0, n_dirs=12)
+    scene = slicer.vtkMRMLScene()
+    said = []
+    node = added_data(scene, dwi_nrrd(tmp_path / "sheared.nrrd", dwi, "left-posterior-superior", rot(10, 25, -40) @ SHEAR),
+                      "vtkMRMLDiffusionWeightedVolumeNode")
+    with pytest.raises(IQTError) as refused:
+        processing.dwi_volume_from_node(node)
+    said.append(str(refused.value))
+    path = dwi_nrrd(tmp_path / "lps.nrrd", dwi, "left-posterior-superior", None)
+    said += [n for n in processing.dwi_volume_from_node(added_data(scene, path, "vtkMRMLDiffusionWeightedVolumeNode"))
+             .meta["input_notes"] if "no 'measurement frame' line" in n]
+    spaceless = tmp_path / "spaceless.nrrd"
+    spaceless.write_bytes(path.read_bytes().replace(b"space: left-posterior-superior\n", b"space dimension: 3\n", 1))
+    with pytest.raises(IQTError) as refused:
+        processing.dwi_volume_from_node(added_data(scene, spaceless, "vtkMRMLDiffusionWeightedVolumeNode"))
+    said.append(str(refused.value))
+    assert len(said) == 3 and "its header has no 'space' line (only 'space dimension: 3')" in said[2], said
+    for line in said:
+        assert english(line) == line
+        shown = marked(line)
+        assert shown.startswith("<<node '") and shown.endswith(">") and shown.count("<") == 2 + (line == said[2]), shown

@@ -13,10 +13,12 @@ import logging
 import types
 import typing
 
+import pytest
+
 from helpers import REPO
 
 MODULE_PY = REPO / "ImageQualityTransfer" / "ImageQualityTransfer.py"
-HELPERS = ("factorsText", "methodDescriptionText")
+HELPERS = ("factorsText", "methodDescriptionText", "engineText")
 
 
 def english(text):
@@ -235,3 +237,66 @@ def test_the_preselected_method_follows_the_factors_and_a_readers_choice_stays()
     panel._factors = (1, 3, 1)
     panel._updateMethodGui()
     assert node.method == "deep-hetero-var1" and "choose cubic" in ui.methodDescriptionLabel.text
+
+
+# ---------------------------------------------------------------- the engine's refusals and notes the panel shows
+
+
+def _clauses_translated(said: str) -> bool:
+    """Every clause ("; ") of every line of `said` is one marked text."""
+    return all(one_unit(c) for line in said.split("\n") for c in line.lstrip("; ").split("; "))
+
+
+def test_the_factor_rule_s_refusal_and_hint_reach_the_panel_through_tr():
+    """The factor rule's refusal and its coarser-voxel-size hint (methods/factor_choice.py, put in the module's words by
+    slicer/processing.py choose_factors) had reached the error dialog and the note as the engine's English: each
+    clause is a tr() text now, its factors the module's, and the English is the engine's (but for "no coarser the
+    Target voxel size", now "no coarser Target voxel size")."""
+    from ImageQualityTransferLib.slicer import processing
+
+    engine_text = _load(english, "engineText")["engineText"]
+    marked_text = _load(marked, "engineText")["engineText"]
+    for method, factor, spacing, size in (("biqt", (1, 1, 4), None, None), ("biqt", None, (1.8, 1.8, 6), 1.8),
+                                          ("espcn", None, (0.9, 0.9, 7), 0.9)):
+        refusal = processing.choose_factors(method, factor, spacing, size).refusal
+        assert refusal and engine_text(refusal) == refusal.replace("no coarser the Target", "no coarser Target")
+        said = marked_text(refusal)
+        assert _clauses_translated(said) and "<factors 1,1," in said, said
+    hint = processing.choose_factors(None, None, (1.8, 1.8, 6), 1.8).hint
+    assert hint.startswith("; ") and marked_text(hint) == "; <the Target voxel size 2 gives <factors 1,1,3> (1.8x1.8x2 mm " \
+                                                          "voxels), for which models ship>", marked_text(hint)
+    process = _load(marked, "ImageQualityTransferLogic.process")["ImageQualityTransferLogic.process"]
+    engine = types.SimpleNamespace(choose_factors=processing.choose_factors)
+    logic = types.SimpleNamespace(engineError=lambda: ValueError, engine=lambda: engine, defaultMethod=lambda f, n: "x",
+                                  upsamplingFactors=lambda node, mode, voxelSize: processing.choose_factors(
+                                      None, None, node.GetSpacing(), voxelSize).factors)
+    node = types.SimpleNamespace(GetSpacing=lambda: (1.8, 1.8, 6.0))
+    with pytest.raises(ValueError) as refused:  # the Logic's refusal, as the error dialog shows it
+        process(logic, node, method="biqt", voxelSize=1.8)
+    assert _clauses_translated(str(refused.value)) and "<biqt has shipped models for <factor 2>" in str(refused.value)
+
+
+def test_the_holes_line_reaches_the_status_line_through_tr():
+    """The run's note that low-res voxels enclosed by tensors hold none (methods/inputs.py warn_holes) is one tr() text
+    in the status line, singular or plural, its English the engine's."""
+    import warnings
+
+    import numpy as np
+
+    from ImageQualityTransferLib.core.volume import Volume
+    from ImageQualityTransferLib.methods.inputs import warn_holes
+
+    status = _load(marked, "runStatusText")["runStatusText"]
+    english_text = _load(english, "engineText")["engineText"]
+    lr = Volume(np.zeros((6, 6, 6, 6), np.float32), np.diag([2.0, 2.0, 2.0, 1.0]), "tensor")
+    for n in (1, 4):
+        holes = np.zeros((6, 6, 6), bool)
+        holes[2, 2, 2:2 + n] = True
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            warn_holes(lr, holes)
+        line = str(said[0].message)
+        assert english_text(line) == line
+        shown = status("dti_biqt", "the brain was estimated\n" + line, False, None)
+        note = shown.split("\n")[-1]
+        assert note.startswith(f"<{n} low-res voxel") and note.endswith(">") and one_unit(note), shown

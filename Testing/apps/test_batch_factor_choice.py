@@ -101,3 +101,19 @@ def test_a_group_of_subjects_of_different_voxel_sizes_is_told_no_coarser_voxel_s
     name, _, note = _method_for(args, f, group)
     assert f == (2, 2, 4) and len(group) == 2 and name == "cubic", (f, group, name)
     assert note.endswith("trained for these factors ('iqt train')") and "--voxel-size 2.7" not in note, note
+
+
+def test_a_model_given_for_other_factors_gets_no_coarser_voxel_size_from_upsample_or_batch(tmp_path, capsys):
+    """With --model, the coarser --voxel-size is the factor rule's to name (methods/factor_choice.py, which names none
+    for a given model): iqt upsample had added its own, "--voxel-size 2 gives factor 3 ..., for which models ship",
+    to the loader's line where iqt batch and the Slicer Logic said none, though the x2 model given fails at factor 3 too."""
+    from ImageQualityTransferLib.fileio.paths import MODELS_DIR
+
+    listing = _six_mm(tmp_path)
+    model = ["--method", "biqt", "--model", MODELS_DIR / "biqt_x2.npz", "--voxel-size", "1.5"]
+    said = [refused_line(capsys, ["upsample", tmp_path / "six_dti.nii.gz", "-o", tmp_path / "hr.nii.gz", *model],
+                         "--voxel-size 1.5 chose factor 4: output voxel size 1.5x1.5x1.5 mm"),
+            refused_line(capsys, ["batch", listing, "-o", tmp_path / "out", *model], "--voxel-size 1.5 chose factor 4")]
+    for line in said:
+        assert "this biqt model is for factor 2, not 4" in line and "for which models ship" not in line, line
+    assert not (tmp_path / "hr.nii.gz").exists() and not (tmp_path / "out").exists()

@@ -126,13 +126,28 @@ def scalar_views(maps, background, mask, vox, centre, label, cmap="inferno", ove
         cb = fig.colorbar(shown, cax=cax, extend="max" if above else "neither")
         cb.set_label(label, fontsize=LABEL)
         cb.ax.tick_params(labelsize=TICKS, which="both")
-        if bottom is not None:  # plain numbers (0.2, not 2×10⁻¹) on the logarithmic bar, as on the linear ones
-            from matplotlib.ticker import FuncFormatter
-
-            plain = FuncFormatter(lambda v, _: f"{v:g}")
-            cb.ax.yaxis.set_major_formatter(plain)
-            cb.ax.yaxis.set_minor_formatter(plain)
+        if bottom is not None:
+            cb.ax.yaxis.set_major_formatter(_plain_log_labels())
+            cb.ax.yaxis.set_minor_formatter(_plain_log_labels())
     return _png(fig)
+
+
+# the decade ticks past which the logarithmic bar labels only decades, and the decades past which only its ticks at 2,
+# 3, 4 and 6 (matplotlib's LogFormatter `minor_thresholds`): every tick labelled, labels overlapped from two decades on
+# (docs/measurements.md, "iqt report")
+LOG_LABEL_THRESHOLDS = (3, 1.2)
+
+
+def _plain_log_labels():
+    """A logarithmic colour bar's tick labels as plain numbers (0.2, not 2×10⁻¹, as on the linear bars), fewer of
+    them over a wider span so that none overlap (`LOG_LABEL_THRESHOLDS`)."""
+    from matplotlib.ticker import LogFormatter
+
+    class Plain(LogFormatter):
+        def _num_to_string(self, x, vmin, vmax):
+            return f"{x:g}"
+
+    return Plain(labelOnlyBase=False, minor_thresholds=LOG_LABEL_THRESHOLDS)
 
 
 def map_median(values, mask, scale_mask=None) -> float | None:

@@ -393,6 +393,47 @@ def test_the_printed_page_is_a4(tmp_path, page_browser):
     assert widest <= printable, (widest, printable)
 
 
+def _tall_views(columns, *_) -> str:
+    """A grey PNG of the size report_figures.fa_views draws for `columns` (6 rows of panels, as tall as drawn), for
+    the tests that read the printed page, not its drawing."""
+    from PIL import Image
+
+    from ImageQualityTransferLib.apps import report_figures
+
+    size = [round((2.1 * n + d) * report_figures.DPI) for n, d in ((len(columns), 0.6), (6, 0.3))]
+    out = io.BytesIO()
+    Image.new("RGB", tuple(size), "grey").save(out, format="PNG")
+    return base64.b64encode(out.getvalue()).decode("ascii")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("volumes", [4, 8])
+def test_each_printed_figure_fits_one_page_with_its_caption(tmp_path, page_browser, volumes):
+    """A review: printed on A4, the FA figure of four volumes (low-res input, cubic and two methods, as `iqt report
+    --input` draws it) with its caption was 1071 CSS px of the page's 1032, so its caption went to the next page. Laid
+    out as printed, each figure from its heading to its caption's end is within the page's printable height, in one
+    row of images or two (eight volumes)."""
+    shape = (6, 6, 6)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(report_page, "fa_views", _tall_views)
+        page = report_page.write_report(tmp_path / "r.html", "run", [(f"m{i}", _field(shape, 0)) for i in range(volumes)],
+                                        np.ones(shape, bool), [2.0] * 3, np.diag([-2.0, 2.0, 2.0, 1.0]),
+                                        uncertainty={"m1": np.full(shape, 2e-4, np.float32)})
+    tab = page_browser.new_page()
+    try:
+        tab.goto(page.as_uri())
+        tab.set_viewport_size({"width": round((210 - 2 * 12) / 25.4 * 96), "height": 1000})
+        tab.emulate_media(media="print")
+        spans = tab.evaluate("""() => [...document.querySelectorAll('figure')].map(f => {
+            const h = f.previousElementSibling, top = (h && h.tagName == 'H2' ? h : f).getBoundingClientRect().top;
+            return [f.querySelectorAll('img').length, f.getBoundingClientRect().bottom - top]; })""")
+    finally:
+        tab.close()
+    printable = round((297 - 2 * 12) / 25.4 * 96)  # CSS px down the page within its 12 mm margins
+    assert spans[0][0] == (1 if volumes <= report_page.MAX_COLUMNS else 2), spans
+    assert all(height <= printable for _, height in spans), (spans, printable)
+
+
 @pytest.mark.slow
 def test_a_report_runs_a_model_of_ones_own_and_says_so(tmp_path, small_subject, phantom_subject, capsys, monkeypatch):
     """`iqt report --model METHOD=PATH`, as `iqt benchmark`: the method joins --methods and runs that model (for a

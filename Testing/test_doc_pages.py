@@ -478,14 +478,15 @@ def test_install_md_names_every_benchmark_and_where_the_tests_look_for_chromium(
 
 def test_the_noise_line_quoted_in_inputs_md_is_the_one_the_engine_says():
     """docs/inputs.md quotes biqt's noise line at index 0.167 and names its pieces; the quote had to be kept in step
-    with methods/base.py's pieces by hand (its wording was shortened): it is the engine's line, word for word."""
+    with methods/base.py's pieces by hand (its wording was shortened): it is the engine's line as printed, word for
+    word."""
     from ImageQualityTransferLib.methods import base
 
     section = (REPO / "docs/inputs.md").read_text(encoding="utf-8").split("\n## The upsampling's warnings\n", 1)[1]
     quoted = " ".join(re.search(r"\n\n((?:    .+\n)+)", section).group(1).split())
-    said = f"the input is noisier than clean scans (noise index 0.167, above 0.075): biqt {base._USES}" + \
+    said = f"x.nii.gz: the input is noisier than clean scans (noise index 0.167, above 0.075): biqt {base._USES}" + \
         base.noise_ending(0.167, "biqt")
-    assert quoted == said, (quoted, said)
+    assert quoted == " ".join(base.noise_lines(said)), (quoted, base.noise_lines(said))  # as printed, over two lines
     assert all(f"**{p}" in section for p in (base._EDGE.format(*base.NOISY_TRAINED).split(":")[0],
                                              base._BEYOND.format(base.NOISY_TRAINED[1]))), section[:2000]
 

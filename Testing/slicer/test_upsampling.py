@@ -180,6 +180,25 @@ def test_a_noisy_scan_runs_the_noise_trained_model_and_the_module_says_so(axial_
     assert notes and "biqt uses its noise-trained model" in notes and "--" not in notes
 
 
+def test_a_noisier_scan_s_long_note_is_said_in_short_lines(axial_subject):
+    """At b0 SNR 5 biqt's note on the output node (noise index about 0.17: the edge of its training and its raised
+    map) had been one line of more than 200 characters; it is said in lines of at most 200 (methods/base.py
+    noise_lines), the later one naming biqt's map, as iqt upsample prints it."""
+    from ImageQualityTransferLib.dmri import degrade as deg, randomise
+
+    s = axial_subject
+    pair = deg.degrade(s.dwi, s.mask.data, 2, style="tight", noise=randomise.rician(5, 0))
+    scene = slicer.vtkMRMLScene()
+    node = mrml.add_tensor_node(scene, pair.tensor, "noisy")
+    mask_node = mrml.add_scalar_node(scene, Volume(pair.mask.data.astype(np.float32), pair.tensor.affine, "scalar"),
+                                     "brain")
+    out = processing.run_on_nodes(scene, node, "biqt", 2, mask_node=mask_node)["tensor"]
+    lines = out.GetAttribute(mrml.NOTES_ATTRIBUTE).split("\n")
+    noise = [n for n in lines if "noise" in n or "uncertainty map" in n]
+    assert len(noise) >= 2 and max(map(len, lines)) <= 200, lines
+    assert "biqt uses its noise-trained model" in noise[0] and "biqt's uncertainty map" in noise[-1], noise
+
+
 def test_a_mask_on_the_output_grid_keeps_the_view_to_it(small_subject):
     """`iqt view --mask` with a high-res mask: the method's outputs and the cubic comparison are zero outside it, and
     inside it they are the run with the mask reduced to the input's grid."""

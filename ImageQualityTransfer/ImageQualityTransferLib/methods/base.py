@@ -846,6 +846,39 @@ def noise_clause_once(notes) -> list[str]:
     return out
 
 
+# the longest noise line said as one: a longer one is said over several lines (`noise_lines`); one line had run to
+# 295 characters for one method and 458 for seven merged (docs/measurements.md, "The noise line's length")
+NOISE_LINE_LIMIT = 200
+_OPENING_NAME = re.compile(r"^(?!it )([\w.+-]+) (?:uses|runs|has|may) ")  # a method's part, not "it may …"
+_OWN_PIECE = ((re.compile(r"^its uncertainty map"), "{}'s uncertainty map"),
+              (re.compile(r"^read its uncertainty map"), "read {}'s uncertainty map"),
+              (re.compile(r"^it may do no better"), "{} may do no better"))
+
+
+def noise_lines(note: str) -> list[str]:
+    """A noise line (`_for_noise`, `noise_clause_once`) of more than NOISE_LINE_LIMIT characters as several, each
+    holding whole pieces: the first its input and noise clause, each other its input's name and the pieces that fit,
+    naming the method where a piece says "its" or "it" of one away from the line that names it; any other note as it
+    is."""
+    m = _NOISE_HEAD.match(note)
+    if not m or len(note) <= NOISE_LINE_LIMIT:
+        return [note]
+    head = m.group(1)
+    source = head[:head.rfind("the input ")]
+    lines, name = [head], None
+    for i, piece in enumerate(m.group(2).split("; ")):
+        name = (o.group(1) if (o := _OPENING_NAME.match(piece)) else name)
+        if len(lines) > 1 or (i > 0 and len(lines[0]) + 2 + len(piece) > NOISE_LINE_LIMIT):  # its method named
+            for pattern, named in _OWN_PIECE:
+                piece = pattern.sub(named.format(name), piece) if name is not None else piece
+        joined = f"{lines[-1]}{': ' if i == 0 else '; '}{piece}"
+        if i == 0 or len(joined) <= NOISE_LINE_LIMIT:
+            lines[-1] = joined
+        else:
+            lines.append(f"{source}{piece}")
+    return lines
+
+
 def _shared_ending(parts: list[str]) -> str:
     """Several methods' parts of one noise line as one: the noise-trained models' parts (an opening, then `_EDGE` or
     `_BEYOND` and the map pieces) with the methods that run the install's model named once, where the input lies in

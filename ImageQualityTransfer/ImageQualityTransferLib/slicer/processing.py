@@ -31,6 +31,7 @@ from ..core import grid
 from ..core.errors import IQTError, IQTWarning
 from ..fileio.nrrd import direction_rotation
 from ..core.volume import Volume
+from ..methods.base import noise_lines
 from .legends import NOISE_SCALE_SHOWN
 from .progress import Cancelled as Cancelled  # the module's Logic catches it from here
 from .progress import check_cancel, report_progress, scaled_progress
@@ -429,6 +430,9 @@ MODULE_WORDS = (
     # (the clean Trio's note had said "raised x1.01" under a legend that says nothing of it)
     (r"; (?:its|[\w-]+'s) uncertainty map is raised x(\d+\.\d+) for this noise index",
      lambda m: "" if float(m.group(1)) < NOISE_SCALE_SHOWN else m.group(0)),
+    # the same piece on a line of its own (a long noise line said as several: methods/base.py noise_lines)
+    (r"\n(?:[^\n]*?: )?[\w.+-]+'s uncertainty map is raised x(\d+\.\d+) for this noise index(?=\n|$)",
+     lambda m: "" if float(m.group(1)) < NOISE_SCALE_SHOWN else m.group(0)),
     # advice for files the module has none of: the volume as loaded, its b-values, the mask node (a module audit)
     (r"check --tensor-order", "check the element order of the file the volume was loaded from: Slicer reads a DTI "
                               "NRRD's own, another tool's 4D NIfTI needs converting"),
@@ -548,7 +552,9 @@ def _run_on_nodes(scene, input_node, method, factor, mask_node, model, samples, 
     base = input_node.GetName() or "dti"
     nodes = add_result_nodes(scene, results, base, label, targets, input_node=input_node, factor=request.factor)
     notes = nodes["tensor"].GetAttribute(mrml.NOTES_ATTRIBUTE)
-    if notes:
+    if notes:  # a long noise line as several, as iqt upsample prints it (methods/base.py noise_lines), once the
+        # worker's folder is out of it (separate_process.py)
+        notes = "\n".join(line for note in notes.split("\n") for line in noise_lines(note))
         nodes["tensor"].SetAttribute(mrml.NOTES_ATTRIBUTE,
                                        mrml.header_text(notes_in_shown_unit(in_module_words(notes))))
     report_progress(progress, 1.0, "done")

@@ -207,7 +207,10 @@ def _encodable(text: str, encoding: str | None) -> str:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
-    print(f"iqt: warning: {' '.join(str(message).split())}", file=sys.stderr)
+    from ...methods.base import noise_lines  # a long noise line as several (methods/base.py NOISE_LINE_LIMIT)
+
+    for text in noise_lines(' '.join(str(message).split())):
+        print(f"iqt: warning: {text}", file=sys.stderr)
 
 
 NEGATIVE_LIST = re.compile(r"-\d[\d.]*(,-?[\d.]*)+")  # "-1,0,0": argparse takes it for an option, not a value

@@ -121,3 +121,23 @@ def test_a_given_mask_s_voxels_with_no_tensor_that_a_whole_field_fit_encloses_ar
     mask[:, :, :] = False
     mask[10:16, 4:16, 3:13] = True  # a mask elsewhere: not this brain's hole
     assert enclosed_holes(lr, Volume(mask, lr.affine, "mask"), ~np.any(t != 0, axis=-1)) is None
+
+
+def test_a_hole_a_given_mask_covers_is_said_in_one_line():
+    """A masked fit's brain with a 5x5x5 hole, given with the mask it was fitted in (which covers the hole): the
+    mask's line had counted the hole too ("the mask reaches beyond the fitted tensors ... give the mask the tensors
+    were fitted in"), beside the holes' line: one hole, one line. A mask wider than the fit is still said, counting only
+    the voxels beyond the fit."""
+    g = np.indices((20, 20, 20)) - 9.5
+    brain = (g ** 2).sum(0) < 8 ** 2
+    t = np.where(brain[..., None], TISSUE, 0).astype(np.float32)
+    t[8:13, 8:13, 8:13] = 0
+    lr = Volume(t, np.diag([3.0, 3.0, 3.0, 1.0]), "tensor")
+    wider, method = ndimage.binary_dilation(brain), methods.get("biqt")
+    for mask, beyond in ((brain, 0), (wider, int((wider & ~brain).sum()))):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            method.predict(lr, 2, Volume(mask, lr.affine, "mask"))
+        said = [str(w.message) for w in caught if "hold no tensor" in str(w.message)]
+        assert len(said) == 1 + bool(beyond) and said[-1].startswith("125 low-res voxels hold no tensor"), said
+        assert not beyond or said[0].startswith(f"{beyond} of the mask's {int(mask.sum())} voxels"), said

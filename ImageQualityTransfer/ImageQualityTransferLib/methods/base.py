@@ -30,6 +30,7 @@ from .inputs import (
     drop_failed_fits,
     enclosed_holes,
     filled_box,
+    holes_said_apart,
     input_noise_index,
     mask_within_fit,
     noise_unreadable,
@@ -278,8 +279,9 @@ class Method:
         missing = ~np.any(np.asarray(lr.data) != 0, axis=-1)  # no tensor as given (a fit's floor is a tensor)
         if not whole:
             lr, before = _negligible_zeroed(lr), lr
-            if given:
-                mask = mask_within_fit(lr, mask, before)
+            if given:  # a learned method's holes get a line of their own (warn_holes): the mask's leaves them out
+                said = holes_said_apart(lr, mask, missing) if self.learned else None
+                mask = mask_within_fit(lr, mask, before, said)
         if mask is None:
             mask = self.support(lr, whole)
         runner, index = self, None

@@ -402,23 +402,29 @@ def order_hint(vol: Volume, where, message: str, option: str = "--tensor-order")
 FOUR_D_TOOL = {"fsl": "dtifit", "mrtrix": "dwi2tensor"}  # the tool whose 4D element order each --tensor-order reads
 
 
-def mask_within_fit(lr: Volume, mask: Volume, before: Volume | None = None) -> Volume:
+def mask_within_fit(lr: Volume, mask: Volume, before: Volume | None = None, said: np.ndarray | None = None) -> Volume:
     """A given mask cut to the voxels of a masked fit that hold a tensor, with one warning line counting those that hold
     none (a mask made by another tool, wider than the fit): read as brain, those zeros made the noise index choose
     another model, the output-scale check refuse every learned method, and tensors spread several voxels beyond the
     fit (docs/measurements.md, "A mask wider than the fit"). Small holes stay covered: the outputs reach one low-res
-    voxel beyond the support. `before`: `lr` before its negligible tensors were zeroed, to tell a fit's floor apart."""
+    voxel beyond the support. `before`: `lr` before its negligible tensors were zeroed, to tell a fit's floor apart.
+    `said`: voxels of holes that a line of their own says (holes_said_apart), cut but left out of this line's count."""
     given = np.asarray(mask.data, bool)
     present = np.any(np.asarray(lr.data) != 0, axis=-1)
     empty = given & ~present
     if not empty.any():
         return mask
+    cut = mask.replace(data=given & ~empty)
+    if said is not None:  # one hole, one line: the holes' line (warn_holes) had been said beside this one's
+        empty = empty & ~said
+        if not empty.any():
+            return cut
     n, total = int(empty.sum()), int(given.sum())
     # a mask on the output's grid is counted in its low-res blocks (methods/base.predict_within): said so, or a user
     # reading "of the mask's 60515 voxels" of a mask of 179k looks for another file (a low-field audit)
     whose = " on the input's grid (the high-res mask's blocks)" if mask.meta.get("reduced_from") else ""
     if n < total * EMPTY_IN_MASK:  # holes a fit leaves inside its own mask: cut out without a word
-        return mask.replace(data=given & ~empty)
+        return cut
     covered = float((given & present).sum() / present.sum())
     if n > total / 2 and covered < 0.5:  # mostly empty and missing most of the fit: another brain's or grid's mask
         raise IQTError(f"{lr.source}{n} of the mask's {total} voxels{whose} hold no tensor and it covers {100 * covered:.0f} % "
@@ -449,7 +455,15 @@ def mask_within_fit(lr: Volume, mask: Volume, before: Volume | None = None) -> V
     warnings.warn(f"{lr.source}{n} of the mask's {total} voxels{whose} ({100 * n / total:.1f} %) hold no tensor{why}: {where}"
                   + ("; give the mask the tensors were fitted in to silence this" if wider else ""),
                   IQTWarning, stacklevel=3)
-    return mask.replace(data=given & ~empty)
+    return cut
+
+
+def holes_said_apart(lr: Volume, mask: Volume, missing: np.ndarray) -> np.ndarray | None:
+    """The holes that enclosed_holes finds in a masked fit once its failed fits are dropped (drop_failed_fits) and a
+    given `mask` is cut to the fit (mask_within_fit): warn_holes says them, so the mask's line leaves them out."""
+    fit = mask.replace(data=np.asarray(mask.data, bool) & np.any(np.asarray(lr.data) != 0, axis=-1))
+    dropped = np.where(tensors.failed_fits(lr.data)[..., None], 0, lr.data).astype(np.asarray(lr.data).dtype)
+    return enclosed_holes(lr.replace(data=dropped), fit, missing)
 
 
 MOSTLY_FAILED = 0.5  # the share of the brain's tensors beyond which the input is refused, not filled: real fits hold

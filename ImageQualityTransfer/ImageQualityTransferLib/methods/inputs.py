@@ -521,8 +521,8 @@ def drop_failed_fits(lr: Volume, mask: Volume | None, where: str = "the mask", d
 # voxels: without a mask, a hole counts where it reaches deeper than this inside the tensors' outline: a fit's rings of
 # context round the brain (own-style inputs, methods/context.py CONTEXT_RINGS) enclose background where they close over
 # a fold of it; the 8 subjects' clean own-style inputs (x2, x1,1,3, x3, two grid phases) hold 1-4 such components in 8
-# of 48, at most 4.12 voxels deep, where the 3 mm dev scan's brain at x2 is 5.0 deep (docs/measurements.md, "Holes in
-# the tensors")
+# of 48, at most 4.12 voxels deep, where the 3 mm dev scans' tight inputs at x2 are 6.08 deep, 6-7 % of them deeper
+# than 4.5 (docs/measurements.md, "Holes in the tensors")
 HOLE_DEPTH = 4.5
 
 

@@ -1,6 +1,7 @@
-"""Voxels where the reference holds no tensor (zero: outside the mask it was fitted in; or NaN in every element, which
-the file readers take as zero) are left out of every figure and counted, not scored against a truth of zero; `iqt
-evaluate` says how many in one warning line and refuses a mask that lies mostly outside the reference."""
+"""Voxels where the reference holds no tensor (zero: outside the mask it was fitted in; only a fit's floor; or NaN in
+every element, which the file readers take as zero) are left out of every figure and counted, not scored against a
+truth of zero, by `iqt evaluate` and `iqt benchmark` alike; `iqt evaluate` says how many in one warning line and
+refuses a mask that lies mostly outside the reference."""
 
 from __future__ import annotations
 
@@ -119,6 +120,20 @@ def test_a_reference_in_another_unit_gets_the_refusal_alone(capsys, tmp_path):
     assert "hold no reference tensor" not in err, err
 
 
+@pytest.mark.parametrize("whole", [True, False], ids=["whole-field", "masked"])
+def test_a_reference_in_m2s_is_refused_for_its_unit_not_as_a_floor(capsys, tmp_path, whole):
+    """A reference in m^2/s holds tensors below tensors.NEGLIGIBLE everywhere, which the rule for a fit's floor reads as
+    no reference: its unit's refusal comes first, not "the mask is mostly outside the reference"."""
+    _, hr, truth = _brain()
+    if whole:  # fitted over the whole field of view, as without a mask
+        truth = np.where(hr[..., None], truth, np.roll(truth, 1, axis=0) + 1e-4)
+    code = cli.main([str(a) for a in _files(tmp_path, truth * 1e-6, hr, truth + 1e-5)])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "multiply them by 1e6" in lines[0], err
+    assert "mostly outside" not in err, err
+
+
 def test_a_mask_off_the_reference_grid_is_named_against_the_reference(capsys, tmp_path):
     """evaluate has no input: its mask refusal named "the input's grid" (audit, stop 57)."""
     lr, hr, truth = _brain()
@@ -143,3 +158,41 @@ def test_a_fits_floor_in_its_own_mask_is_named_as_such(capsys, tmp_path):
     err = capsys.readouterr().err
     assert code == 0 and f"4 of the mask's {int(ball.sum())} voxels" in err, err
     assert "3 of them only tensors below 1e-05 mm^2/s, read as none: a fit's floor" in err and "the others zero" in err
+
+
+def test_evaluate_and_benchmark_leave_out_a_fits_floor_alike(capsys, tmp_path):
+    """One rule for both (docs/accuracy.md, Measured on the dev subjects): a reference holding only a fit's floor (every
+    element below tensors.NEGLIGIBLE, where a voxel has no diffusion signal) is no truth, so `iqt benchmark` leaves it
+    out and counts it in n_no_reference as `iqt evaluate` does; it had scored the prediction against it (3 mm ortho,
+    cubic: exterior 20.465 against evaluate's 20.399)."""
+    import warnings
+
+    from ImageQualityTransferLib.analysis import benchmark
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+    from ImageQualityTransferLib.dmri.subject import Subject, make_case
+
+    case = make_case(Subject.from_dwi("p", make_phantom(shape=(24, 28, 22), voxel_mm=6.0, n_dirs=12)), 2)
+    regions = evaluation.regions(case.hr_mask, case.lr_mask.data, case.factor)
+    floored = np.zeros(case.hr_mask.shape, bool)
+    for name, region in regions.items():  # a few voxels of each region without signal
+        floored[tuple(np.argwhere(region)[::29][:5].T)] = True
+    case.truth[floored] = [5e-10, 0, 5e-10, 0, 0, 5e-10]
+    kept = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        row = benchmark.score_case(case, ["cubic"], keep=kept)[0]
+    affine = case.hr_affine
+    fileio.save_tensor(Volume(case.truth.astype(np.float32), affine, "tensor"), tmp_path / "truth.nii.gz")
+    fileio.save_tensor(kept["cubic"].tensor, tmp_path / "pred.nii.gz")
+    fileio.save_mask(Volume(case.hr_mask, affine, "mask"), tmp_path / "mask.nii.gz")
+    code = cli.main([str(a) for a in ("evaluate", "--pred", tmp_path / "pred.nii.gz", "--truth", tmp_path / "truth.nii.gz",
+                                      "--mask", tmp_path / "mask.nii.gz", "--factor", "2", "--json", tmp_path / "m.json")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    got = json.loads((tmp_path / "m.json").read_text())
+    for name, region in regions.items():
+        n = int((floored & region).sum())
+        assert n and row[name]["n_no_reference"] == got[name]["n_no_reference"] == n, name
+        assert row[name]["n_voxels"] == got[name]["n_voxels"], name
+        assert row[name]["dt_rmse"] == pytest.approx(got[name]["dt_rmse"], rel=1e-4), name
+        assert row[name]["md_rmse"] == pytest.approx(got[name]["md_rmse"], rel=1e-4), name

@@ -399,8 +399,8 @@ UNITS = {
     "context answered beyond it) with a negative eigenvalue", "nonphysical_flagged": "share of those whose std is at least the brain edge's median",
     "n_voxels": "voxels in the region", "n_uncovered": "of those, voxels with no prediction (exactly zero), left out "
     "of the uncertainty figures", "n_implausible": "region voxels left out of the scores (reference tensor not "
-    "plausible)", "n_no_reference": "region voxels left out of the scores (no reference tensor there: zero, or NaN "
-    "in every element)", "direction_spearman": "Spearman correlation of the direction map with the principal-direction "
+    "plausible)", "n_no_reference": "region voxels left out of the scores (no reference tensor there: zero, only a "
+    "fit's floor (every element within 1e-5 mm^2/s of zero), or NaN in every element)", "direction_spearman": "Spearman correlation of the direction map with the principal-direction "
     "error", "n_tracked": "voxels the direction figures are over (reference FA >= 0.2)", "seconds": "wall seconds of "
     "the method's predict", "peak_mb": "MB of memory above the run's start (peak)", "tract_dice": "Dice of the "
     "binarised tract-density maps with the reference's (same seeds)", "tract_fp_fraction": "share of the tract "

@@ -7,8 +7,8 @@ Conventions:
   - every error in mm^2/s is reported in 1e-5 mm^2/s (the unit of the published tables): DT-RMSE,
     MD RMSE and the noise floor; FA RMSE is unitless; PSNR is in dB;
   - errors are taken over the *evaluation voxels*: the region AND the plausible voxels of the reference
-    (`tensors.plausible`); a voxel whose reference fit failed, or that holds no reference tensor (zero, or NaN in
-    every element: `no_reference`), is left out of every figure.
+    (`tensors.plausible`); a voxel whose reference fit failed, or that holds no reference tensor (zero, a fit's floor
+    below tensors.NEGLIGIBLE, or NaN in every element: `no_reference`), is left out of every figure.
 
 All metrics are root-mean-square errors (not mean absolute errors):
   - ``dt_rmse``  = sqrt(mean over voxels and the 6 unique elements of (pred - truth)^2) * 1e5;
@@ -72,11 +72,12 @@ def regions(hr_mask, lr_mask, r, radius: int = 2) -> dict:
 
 
 def no_reference(truth) -> np.ndarray:
-    """Voxels with no reference tensor: all six elements zero (outside the mask the reference was fitted in) or not
-    finite-and-nonzero anywhere (all NaN, as some tools write a missing fit; `fileio` reads those as zero). Scoring
-    them would score the prediction against a truth of zero."""
+    """Voxels with no reference tensor: all six elements zero (outside the mask the reference was fitted in), within
+    tensors.NEGLIGIBLE of zero (a fit's floor where a voxel has no diffusion signal, or a stored background: no truth)
+    or NaN (as some tools write a missing fit). The one rule of `iqt evaluate` and `iqt benchmark`: scoring them would
+    score the prediction against a truth of zero, or of a failed fit."""
     t = _array(truth)
-    return ~np.any(np.isfinite(t) & (t != 0), axis=-1)
+    return ~np.any(np.isfinite(t) & (np.abs(t) > tensors.NEGLIGIBLE), axis=-1)
 
 
 def evaluation_voxels(truth, region) -> np.ndarray:
@@ -291,7 +292,8 @@ def evaluate(pred, truth, hr_mask, lr_mask, r, uncertainty=None, floor_std=None,
 
     Each region holds dt_rmse, fa_rmse, md_rmse (RMSEs; 1e-5 mm^2/s except FA), psnr (dB), n_voxels
     (evaluation voxels: region AND a plausible reference tensor), n_implausible (region voxels left out for a failed
-    reference fit) and n_no_reference (region voxels left out for holding no reference tensor: zero or all NaN);
+    reference fit) and n_no_reference (region voxels left out for holding no reference tensor: zero, a fit's floor or
+    all NaN);
     noise_floor (1e-5 mm^2/s) when `floor_std` is given; spearman and within_2sigma when `uncertainty`
     (per-voxel (X,Y,Z) or per-element (X,Y,Z,6) std, mm^2/s) is given, over the voxels the prediction covers (not
     exactly zero; n_uncovered counts the region's voxels left out), then also in a third entry "brain" over both

@@ -179,7 +179,7 @@ def run(args):
     t = truth.data[box]
     m = mask.data[box]
     _not_its_copy(args.pred, args.truth, pred.data, t, m)
-    missing = _missing_reference(args.truth, t, m, held[box])  # said once the files are known to score
+    missing, unscored = _missing_reference(args.truth, t, m, held[box])  # said once the files are known to score
     lr_mask = degrade.block_majority(m, f)
     unc = _map(args.uncertainty, "--uncertainty", pred, getattr(args, "uncertainty_unit", None), args.pred, brain=m) \
         if args.uncertainty else None
@@ -212,6 +212,8 @@ def run(args):
         vol, path = (pred, args.pred) if which == "prediction" else (truth, args.truth)
         inside = np.asarray(mask.data, bool) if which == "reference" or mask.shape3 == vol.shape3 else None
         raise IQTError(f"{path}: {exc}{order_hint(vol, inside, str(exc), evaluation.INPUT_OPTIONS[which])}") from None
+    if unscored is not None:
+        raise unscored
     if missing:
         warnings.warn(missing, IQTWarning, stacklevel=2)
     result["factor"] = grid.record(f)
@@ -265,33 +267,39 @@ MISSING_WARNING = "NaN in every element"  # core.tensor_checks.nan_as_empty's wa
 MOSTLY_MISSING = 0.5  # share of the mask's voxels without a reference tensor from which the mask is not the reference's
 
 
-def _missing_reference(path, truth, mask, held=None) -> str | None:
-    """Mask voxels where the reference holds no tensor (zero: outside the mask it was fitted in; or NaN in every
-    element) are left out of every figure (evaluation.no_reference): the line that says so (None where there are none);
-    where they are most of the mask, the mask is not the reference's: refused. Scored, they counted as a truth of zero (audit: interior DT-RMSE 20.9
-    against 15.8 for a reference fitted in the 3D-filled mask scored in the slice-filled one)."""
+def _missing_reference(path, truth, mask, held=None) -> tuple[str | None, IQTError | None]:
+    """Mask voxels where the reference holds no tensor (zero: outside the mask it was fitted in; a fit's floor; or NaN
+    in every element) are left out of every figure (evaluation.no_reference): the line that says so (None where there
+    are none); where they are most of the mask, the mask is not the reference's: refused, or, where most of them hold
+    tensors below NEGLIGIBLE, the refusal returned to raise once the scoring's unit check has not named a reference in
+    another unit (m^2/s reads as a floor everywhere). Scored, they counted as a truth of zero (audit: interior DT-RMSE
+    20.9 against 15.8 for a reference fitted in the 3D-filled mask scored in the slice-filled one)."""
     from ...analysis.evaluation import no_reference
 
     m = np.asarray(mask, bool)
     absent = m & no_reference(truth)
     n, total = int(absent.sum()), int(m.sum())
     if not n:
-        return None
+        return None, None
     share = n / total
-    if share > MOSTLY_MISSING:
-        raise IQTError(f"{path}: {n} of the mask's {total} voxels ({100 * share:.0f} %) hold no reference tensor (zero, or "
-                       f"NaN in every element), so the mask is mostly outside the brain the reference was fitted in; give "
-                       f"the mask the reference was fitted in ('iqt fit --mask-out'), or fit the reference in this mask")
-    shown = f"{100 * share:.2g}" if share < 0.01 else f"{100 * share:.1f}"  # 21 of 47,669 had read "0.0 %"
     # `held`: the voxels holding a tensor before the negligible ones were read as zero (`without_tiny_background`):
     # in the fit's own mask, those are its floor where a voxel has no diffusion signal, not a mask of another fit
     tiny = 0 if held is None else int((absent & np.asarray(held, bool)).sum())
+    if share > MOSTLY_MISSING:
+        refusal = IQTError(f"{path}: {n} of the mask's {total} voxels ({100 * share:.0f} %) hold no reference tensor "
+                           f"(zero, a fit's floor, or NaN in every element), so the mask is mostly outside the brain the "
+                           f"reference was fitted in; give the mask the reference was fitted in ('iqt fit --mask-out'), "
+                           f"or fit the reference in this mask")
+        if 2 * tiny <= n:
+            raise refusal
+        return None, refusal
+    shown = f"{100 * share:.2g}" if share < 0.01 else f"{100 * share:.1f}"  # 21 of 47,669 had read "0.0 %"
     what = (f"{tiny} of them only tensors below {NEGLIGIBLE:g} mm^2/s, read as none: a fit's floor where a voxel has "
             "no diffusion signal (its b0 at or near 0), or a stored background" + ("" if tiny == n else "; the others "
             "zero, or NaN in every element: outside the mask the reference was fitted in, or failed fits") if tiny else
             "zero, or NaN in every element: outside the mask the reference was fitted in, or failed fits")
     return (f"{path}: {n} of the mask's {total} voxels ({shown} %) hold no reference tensor ({what}); they are left out "
-            "of every figure")
+            "of every figure"), None
 
 
 def _same_unit(path, recorded: str | None, given: str | None) -> None:

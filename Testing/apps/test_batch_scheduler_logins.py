@@ -275,3 +275,18 @@ def test_paths_words_and_plain_hosts_stay_shown():
                   "ws://[::1]:8786/dask/"):
         assert scheduler.shown(given) == given
     assert scheduler.shown("wss://u:p@host/x@y") == "wss://u:***@host/***@y"  # no port after its '@': urlsplit's host
+
+
+@pytest.mark.parametrize("given, said", [
+    ("ws://Zq9@Xk7/Wm5@host:8786", "ws://***@host:8786"),
+    ("wss://Zq9@Xk7/Wm5@[::1]:8786/dask/?t=1", "wss://***@[::1]:8786/dask/?t=***"),
+])
+def test_a_token_holding_an_at_sign_and_a_slash_is_nowhere_in_the_token_at_refusal(given, said, tmp_path, capsys):
+    """ws://T@k/n@host:8786 (a token, no ':', holding '@' and '/'): `shown` masks it to its last '@', but the TOKEN@
+    refusal had suggested ws://TOKEN:@k/n@host:8786, the token's text after its first '@' shown (a review). The
+    suggestion is built after the same '@'."""
+    ds = helpers.make_bids(tmp_path / "bids", subjects=("01",), corrupt=None, shape=(8, 8, 8))
+    line = helpers.refused_line(capsys, ["batch", ds, "-o", tmp_path / "o", "--method", "cubic", "--scheduler", given],
+                                f"--scheduler {said}: a user name without a password (TOKEN@)")
+    assert "Xk7" not in line and "Wm5" not in line, line
+    assert f"give a token as {said.partition('://')[0]}://TOKEN:@{said.partition('@')[2]} " in line, line

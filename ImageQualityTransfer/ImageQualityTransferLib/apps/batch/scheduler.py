@@ -83,13 +83,23 @@ def shown(address) -> str:
             # ws://h:1/a@b?t=x@y: the path's own '@' masked as above (its 'a' had been shown)
             path = f"{path[0]}***@{path.rpartition('@')[2]}"
             return _query_masked(f"{scheme}{sep}{_login_masked(_port_masked(head))}{path}{q}{query}")
-        if "@" in head and re.match(r"(\[[^\]]*\]|[^/?#:@\[\]]+):\d+([/?#]|$)", after.rpartition("@")[2]):
+        if _login_to_last_at(rest):
             # ws://user:p@ss/w0rd@host:8786: host:port after the last '@' ends a password holding '@' and '/' (its
             # "ss" had been shown as urlsplit's host): all of it to that '@' masked, as a tcp address's is
             return _query_masked(f"{scheme}{sep}***@{rest.rpartition('@')[2]}")
         masked = f"{after[0]}***@{after.rpartition('@')[2]}"
         return _query_masked(f"{scheme}{sep}{_login_masked(_port_masked(head))}{masked}")
     return _query_masked(f"{scheme}{sep}{_login_masked(rest)}")
+
+
+def _login_to_last_at(rest: str) -> bool:
+    """Whether a ws URL's part after the scheme holds an '@' before its first '/', '?' or '#' and host:port after its
+    last '@' (ws://user:p@ss/w0rd@host:8786): read as a login holding '@' and '/' to that '@', by `shown` and by the
+    TOKEN@ refusal's suggestion alike."""
+    head = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    after = rest[len(head):]  # a query value's last '@' (ws://T@h:1/?t=a@b:2) is no login's
+    return "@" in head and not _query_at(after) and re.match(r"(\[[^\]]*\]|[^/?#:@\[\]]+):\d+([/?#]|$)",
+                                                             after.rpartition("@")[2]) is not None
 
 
 def _query_at(after: str) -> bool:
@@ -294,7 +304,9 @@ def check_address(scheduler: str) -> str:
         if proto in ("ws", "wss") and ":" not in host.rpartition("@")[0]:  # address is host:port, and Dask looked up
             # "user@host" as a machine's name; tornado asserts a password: ws://TOKEN@host/ had ended in an internal
             # AssertionError (exit 1), which no proxy's answer changes
-            after = _query_masked(f"{proto}://{loc[len(login) + 1:]}").partition("://")[2]  # its query's values masked
+            cut = len(loc.rpartition("@")[0] if _login_to_last_at(loc) else login) + 1  # ws://T@k/n@host:8786 had
+            # suggested ws://TOKEN:@k/n@host:8786, the token's text after its first '@' shown
+            after = _query_masked(f"{proto}://{loc[cut:]}").partition("://")[2]  # its query's values masked
             raise IQTError(f"--scheduler {shown(scheduler)}: a user name without a password (TOKEN@), which Dask's "
                            f"websocket client cannot send; give a token as {proto}://TOKEN:@{after} (an empty "
                            f"password), or {proto}://USER:PASSWORD@{after}")

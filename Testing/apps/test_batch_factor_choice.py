@@ -117,3 +117,26 @@ def test_a_model_given_for_other_factors_gets_no_coarser_voxel_size_from_upsampl
     for line in said:
         assert "this biqt model is for factor 2, not 4" in line and "for which models ship" not in line, line
     assert not (tmp_path / "hr.nii.gz").exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow  # torch loads the --model (about 6 s)
+def test_iqt_propagate_names_a_coarser_voxel_size_only_where_the_method_has_no_model_for_the_factors(tmp_path, capsys):
+    """iqt propagate had added "--voxel-size 3 gives factors 1,1,2 ..., for which models ship" to refusals that are not
+    about the factors (--samples 1 at factors 1,1,3, which ship) and to a --model given for other factors, which fails at
+    those too (a review); iqt upsample names one only as the factor rule does (methods/factor_choice.py). Where the
+    method has no model for the factors chosen, the coarser voxel size is still named."""
+    from ImageQualityTransferLib.fileio.paths import MODELS_DIR
+
+    d = np.broadcast_to(tensors.from_matrix(np.diag([1.7e-3, 3e-4, 3e-4])), (6, 6, 5, 6)).astype(np.float32)
+    fileio.save_tensor(Volume(d, np.diag([-2.0, 2.0, 6.0, 1.0]), "tensor"), tmp_path / "thick.nii.gz")
+    _six_mm(tmp_path)
+    run = ["propagate", "-o", tmp_path / "out", "--method", "deep-hetero-var1", "--no-tracts"]
+    said = [refused_line(capsys, [*run, tmp_path / "thick.nii.gz", "--voxel-size", "2", "--samples", "1"],
+                         "--voxel-size 2 chose factors 1,1,3", "--samples 1: "),
+            refused_line(capsys, [*run, tmp_path / "six_dti.nii.gz", "--voxel-size", "1.5", "--model",
+                                  MODELS_DIR / "deep-hetero-var1_x2.pt"], "model is for factor 2, not 4")]
+    for line in said:
+        assert "for which models ship" not in line, line
+    refused_line(capsys, [*run, tmp_path / "six_dti.nii.gz", "--voxel-size", "1.5"],
+                 "--voxel-size 2 gives factor 3 (2x2x2 mm voxels), for which models ship")
+    assert not (tmp_path / "out").exists()

@@ -50,7 +50,7 @@ def run(args):
             raise
         raise IQTError(f"--voxel-size {args.voxel_size:g} chose {options.voxel_size_line(f, lr.voxel_size)}; {exc}"
                        + (options.coarser_voxel_size(lr.voxel_size, f, lambda g: method.name in methods.ready(g))
-                          if method.learned else "")) from None
+                          if method.learned and not args.model and method.name not in methods.ready(f) else "")) from None
     out = options.out_dir(args.output)
     plan = fileio.Outputs(args.input, args.mask, args.seeds, *options.model_files(args.model))
     paths = propagation.output_paths(out)
@@ -75,9 +75,11 @@ def run(args):
         except IQTError as exc:
             if args.voxel_size is None:
                 raise
+            # a coarser --voxel-size only where the method has no model for the factors chosen (as iqt upsample and
+            # methods/factor_choice.py say it): a --model given for other factors fails at its factors too
             raise IQTError(f"--voxel-size {args.voxel_size:g} chose {options.voxel_size_line(f, lr.voxel_size)}; {exc}"
-                           + options.coarser_voxel_size(lr.voxel_size, f, lambda g: method.name in methods.ready(g))
-                           ) from None
+                           + ("" if args.model else options.coarser_voxel_size(
+                               lr.voxel_size, f, lambda g: method.name in methods.ready(g)))) from None
     if lr is None:
         lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
     if shape3 is None:  # a header the early check could not read: checked once read, before any work

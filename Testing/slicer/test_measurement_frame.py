@@ -222,3 +222,44 @@ def test_the_nrrd_header_refusals_and_note_reach_the_panel_through_tr(tmp_path):
         assert english(line) == line
         shown = marked(line)
         assert shown.startswith("<<node '") and shown.endswith(">") and shown.count("<") == 2 + (line == said[2]), shown
+
+
+def test_the_logic_shows_a_run_s_nrrd_header_refusal_through_tr(tmp_path):
+    """Logic.process puts a refusal of the run that engineText knows (slicer/mrml.py's, here a frame that is not a
+    rotation, from a real node) through tr() before the error dialog shows it; with that branch of process replaced by
+    a bare re-raise, every Slicer test had passed (a review)."""
+    import ast
+    import logging
+    import types
+
+    from helpers import REPO, module_functions
+
+    dwi = make_phantom(shape=(12, 14, 10), voxel_mm=4.0, n_dirs=12)
+    scene = slicer.vtkMRMLScene()
+    node = added_data(scene, dwi_nrrd(tmp_path / "sheared.nrrd", dwi, "left-posterior-superior", rot(10, 25, -40) @ SHEAR),
+                      "vtkMRMLDiffusionWeightedVolumeNode")
+    with pytest.raises(IQTError) as refused:
+        processing.dwi_volume_from_node(node)
+    module = REPO / "ImageQualityTransfer" / "ImageQualityTransfer.py"
+    logic_class = next(c for c in ast.parse(module.read_text()).body
+                       if isinstance(c, ast.ClassDef) and c.name == "ImageQualityTransferLogic")
+    space = {"_": lambda text: f"<{text}>", "Optional": None, "logging": logging,
+             "slicer": types.SimpleNamespace(mrmlScene=None)}
+    space.update(module_functions(space["_"], "engineText", "factorsText"))
+    exec(compile(ast.Module([f for f in logic_class.body if isinstance(f, ast.FunctionDef) and f.name == "process"], []),
+                 str(module), "exec"), space)
+
+    def run_on_nodes(*args, **kwargs):  # the engine's run, refused as the real node's header is
+        raise IQTError(str(refused.value))
+
+    engine = types.SimpleNamespace(method_needs_torch=lambda m: False, run_on_nodes=run_on_nodes,
+                                   method_info=lambda m: {"learned": False},
+                                   choose_factors=lambda *a, **k: types.SimpleNamespace(refusal="", hint=""))
+    logic = types.SimpleNamespace(engine=lambda: engine, engineError=lambda: IQTError, _batch=lambda: True,
+                                  defaultMethod=lambda factor, node: "cubic", modelMethod=lambda path: None,
+                                  _outputAnisotropy=lambda node, factor: None, _addNote=lambda node, note: None,
+                                  torchAvailable=lambda: True)
+    with pytest.raises(IQTError) as shown:
+        space["process"](logic, node, method="cubic")
+    assert str(shown.value) == space["engineText"](str(refused.value)) and str(shown.value).startswith("<<node '"), \
+        str(shown.value)

@@ -41,3 +41,39 @@ def test_fsl_s_eigenvalue_and_vector_maps_are_refused_with_dtifit_s_tensor_optio
         helpers.refused_line(capsys, ["upsample", tmp_path / f"{name}.nii.gz", "-o", tmp_path / "o.nii.gz"],
                              said, "--save_tensor", "--tensor-order fsl")
         assert not (tmp_path / "o.nii.gz").exists()
+
+
+def test_dipy_s_seven_volume_lower_triangular_is_refused_with_the_six_to_keep(tmp_path, capsys):
+    """dipy's fit.lower_triangular(b0=S0) adds -log(S0) as a seventh volume: the refusal says to keep the first six and
+    read them with --tensor-order dipy, and what it says to do reads (input audit: a generic shape refusal)."""
+    t = np.zeros((6, 6, 6, 7), np.float32)
+    t[..., 0], t[..., 2], t[..., 5], t[..., 6] = 1.2e-3, 0.8e-3, 0.6e-3, -np.log(900.0)
+    nib.save(nib.Nifti1Image(t, np.diag([-2.0, 2, 2, 1])), tmp_path / "lt7.nii.gz")
+    helpers.refused_line(capsys, ["upsample", tmp_path / "lt7.nii.gz", "-o", tmp_path / "o.nii.gz"],
+                         "seven volumes", "lower_triangular(b0=S0)", "[..., :6]", "--tensor-order dipy")
+    assert not (tmp_path / "o.nii.gz").exists()
+    nib.save(nib.Nifti1Image(t[..., :6], np.diag([-2.0, 2, 2, 1])), tmp_path / "dti6.nii.gz")
+    from ImageQualityTransferLib.fileio import load_tensor
+
+    got = load_tensor(tmp_path / "dti6.nii.gz", order="dipy").data
+    np.testing.assert_allclose(got[0, 0, 0], [1.2e-3, 0, 0.8e-3, 0, 0, 0.6e-3], rtol=1e-6)
+
+
+def test_a_5d_file_with_the_elements_on_the_fourth_axis_is_refused_with_the_transpose(tmp_path, capsys):
+    """A 5D file (X,Y,Z,6,1) holds the six elements where SYMMATRIX holds the 1: the refusal names the transpose that
+    gives (X,Y,Z,1,6), which then reads as the same tensors (input audit: a generic shape refusal)."""
+    t = np.zeros((6, 6, 6, 6, 1), np.float32)
+    t[..., 0, 0], t[..., 2, 0], t[..., 5, 0], t[..., 1, 0] = 1.2e-3, 0.8e-3, 0.6e-3, 1e-4
+    img = nib.Nifti1Image(t, np.diag([-2.0, 2, 2, 1]))
+    img.header.set_intent("symmetric matrix", (3,))
+    nib.save(img, tmp_path / "swapped.nii.gz")
+    helpers.refused_line(capsys, ["upsample", tmp_path / "swapped.nii.gz", "-o", tmp_path / "o.nii.gz"],
+                         "fourth axis", "(X,Y,Z,1,6)", ".transpose(0, 1, 2, 4, 3)")
+    assert not (tmp_path / "o.nii.gz").exists()
+    fixed = nib.Nifti1Image(nib.load(tmp_path / "swapped.nii.gz").get_fdata().transpose(0, 1, 2, 4, 3),
+                            np.diag([-2.0, 2, 2, 1]))
+    nib.save(fixed, tmp_path / "dti5d.nii.gz")
+    from ImageQualityTransferLib.fileio import load_tensor
+
+    got = load_tensor(tmp_path / "dti5d.nii.gz").data
+    np.testing.assert_allclose(got[0, 0, 0], [1.2e-3, 1e-4, 0.8e-3, 0, 0, 0.6e-3], rtol=1e-6)

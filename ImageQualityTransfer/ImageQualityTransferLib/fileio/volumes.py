@@ -240,6 +240,16 @@ def load_tensor(path, order: str = "nifti", stated: bool | None = None) -> Volum
                        "volumes; keep the six distinct elements (volumes 0,1,2,4,5,8 of a row-major matrix: "
                        "xx,xy,xz,yy,yz,zz), e.g. nib.save(nib.Nifti1Image(img.get_fdata()[..., [0, 1, 2, 4, 5, 8]], "
                        "img.affine), 'dti6.nii.gz'), and read that file with --tensor-order fsl")
+    elif len(shape) == 4 and shape[3] == 7:  # dipy's lower_triangular(b0=...) saved as it is
+        raise IQTError(f"{path}: shape {shape} holds seven volumes, as dipy's fit.lower_triangular(b0=S0) writes them "
+                       "(the six elements Dxx,Dxy,Dyy,Dxz,Dyz,Dzz, then -log(S0)); keep the first six, e.g. "
+                       "nib.save(nib.Nifti1Image(img.get_fdata()[..., :6], img.affine), 'dti6.nii.gz'), and read that "
+                       "file with --tensor-order dipy")
+    elif len(shape) == 5 and tuple(shape[3:]) == (6, 1):  # the six elements on the fourth axis, not the fifth
+        raise IQTError(f"{path}: shape {shape} holds the six elements on the fourth axis; a NIfTI SYMMATRIX file holds "
+                       "them on the fifth, (X,Y,Z,1,6): save it so, e.g. nib.save(nib.Nifti1Image(img.get_fdata()"
+                       ".transpose(0, 1, 2, 4, 3), img.affine), 'dti5d.nii.gz'), or as a 4D six-volume file read with "
+                       "--tensor-order")
     else:
         raise IQTError(
             f"{path}: shape {shape} is not a diffusion tensor volume; expected 5D (X,Y,Z,1,6) NIfTI SYMMATRIX "

@@ -196,3 +196,27 @@ def test_evaluate_and_benchmark_leave_out_a_fits_floor_alike(capsys, tmp_path):
         assert row[name]["n_voxels"] == got[name]["n_voxels"], name
         assert row[name]["dt_rmse"] == pytest.approx(got[name]["dt_rmse"], rel=1e-4), name
         assert row[name]["md_rmse"] == pytest.approx(got[name]["md_rmse"], rel=1e-4), name
+
+
+def test_a_failed_fits_floor_is_named_as_a_failed_fit(capsys, tmp_path):
+    """The WLS fit clips the eigenvalues of a voxel whose diffusion-weighted signal is at or above its b0 to 1e-9 mm^2/s,
+    a floor tensor read as no reference: on the real subjects most such brain voxels hold signal (the Trio's interior
+    ones a b0 of 113-171 against diffusion-weighted signal averaging 175), so the warning names a failed fit beside "no
+    diffusion signal"."""
+    from ImageQualityTransferLib.dmri.dti import fit_dti
+
+    _, hr, truth = _brain()
+    bvecs = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [0.7071, 0.7071, 0], [0.7071, 0, 0.7071],
+                      [0, 0.7071, 0.7071]])
+    bvals = np.array([0.0] + [1000.0] * 6)
+    signal = np.exp(-bvals * 0.7e-3) * 1000.0
+    dwi = np.where(hr[..., None], signal, 0.0)
+    failed = np.zeros(hr.shape, bool)
+    failed[9, 9, 8:11] = True  # the diffusion-weighted signal above the b0 (motion, a b0 dropped out)
+    dwi[failed] = [1000.0] + [1150.0] * 6
+    fitted = fit_dti(Volume(dwi.astype(np.float32), AFFINE, "dwi", bvals=bvals, bvecs=bvecs), hr, say_shells=False).data
+    assert np.all(np.abs(fitted[failed]) <= 1e-5) and np.any(fitted[failed] != 0, axis=-1).all()  # the floor
+    code = cli.main([str(a) for a in _files(tmp_path, fitted, hr, fitted + 1e-5)])
+    err = capsys.readouterr().err
+    assert code == 0 and "3 of the mask's" in err and "read as none: a fit's floor" in err, err
+    assert "or its fit failed (diffusion-weighted signal at or above the b0)" in err, err

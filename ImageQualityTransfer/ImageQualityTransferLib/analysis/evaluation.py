@@ -73,8 +73,9 @@ def regions(hr_mask, lr_mask, r, radius: int = 2) -> dict:
 
 def no_reference(truth) -> np.ndarray:
     """Voxels with no reference tensor: all six elements zero (outside the mask the reference was fitted in), within
-    tensors.NEGLIGIBLE of zero (a fit's floor where a voxel has no diffusion signal, or a stored background: no truth)
-    or NaN (as some tools write a missing fit). The one rule of `iqt evaluate` and `iqt benchmark`: scoring them would
+    tensors.NEGLIGIBLE of zero (a fit's floor where a voxel has no diffusion signal or its fit failed, the
+    diffusion-weighted signal at or above the b0; or a stored background: no truth) or NaN (as some tools write a
+    missing fit). The one rule of `iqt evaluate` and `iqt benchmark`: scoring them would
     score the prediction against a truth of zero, or of a failed fit."""
     t = _array(truth)
     return ~np.any(np.isfinite(t) & (np.abs(t) > tensors.NEGLIGIBLE), axis=-1)

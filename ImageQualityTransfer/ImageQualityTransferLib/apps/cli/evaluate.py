@@ -283,7 +283,8 @@ def _missing_reference(path, truth, mask, held=None) -> tuple[str | None, IQTErr
         return None, None
     share = n / total
     # `held`: the voxels holding a tensor before the negligible ones were read as zero (`without_tiny_background`):
-    # in the fit's own mask, those are its floor where a voxel has no diffusion signal, not a mask of another fit
+    # in the fit's own mask, those are its floor where a voxel has no diffusion signal or its fit failed (the WLS fit's
+    # eigenvalues clipped to 1e-9 where the diffusion-weighted signal is at or above the b0), not a mask of another fit
     tiny = 0 if held is None else int((absent & np.asarray(held, bool)).sum())
     if share > MOSTLY_MISSING:
         refusal = IQTError(f"{path}: {n} of the mask's {total} voxels ({100 * share:.0f} %) hold no reference tensor "
@@ -295,7 +296,8 @@ def _missing_reference(path, truth, mask, held=None) -> tuple[str | None, IQTErr
         return None, refusal
     shown = f"{100 * share:.2g}" if share < 0.01 else f"{100 * share:.1f}"  # 21 of 47,669 had read "0.0 %"
     what = (f"{tiny} of them only tensors below {NEGLIGIBLE:g} mm^2/s, read as none: a fit's floor where a voxel has "
-            "no diffusion signal (its b0 at or near 0), or a stored background" + ("" if tiny == n else "; the others "
+            "no diffusion signal (its b0 at or near 0) or its fit failed (diffusion-weighted signal at or above the b0), "
+            "or a stored background" + ("" if tiny == n else "; the others "
             "zero, or NaN in every element: outside the mask the reference was fitted in, or failed fits") if tiny else
             "zero, or NaN in every element: outside the mask the reference was fitted in, or failed fits")
     return (f"{path}: {n} of the mask's {total} voxels ({shown} %) hold no reference tensor ({what}); they are left out "

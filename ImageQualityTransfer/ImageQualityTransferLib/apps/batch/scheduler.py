@@ -81,11 +81,13 @@ def shown(address) -> str:
             if "@" not in path:
                 return _query_masked(f"{scheme}{sep}{_login_masked(head)}{after}")
             # ws://h:1/a@b?t=x@y: the path's own '@' masked as above (its 'a' had been shown)
+            if "@" in head:  # ws://u:p@h:1/a@b?t=x@y (refused by check_address): 'h' may be the password's
+                return _query_masked(f"{scheme}{sep}***@{path.rpartition('@')[2]}{q}{query}")
             path = f"{path[0]}***@{path.rpartition('@')[2]}"
             return _query_masked(f"{scheme}{sep}{_login_masked(_port_masked(head))}{path}{q}{query}")
-        if _login_to_last_at(rest):
-            # ws://user:p@ss/w0rd@host:8786: host:port after the last '@' ends a password holding '@' and '/' (its
-            # "ss" had been shown as urlsplit's host): all of it to that '@' masked, as a tcp address's is
+        if _login_to_last_at(rest) or _login_host_unclear(rest):  # ws://user:p@ss/w0rd@host/, ws://T/x@y@host:8786
+            # (refused by check_address): "ss" and "T" may be a password's or a token's, shown as urlsplit's host, so
+            # all of it to the last '@' is masked, as a tcp address's is
             return _query_masked(f"{scheme}{sep}***@{rest.rpartition('@')[2]}")
         masked = f"{after[0]}***@{after.rpartition('@')[2]}"
         return _query_masked(f"{scheme}{sep}{_login_masked(_port_masked(head))}{masked}")
@@ -94,12 +96,24 @@ def shown(address) -> str:
 
 def _login_to_last_at(rest: str) -> bool:
     """Whether a ws URL's part after the scheme holds an '@' before its first '/', '?' or '#' and host:port after its
-    last '@' (ws://user:p@ss/w0rd@host:8786): read as a login holding '@' and '/' to that '@', by `shown` and by the
-    TOKEN@ refusal's suggestion alike."""
+    last '@' (ws://user:p@ss/w0rd@host:8786): masked by `shown` as a login holding '@' and '/' to that '@' (such an
+    address is refused, `_login_host_unclear`)."""
     head = re.split(r"[/?#]", rest, maxsplit=1)[0]
     after = rest[len(head):]  # a query value's last '@' (ws://T@h:1/?t=a@b:2) is no login's
     return "@" in head and not _query_at(after) and re.match(r"(\[[^\]]*\]|[^/?#:@\[\]]+):\d+([/?#]|$)",
                                                              after.rpartition("@")[2]) is not None
+
+
+def _login_host_unclear(loc: str) -> bool:
+    """Whether a ws URL's part after the scheme holds more than one '@', one after its first '/', '?' or '#'
+    (ws://user:p@ss/w0rd@host:1, ws://u:pw@h:1/route@gw:8786/, ws://T/x@y@host:8786): read as a login to the last '@'
+    or as urlsplit's host, which Dask's websocket client connects to, the text says two hosts. A query value's '@'
+    (ws://u:pw@h:8786/?t=a@b) is no login's."""
+    head = re.split(r"[/?#]", loc, maxsplit=1)[0]
+    after = loc[len(head):]
+    if _query_at(after):
+        after = after.partition("?")[0]
+    return "@" in after and head.count("@") + after.count("@") > 1
 
 
 def _query_at(after: str) -> bool:
@@ -295,6 +309,12 @@ def check_address(scheduler: str) -> str:
     # the host and port: a ws/wss address is a URL whose path and query Dask hands to the server (ws://host:8786/
     # reaches the scheduler), a tcp/tls one is host:port only (parse_host_port)
     host = re.split(r"[/?#]", loc, maxsplit=1)[0] if proto in ("ws", "wss") else _tcp_host(loc, bool(sep))
+    if proto in ("ws", "wss") and _login_host_unclear(loc):
+        raise IQTError(f"--scheduler {shown(scheduler)}: more than one '@', one after a '/', '?' or '#', so which text is a "
+                       "login and which the host is unclear (Dask's websocket client ends the host at the first '/', "
+                       f"'?' or '#'); give {proto}://USER:PASSWORD@HOST:PORT/ with every '@' of the login before any '/', "
+                       "'?' or '#' and a path's or query's '@' written %40 (Dask's websocket client sends a login as "
+                       "written: '%40' and '%2F' in one are not read as '@' and '/')")
     if proto in ("ws", "wss") and "@" in loc[len(host):] and not _path_at(loc):  # ws://user:p/w@host/ had been "port
         # 'p' is not a number"; an '@' in the path or query after a host:port is theirs, as Dask reads it
         raise IQTError(f"--scheduler {shown(scheduler)}: an '@' after the first '/', '?' or '#': a user name or password "
@@ -304,8 +324,7 @@ def check_address(scheduler: str) -> str:
         if proto in ("ws", "wss") and ":" not in host.rpartition("@")[0]:  # address is host:port, and Dask looked up
             # "user@host" as a machine's name; tornado asserts a password: ws://TOKEN@host/ had ended in an internal
             # AssertionError (exit 1), which no proxy's answer changes
-            cut = len(loc.rpartition("@")[0] if _login_to_last_at(loc) else login) + 1  # ws://T@k/n@host:8786 had
-            # suggested ws://TOKEN:@k/n@host:8786, the token's text after its first '@' shown
+            cut = len(login) + 1  # a token holding '@' and '/' (ws://T@k/n@host:8786) is refused above
             after = _query_masked(f"{proto}://{loc[cut:]}").partition("://")[2]  # its query's values masked
             raise IQTError(f"--scheduler {shown(scheduler)}: a user name without a password (TOKEN@), which Dask's "
                            f"websocket client cannot send; give a token as {proto}://TOKEN:@{after} (an empty "

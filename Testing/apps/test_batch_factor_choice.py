@@ -140,3 +140,20 @@ def test_iqt_propagate_names_a_coarser_voxel_size_only_where_the_method_has_no_m
     refused_line(capsys, [*run, tmp_path / "six_dti.nii.gz", "--voxel-size", "1.5"],
                  "--voxel-size 2 gives factor 3 (2x2x2 mm voxels), for which models ship")
     assert not (tmp_path / "out").exists()
+
+
+def test_iqt_propagate_given_a_model_for_other_factors_advises_no_interpolation_method(tmp_path, capsys):
+    """iqt propagate's refusal of a --model for other factors had ended "or an interpolation method (cubic) for
+    factor 4", the loader's advice, and propagate then refused cubic (no uncertainty map: a review): it names only what
+    propagate takes, with --factor as with --voxel-size; iqt upsample keeps the advice, where cubic runs."""
+    from ImageQualityTransferLib.fileio.paths import MODELS_DIR
+
+    _six_mm(tmp_path)
+    run = ["propagate", tmp_path / "six_dti.nii.gz", "-o", tmp_path / "out", "--method", "biqt", "--model",
+           MODELS_DIR / "biqt_x2.npz", "--no-tracts"]
+    for size in (["--voxel-size", "1.5"], ["--factor", "4"]):
+        line = refused_line(capsys, [*run, *size], "this biqt model is for factor 2, not 4; use --factor 2")
+        assert "cubic" not in line and "interpolation" not in line, line
+    assert not (tmp_path / "out").exists()
+    refused_line(capsys, ["upsample", tmp_path / "six_dti.nii.gz", "-o", tmp_path / "hr.nii.gz", "--method", "biqt",
+                          "--model", MODELS_DIR / "biqt_x2.npz", "--factor", "4"], "or an interpolation method (cubic)")

@@ -97,13 +97,15 @@ class LearnedMethod(Method):
             model = self._read(path)
             if grid.factors(model.factor) != f:
                 advice = _use_instead(model.factor)
+                interpolation = f", or an interpolation method (cubic) for {grid.describe(f)}"
                 exc = IQTError(f"{path}: this {self.name} model is for {grid.describe(model.factor)}, not "
                                f"{grid.text(f)}; {advice}"
                                + (", or leave --model out for the shipped model"
                                   if self.model_path is not None and grid.axis_order(
                                       f, self._model_io().shipped_factor_sets(self.name)) is not None else "")
-                               + f", or an interpolation method (cubic) for {grid.describe(f)}")
+                               + interpolation)
                 exc.advice = advice  # 'iqt batch' puts its cohort's own in its place (apps/cli/batch_plan.py _method_for)
+                exc.interpolation = interpolation  # dropped by 'iqt propagate', which interpolation cannot run
                 raise exc
             self._loaded[f] = model
         return self._loaded[f]

@@ -47,8 +47,9 @@ def run(args):
         options.check_propagation(method, args, f, None if lr is None or args.voxel_size is None else lr.voxel_size)
     except IQTError as exc:
         if args.voxel_size is None:
-            raise
-        raise IQTError(f"--voxel-size {args.voxel_size:g} chose {options.voxel_size_line(f, lr.voxel_size)}; {exc}"
+            raise _no_interpolation(exc) from None
+        raise IQTError(f"--voxel-size {args.voxel_size:g} chose {options.voxel_size_line(f, lr.voxel_size)}; "
+                       f"{_no_interpolation(exc)}"
                        + (options.coarser_voxel_size(lr.voxel_size, f, lambda g: method.name in methods.ready(g))
                           if method.learned and not args.model and method.name not in methods.ready(f) else "")) from None
     out = options.out_dir(args.output)
@@ -74,10 +75,11 @@ def run(args):
             method.load(f)  # a missing, corrupt or foreign model fails here, before any work
         except IQTError as exc:
             if args.voxel_size is None:
-                raise
+                raise _no_interpolation(exc) from None
             # a coarser --voxel-size only where the method has no model for the factors chosen (as iqt upsample and
             # methods/factor_choice.py say it): a --model given for other factors fails at its factors too
-            raise IQTError(f"--voxel-size {args.voxel_size:g} chose {options.voxel_size_line(f, lr.voxel_size)}; {exc}"
+            raise IQTError(f"--voxel-size {args.voxel_size:g} chose {options.voxel_size_line(f, lr.voxel_size)}; "
+                           f"{_no_interpolation(exc)}"
                            + ("" if args.model else options.coarser_voxel_size(
                                lr.voxel_size, f, lambda g: method.name in methods.ready(g)))) from None
     if lr is None:
@@ -96,6 +98,13 @@ def run(args):
     if stale:  # said once the outputs are in place (a map rewritten meanwhile by another program stays)
         say(lambda: f"removed {stale.name}: an earlier run's, which would pass for this run's"
             if not stale.exists() else "")
+
+
+def _no_interpolation(exc: IQTError) -> IQTError:
+    """`exc` without the loader's "or an interpolation method (cubic)" (methods/learned.py): propagation needs a
+    method with an uncertainty map, and had refused the cubic it advised."""
+    clause = getattr(exc, "interpolation", "")
+    return IQTError(str(exc).replace(clause, "")) if clause else exc
 
 
 def _retire_visitation(plan, path):

@@ -157,3 +157,25 @@ def test_iqt_propagate_given_a_model_for_other_factors_advises_no_interpolation_
     assert not (tmp_path / "out").exists()
     refused_line(capsys, ["upsample", tmp_path / "six_dti.nii.gz", "-o", tmp_path / "hr.nii.gz", "--method", "biqt",
                           "--model", MODELS_DIR / "biqt_x2.npz", "--factor", "4"], "or an interpolation method (cubic)")
+
+
+def test_a_model_given_for_other_factors_is_told_the_voxel_size_that_gives_its_own(tmp_path, capsys):
+    """--model biqt_x1x1x3.npz --voxel-size 1.5 on a 2x2x6 mm scan (factors 2,2,4) had been refused naming no voxel size,
+    where --voxel-size 2 gives the model's own factors 1,1,3 (a review): iqt upsample and iqt propagate name it, from
+    the factor rule (methods/factor_choice.py); a model whose factors no voxel size gives (x2 on 2x2x6 mm) gets none."""
+    from ImageQualityTransferLib.fileio.paths import MODELS_DIR
+    from ImageQualityTransferLib.methods.factor_choice import choose
+
+    d = np.broadcast_to(tensors.from_matrix(np.diag([1.7e-3, 3e-4, 3e-4])), (6, 6, 5, 6)).astype(np.float32)
+    fileio.save_tensor(Volume(d, np.diag([-2.0, 2.0, 6.0, 1.0]), "tensor"), tmp_path / "thick.nii.gz")
+    hint = "; --voxel-size 2 gives factors 1,1,3 (2x2x2 mm voxels), which the given model serves"
+    model = ["--method", "biqt", "--model", MODELS_DIR / "biqt_x1x1x3.npz", "--voxel-size", "1.5"]
+    for command in (["upsample", tmp_path / "thick.nii.gz", "-o", tmp_path / "hr.nii.gz"],
+                    ["propagate", tmp_path / "thick.nii.gz", "-o", tmp_path / "out", "--no-tracts"]):
+        line = refused_line(capsys, [*command, *model], "--voxel-size 1.5 chose factors 2,2,4",
+                            "this biqt model is for factors 1,1,3, not 2,2,4")
+        assert line.endswith(hint), line
+    assert not (tmp_path / "hr.nii.gz").exists() and not (tmp_path / "out").exists()
+    assert choose("biqt", voxel_size=(2.0, 2.0, 6.0), target=1.5, model=MODELS_DIR / "biqt_x1x1x3.npz").hint == hint
+    assert choose("biqt", voxel_size=(2.0, 2.0, 6.0), target=1.5, model=MODELS_DIR / "biqt_x2.npz").hint == ""
+    assert choose("biqt", voxel_size=(2.0, 2.0, 6.0), target=2, model=MODELS_DIR / "biqt_x1x1x3.npz").hint == ""

@@ -20,7 +20,8 @@ class Choice:
     the run would not be what was asked (a learned method without a model for the factors, or no method with an
     uncertainty map for them), else ""; `note`: the line where the default ran the interpolation baseline because no
     learned model ships for the factors, else ""; `hint`: the clause of either that names a coarser voxel size whose
-    factors have a model ("; --voxel-size 2 gives factors 1,1,3 ..."), else ""."""
+    factors have a model ("; --voxel-size 2 gives factors 1,1,3 ..."), or with a given `model` for other factors the
+    voxel size that gives its own (`model_voxel_size`, for the loader's refusal), else ""."""
 
     factors: tuple
     method: str | None
@@ -60,7 +61,9 @@ def choose(method: str | None = None, factor=None, *, voxel_size=None, target: f
         return Choice(f, name, chose, note=f"no learned model ships for {grid.describe(f)}, so the default ran the "
                       f"interpolation baseline ({name}); for a learned one give --method and --model with a model "
                       "trained for these factors ('iqt train')" + more, hint=more)
-    if method is None or model is not None or not registry.method_class(method).learned \
+    if model is not None:  # the loader refuses a model for other factors; the voxel size that gives its own is named
+        return Choice(f, method, chose, hint=model_voxel_size(voxel_size, f, target, model) if chose else "")
+    if method is None or not registry.method_class(method).learned \
             or registry.serves(registry.shipped_factors(method), f):
         return Choice(f, method, chose)
     more = hint(lambda g: method in registry.ready(g))
@@ -82,6 +85,31 @@ def voxel_size_line(f, voxel_size) -> str:
     mm = lambda v: "x".join(f"{x:.3g}" for x in v)  # noqa: E731
     out = [v / k for v, k in zip(voxel_size, f)]
     return f"{grid.describe(f)}: output voxel size {mm(out)} mm (input {mm(voxel_size)} mm)"
+
+
+def model_voxel_size(voxel_size, f, target: float, model) -> str:
+    """"; --voxel-size T gives g (... mm voxels), which the given model serves" for the --voxel-size T nearest `target`
+    whose factors g are those of `model` (its sidecar's) or a reordering of them, where `f` are not; "" where none
+    is or the sidecar names none: --model biqt_x1x1x3.npz --voxel-size 1.5 on a 2x2x6 mm scan (factors 2,2,4) had
+    been refused without naming --voxel-size 2, which runs it (a review)."""
+    import math
+
+    from ..fileio.model_files import factors_named
+    from .base import off_training_anisotropy
+
+    own = factors_named(model)
+    if own is None or grid.axis_order(f, [own]) is not None:
+        return ""
+    v = [float(x) for x in voxel_size]
+    for t in sorted({x / k for x in v for k in range(1, max(own) + 1)}, key=lambda t: abs(math.log(t / target))):
+        try:
+            g = grid.for_voxel_size(v, t)
+        except IQTError:  # no axis refined at all
+            continue
+        if grid.axis_order(g, [own]) is not None and off_training_anisotropy(v, g) is None:
+            mm = "x".join(f"{x / k:.3g}" for x, k in zip(v, g))
+            return f"; --voxel-size {t:.3g} gives {grid.describe(g)} ({mm} mm voxels), which the given model serves"
+    return ""
 
 
 def coarser_voxel_size(voxel_size, f, runs) -> str:

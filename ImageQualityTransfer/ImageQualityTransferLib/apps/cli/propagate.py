@@ -32,6 +32,7 @@ def run(args):
     from ... import fileio, methods
     from ...analysis import propagation
     from ...core import grid
+    from ...methods.factor_choice import model_voxel_size
     from .upsample import _refuse_foreign, input_shape3, refuse_foreign_summary
 
     t0 = time.perf_counter()
@@ -76,11 +77,13 @@ def run(args):
         except IQTError as exc:
             if args.voxel_size is None:
                 raise _no_interpolation(exc) from None
-            # a coarser --voxel-size only where the method has no model for the factors chosen (as iqt upsample and
-            # methods/factor_choice.py say it): a --model given for other factors fails at its factors too
+            # a coarser --voxel-size only where the method has no model for the factors chosen, and for a --model
+            # given for other factors the one that gives its own where the loader refused its factors (its `advice`),
+            # as iqt upsample and methods/factor_choice.py say it
             raise IQTError(f"--voxel-size {args.voxel_size:g} chose {options.voxel_size_line(f, lr.voxel_size)}; "
                            f"{_no_interpolation(exc)}"
-                           + ("" if args.model else options.coarser_voxel_size(
+                           + ((model_voxel_size(lr.voxel_size, f, args.voxel_size, args.model)
+                               if hasattr(exc, "advice") else "") if args.model else options.coarser_voxel_size(
                                lr.voxel_size, f, lambda g: method.name in methods.ready(g)))) from None
     if lr is None:
         lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))

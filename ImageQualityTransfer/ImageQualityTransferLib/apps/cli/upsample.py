@@ -465,9 +465,10 @@ def run(args):
         except IQTError as exc:
             if not chose:
                 raise
-            # the coarser --voxel-size is the factor rule's to name (choice.hint, as iqt batch and the Slicer Logic
-            # say it): a model given for other factors is not helped by one whose factors have shipped models
-            raise IQTError(f"--voxel-size {args.voxel_size:g} chose {choice.chose}; {exc}") from None
+            # the other --voxel-size is the factor rule's to name (choice.hint: one that gives a given model's own
+            # factors), said where the loader refused the model's factors (its `advice`), not a damaged file
+            hint = choice.hint if hasattr(exc, "advice") else ""
+            raise IQTError(f"--voxel-size {args.voxel_size:g} chose {choice.chose}; {exc}{hint}") from None
     if lr is None:
         lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
     warn_if_upsampled(lr)  # its header says it was upsampled already: one line, the run goes on

@@ -394,44 +394,68 @@ def test_the_printed_page_is_a4(tmp_path, page_browser):
 
 
 def _tall_views(columns, *_) -> str:
-    """A grey PNG of the size report_figures.fa_views draws for `columns` (6 rows of panels, as tall as drawn), for
-    the tests that read the printed page, not its drawing."""
+    """A PNG of the size report_figures.fa_views draws for `columns` (6 rows of panels, as tall as drawn), for the
+    tests that read the printed page, not its drawing; its shade from the volumes' count and first name, so that two
+    rows are two images in the PDF, not one drawn twice."""
     from PIL import Image
 
     from ImageQualityTransferLib.apps import report_figures
 
     size = [round((2.1 * n + d) * report_figures.DPI) for n, d in ((len(columns), 0.6), (6, 0.3))]
+    shade = 60 + (len(columns) * 31 + sum(map(ord, str(columns[0][0])))) % 160
     out = io.BytesIO()
-    Image.new("RGB", tuple(size), "grey").save(out, format="PNG")
+    Image.new("RGB", tuple(size), (shade,) * 3).save(out, format="PNG")
     return base64.b64encode(out.getvalue()).decode("ascii")
 
 
+def _pages_images(pdf: bytes) -> list[list[int]]:
+    """The image objects each page of a PDF Chromium prints draws (its page dictionaries are not compressed): an
+    image drawn on two pages is cut across them."""
+    pages = []
+    for o in re.finditer(rb"\d+ 0 obj\s*<<(.*?)\nendobj", pdf, re.S):
+        if re.search(rb"/Type /Page\b(?!s)", o.group(1)):
+            drawn = re.search(rb"/XObject <<([^>]*)>>", o.group(1))
+            pages.append([int(r) for r in re.findall(rb"(\d+) 0 R", drawn.group(1))] if drawn else [])
+    return pages
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("volumes", [4, 8])
+@pytest.mark.parametrize("volumes", [4, 8, 12])
 def test_each_printed_figure_fits_one_page_with_its_caption(tmp_path, page_browser, volumes):
-    """A review: printed on A4, the FA figure of four volumes (low-res input, cubic and two methods, as `iqt report
-    --input` draws it) with its caption was 1071 CSS px of the page's 1032, so its caption went to the next page. Laid
-    out as printed, each figure from its heading to its caption's end is within the page's printable height, in one
-    row of images or two (eight volumes)."""
+    """Printed on A4: a figure of one image (the FA figure of four volumes, as `iqt report --input` draws it) fits one
+    page from its heading to its caption's end (its caption had printed on the next page). A figure of several images
+    (rows of eight or twelve volumes) prints each at the page's width, or 240 mm high where taller, and none cut across
+    pages: shrunk together to one page they had printed at 28 % of the page's width."""
     shape = (6, 6, 6)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(report_page, "fa_views", _tall_views)
         page = report_page.write_report(tmp_path / "r.html", "run", [(f"m{i}", _field(shape, 0)) for i in range(volumes)],
                                         np.ones(shape, bool), [2.0] * 3, np.diag([-2.0, 2.0, 2.0, 1.0]),
                                         uncertainty={"m1": np.full(shape, 2e-4, np.float32)})
+    printable = [round((side - 2 * 12) / 25.4 * 96) for side in (210, 297)]  # CSS px within the page's 12 mm margins
     tab = page_browser.new_page()
     try:
         tab.goto(page.as_uri())
-        tab.set_viewport_size({"width": round((210 - 2 * 12) / 25.4 * 96), "height": 1000})
+        pdf = tab.pdf(prefer_css_page_size=True, print_background=True)
+        tab.set_viewport_size({"width": printable[0], "height": 1000})
         tab.emulate_media(media="print")
         spans = tab.evaluate("""() => [...document.querySelectorAll('figure')].map(f => {
             const h = f.previousElementSibling, top = (h && h.tagName == 'H2' ? h : f).getBoundingClientRect().top;
-            return [f.querySelectorAll('img').length, f.getBoundingClientRect().bottom - top]; })""")
+            return [[...f.querySelectorAll('img')].map(i => { const r = i.getBoundingClientRect();
+                        return [i.naturalWidth, i.naturalHeight, r.width, r.height]; }),
+                    f.getBoundingClientRect().bottom - top]; })""")
     finally:
         tab.close()
-    printable = round((297 - 2 * 12) / 25.4 * 96)  # CSS px down the page within its 12 mm margins
-    assert spans[0][0] == (1 if volumes <= report_page.MAX_COLUMNS else 2), spans
-    assert all(height <= printable for _, height in spans), (spans, printable)
+    assert len(spans[0][0]) == (1 if volumes <= report_page.MAX_COLUMNS else 2), spans
+    for images, height in spans:
+        if len(images) == 1:
+            assert height <= printable[1], (spans, printable)
+            continue
+        for w, h, shown_w, shown_h in images:  # as large as the page's width and 240 mm allow, drawn whole
+            full = min(printable[0], w, w * (240 / 25.4 * 96) / h)
+            assert abs(shown_w - full) <= 1 and abs(shown_h / shown_w - h / w) < 0.01, (images, printable)
+    drawn = [i for p in _pages_images(pdf) for i in p]
+    assert len(drawn) == len(set(drawn)) == sum(len(images) for images, _ in spans), _pages_images(pdf)
 
 
 @pytest.mark.slow

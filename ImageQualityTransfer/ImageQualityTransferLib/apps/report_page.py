@@ -55,10 +55,13 @@ def _f(x, d=2):
     return "–" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{d}f}"
 
 
-# printed, the page is A4 whatever the browser's default paper (Chromium's is Letter), each figure whole and within the
-# page's width; its images shrink so that they, their caption and the heading above fit one page (273 mm high within
-# the margins: the FA figure had been 1071 px of the page's 1032, its caption printed on the next page; Testing/apps/
-# test_report.py reads the PDF Chromium prints)
+# printed, the page is A4 whatever the browser's default paper (Chromium's is Letter), each figure within the page's
+# width. A figure of one image shrinks it so that it, its caption and the heading above fit one page (273 mm high
+# within the margins: the FA figure had been 1071 px of the page's 1032, its caption printed on the next page). A
+# figure of several images (rows of volumes) is kept whole where it fits a page, else breaks between them, each at the
+# page's width unless over 240 mm high, none cut, its heading kept with the first and its caption with the last: shrunk
+# together to one page they had printed at 28 % of the page's width. Testing/apps/test_report.py reads the PDF
+# Chromium prints.
 CSS = """body{font-family:sans-serif;margin:1.5em;max-width:1400px;color:#222}
 figure{margin:1em 0;display:inline-block}img{max-width:100%;box-sizing:border-box;border:1px solid #ccc;display:block}
 figcaption{font-size:0.9em;color:#444;max-width:1100px}table{border-collapse:collapse;font-size:0.9em;margin:0.5em 0}
@@ -69,7 +72,9 @@ p.caution{border-left:5px solid #9aa5b1;padding:0.2em 0.8em}
 @media print{body{margin:0;max-width:none}h2{break-after:avoid}
 figure{display:flex;flex-direction:column;break-inside:avoid;max-height:240mm}
 figure img{flex:0 1 auto;min-height:0;object-fit:contain;object-position:left top;border:none}
-figcaption{flex:none}p.warning{-webkit-print-color-adjust:exact;print-color-adjust:exact}}"""
+figure:has(img+img){display:block;max-height:none}
+figure:has(img+img) img{max-height:240mm;width:auto;break-inside:avoid}
+figcaption{flex:none;break-before:avoid}p.warning{-webkit-print-color-adjust:exact;print-color-adjust:exact}}"""
 
 
 def _note_html(note: str) -> str:

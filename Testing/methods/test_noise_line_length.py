@@ -64,23 +64,6 @@ def test_one_method_s_line_names_the_method_whose_map_a_later_line_speaks_of():
     assert base.noise_lines(head + ": rf uses its noise-trained model") == [head + ": rf uses its noise-trained model"]
 
 
-def test_the_module_leaves_out_a_sigma_factor_its_legend_does_not_show_on_a_line_of_its_own():
-    """The Slicer module's notes (slicer/processing.py): a factor under the legend's shown one (x1.01 on the clean Trio)
-    is left out where the long line puts its piece on a line of its own, as where it ended the line; x1.05 is kept."""
-    from ImageQualityTransferLib.slicer.processing import in_module_words
-
-    source = "/data/site-a/sub-0001/ses-01/dwi/sub-0001_dtifit_tensor.nii.gz: "
-    notes = []
-    for index in (0.0778, 0.0998):
-        line = (f"{source}{base.NOISIER_TYPICAL} (noise index {index:.3f}, above 0.075): biqt {base._USES}"
-                + base.noise_ending(index, "biqt", f=(2, 2, 2)))
-        notes.append(base.noise_lines(line))
-    assert all(len(lines) == 2 for lines in notes), notes
-    shown = in_module_words("\n".join(notes[0] + notes[1])).split("\n")
-    assert shown == [notes[0][0], *notes[1]] and shown[-1].endswith("biqt's uncertainty map is raised x1.05 for this "
-                                                                    "noise index"), shown
-
-
 @pytest.mark.slow
 def test_an_upsample_run_s_noise_warnings_print_short(capsys, monkeypatch):
     """Through the engine's own warning (a global-linear run with biqt's sigma factor at 0.167, its map written) and

@@ -430,9 +430,6 @@ MODULE_WORDS = (
     # (the clean Trio's note had said "raised x1.01" under a legend that says nothing of it)
     (r"; (?:its|[\w-]+'s) uncertainty map is raised x(\d+\.\d+) for this noise index",
      lambda m: "" if float(m.group(1)) < NOISE_SCALE_SHOWN else m.group(0)),
-    # the same piece on a line of its own (a long noise line said as several: methods/base.py noise_lines)
-    (r"\n(?:[^\n]*?: )?[\w.+-]+'s uncertainty map is raised x(\d+\.\d+) for this noise index(?=\n|$)",
-     lambda m: "" if float(m.group(1)) < NOISE_SCALE_SHOWN else m.group(0)),
     # advice for files the module has none of: the volume as loaded, its b-values, the mask node (a module audit)
     (r"check --tensor-order", "check the element order of the file the volume was loaded from: Slicer reads a DTI "
                               "NRRD's own, another tool's 4D NIfTI needs converting"),

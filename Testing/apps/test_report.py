@@ -623,7 +623,7 @@ def test_a_noisy_inputs_clause_is_said_once_with_each_methods_own_part(recwarn):
     from ImageQualityTransferLib.methods.base import _beyond_noise_training
 
     head = "the input is noisier than clean scans (noise index 0.121, above 0.075)"
-    end = _beyond_noise_training(0.121)
+    end = _beyond_noise_training(0.121, f=2)
     assert end.startswith("; near the noisiest inputs trained on (0.12-0.20): ")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -695,7 +695,7 @@ def test_a_noisy_inputs_clause_where_only_some_methods_have_noise_trained_models
     from ImageQualityTransferLib.methods.base import UNDERRATES, _beyond_noise_training, noise_clause_once
 
     head = "the input is noisier than clean scans (noise index 0.150, above 0.075)"
-    edge = _beyond_noise_training(0.15)
+    edge = _beyond_noise_training(0.15, f=2)
     switched = f"espcn uses its noise-trained model{edge}"
     other = "biqt has no noise-trained model for ×3; espcn runs one on such inputs"
     said = noise_clause_once([f"{head}: {switched}", f"{head}: {other}", "biqt: another line"])
@@ -714,7 +714,7 @@ def test_a_noisy_inputs_shared_ending_reads_right_beside_a_method_run_with_a_giv
     from ImageQualityTransferLib.methods.base import _beyond_noise_training, noise_clause_once
 
     head = "the input is noisier than clean scans (noise index 0.150, above 0.075)"
-    edge, beyond = _beyond_noise_training(0.15), _beyond_noise_training(0.25)
+    edge, beyond = _beyond_noise_training(0.15, f=2), _beyond_noise_training(0.25, f=2)
     noise = "uses its noise-trained model"
     # two switched and one run with a given model: the ending once, plural, after the two it belongs to
     given = [f"{head}: espcn {noise}{edge}", f"{head}: biqt runs the given model, not its noise-trained one",

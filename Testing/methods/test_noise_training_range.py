@@ -159,10 +159,10 @@ def test_the_noise_line_names_the_sigma_factor_below_the_training_edge_too():
     is not scaled there (deep-hetero-var1: 1 up to 0.13, rf: never) keeps the plain line; espcn-hetero's is (x1.03)."""
     from ImageQualityTransferLib.methods import base
 
-    assert base.noise_ending(0.09, "biqt") == "; its uncertainty map is raised x1.03 for this noise index"
-    assert base.noise_ending(0.09, "deep-hetero-var1") == base.noise_ending(0.09, "rf") == ""
+    assert base.noise_ending(0.09, "biqt", f=2) == "; its uncertainty map is raised x1.03 for this noise index"
+    assert base.noise_ending(0.09, "deep-hetero-var1", f=2) == base.noise_ending(0.09, "rf", f=2) == ""
     assert base.noise_ending(0.09, "espcn-hetero", f=(1, 1, 2)) == "; its uncertainty map is raised x1.03 for this noise index"
-    assert base.noise_ending(0.15, "biqt") == base._beyond_noise_training(0.15, name="biqt")  # the edge's clause
+    assert base.noise_ending(0.15, "biqt", f=2) == base._beyond_noise_training(0.15, name="biqt", f=2)  # the edge's clause
 
 
 def test_a_given_model_s_sigma_is_not_scaled_by_the_shipped_models_factor(phantom, monkeypatch):
@@ -203,9 +203,9 @@ def test_the_noise_line_names_no_factor_that_reads_one(index, says):
     factor where it reads above 1.00 at the two decimals said, the run record keeping the factor itself."""
     from ImageQualityTransferLib.methods import base
 
-    said = base.noise_ending(index, "biqt")
+    said = base.noise_ending(index, "biqt", f=2)
     assert ("x1.00" not in said) and ((said == "") == (says is None)) and (says is None or f"raised {says} " in said), said
-    assert "x1.00" not in base._beyond_noise_training(0.1305, name="deep-hetero-var1")  # its factor 1.0025 there
+    assert "x1.00" not in base._beyond_noise_training(0.1305, name="deep-hetero-var1", f=2)  # its factor 1.0025 there
 
 
 def test_several_methods_share_the_lower_bound_clause_with_their_factors_named_once():
@@ -304,7 +304,7 @@ def test_a_noise_trained_model_of_ones_own_is_said_with_its_sigma_unscaled(phant
     assert "global-linear uses the given noise-trained model mine_noisy; near the noisiest inputs" in said
     assert said.endswith("its uncertainty map, not raised x1.55 as the shipped model's is, is a lower bound of the "
                          "error (docs/inputs.md)"), said
-    assert base._given_unscaled("biqt", 0.0751) == "" and said.count("raised") == 1, said
+    assert base._given_unscaled("biqt", 0.0751, 2) == "" and said.count("raised") == 1, said
 
 
 @pytest.mark.parametrize("index, says", [(0.09, "its uncertainty map is raised x1.15 for this noise index"),
@@ -389,7 +389,7 @@ def test_the_longest_noise_lines_stay_short_enough_to_read(phantom, index_of, mo
     assert len(merged) <= 421 and merged.count("lower bound") == 1 and merged.count("beyond the noise") == 1, \
         (len(merged), merged)
     clean = f"{head}: biqt {base._GIVEN_CLEAN}; it may do no better than cubic here; " + \
-        base.underrates("biqt", 0.30, given=True, clean=True)  # `--model biqt=biqt_x2.npz`, as `_for_noise` words it
+        base.underrates("biqt", 0.30, given=True, clean=True, f=2)  # `--model biqt=biqt_x2.npz`, as `_for_noise` words it
     [given] = base.noise_clause_once([f"{head}: {n} {base._USES}" + base.noise_ending(0.30, n if maps.get(n) else None,
                                                                                    maps.get(n, False), f=(1, 1, 2))
                                       for n in names[1:]] + [clean])
@@ -418,8 +418,8 @@ def test_a_given_noise_trained_model_s_part_shares_the_merged_line_s_pieces():
 
     head = "sub (own): the input is noisier than clean scans (noise index 0.167, above 0.075)"
     [said] = noise_clause_once([
-        f"{head}: deep-hetero-var1 uses its noise-trained model{noise_ending(0.167, 'deep-hetero-var1')}",
-        f"{head}: biqt uses the given noise-trained model mine_noisy{_beyond_noise_training(0.167, 'biqt', given=True)}"])
+        f"{head}: deep-hetero-var1 uses its noise-trained model{noise_ending(0.167, 'deep-hetero-var1', f=2)}",
+        f"{head}: biqt uses the given noise-trained model mine_noisy{_beyond_noise_training(0.167, 'biqt', given=True, f=2)}"])
     assert said.count("near the noisiest") == 1 and said.count("lower bound") == 1, said
     assert "the uncertainty maps, deep-hetero-var1's raised x1.19 and biqt's not raised x1.55, are lower " \
            "bounds of the error" in said and "still" not in said and len(said) < 400, (len(said), said)
@@ -435,7 +435,7 @@ def test_a_shared_line_with_one_map_names_whose_map_it_is(index, named, others):
 
     head = f"x.nii.gz: the input is noisier than clean scans (noise index {index:.3f}, above 0.075)"
     [said] = noise_clause_once([f"{head}: {n} uses its noise-trained model"
-                                + noise_ending(index, n if n != "deep" else None, n != "deep") for n in others])
+                                + noise_ending(index, n if n != "deep" else None, n != "deep", f=2) for n in others])
     assert named in said and "its uncertainty map" not in said, said
 
 
@@ -444,7 +444,7 @@ def test_the_edge_piece_says_the_range_is_where_the_noisiest_training_inputs_rea
     review): the range is what the noisiest training inputs (b0 SNR 8) read, said so."""
     from ImageQualityTransferLib.methods.base import noise_ending
 
-    assert "near the noisiest inputs trained on (0.12-0.20)" in noise_ending(0.167, "biqt")
+    assert "near the noisiest inputs trained on (0.12-0.20)" in noise_ending(0.167, "biqt", f=2)
 
 
 def test_a_clean_model_given_on_a_noisy_input_is_warned_of_as_a_method_without_one(phantom, index_of, monkeypatch):
@@ -464,7 +464,7 @@ def test_a_clean_model_given_on_a_noisy_input_is_warned_of_as_a_method_without_o
                          "shipped noise-trained model's is, is a lower bound of the error (docs/inputs.md)"), said
     head = said.split(": ", 1)[0]
     [merged] = base.noise_clause_once([said, f"{head}: rf uses its noise-trained model"
-                                       + base.noise_ending(0.30, "rf")])
+                                       + base.noise_ending(0.30, "rf", f=2)])
     assert merged.count("lower bound") == 1 and "global-linear's not raised x1.95" in merged, merged
     assert merged.index("global-linear runs the given model") < merged.index("lower bound"), merged
 
@@ -503,7 +503,7 @@ def test_a_merged_line_says_a_given_clean_model_runs_instead_and_cubic_once():
         for with_maps in (True, False):
             parts = [f"{head}: {n} {base._USES}" + base.noise_ending(index, n if with_maps and maps.get(n) else None,
                                                                     with_maps and maps.get(n, False), f=2) for n in names]
-            given = clean + (f"; {base.underrates('biqt', index, given=True, clean=True)}" if with_maps else "")
+            given = clean + (f"; {base.underrates('biqt', index, given=True, clean=True, f=2)}" if with_maps else "")
             [said[index, with_maps]] = base.noise_clause_once(parts + [given])
     for (index, with_maps), line in said.items():
         assert "biqt runs the given model instead" in line and "not its noise-trained one" not in line, line
@@ -560,7 +560,7 @@ def test_a_merged_line_hints_cubic_only_of_the_methods_not_measured_beating_it()
     from ImageQualityTransferLib.methods import base
 
     head = "x.nii.gz: the input is noisier than clean scans (noise index 0.210, above 0.075)"
-    parts = [f"{head}: {n} {base._USES}" + base.noise_ending(0.21, n if n == "biqt" else None, n == "biqt", n)
+    parts = [f"{head}: {n} {base._USES}" + base.noise_ending(0.21, n if n == "biqt" else None, n == "biqt", n, f=2)
              for n in ("global-linear", "rf", "biqt", "deep")]
     [said] = base.noise_clause_once(parts)
     assert said.count("cubic may do as well") == 1 and said.endswith(

@@ -630,9 +630,9 @@ def test_the_noise_note_leaves_out_a_factor_the_legend_leaves_out():
 
     head = "x: the input is noisier than clean scans typically are (noise index {:.3f}, above 0.075): biqt uses its " \
            "noise-trained model"
-    assert in_module_words(head.format(0.080) + noise_ending(0.080, "biqt")) == head.format(0.080)
-    assert in_module_words(head.format(0.0998) + noise_ending(0.0998, "biqt")).endswith("raised x1.05 for this noise index")
-    assert in_module_words(noise_ending(0.3, None, maps=False)).endswith("(up to 0.20): cubic may do as well")
+    assert in_module_words(head.format(0.080) + noise_ending(0.080, "biqt", f=2)) == head.format(0.080)
+    assert in_module_words(head.format(0.0998) + noise_ending(0.0998, "biqt", f=2)).endswith("raised x1.05 for this noise index")
+    assert in_module_words(noise_ending(0.3, None, maps=False, f=2)).endswith("(up to 0.20): cubic may do as well")
 
 
 def test_the_run_shows_no_busy_cursor_over_its_cancel_button():

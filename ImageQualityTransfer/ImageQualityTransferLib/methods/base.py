@@ -738,7 +738,7 @@ def _shown_factor(name: str | None, index: float, f) -> str | None:
     return None if shown == "1.00" else f"{'raised' if g > 1 else 'lowered'} x{shown}"
 
 
-def underrates(name: str | None, index: float, given: bool = False, clean: bool = False, f=None) -> str:
+def underrates(name: str | None, index: float, given: bool = False, clean: bool = False, *, f) -> str:
     """The lower-bound piece for `name` at noise `index`: where its sigma is scaled (`_shown_factor`) it says by how
     much (a line had named two other methods' scaling in every method's line); `given`: a --model file, whose sigma
     that factor would scale is left as it is (`_given_unscaled`), said so; `clean`: a clean one's; `f`: the run's
@@ -749,7 +749,7 @@ def underrates(name: str | None, index: float, given: bool = False, clean: bool 
     return _BOUND_GIVEN.format(shown, "noise-trained model" if clean else "model") if given else _BOUND_RAISED.format(shown)
 
 
-def noise_ending(index: float, name: str | None, maps: bool = True, method: str | None = None, f=None) -> str:
+def noise_ending(index: float, name: str | None, maps: bool = True, method: str | None = None, *, f) -> str:
     """The end of `name`'s noise-trained model's line: `_beyond_noise_training`'s pieces, or below the training edge,
     where `name`'s sigma is scaled all the same (noisy_std_scale above 1 from NOISY_MODEL on), the factor (the line had
     named it only beyond the edge, while the run record held it); `maps`, `method`, `f`: as `_beyond_noise_training`."""
@@ -776,7 +776,7 @@ def beat_cubic_beyond(method: str | None, index: float) -> bool:
 
 
 def _beyond_noise_training(index: float, name: str | None = None, maps: bool = True, given: bool = False,
-                           method: str | None = None, f=None) -> str:
+                           method: str | None = None, *, f) -> str:
     """The pieces the noise-trained model's line ends with where the input's noise index reaches that of the noisiest
     inputs it was trained on (NOISY_TRAINED), else "": where it is, then the uncertainty map as a lower bound (`maps`:
     whether one is written; without, none is named: a deep run without --uncertainty had been told to read its
@@ -791,7 +791,7 @@ def _beyond_noise_training(index: float, name: str | None = None, maps: bool = T
     return f"; {where}" + (f"; {underrates(name, index, given, f=f)}" if maps else "")
 
 
-def _given_unscaled(name: str | None, index: float, f=None) -> str:
+def _given_unscaled(name: str | None, index: float, f) -> str:
     """The given model's line's end where `name`'s sigma would be scaled for this noise (noisy_std_scale above 1): that
     factor is calibrated on the install's models, so a --model file's sigma is left unscaled, said here."""
     shown = _shown_factor(name, index, f)

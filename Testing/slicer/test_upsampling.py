@@ -164,6 +164,7 @@ def test_a_run_on_unmasked_tensors_keeps_to_the_estimated_brain_and_notes_it(loa
     assert far.meta["support"] == "estimated"  # and the mark the legend is scaled by
 
 
+@pytest.mark.slow
 def test_a_noisy_scan_runs_the_noise_trained_model_and_the_module_says_so(axial_subject):
     """A real dev scan's tight ×2 tensors with Rician noise (b0 SNR 15) as a DTI node: biqt runs its model trained
     with added noise, and the run's note on the output node says so in the module's words."""
@@ -180,6 +181,7 @@ def test_a_noisy_scan_runs_the_noise_trained_model_and_the_module_says_so(axial_
     assert notes and "biqt uses its noise-trained model" in notes and "--" not in notes
 
 
+@pytest.mark.slow
 def test_a_noisier_scan_s_long_note_is_said_in_short_lines(axial_subject):
     """At b0 SNR 5 biqt's note on the output node (noise index about 0.17: the edge of its training and its raised
     map) had been one line of more than 200 characters; it is said in lines of at most 200 (methods/base.py

@@ -277,6 +277,7 @@ class Method:
         if box is not None:  # empty planes at a whole field's edge (padding): run as without them, zero there
             return self._in_box(lr, mask, box, f, uncertainty=uncertainty, direction=direction, progress=progress)
         missing = ~np.any(np.asarray(lr.data) != 0, axis=-1)  # no tensor as given (a fit's floor is a tensor)
+        as_given = mask  # holes are looked for in it, not in it cut to the fit: a gap in it had opened a hole
         if not whole:
             lr, before = _negligible_zeroed(lr), lr
             if given:  # a learned method's holes get a line of their own (warn_holes): the mask's leaves them out
@@ -312,7 +313,8 @@ class Method:
         # holes the fitted tensors enclose (a lesion a fit's mask left out), filled from around them as a cavity's
         # failed fits are: every map raised there too, the voxels counted for a cohort's QC table (a masked fit's support,
         # its non-zero voxels, read as no mask: its holes are judged by their depth)
-        holes = enclosed_holes(lr, mask if given or estimated else None, missing) if self.learned else None
+        holes = enclosed_holes(lr, as_given if given else mask if estimated else None, missing) if self.learned \
+            else None
         if holes is not None:
             warn_holes(lr, holes)
             noise = lr.replace(data=holes if noise is None else noise.data | holes, kind="mask")

@@ -459,11 +459,10 @@ def mask_within_fit(lr: Volume, mask: Volume, before: Volume | None = None, said
 
 
 def holes_said_apart(lr: Volume, mask: Volume, missing: np.ndarray) -> np.ndarray | None:
-    """The holes that enclosed_holes finds in a masked fit once its failed fits are dropped (drop_failed_fits) and a
-    given `mask` is cut to the fit (mask_within_fit): warn_holes says them, so the mask's line leaves them out."""
-    fit = mask.replace(data=np.asarray(mask.data, bool) & np.any(np.asarray(lr.data) != 0, axis=-1))
+    """The holes that enclosed_holes finds in a masked fit within a given `mask` once its failed fits are dropped
+    (drop_failed_fits): warn_holes says them, so the mask's line leaves them out."""
     dropped = np.where(tensors.failed_fits(lr.data)[..., None], 0, lr.data).astype(np.asarray(lr.data).dtype)
-    return enclosed_holes(lr.replace(data=dropped), fit, missing)
+    return enclosed_holes(lr.replace(data=dropped), mask, missing)
 
 
 MOSTLY_FAILED = 0.5  # the share of the brain's tensors beyond which the input is refused, not filled: real fits hold
@@ -537,8 +536,9 @@ def enclosed_holes(lr: Volume, mask: Volume | None, missing: np.ndarray) -> np.n
     present = np.any(np.asarray(lr.data) != 0, axis=-1)
     tissue = present if mask is None else present & np.asarray(mask.data, bool)
     holes = ndimage.binary_fill_holes(tissue) & ~tissue
-    if mask is not None:  # a whole-field fit's mask voxels with no tensor that its fits enclose (a hole at the cortex,
-        # which the scalp's fits close over) are a hole too: a given mask there is not cut to the fit
+    if mask is not None:  # a mask's voxels with no tensor that the fits enclose are a hole too: a whole-field
+        # fit's hole at the cortex, which the scalp's fits close over; a masked fit's hole that a gap in the mask opens
+        # (methods/base.py hands the mask as given, not cut to the fit)
         holes |= np.asarray(mask.data, bool) & missing & ndimage.binary_fill_holes(present) & ~present
     held = holes & missing
     if mask is None and held.any():  # deeper than HOLE_DEPTH (the field's border is outside too)

@@ -144,8 +144,8 @@ def _plain_log_labels():
     from matplotlib.ticker import LogFormatter
 
     class Plain(LogFormatter):
-        def _num_to_string(self, x, vmin, vmax):
-            return f"{x:g}"
+        def __call__(self, x, pos=None):  # the formatter decides which ticks get a label; the label is plain
+            return self.fix_minus(f"{x:g}") if super().__call__(x, pos) else ""
 
     return Plain(labelOnlyBase=False, minor_thresholds=LOG_LABEL_THRESHOLDS)
 

@@ -179,3 +179,25 @@ def test_a_model_given_for_other_factors_is_told_the_voxel_size_that_gives_its_o
     assert choose("biqt", voxel_size=(2.0, 2.0, 6.0), target=1.5, model=MODELS_DIR / "biqt_x1x1x3.npz").hint == hint
     assert choose("biqt", voxel_size=(2.0, 2.0, 6.0), target=1.5, model=MODELS_DIR / "biqt_x2.npz").hint == ""
     assert choose("biqt", voxel_size=(2.0, 2.0, 6.0), target=2, model=MODELS_DIR / "biqt_x1x1x3.npz").hint == ""
+
+
+@pytest.mark.parametrize("named", [0, [1, 1, 100_000_000]])
+def test_a_damaged_sidecars_factors_leave_its_refusal_to_the_loader(tmp_path, capsys, named):
+    """A --model whose sidecar was edited to factors no --factor can be (0, or above 10,000) had been refused at
+    --voxel-size as "--factor 0,0,0: every factor must be a positive integer", a --factor never given, before the
+    loader's line that the sidecar is damaged (the voxel size hint read them first)."""
+    import json
+    import shutil
+
+    from ImageQualityTransferLib.fileio.paths import MODELS_DIR
+
+    shutil.copy(MODELS_DIR / "biqt_x2.npz", tmp_path / "edited.npz")
+    sidecar = json.loads((MODELS_DIR / "biqt_x2.json").read_text())
+    (tmp_path / "edited.json").write_text(json.dumps({**sidecar, "factor": named}))
+    d = np.broadcast_to(tensors.from_matrix(np.diag([1.7e-3, 3e-4, 3e-4])), (6, 6, 5, 6)).astype(np.float32)
+    fileio.save_tensor(Volume(d, np.diag([-2.0, 2.0, 6.0, 1.0]), "tensor"), tmp_path / "thick.nii.gz")
+    line = refused_line(capsys, ["upsample", tmp_path / "thick.nii.gz", "-o", tmp_path / "hr.nii.gz", "--model",
+                                 tmp_path / "edited.npz", "--voxel-size", "1.5"],
+                        "--voxel-size 1.5 chose factors 2,2,4", "edited or damaged")
+    assert "--factor" not in line.partition("edited or damaged")[0], line
+    assert not (tmp_path / "hr.nii.gz").exists()

@@ -98,7 +98,10 @@ def model_voxel_size(voxel_size, f, target: float, model) -> str:
     from .base import off_training_anisotropy
 
     own = factors_named(model)
-    if own is None or grid.axis_order(f, [own]) is not None:
+    try:
+        if own is None or grid.axis_order(f, [own]) is not None:
+            return ""
+    except IQTError:  # a sidecar's factors no --factor could be (0, or above 10,000): the loader says it is damaged
         return ""
     v = [float(x) for x in voxel_size]
     for t in sorted({x / k for x in v for k in range(1, max(own) + 1)}, key=lambda t: abs(math.log(t / target))):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 import helpers
 
@@ -77,3 +78,15 @@ def test_a_5d_file_with_the_elements_on_the_fourth_axis_is_refused_with_the_tran
 
     got = load_tensor(tmp_path / "dti5d.nii.gz").data
     np.testing.assert_allclose(got[0, 0, 0], [1.2e-3, 1e-4, 0.8e-3, 0, 0, 0.6e-3], rtol=1e-6)
+
+
+@pytest.mark.realdata
+def test_a_seven_volume_dwi_is_not_called_dipy_s_lower_triangular(tmp_path, capsys):
+    """A DWI series of a b0 and six directions (seven volumes, the real axial scan's first) given as tensors had been
+    told it was dipy's lower_triangular(b0=S0) and to keep its first six volumes with --tensor-order dipy (a review):
+    it gets the shape line that says to fit tensors from DWIs with 'iqt fit'."""
+    img = nib.load(helpers.need_data(helpers.AXIAL) / "dwi.nii.gz")
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj[..., :7]), img.affine, img.header), tmp_path / "dwi7.nii.gz")
+    line = helpers.refused_line(capsys, ["upsample", tmp_path / "dwi7.nii.gz", "-o", tmp_path / "o.nii.gz"],
+                                "is not a diffusion tensor volume", "'iqt fit'")
+    assert "lower_triangular(b0=S0)" not in line and not (tmp_path / "o.nii.gz").exists()

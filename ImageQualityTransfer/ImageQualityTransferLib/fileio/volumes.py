@@ -240,7 +240,8 @@ def load_tensor(path, order: str = "nifti", stated: bool | None = None) -> Volum
                        "volumes; keep the six distinct elements (volumes 0,1,2,4,5,8 of a row-major matrix: "
                        "xx,xy,xz,yy,yz,zz), e.g. nib.save(nib.Nifti1Image(img.get_fdata()[..., [0, 1, 2, 4, 5, 8]], "
                        "img.affine), 'dti6.nii.gz'), and read that file with --tensor-order fsl")
-    elif len(shape) == 4 and shape[3] == 7:  # dipy's lower_triangular(b0=...) saved as it is
+    elif len(shape) == 4 and shape[3] == 7 and np.nanmin(read_data(img, path)) < 0:  # dipy's lower_triangular(b0=...)
+        # saved as it is (its off-diagonal elements and -log(S0) negative), not a DWI of a b0 and six directions
         raise IQTError(f"{path}: shape {shape} holds seven volumes, as dipy's fit.lower_triangular(b0=S0) writes them "
                        "(the six elements Dxx,Dxy,Dyy,Dxz,Dyz,Dzz, then -log(S0)); keep the first six, e.g. "
                        "nib.save(nib.Nifti1Image(img.get_fdata()[..., :6], img.affine), 'dti6.nii.gz'), and read that "

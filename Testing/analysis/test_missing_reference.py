@@ -134,6 +134,22 @@ def test_a_reference_in_m2s_is_refused_for_its_unit_not_as_a_floor(capsys, tmp_p
     assert "mostly outside" not in err, err
 
 
+def test_a_whole_field_reference_in_m2s_mostly_air_is_told_its_unit(capsys, tmp_path):
+    """A whole-field fit whose air the scanner zeroed holds the fit's isotropic floor (1e-9 mm^2/s) there: in m^2/s
+    with an all-ones mask, 70 % of it floor, the floor had read as the typical MD and the line said "multiply them by
+    1e12"; 1e6 is right, as with the brain mask."""
+    _, hr, truth = _brain()
+    ball = np.sum((np.indices(hr.shape) - 9.5) ** 2, axis=0) < 8.5 ** 2
+    brain = hr & ball
+    pred = np.where(brain[..., None], truth + 1e-5, 0)  # kept to the brain, as iqt upsample writes it
+    truth[~brain] = [1e-9, 0, 1e-9, 0, 0, 1e-9]
+    everywhere = np.ones(hr.shape, bool)
+    code = cli.main([str(a) for a in _files(tmp_path, truth * 1e-6, everywhere, pred)])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "multiply them by 1e6 to get mm^2/s" in lines[0], err
+
+
 def test_a_mask_off_the_reference_grid_is_named_against_the_reference(capsys, tmp_path):
     """evaluate has no input: its mask refusal named "the input's grid" (audit, stop 57)."""
     lr, hr, truth = _brain()

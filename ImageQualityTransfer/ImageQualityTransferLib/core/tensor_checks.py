@@ -102,7 +102,8 @@ def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "inp
     # wrong sign or unit leaves none tissue-like
     tissue = (md > TISSUE_RANGE[0]) & (md < TISSUE_RANGE[1])
     _check_sign(lam, md, tissue, what)
-    judged = tissue if tissue.sum() >= max(100, 0.05 * len(md)) else np.ones(len(md), bool)
+    few_tissue = tissue.sum() < max(100, 0.05 * len(md))
+    judged = np.ones(len(md), bool) if few_tissue else tissue
     pd = lam[:, 0] > 0
     share = float(pd[judged].mean())
     if share < 0.5:
@@ -123,6 +124,8 @@ def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "inp
                        "mm^2/s): an empty or failed fit (an integer file's intercept, or a fit's floor, everywhere), not a "
                        "unit to rescale; fit the DWI again ('iqt fit') after checking its b0 volumes (a blank one, or one "
                        "of another series)")
+    if few_tissue:  # too few tissue-like in mm^2/s: a unit to name, read off a fit's floor
+        scale = _off_floor_median(lam[judged & pd], md[judged & pd], scale)
     if scale <= MAX_MEDIAN_MD:  # a whole-field fit ten times too large: its brain's MD leaves the tissue-like range,
         # and its background's noise fits decide the median; the brain's mode is still the volume's commonest MD
         scale = max(scale, md_mode_of(lam, hi=0.05)) if scale > 1e-5 else scale
@@ -266,6 +269,22 @@ def _mostly_one_isotropic(lam: np.ndarray) -> bool:
         return False
     common = np.median(lam[iso, 2])
     return int((iso & (np.abs(lam[:, 2] - common) <= 1e-3 * abs(common))).sum()) >= (1 - FAILED_FIT_OTHERS) * len(lam)
+
+
+def _off_floor_median(lam: np.ndarray, md: np.ndarray, scale: float) -> float:
+    """The median MD of the tensors off a fit's floor (isotropic, at the commonest such value), or `scale` where no more
+    than FAILED_FIT_OTHERS of them are off it: an unmasked fit in m^2/s whose air the scanner zeroed (60 % of an
+    Elition field) had read the floor's MD as typical and been told to multiply by 1e12 where 1e6 is right."""
+    if len(lam) == 0:
+        return scale
+    iso = np.abs(lam[:, 2] - lam[:, 0]) <= 1e-3 * np.abs(lam[:, 2])
+    if not iso.any():
+        return scale
+    common = np.median(lam[iso, 2])
+    off = ~(iso & (np.abs(lam[:, 2] - common) <= 1e-3 * abs(common)))
+    if off.sum() <= FAILED_FIT_OTHERS * len(lam):
+        return scale
+    return float(np.median(md[off]))
 
 
 FAILED_FIT_OTHERS = 0.01  # the share of voxels off the floor that a failed fit may hold

@@ -150,6 +150,29 @@ def test_a_whole_field_reference_in_m2s_mostly_air_is_told_its_unit(capsys, tmp_
     assert code == 2 and len(lines) == 1 and "multiply them by 1e6 to get mm^2/s" in lines[0], err
 
 
+def test_a_reference_with_md_at_or_below_zero_is_left_out_as_implausible(capsys, tmp_path):
+    """An OLS reference keeps the failed voxels a WLS fit clips to its floor (left out as no reference) with negative
+    eigenvalues, MD down to -0.66e-3 mm^2/s, yet within the plausible range: no tissue has MD <= 0, so they are left
+    out as well, counted in n_implausible and said in one line, where they had been scored."""
+    _, hr, truth = _brain()
+    pred = truth + 1e-5
+    ols = truth.copy()
+    failed = np.zeros(hr.shape, bool)
+    failed[4:6, 4:6, 4:6] = failed[9, 9, 9:11] = True  # 8 + 2 voxels
+    ols[failed] = [-0.6e-3, 0, -0.5e-3, 0, 0, 0.2e-3]  # eigenvalues in [-1e-3, 5e-3], MD -0.3e-3
+    ols[failed & (np.indices(hr.shape)[0] == 9)] = [-0.2e-3, 0, 0.1e-3, 0, 0, 0.1e-3]  # MD 0: none either
+    code = cli.main([str(a) for a in (*_files(tmp_path, ols, hr, pred), "--json", tmp_path / "m.json")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "10 of the mask's" in lines[0] and "MD <= 0" in lines[0], err
+    assert "n_implausible" in lines[0], lines[0]
+    got = json.loads((tmp_path / "m.json").read_text())
+    assert got["interior"]["n_implausible"] + got["exterior"]["n_implausible"] == 10, got
+    assert got["interior"]["n_voxels"] + got["exterior"]["n_voxels"] == int(hr.sum()) - 10, got
+    assert "interior: DT-RMSE 1.000" in out and "exterior: DT-RMSE 1.000" in out, out
+
+
 def test_a_mask_off_the_reference_grid_is_named_against_the_reference(capsys, tmp_path):
     """evaluate has no input: its mask refusal named "the input's grid" (audit, stop 57)."""
     lr, hr, truth = _brain()

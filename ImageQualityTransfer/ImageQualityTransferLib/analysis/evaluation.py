@@ -7,7 +7,7 @@ Conventions:
   - every error in mm^2/s is reported in 1e-5 mm^2/s (the unit of the published tables): DT-RMSE,
     MD RMSE and the noise floor; FA RMSE is unitless; PSNR is in dB;
   - errors are taken over the *evaluation voxels*: the region AND the plausible voxels of the reference
-    (`tensors.plausible`); a voxel whose reference fit failed, or that holds no reference tensor (zero, a fit's floor
+    (`tensors.plausible`) with MD above zero; a voxel whose reference fit failed, or that holds no reference tensor (zero, a fit's floor
     below tensors.NEGLIGIBLE, or NaN in every element: `no_reference`), is left out of every figure.
 
 All metrics are root-mean-square errors (not mean absolute errors):
@@ -81,14 +81,23 @@ def no_reference(truth) -> np.ndarray:
     return ~np.any(np.isfinite(t) & (np.abs(t) > tensors.NEGLIGIBLE), axis=-1)
 
 
+def negative_md(truth) -> np.ndarray:
+    """Voxels holding a reference tensor (`no_reference`) whose MD is at or below zero: no tissue has it, and an OLS
+    fit keeps it unclipped where a WLS fit clips the same failed voxels to its floor (left out as no reference);
+    plausible eigenvalues or not, it is no truth: left out and counted with the implausible ones."""
+    t = _array(truth)
+    return ~no_reference(t) & (tensors.md(np.nan_to_num(t)) <= 0)
+
+
 def evaluation_voxels(truth, region) -> np.ndarray:
-    """The voxels every figure uses: `region` AND a reference tensor there (`no_reference`) AND a plausible one."""
+    """The voxels every figure uses: `region` AND a reference tensor there (`no_reference`) AND a plausible one, with
+    MD above zero (`negative_md`)."""
     t = _array(truth)
     reg = _array(region, bool)
     if t.shape[:3] != reg.shape:
         raise IQTError(f"the region {reg.shape} and the reference tensors {t.shape[:3]} are not on the same grid")
     out = np.zeros(reg.shape, bool)
-    out[reg] = tensors.plausible(t[reg]) & ~no_reference(t[reg])
+    out[reg] = tensors.plausible(t[reg]) & ~no_reference(t[reg]) & ~negative_md(t[reg])
     return out
 
 
@@ -293,7 +302,7 @@ def evaluate(pred, truth, hr_mask, lr_mask, r, uncertainty=None, floor_std=None,
 
     Each region holds dt_rmse, fa_rmse, md_rmse (RMSEs; 1e-5 mm^2/s except FA), psnr (dB), n_voxels
     (evaluation voxels: region AND a plausible reference tensor), n_implausible (region voxels left out for a failed
-    reference fit) and n_no_reference (region voxels left out for holding no reference tensor: zero, a fit's floor or
+    reference fit: eigenvalues out of the plausible range, or MD <= 0) and n_no_reference (region voxels left out for holding no reference tensor: zero, a fit's floor or
     all NaN);
     noise_floor (1e-5 mm^2/s) when `floor_std` is given; spearman and within_2sigma when `uncertainty`
     (per-voxel (X,Y,Z) or per-element (X,Y,Z,6) std, mm^2/s) is given, over the voxels the prediction covers (not

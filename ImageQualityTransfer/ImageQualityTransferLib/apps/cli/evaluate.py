@@ -180,6 +180,7 @@ def run(args):
     m = mask.data[box]
     _not_its_copy(args.pred, args.truth, pred.data, t, m)
     missing, unscored = _missing_reference(args.truth, t, m, held[box])  # said once the files are known to score
+    negative = _negative_md_line(args.truth, t, m)
     lr_mask = degrade.block_majority(m, f)
     unc = _map(args.uncertainty, "--uncertainty", pred, getattr(args, "uncertainty_unit", None), args.pred, brain=m) \
         if args.uncertainty else None
@@ -216,6 +217,8 @@ def run(args):
         raise unscored
     if missing:
         warnings.warn(missing, IQTWarning, stacklevel=2)
+    if negative:
+        warnings.warn(negative, IQTWarning, stacklevel=2)
     result["factor"] = grid.record(f)
     if json_out:  # which code scored it: a count's definition can change between versions
         from ...fileio.model_files import software
@@ -302,6 +305,20 @@ def _missing_reference(path, truth, mask, held=None) -> tuple[str | None, IQTErr
             "zero, or NaN in every element: outside the mask the reference was fitted in, or failed fits")
     return (f"{path}: {n} of the mask's {total} voxels ({shown} %) hold no reference tensor ({what}); they are left out "
             "of every figure"), None
+
+
+def _negative_md_line(path, truth, mask) -> str | None:
+    """The line saying how many mask voxels hold a reference tensor with MD <= 0 (evaluation.negative_md: an OLS fit's
+    failed voxels, which a WLS fit clips to its floor), left out as implausible; None where there are none."""
+    from ...analysis.evaluation import negative_md
+
+    m = np.asarray(mask, bool)
+    n = int((m & negative_md(truth)).sum())
+    if not n:
+        return None
+    return (f"{path}: {n} of the mask's {int(m.sum())} voxels hold a reference tensor with MD <= 0 (no tissue has it: "
+            "a failed fit that OLS leaves unclipped); they are left out of every figure and counted as implausible "
+            "(n_implausible)")
 
 
 def _same_unit(path, recorded: str | None, given: str | None) -> None:

@@ -267,8 +267,13 @@ def _mostly_one_isotropic(lam: np.ndarray) -> bool:
     iso = np.abs(lam[:, 2] - lam[:, 0]) <= 1e-3 * np.abs(lam[:, 2])
     if iso.mean() < 1 - FAILED_FIT_OTHERS:
         return False
+    return int(_on_floor(lam, iso).sum()) >= (1 - FAILED_FIT_OTHERS) * len(lam)
+
+
+def _on_floor(lam: np.ndarray, iso: np.ndarray) -> np.ndarray:
+    """Which eigenvalue triples (ascending) sit on a fit's floor: isotropic (`iso`) and at the commonest such value."""
     common = np.median(lam[iso, 2])
-    return int((iso & (np.abs(lam[:, 2] - common) <= 1e-3 * abs(common))).sum()) >= (1 - FAILED_FIT_OTHERS) * len(lam)
+    return iso & (np.abs(lam[:, 2] - common) <= 1e-3 * abs(common))
 
 
 def _off_floor_median(lam: np.ndarray, md: np.ndarray, scale: float) -> float:
@@ -280,8 +285,7 @@ def _off_floor_median(lam: np.ndarray, md: np.ndarray, scale: float) -> float:
     iso = np.abs(lam[:, 2] - lam[:, 0]) <= 1e-3 * np.abs(lam[:, 2])
     if not iso.any():
         return scale
-    common = np.median(lam[iso, 2])
-    off = ~(iso & (np.abs(lam[:, 2] - common) <= 1e-3 * abs(common)))
+    off = ~_on_floor(lam, iso)
     if off.sum() <= FAILED_FIT_OTHERS * len(lam):
         return scale
     return float(np.median(md[off]))

@@ -280,9 +280,8 @@ class Method:
         as_given = mask  # holes are looked for in it, not in it cut to the fit: a gap in it had opened a hole
         if not whole:
             lr, before = _negligible_zeroed(lr), lr
-            if given:  # a learned method's holes get a line of their own (warn_holes): the mask's leaves them out
-                said = holes_said_apart(lr, mask, missing) if self.learned else None
-                mask = mask_within_fit(lr, mask, before, said)
+            if given:  # holes get a line of their own (warn_holes), interpolation's too: the mask's leaves them out
+                mask = mask_within_fit(lr, mask, before, holes_said_apart(lr, mask, missing))
         if mask is None:
             mask = self.support(lr, whole)
         runner, index = self, None
@@ -297,7 +296,8 @@ class Method:
                 warn_mask_off_head(lr, mask)
         # the background's failed fits an estimated brain keeps, read before they are zeroed: filled, they had read as
         # certain, holes in the flagged rim (a review; Testing/methods/test_support.py)
-        kept_failed = tensors.failed_fits(lr.data) if estimated and mask is not None else None
+        failed = tensors.failed_fits(lr.data)  # before they are zeroed: those in a hole are said in the holes' line
+        kept_failed = failed if estimated and mask is not None else None
         # said for every method; interpolation clips them, as any interpolator would
         lr, unsure = drop_failed_fits(lr, mask, where, drop=self.learned, refuse=mask is not None and not estimated,
                                       estimated=estimated, flagged=True)
@@ -313,10 +313,13 @@ class Method:
         # holes the fitted tensors enclose (a lesion a fit's mask left out), filled from around them as a cavity's
         # failed fits are: every map raised there too, the voxels counted for a cohort's QC table (a masked fit's support,
         # its non-zero voxels, read as no mask: its holes are judged by their depth)
+        # interpolation's input keeps its failed fits (clipped): dropped to look for the holes as a learned method's are
         holes = enclosed_holes(lr, as_given if given else mask if estimated else None, missing) if self.learned \
-            else None
+            else holes_said_apart(lr, as_given if given else mask if estimated else None, missing)
         if holes is not None:
-            warn_holes(lr, holes)
+            # failed fits in a hole count in both lines (and qc.tsv's columns): the holes' line says how many
+            warn_holes(lr, holes, int((failed & holes).sum()), told=unsure is not None and bool((unsure & holes).any()))
+        if holes is not None and self.learned:  # interpolation makes no maps and counts none (docs/cohorts.md)
             noise = lr.replace(data=holes if noise is None else noise.data | holes, kind="mask")
             if uncertainty:
                 from ..fileio.records import note_run
@@ -345,7 +348,7 @@ class Method:
                 note_run(noise_index=round(float(index), 4), noise_std_scale=round(g, 4))
         if unsure is not None:  # the warned failed fits' count, for a cohort's QC table (apps/batch/subject.py)
             pred.tensor.meta["failed_fits_flagged"] = int(unsure.sum())
-        if holes is not None:  # the enclosed holes' count, for a cohort's QC table (apps/batch/subject.py)
+        if holes is not None and self.learned:  # the holes' count, for a cohort's QC table (apps/batch/subject.py)
             pred.tensor.meta["holes_flagged"] = int(holes.sum())
         if estimated and mask is not None:  # a display scales the maps to the brain, not the rim (slicer/display.py)
             for vol in (pred.tensor, *pred.maps().values()):

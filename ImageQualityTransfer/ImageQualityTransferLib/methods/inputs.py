@@ -458,9 +458,10 @@ def mask_within_fit(lr: Volume, mask: Volume, before: Volume | None = None, said
     return cut
 
 
-def holes_said_apart(lr: Volume, mask: Volume, missing: np.ndarray) -> np.ndarray | None:
-    """The holes that enclosed_holes finds in a masked fit within a given `mask` once its failed fits are dropped
-    (drop_failed_fits): warn_holes says them, so the mask's line leaves them out."""
+def holes_said_apart(lr: Volume, mask: Volume | None, missing: np.ndarray) -> np.ndarray | None:
+    """The holes that enclosed_holes finds in `lr` within `mask` once its failed fits are dropped (drop_failed_fits):
+    warn_holes says them, so the mask's line leaves them out; interpolation, which keeps its failed fits, finds its
+    so."""
     dropped = np.where(tensors.failed_fits(lr.data)[..., None], 0, lr.data).astype(np.asarray(lr.data).dtype)
     return enclosed_holes(lr.replace(data=dropped), mask, missing)
 
@@ -550,9 +551,11 @@ def enclosed_holes(lr: Volume, mask: Volume | None, missing: np.ndarray) -> np.n
     return np.isin(parts, found[found > 0])
 
 
-def warn_holes(lr: Volume, holes: np.ndarray) -> None:
+def warn_holes(lr: Volume, holes: np.ndarray, failed: int = 0, told: bool = False) -> None:
     """One warning line counting the enclosed holes' voxels (enclosed_holes) and giving the largest hole's size: filled
-    from around them, they had read as confident tissue without a word (a review)."""
+    from around them, they had read as confident tissue without a word (a review). `failed`: how many of them are
+    failed fits, which the failed-fit line counts too where `told` (drop_failed_fits): said, so the counts are not
+    added."""
     parts, _ = ndimage.label(holes, structure=np.ones((3, 3, 3), bool))
     vv = float(np.prod(lr.voxel_size)) / 1000
     largest = int(np.bincount(parts.ravel())[1:].max()) * vv
@@ -561,7 +564,10 @@ def warn_holes(lr: Volume, holes: np.ndarray) -> None:
     # background (a review: 1-22 low-res voxels on clean scans, outside the brain), where the filling is made up too
     warnings.warn(f"{lr.source}{n} low-res voxel{'s' if n != 1 else ''} hold{'s' if n == 1 else ''} no tensor (a missing "
                   f"tensor or a failed fit) where the fitted tensors enclose {'it' if n == 1 else 'them'}, "
-                  f"{largest:.1f} {HOLE_SAID}: a lesion, ventricle or region left out of the fit's mask, or background a "
+                  f"{largest:.1f} {HOLE_SAID}"
+                  + (f", {failed} of them failed fit{'s' if failed != 1 else ''}"
+                     + (" (counted in the failed-fit line too)" if told else "") if failed else "")
+                  + ": a lesion, ventricle or region left out of the fit's mask, or background a "
                   "wide mask closed over? The learned methods fill such holes from the tensors around them, every "
                   "uncertainty map raised to the top there: look at the scan there", IQTWarning, stacklevel=3)
 

@@ -84,9 +84,9 @@ def test_a_5d_file_with_the_elements_on_the_fourth_axis_is_refused_with_the_tran
 def test_a_seven_volume_dwi_is_not_called_dipy_s_lower_triangular(tmp_path, capsys):
     """A DWI series of a b0 and six directions (seven volumes, the real axial scan's first) given as tensors had been
     told it was dipy's lower_triangular(b0=S0) and to keep its first six volumes with --tensor-order dipy (a review):
-    it gets the shape line that says to fit tensors from DWIs with 'iqt fit'."""
+    it is told as a DWI series, to fit tensors from with 'iqt fit' (test_dwi_given_as_tensors.py for 6 and 9)."""
     img = nib.load(helpers.need_data(helpers.AXIAL) / "dwi.nii.gz")
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj[..., :7]), img.affine, img.header), tmp_path / "dwi7.nii.gz")
     line = helpers.refused_line(capsys, ["upsample", tmp_path / "dwi7.nii.gz", "-o", tmp_path / "o.nii.gz"],
-                                "is not a diffusion tensor volume", "'iqt fit'")
+                                "is a DWI series", "first with 'iqt fit")
     assert "lower_triangular(b0=S0)" not in line and not (tmp_path / "o.nii.gz").exists()

@@ -188,6 +188,39 @@ def file_frame(order: str, affine: np.ndarray) -> np.ndarray | None:
     return None
 
 
+# a tensor's elements stay below ~4e-3 mm^2/s (~4 um^2/ms); a DWI's brain intensities are hundreds to thousands
+DWI_INTENSITY_FLOOR = 50.0
+
+
+def _dwi_series_line(img, path, data: np.ndarray | None = None) -> str | None:
+    """One line telling a 4D file given as tensors for the DWI series it is, where that is clear: a .bval and .bvec
+    beside it (as a DWI's are read), or a 6-, 7- or 9-volume file (a tensor layout's count) without a negative value
+    (a tensor file's off-diagonals hold some) whose brain voxels hold values far above a tensor's; None otherwise."""
+    shape = img.shape
+    if len(shape) != 4:
+        return None
+    bval_p, bvec_p = bval_bvec_paths(path)
+    if bval_p.is_file() and bvec_p.is_file():
+        why, fit = f"{bval_p.name} and {bvec_p.name} lie beside it", f"'iqt fit {Path(path).name} -o dti.nii.gz'"
+    elif shape[3] in (6, 7, 9):
+        if data is None:
+            data = read_data(img, path)
+        if np.any(data < 0):  # NaN compares False
+            return None
+        peak = data.max(axis=-1)  # a voxel's largest value; NaN where any is
+        seen = peak[np.isfinite(peak)]
+        brain = seen[seen > 0.1 * np.percentile(seen, 99)] if seen.size else seen  # above a tenth of the bright end
+        if brain.size == 0 or np.median(brain) < DWI_INTENSITY_FLOOR:
+            return None
+        why = (f"no negative value, and its brain voxels' values (median {np.median(brain):.0f}) far above a tensor's "
+               "elements (below ~4e-3 mm^2/s, ~4 um^2/ms)")
+        fit = "'iqt fit dwi.nii.gz -o dti.nii.gz' on the whole series, its .bval and .bvec beside it"
+    else:
+        return None
+    return (f"{path}: shape {shape} is a DWI series ({why}), not diffusion tensors; fit tensors from it first with "
+            f"{fit}, and give that file")
+
+
 def load_tensor(path, order: str = "nifti", stated: bool | None = None) -> Volume:
     """Tensor volume from NIfTI (5D SYMMATRIX, or 4D 6-volume in `order` "fsl", "mrtrix" or "dipy") or Slicer NRRD.
     `stated`: whether the user gave `order` (--tensor-order): a 5D file whose frame only that can tell is refused where
@@ -215,6 +248,10 @@ def load_tensor(path, order: str = "nifti", stated: bool | None = None) -> Volum
         file_order = order
         _check_frame(img, path, order, stated)
     elif len(shape) == 4 and shape[3] == 6:
+        data = read_data(img, path, np.float64)
+        dwi = _dwi_series_line(img, path, data)
+        if dwi is not None:
+            raise IQTError(dwi)
         if order == "nifti":
             said = ("--tensor-order nifti is for 5D SYMMATRIX files (X,Y,Z,1,6); " if stated else "")
             raise IQTError(
@@ -222,8 +259,9 @@ def load_tensor(path, order: str = "nifti", stated: bool | None = None) -> Volum
                 f"(Dxx,Dxy,Dxz,Dyy,Dyz,Dzz, as dtifit writes), --tensor-order mrtrix (Dxx,Dyy,Dzz,Dxy,Dxz,Dyz, dwi2tensor) "
                 f"or --tensor-order dipy (Dxx,Dxy,Dyy,Dxz,Dyz,Dzz, dipy's lower_triangular)"
             )
-        data = read_data(img, path, np.float64)
         file_order = order
+    elif (dwi := _dwi_series_line(img, path)) is not None:  # other DWI volume counts, before their layouts' lines
+        raise IQTError(dwi)
     elif len(shape) == 5 and tuple(shape[3:]) == (3, 3):  # dipy's quadratic_form saved as it is
         raise IQTError(f"{path}: shape {shape} holds full 3x3 matrices (as dipy's fit.quadratic_form); save the six "
                        "elements instead, e.g. nib.save(nib.Nifti1Image(fit.lower_triangular()[..., None, :], affine), "

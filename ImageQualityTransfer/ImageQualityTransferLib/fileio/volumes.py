@@ -212,8 +212,8 @@ def _dwi_series_line(img, path, data: np.ndarray | None = None) -> str | None:
         brain = seen[seen > 0.1 * np.percentile(seen, 99)] if seen.size else seen  # above a tenth of the bright end
         if brain.size == 0 or np.median(brain) < DWI_INTENSITY_FLOOR:
             return None
-        why = (f"no negative value, and its brain voxels' values (median {np.median(brain):.0f}) far above a tensor's "
-               "elements (below ~4e-3 mm^2/s, ~4 um^2/ms)")
+        why = (f"no negative value; its brain voxels' values, median {np.median(brain):.0f}, far above a tensor's "
+               "elements, below ~4e-3 mm^2/s or ~4 um^2/ms")
         fit = "'iqt fit dwi.nii.gz -o dti.nii.gz' on the whole series, its .bval and .bvec beside it"
     else:
         return None

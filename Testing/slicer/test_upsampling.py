@@ -164,20 +164,25 @@ def test_a_run_on_unmasked_tensors_keeps_to_the_estimated_brain_and_notes_it(loa
     assert far.meta["support"] == "estimated"  # and the mark the legend is scaled by
 
 
-@pytest.mark.slow
-def test_a_noisy_scan_runs_the_noise_trained_model_and_the_module_says_so(axial_subject):
-    """A real dev scan's tight ×2 tensors with Rician noise (b0 SNR 15) as a DTI node: biqt runs its model trained
-    with added noise, and the run's note on the output node says so in the module's words."""
+def _noisy_biqt_notes(subject, snr):
+    """biqt's notes on the output node of a real scan's tight ×2 tensors with Rician noise at b0 SNR `snr`, given as a
+    DTI node with its mask."""
     from ImageQualityTransferLib.dmri import degrade as deg, randomise
 
-    s = axial_subject
-    pair = deg.degrade(s.dwi, s.mask.data, 2, style="tight", noise=randomise.rician(15, 0))
+    pair = deg.degrade(subject.dwi, subject.mask.data, 2, style="tight", noise=randomise.rician(snr, 0))
     scene = slicer.vtkMRMLScene()
     node = mrml.add_tensor_node(scene, pair.tensor, "noisy")
     mask_node = mrml.add_scalar_node(scene, Volume(pair.mask.data.astype(np.float32), pair.tensor.affine, "scalar"),
                                      "brain")
-    out = processing.run_on_nodes(scene, node, "biqt", 2, mask_node=mask_node)["tensor"]
-    notes = out.GetAttribute(mrml.NOTES_ATTRIBUTE)
+    return processing.run_on_nodes(scene, node, "biqt", 2, mask_node=mask_node)["tensor"].GetAttribute(
+        mrml.NOTES_ATTRIBUTE)
+
+
+@pytest.mark.slow
+def test_a_noisy_scan_runs_the_noise_trained_model_and_the_module_says_so(axial_subject):
+    """A real dev scan's tight ×2 tensors with Rician noise (b0 SNR 15) as a DTI node: biqt runs its model trained
+    with added noise, and the run's note on the output node says so in the module's words."""
+    notes = _noisy_biqt_notes(axial_subject, 15)
     assert notes and "biqt uses its noise-trained model" in notes and "--" not in notes
 
 
@@ -186,16 +191,7 @@ def test_a_noisier_scan_s_long_note_is_said_in_short_lines(axial_subject):
     """At b0 SNR 5 biqt's note on the output node (noise index about 0.17: the edge of its training and its raised
     map) had been one line of more than 200 characters; it is said in lines of at most 200 (methods/base.py
     noise_lines), the later one naming biqt's map, as iqt upsample prints it."""
-    from ImageQualityTransferLib.dmri import degrade as deg, randomise
-
-    s = axial_subject
-    pair = deg.degrade(s.dwi, s.mask.data, 2, style="tight", noise=randomise.rician(5, 0))
-    scene = slicer.vtkMRMLScene()
-    node = mrml.add_tensor_node(scene, pair.tensor, "noisy")
-    mask_node = mrml.add_scalar_node(scene, Volume(pair.mask.data.astype(np.float32), pair.tensor.affine, "scalar"),
-                                     "brain")
-    out = processing.run_on_nodes(scene, node, "biqt", 2, mask_node=mask_node)["tensor"]
-    lines = out.GetAttribute(mrml.NOTES_ATTRIBUTE).split("\n")
+    lines = _noisy_biqt_notes(axial_subject, 5).split("\n")
     noise = [n for n in lines if "noise" in n or "uncertainty map" in n]
     assert len(noise) >= 2 and max(map(len, lines)) <= 200, lines
     assert "biqt uses its noise-trained model" in noise[0] and "biqt's uncertainty map" in noise[-1], noise

@@ -240,6 +240,8 @@ def load_tensor(path, order: str = "nifti", stated: bool | None = None) -> Volum
     shape = img.shape
     if order == "nifti" and not stated:  # a --tensor-order nifti given is read so, whatever the header records
         order = _recorded_order(img, path)
+    # a 7- or 9-volume file's values are read once: the DWI check and the seven-volume line both look at them
+    values = read_data(img, path) if len(shape) == 4 and shape[3] in (7, 9) else None
     if len(shape) == 5 and shape[3] == 1 and shape[4] == 6:
         if order not in ("nifti", "dipy"):  # else reordered, then refused as "not positive definite"
             raise IQTError(f"{path}: a 5D NIfTI SYMMATRIX file has the element order its format fixes; --tensor-order "
@@ -260,7 +262,7 @@ def load_tensor(path, order: str = "nifti", stated: bool | None = None) -> Volum
                 f"or --tensor-order dipy (Dxx,Dxy,Dyy,Dxz,Dyz,Dzz, dipy's lower_triangular)"
             )
         file_order = order
-    elif (dwi := _dwi_series_line(img, path)) is not None:  # other DWI volume counts, before their layouts' lines
+    elif (dwi := _dwi_series_line(img, path, values)) is not None:  # other DWI volume counts, before their layouts' lines
         raise IQTError(dwi)
     elif len(shape) == 5 and tuple(shape[3:]) == (3, 3):  # dipy's quadratic_form saved as it is
         raise IQTError(f"{path}: shape {shape} holds full 3x3 matrices (as dipy's fit.quadratic_form); save the six "
@@ -278,7 +280,7 @@ def load_tensor(path, order: str = "nifti", stated: bool | None = None) -> Volum
                        "volumes; keep the six distinct elements (volumes 0,1,2,4,5,8 of a row-major matrix: "
                        "xx,xy,xz,yy,yz,zz), e.g. nib.save(nib.Nifti1Image(img.get_fdata()[..., [0, 1, 2, 4, 5, 8]], "
                        "img.affine), 'dti6.nii.gz'), and read that file with --tensor-order fsl")
-    elif len(shape) == 4 and shape[3] == 7 and np.nanmin(read_data(img, path)) < 0:  # dipy's lower_triangular(b0=...)
+    elif len(shape) == 4 and shape[3] == 7 and np.nanmin(values) < 0:  # dipy's lower_triangular(b0=...)
         # saved as it is (its off-diagonal elements and -log(S0) negative), not a DWI of a b0 and six directions
         raise IQTError(f"{path}: shape {shape} holds seven volumes, as dipy's fit.lower_triangular(b0=S0) writes them "
                        "(the six elements Dxx,Dxy,Dyy,Dxz,Dyz,Dzz, then -log(S0)); keep the first six, e.g. "

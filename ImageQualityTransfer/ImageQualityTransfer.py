@@ -308,6 +308,14 @@ def engineText(text: str) -> str:
         m = re.fullmatch(r"node '(.*)'", label)
         return _("node '{name}'").format(name=m[1]) if m else label
 
+    def holesFailed(count, told) -> str:  # the holes line's clause counting its failed fits (inputs.py warn_holes)
+        if not count:
+            return ""
+        if told:
+            return (_(", 1 of them failed fit (counted in the failed-fit line too)") if count == "1" else
+                    _(", {count} of them failed fits (counted in the failed-fit line too)").format(count=count))
+        return _(", 1 of them failed fit") if count == "1" else _(", {count} of them failed fits").format(count=count)
+
     label = r"(node '.*?'|\S+ node)"
     rules = (
         (r"the Target voxel size (\S+) chose (factors? \d+(?:,\d+)*): output voxel size (\S+) mm \(input (\S+) mm\)",
@@ -356,19 +364,20 @@ def engineText(text: str) -> str:
                       "Slicer's view of the input differs from the output's; add the line to the header to say which")
                     ).format(node=node(m[1]), file=m[2], space=m[4], axes=m[5])),
         (r"(.*?)(\d+) low-res voxels? holds? no tensor \(a missing tensor or a failed fit\) where the fitted tensors "
-         r"enclose (?:it|them), (\d+\.\d) cm\^3 in the largest hole: a lesion, ventricle or region left out of the "
-         r"fit's mask, or background a wide mask closed over\? The learned methods fill such holes from the tensors "
+         r"enclose (?:it|them), (\d+\.\d) cm\^3 in the largest hole"
+         r"(?:, (\d+) of them failed fits?( \(counted in the failed-fit line too\))?)?"
+         r": a lesion, ventricle or region left out of the fit's mask, or background a wide mask closed over\? The learned methods fill such holes from the tensors "
          r"around them, every uncertainty map raised to the top there: look at the scan there",
          lambda m: m[1] + (_("1 low-res voxel holds no tensor (a missing tensor or a failed fit) where the fitted "
-                             "tensors enclose it, {size} cm^3 in the largest hole: a lesion, ventricle or region left out "
+                             "tensors enclose it, {size} cm^3 in the largest hole{failed}: a lesion, ventricle or region left out "
                              "of the fit's mask, or background a wide mask closed over? The learned methods fill such "
                              "holes from the tensors around them, every uncertainty map raised to the top there: look "
                              "at the scan there") if m[2] == "1" else
                            _("{count} low-res voxels hold no tensor (a missing tensor or a failed fit) where the "
-                             "fitted tensors enclose them, {size} cm^3 in the largest hole: a lesion, ventricle or region "
+                             "fitted tensors enclose them, {size} cm^3 in the largest hole{failed}: a lesion, ventricle or region "
                              "left out of the fit's mask, or background a wide mask closed over? The learned methods "
                              "fill such holes from the tensors around them, every uncertainty map raised to the top "
-                             "there: look at the scan there")).format(count=m[2], size=m[3])),
+                             "there: look at the scan there")).format(count=m[2], size=m[3], failed=holesFailed(m[4], m[5]))),
     )
     out = []
     for line in str(text).split("\n"):

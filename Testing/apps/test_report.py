@@ -909,3 +909,45 @@ def test_report_voxel_size_without_a_model_names_a_coarser_one_that_has(tmp_path
         out = capsys.readouterr().out
         hint = "--voxel-size 2 gives factors 1,1,3 (1.8x1.8x2 mm voxels), for which models ship"
         assert (hint in out) == said, out
+
+
+def test_the_figures_leave_out_the_reference_voxels_iqt_evaluate_leaves_out(tmp_path, monkeypatch):
+    """An OLS reference's voxels of MD <= 0 (plausible eigenvalues, no tissue's MD) are left out of every score
+    (evaluation.evaluation_voxels), and had still been drawn in the page's ground-truth FA panels, error maps and
+    reference tracts: the figures now use the same voxels."""
+    from types import SimpleNamespace
+
+    from ImageQualityTransferLib.analysis import evaluation, tractography
+
+    shape = (12, 14, 10)
+    truth = _field(shape, 0)
+    bad = np.zeros(shape, bool)
+    bad[5:8, 6:9, 4:6] = True
+    truth[bad] = tensors.from_matrix(np.diag([-0.9e-3, 0.2e-3, 0.3e-3]))  # MD -0.13e-3, eigenvalues within the range
+    assert tensors.plausible(truth[bad]).all() and not evaluation.evaluation_voxels(truth, bad).any()
+    pred = truth + np.float32(1e-4)
+    mask = np.zeros(shape, bool)
+    mask[2:-2, 2:-2, 2:-2] = True
+    drawn, errors = {}, []
+    real_fa, real_scalar = report_page.fa_views, report_page.scalar_views
+
+    def fa(columns, *a, **k):
+        drawn.update(columns)
+        return real_fa(columns, *a, **k)
+
+    def scalar(maps, background, m, *a, **k):
+        if a[2].startswith("RMS element error"):
+            errors.append(m)
+        return real_scalar(maps, background, m, *a, **k)
+
+    monkeypatch.setattr(report_page, "fa_views", fa)
+    monkeypatch.setattr(report_page, "scalar_views", scalar)
+    # an identity affine: the canonical arrays the figures draw are the arrays given
+    report_page.write_report(tmp_path / "r.html", "ols", [("cubic", pred), ("ground truth", truth)], mask, [1, 1, 1],
+                             np.eye(4), truth=truth)
+    inside = bad & mask
+    assert not np.any(drawn["ground truth"][inside]) and np.array_equal(drawn["ground truth"][mask & ~bad], truth[mask & ~bad])
+    assert np.array_equal(drawn["cubic"], pred)  # a method's output is drawn as it is
+    assert errors and not any(m[inside].any() for m in errors) and all(m[mask & ~bad].all() for m in errors)
+    case = SimpleNamespace(truth=truth, hr_mask=mask)
+    assert not tractography.reference_voxels(case)[inside].any() and tractography.reference_voxels(case)[mask & ~bad].all()

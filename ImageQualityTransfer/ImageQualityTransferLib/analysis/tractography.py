@@ -513,9 +513,17 @@ def compare(density: np.ndarray, reference: np.ndarray) -> dict:
 LOWRES = "low-res input"
 
 
+def reference_voxels(case) -> np.ndarray:
+    """The reference's voxels its streamlines are tracked in: the evaluation voxels of its brain mask
+    (evaluation.evaluation_voxels: a plausible reference tensor with MD above zero), the voxels every figure uses."""
+    from .evaluation import evaluation_voxels
+
+    return evaluation_voxels(case.truth, np.asarray(case.hr_mask, bool))
+
+
 def comparison_seeds(case, n: int = 2000, fa_min: float = 0.3, rng=0) -> np.ndarray:
     """World seeds shared by every volume of a case: `n` random points in the high-res reference's white
-    matter (brain mask, plausible fit, FA >= fa_min)."""
+    matter (brain mask, plausible fit, FA >= fa_min; a seed outside reference_voxels starts no reference streamline)."""
     truth = np.asarray(case.truth, np.float64)
     ok = np.asarray(case.hr_mask, bool) & tensors.plausible(truth)
     wm = ok & (tensors.fa(truth) >= fa_min)
@@ -534,8 +542,8 @@ def compare_case(case, predictions: dict, n_seeds: int = 2000, settings: Trackin
                  seed_rng=0) -> dict:
     """Tract-density comparison of each prediction (and of the low-res input) with the reference.
 
-    From the same world seeds, streamlines are tracked on the high-res reference (its brain mask and
-    plausible voxels), on each method's high-res prediction (the same mask), and on the low-res input on
+    From the same world seeds, streamlines are tracked on the high-res reference (its evaluation voxels,
+    reference_voxels), on each method's high-res prediction (the same mask), and on the low-res input on
     its own grid (low-res mask); every density map is taken on the high-res grid. Returns
     {name: {"tract_dice", "tract_fp_fraction", "n_streamlines"}} with the key LOWRES for the input. Lengths not given
     in `settings` are scaled once to the reference's brain, the same for every volume."""
@@ -543,8 +551,7 @@ def compare_case(case, predictions: dict, n_seeds: int = 2000, settings: Trackin
     seeds = comparison_seeds(case, n_seeds, rng=seed_rng)
     shape = case.truth.shape[:3]
     truth = np.asarray(case.truth, np.float32)
-    ref_mask = np.asarray(case.hr_mask, bool) & tensors.plausible(truth)
-    ref_lines = track(Volume(truth, case.hr_affine, "tensor"), seeds, s, mask=ref_mask)
+    ref_lines = track(Volume(truth, case.hr_affine, "tensor"), seeds, s, mask=reference_voxels(case))
     ref = density_map(ref_lines, case.hr_affine, shape)
     out = {"reference": {"tract_dice": 1.0, "tract_fp_fraction": 0.0, "n_streamlines": len(ref_lines)}}
     lr_lines = track(case.lr, seeds, s, mask=case.lr_mask.data)

@@ -65,7 +65,7 @@ def run(path, subject_dir=None, factor=2, method_names=None, tracts: bool = True
             seeds = tractography.comparison_seeds(case, n_seeds)
             show = ["cubic"] + tract_methods(list(preds), tract_rows)
             lines = {"ground truth": tractography.track(Volume(case.truth, case.hr_affine, "tensor"), seeds,
-                                                         mask=case.hr_mask & tensors.plausible(case.truth)),
+                                                         mask=tractography.reference_voxels(case)),
                      "low-res input": tractography.track(case.lr, seeds, mask=case.lr_mask.data)}
             for n in show:
                 lines[n] = tractography.track(preds[n].tensor, seeds, mask=case.hr_mask)

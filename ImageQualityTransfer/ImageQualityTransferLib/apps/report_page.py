@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..analysis.evaluation import evaluation_voxels
 from ..core import noise_level, tensors
 from ..core.direction import RANDOM_AXIS_DEGREES, SHOWN_TOP_DEGREES
 from ..core.orientation import Reorientation
@@ -115,7 +116,10 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
     m = masked.data
     frame = masked.affine[:3, :3] / np.linalg.norm(masked.affine[:3, :3], axis=0)  # canonical voxel axes -> world RAS
     vox = np.asarray(voxel_mm, float)[list(np.argsort(reo.ornt[:, 0]))]
-    cols = [(n, canon(t)) for n, t in columns]
+    # the reference drawn, and its errors, on the voxels iqt evaluate scores (evaluation.evaluation_voxels): an OLS
+    # reference's MD <= 0 voxels, left out of every figure in the table, had been drawn
+    scored = None if truth is None else evaluation_voxels(canon(truth), m)
+    cols = [(n, canon(t) if t is not truth else np.where(scored[..., None], canon(t), 0)) for n, t in columns]
     scale_in = None if scale_region is None else reo.apply(Volume(np.asarray(scale_region, bool), affine, "mask")).data
     if scale_in is not None and (scale_in & m).sum() < SCALE_MIN_VOXELS:  # too little inside it to read a scale
         scale_in = None
@@ -183,7 +187,7 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
         t = canon(truth)
         errs = {n: np.sqrt(np.mean((a.astype(np.float64) - t) ** 2, axis=-1)) * tensors.SHOWN_UNIT
                 for n, a in cols if n != "ground truth"}
-        ok = m & tensors.plausible(t)
+        ok = scored
         parts.append("<h2>Errors</h2>")
         top = shared_top(errs, ok)
         parts.append(_figure_html([scalar_views({n: errs[n] for n in row}, None, ok, vox, centre,
@@ -191,8 +195,8 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
                                                 overlay=False, top=top) for row in _rows(list(errs))],
                                   "Per-voxel root-mean-square error of the 6 tensor elements against the ground truth, one shared "
                                   f"colour scale (0 to the 99th percentile), colour bar in {tensors.SHOWN_UNIT_LABEL}, the "
-                                  "uncertainty maps' unit (1 of it is 100 in the Metrics table's 10⁻⁵ mm²/s); voxels outside the mask or with an implausible reference fit are "
-                                  "black."))
+                                  "uncertainty maps' unit (1 of it is 100 in the Metrics table's 10⁻⁵ mm²/s); voxels outside the mask or with an implausible reference fit (MD at or "
+                                  "below zero too), which the Metrics leave out, are black."))
     if metrics_rows:
         parts.append("<h2>Metrics</h2>")
         hdr = ["method", "interior DT-RMSE (10⁻⁵ mm²/s)", "× cubic", "exterior DT-RMSE (10⁻⁵ mm²/s)", "× cubic",
@@ -202,7 +206,7 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
                  _f(r["interior"].get("spearman")), _f(r["seconds"])] for r in metrics_rows]
         parts.append("<p>DT-RMSE: the root-mean-square error of the tensor's six elements against the ground truth, in "
                      f"10⁻⁵ mm²/s as benchmarks report it (100 of these make 1 {tensors.SHOWN_UNIT_LABEL}, the unit of "
-                     f"the error maps' colour bar above: 13.4 in the table is 0.134 {tensors.SHOWN_UNIT_LABEL}), over plausible reference voxels (eigenvalues within [-1e-3, 5e-3] mm²/s); interior: the "
+                     f"the error maps' colour bar above: 13.4 in the table is 0.134 {tensors.SHOWN_UNIT_LABEL}), over plausible reference voxels (eigenvalues within [-1e-3, 5e-3] mm²/s, MD above zero); interior: the "
                      "brain more than two low-res voxels from the mask's edge, exterior: the rest of the brain; × cubic: "
                      "that error over cubic interpolation's (below 1 beats cubic); uncert. ρ: how well the method's "
                      "uncertainty ranks its own errors in the interior (Spearman correlation, 1 at best).</p>")

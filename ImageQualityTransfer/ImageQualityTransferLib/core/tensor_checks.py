@@ -66,6 +66,37 @@ def nan_as_empty(t: np.ndarray, source: str = "", fate: str | None = None) -> np
     return np.where(empty[..., None], 0, t)
 
 
+# share of the brain's median MD above which an integer file's stored step (its scl_slope) is said: nibabel's automatic
+# int16 scaling spans the file's whole range, so one failed fit at 1.72 mm^2/s set a step of 2.63e-5 mm^2/s (3.6 % of
+# the 3 mm ortho dev scan's MD) that nothing had said; a clean fit's range gives steps under 0.02 %
+# (docs/measurements.md, "Tensors stored as integers")
+COARSE_STEP = 0.02
+
+
+def warn_coarse_step(t: np.ndarray, step: float, source: str = "") -> None:
+    """One warning where `step`, the value of one stored integer of a tensor file (its scl_slope, mm^2/s), is over
+    COARSE_STEP of the brain's median MD (the voxels whose MD lies in TISSUE_RANGE): every element is rounded to it,
+    and what that costs FA and direction in low-anisotropy tissue no output shows."""
+    if not step > 0:
+        return
+    md = (t[..., 0] + t[..., 2] + t[..., 5]) / 3.0
+    md = md[(md >= TISSUE_RANGE[0]) & (md <= TISSUE_RANGE[1])]
+    if not md.size:
+        return
+    typical = float(np.median(md))
+    if step <= COARSE_STEP * typical:
+        return
+    import warnings
+
+    from .errors import IQTWarning
+
+    warnings.warn(f"{source}its tensors are stored as integers in steps of {step:.3g} mm^2/s, {100 * step / typical:.1f} % "
+                  f"of the brain's median MD ({typical:.3g} mm^2/s): every element is rounded to that step (an RMS error "
+                  f"of {step / np.sqrt(12):.2g} mm^2/s), which coarsens FA and directions; an integer file's scale spans "
+                  "its whole range, which one failed fit can stretch: save the tensors as float32", IQTWarning,
+                  stacklevel=3)
+
+
 def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "input",
                 order_option: str = "--tensor-order", brain: bool = False, brain_md: float | None = None,
                 source: str = "", made_by: str | None = None, inside=None) -> None:

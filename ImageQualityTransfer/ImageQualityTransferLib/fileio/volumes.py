@@ -309,6 +309,7 @@ def load_tensor(path, order: str = "nifti", stated: bool | None = None) -> Volum
     slope = getattr(img.dataobj, "slope", None)
     if img.get_data_dtype().kind in "iu" and slope is not None and np.isfinite(slope) and slope != 0:
         meta["step"] = abs(float(slope))
+        tensor_checks.warn_coarse_step(data, meta["step"], f"{path}: ")
     made = made_at(img)
     if made is not None:
         meta["made_by"], meta["made_at"] = made

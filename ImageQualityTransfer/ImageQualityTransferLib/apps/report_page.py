@@ -109,7 +109,8 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
     uncertainty maps' colour scales are read (default the mask: dmri.dti.inside_rim for an estimated brain); mask_words:
     what `mask` is, where it is not a subject's brain mask (`iqt report --input`: the mask given, or the outputs'
     support); std_scales: {name: g}, the factor a noisy input's map was raised by (methods/base.py `_for_noise`), said in
-    its title as the viewer's legend says it."""
+    its title as the viewer's legend says it. The column whose array is `truth` is drawn, and the errors are shown, on
+    `truth`'s evaluation voxels (analysis.evaluation.evaluation_voxels), as the metrics read them."""
     reo = Reorientation.to_canonical(affine)
     canon = lambda a: reo.apply(Volume(np.asarray(a, np.float32), affine, "tensor" if np.ndim(a) == 4 and np.shape(a)[3] == 6 else "scalar")).data
     masked = reo.apply(Volume(np.asarray(mask, bool), affine, "mask"))

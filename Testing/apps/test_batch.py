@@ -668,6 +668,9 @@ def test_the_sigma_noise_factor_is_in_qc_tsv_and_the_std_sidecar(tmp_path, monke
     notes = json.loads(next(out.rglob("*param-tensor_dwimap.json")).read_text())["Notes"]
     noise = [n for n in notes if "biqt" in n]
     assert len(noise) == 2 and max(map(len, noise)) <= 200 and "biqt's uncertainty map" in noise[1], notes
+    # the QC table's cell names the input once, not once per line (each had opened with its path: 446 characters)
+    cell = row[head.index("notes")]
+    assert cell.count("n_dti.nii.gz") == 1 and "| biqt's uncertainty map" in cell, cell
 
 
 def test_outlier_rule_and_bad_command_lines(tmp_path, capsys):

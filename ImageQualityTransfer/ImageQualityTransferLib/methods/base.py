@@ -886,6 +886,21 @@ def noise_lines(note: str) -> list[str]:
     return lines
 
 
+def name_said_once(notes) -> list[str]:
+    """`notes` with each line `noise_lines` split off a noise line, and any later note opening with the same input's
+    name, without that name: joined in one cell of a QC table (" | "), the name had been said once per line (446
+    characters where the line as one was 329)."""
+    out, source = [], ""
+    for note in notes:
+        m = _NOISE_HEAD.match(note)
+        if m:
+            source = m.group(1)[:m.group(1).rfind("the input ")]
+            out.append(note)
+        else:
+            out.append(note[len(source):] if source and note.startswith(source) else note)
+    return out
+
+
 def _shared_ending(parts: list[str]) -> str:
     """Several methods' parts of one noise line as one: the noise-trained models' parts (an opening, then `_EDGE` or
     `_BEYOND` and the map pieces) with the methods that run the install's model named once, where the input lies in

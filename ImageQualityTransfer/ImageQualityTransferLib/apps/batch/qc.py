@@ -108,6 +108,8 @@ def _model_used(r: dict) -> str:
 
 def qc_rows(results: list[dict], model: str = "", res: str = "") -> list[list[str]]:
     """One QC row per subject of a run of `model` (the outputs' model- label) at `res` (their res- label)."""
+    from ...methods.base import name_said_once
+
     rows = []
     for r in results:
         q = r["qc"]
@@ -127,7 +129,7 @@ def qc_rows(results: list[dict], model: str = "", res: str = "") -> list[list[st
                      str(q.get("b0_check", "n/a")), str(q.get("bvec_check", "n/a")), _model_used(r),
                      ",".join(r.get("outlier", [])) or "-", _fmt(seconds, ".1f"),
                      r.get("figure") or "n/a" if r["status"] != "failed" else "n/a",
-                     " | ".join(" ".join(str(n).split()) for n in r.get("notes") or []) or "-", r.get("reason", ""),
+                     " | ".join(name_said_once(" ".join(str(n).split()) for n in r.get("notes") or [])) or "-", r.get("reason", ""),
                      _fmt(q.get("noise_std_scale"), ".5g"), _fmt(q.get("failed_fits_flagged"), ".0f"),
                      _fmt(q.get("holes_flagged"), ".0f")])
     return rows

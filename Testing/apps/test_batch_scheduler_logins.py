@@ -303,3 +303,28 @@ def test_a_ws_address_whose_login_and_host_are_unclear_is_refused_showing_none_o
     assert not [w for w in ("Zq9", "Xk7", "Wm5", "w0rd", "ss/", "//T", "pw@", "p@") if w in line], line
     assert "%40" in line and not (tmp_path / "o").exists(), line
     assert shlex.split(scheduler.masked_command(["batch", "in", "--scheduler", given]))[-1] == said
+
+
+@pytest.mark.parametrize("given, said, which", [
+    ("wss://alice:Zq9@hub.example.org/user/alice@uni.edu/proxy/8786/",
+     "wss://alice:***@hub.example.org/***@uni.edu/proxy/8786/", "the '@' before 'uni.edu/proxy/8786/'"),
+    ("ws://u:Zq9@node7:8786/user/a@b.org/x@lab.org/?token=Zq9", "ws://u:***@node7:8786/***@lab.org/?token=***",
+     "each of the 2 '@' after it (the last before 'lab.org/')"),
+])
+def test_a_ws_address_with_a_login_and_an_at_sign_in_its_path_shows_its_host_and_the_at_sign_to_write(
+        given, said, which, tmp_path, capsys):
+    """A JupyterHub user name that is an e-mail, after a login (wss://alice:tok@hub.example.org/user/alice@uni.edu/...):
+    refused, it had been shown as wss://***@uni.edu/proxy/8786/, which reads as if uni.edu were the host, and told to
+    write "a path's or query's '@'" as %40. The line shows the login masked and the host Dask's websocket client
+    reaches, names the '@' to write %40 by the text after it, and that form is accepted."""
+    from urllib.parse import urlsplit
+
+    ds = helpers.make_bids(tmp_path / "bids", subjects=("01",), corrupt=None, shape=(8, 8, 8))
+    line = helpers.refused_line(capsys, ["batch", ds, "-o", tmp_path / "o", "--method", "cubic", "--scheduler", given],
+                                f"--scheduler {said}: more than one '@', one after a '/', '?' or '#'")
+    assert f"reaches {urlsplit(given).netloc.rpartition('@')[2]} " in line and f"write {which} as %40" in line, line
+    assert "Zq9" not in line and not (tmp_path / "o").exists(), line
+    assert urlsplit(said).hostname == urlsplit(given).hostname
+    assert "Zq9" not in scheduler.masked_command(["batch", "in", "--scheduler", given])
+    fixed = given.replace("Zq9@", "\0").replace("@", "%40").replace("\0", "Zq9@")
+    assert scheduler.check_address(fixed) == fixed

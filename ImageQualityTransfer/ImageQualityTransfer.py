@@ -330,6 +330,9 @@ def engineText(text: str) -> str:
         (r"the Target voxel size (\S+) gives (factors? \d+(?:,\d+)*) \((\S+) mm voxels\), for which models ship",
          lambda m: _("the Target voxel size {size} gives {factors} ({out} mm voxels), for which models ship").format(
              size=m[1], factors=factors(m[2]), out=m[3])),
+        (r"the Target voxel size (\S+) gives (factors? \d+(?:,\d+)*) \((\S+) mm voxels\), which the given model serves",
+         lambda m: _("the Target voxel size {size} gives {factors} ({out} mm voxels), which the given model serves").format(
+             size=m[1], factors=factors(m[2]), out=m[3])),
         (r"no coarser the Target voxel size helps \(the shipped models' factors leave these voxels far from isotropic\)",
          lambda m: _("no coarser Target voxel size helps (the shipped models' factors leave these voxels far from "
                      "isotropic)")),
@@ -1277,9 +1280,11 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
                 exclude_outliers=bool(excludeOutliers),
             )
         except self.engineError() as exc:  # a refusal the panel knows (a NRRD header's) in the user's language
-            if type(exc) is not self.engineError() or engineText(str(exc)) == str(exc):
+            # a model file for other factors than the Target voxel size chose: the size that gives its own named
+            said = sp.model_refusal(exc, choice, voxelSize) if type(exc) is self.engineError() else str(exc)
+            if type(exc) is not self.engineError() or engineText(said) == said == str(exc):
                 raise
-            raise self.engineError()(engineText(str(exc))) from None
+            raise self.engineError()(engineText(said)) from None
         logging.info(f"Processing completed in {time.time() - startTime:.2f} seconds")
         anisotropic = self._outputAnisotropy(inputNode, factor) if defaulted else None
         if anisotropic and not sp.method_info(method)["learned"]:  # defaultMethod chose cubic for these voxels

@@ -201,3 +201,28 @@ def test_a_damaged_sidecars_factors_leave_its_refusal_to_the_loader(tmp_path, ca
                         "--voxel-size 1.5 chose factors 2,2,4", "edited or damaged")
     assert "--factor" not in line.partition("edited or damaged")[0], line
     assert not (tmp_path / "hr.nii.gz").exists()
+
+
+@pytest.mark.realdata
+def test_a_model_for_other_factors_than_voxel_size_chose_names_the_voxel_size_that_runs_it(tmp_path, capsys):
+    """--model biqt_x2 with --voxel-size 1 on a crop of the 3 mm dev scan (factor 3): the line had said the loader's
+    refusal alone, where `iqt upsample` names --voxel-size 1.5, which gives the model's own factor 2 (one engine
+    function, methods/factor_choice.py model_hint); nothing written."""
+    import shutil
+
+    import nibabel as nib
+
+    from helpers import AXIAL, need_data
+    from ImageQualityTransferLib.fileio.paths import MODELS_DIR
+
+    folder = need_data(AXIAL)
+    (tmp_path / "crop").mkdir()
+    nib.save(nib.load(folder / "dwi.nii.gz").slicer[24:40, 24:40, 12:20], tmp_path / "crop" / "dwi.nii.gz")
+    for ext in ("bval", "bvec"):
+        shutil.copy(folder / f"dwi.{ext}", tmp_path / "crop" / f"dwi.{ext}")
+    (tmp_path / "list.txt").write_text("crop\n")
+    refused_line(capsys, ["batch", tmp_path / "list.txt", "-o", tmp_path / "out", "--model", MODELS_DIR / "biqt_x2.npz",
+                          "--voxel-size", "1"],
+                 "--voxel-size 1 chose factor 3 for sub-crop; ", "this biqt model is for factor 2, not 3",
+                 "; --voxel-size 1.5 gives factor 2 (1.5x1.5x1.5 mm voxels), which the given model serves")
+    assert not (tmp_path / "out").exists()

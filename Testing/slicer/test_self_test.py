@@ -114,11 +114,26 @@ print("cubic at 1.5 mm:", nodes["tensor"].GetImageData().GetDimensions())
 """
 
 
+MODEL_FOR_OTHER_FACTORS = r"""
+model = str(shell.MODULE_DIR / "Resources" / "Models" / "biqt_x1x1x3.npz")
+thick = mrml.add_tensor_node(slicer.mrmlScene, Volume(d, np.diag([2.0, 2.0, 6.0, 1.0]), "tensor"), "dti226")
+def model_refused(where):
+    before = slicer.mrmlScene.GetNumberOfNodes()
+    try:
+        logic.process(thick, modelPath=model, voxelSize=1.5)
+        print("ran with the model", where)
+    except IQTError as exc:
+        print("model refused", where, "nodes made", slicer.mrmlScene.GetNumberOfNodes() - before, "|", exc)
+model_refused("in batch")
+"""
+
+
 @pytest.fixture(scope="module")
 def logic_default_at_5(tmp_path_factory):
     """One child process for the Logic tests: LOGIC_RUN's process(None), then DEFAULT_AT_5 and WITHOUT_A_MODEL in batch
     mode, then WITH_MAIN_WINDOW (a Slicer shell and the engine imported once, not four times)."""
-    return logic_run(tmp_path_factory.mktemp("logic"), DEFAULT_AT_5 + WITHOUT_A_MODEL + WITH_MAIN_WINDOW)
+    return logic_run(tmp_path_factory.mktemp("logic"), DEFAULT_AT_5 + WITHOUT_A_MODEL + MODEL_FOR_OTHER_FACTORS
+                     + WITH_MAIN_WINDOW + 'model_refused("in the worker")\n')
 
 
 def test_a_learned_method_without_a_model_is_refused_before_any_node_as_the_command_line_refuses_it(logic_default_at_5):
@@ -151,3 +166,18 @@ def test_the_default_method_at_factors_without_a_model_says_it_ran_interpolation
     default, named = (line for line in out.splitlines() if line.startswith("5 "))
     assert default.startswith("5 None notes:") and note in default, out
     assert named.startswith("5 cubic notes:") and "no learned model" not in named, out
+
+
+def test_a_model_file_for_other_factors_than_the_target_voxel_size_chose_names_the_one_that_runs_it(logic_default_at_5):
+    """Advanced > Model file (biqt_x1x1x3) with the Target voxel size 1.5 on a 2x2x6 mm volume (factors 2,2,4): the
+    Logic had said the loader's refusal alone, where `iqt upsample --model --voxel-size` names --voxel-size 2, which
+    gives the model's own factors (methods/factor_choice.py model_hint, one function for both); in batch mode (the run
+    in-process) and with a main window (the run in the worker process), before any node is made."""
+    out = logic_default_at_5
+    for where in ("in batch", "in the worker"):
+        line = next((x for x in out.splitlines() if x.startswith(f"model refused {where} ")), None)
+        assert line is not None and "nodes made 0 |" in line, out[-3000:]
+        assert "the Target voxel size 1.5 chose factors 2,2,4: output voxel size 1x1x1.5 mm (input 2x2x6 mm); " in line
+        assert "this biqt model is for factors 1,1,3, not 2,2,4" in line and "--" not in line, line
+        assert line.endswith("; the Target voxel size 2 gives factors 1,1,3 (2x2x2 mm voxels), which the given model "
+                             "serves"), line

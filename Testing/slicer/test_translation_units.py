@@ -265,6 +265,13 @@ def test_the_factor_rule_s_refusal_and_hint_reach_the_panel_through_tr():
     hint = processing.choose_factors(None, None, (1.8, 1.8, 6), 1.8).hint
     assert hint.startswith("; ") and marked_text(hint) == "; <the Target voxel size 2 gives <factors 1,1,3> (1.8x1.8x2 mm " \
                                                           "voxels), for which models ship>", marked_text(hint)
+    from ImageQualityTransferLib.fileio.paths import MODELS_DIR
+
+    # a model file for other factors than the Target voxel size chose: the voxel size that gives its own, one tr() text
+    hint = processing.choose_factors("biqt", None, (2, 2, 6), 1.5, MODELS_DIR / "biqt_x1x1x3.npz").hint
+    assert marked_text(hint) == "; <the Target voxel size 2 gives <factors 1,1,3> (2x2x2 mm voxels), which the given " \
+                                "model serves>", marked_text(hint)
+    assert engine_text(hint) == hint
     process = _load(marked, "ImageQualityTransferLogic.process")["ImageQualityTransferLogic.process"]
     engine = types.SimpleNamespace(choose_factors=processing.choose_factors)
     logic = types.SimpleNamespace(engineError=lambda: ValueError, engine=lambda: engine, defaultMethod=lambda f, n: "x",

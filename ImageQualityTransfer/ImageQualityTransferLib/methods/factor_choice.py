@@ -70,6 +70,13 @@ def choose(method: str | None = None, factor=None, *, voxel_size=None, target: f
     return Choice(f, method, chose, said + missing_model(method, f) + more, hint=more)
 
 
+def model_hint(exc, choice: Choice) -> str:
+    """`choice.hint` where the loader's refusal `exc` is of a given model's factors (its `advice`: the voxel size that
+    gives the model's own), "" for a damaged or foreign model: what iqt upsample, iqt batch and the Slicer module add to
+    the loader's line (the module and batch had said no voxel size that runs the model)."""
+    return choice.hint if getattr(exc, "advice", None) else ""
+
+
 def missing_model(name: str, f) -> str:
     """The loader's own line for learned method `name` without a shipped model for factors `f`: what ships, the model
     to give or train, and the methods that have one (`fileio.model_files.shipped`)."""

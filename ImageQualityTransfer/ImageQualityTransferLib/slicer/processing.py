@@ -372,6 +372,18 @@ def choose_factors(method: str | None, factor, spacing=None, voxel_size_mm: floa
                                hint=in_module_words(c.hint))
 
 
+def model_refusal(exc, choice, voxel_size_mm: float | None) -> str:
+    """The run's refusal `exc` in the module's words, and where the loader refused a given model's factors that the
+    Target voxel size chose, what it chose and the voxel size that gives the model's own (`choice` from
+    `choose_factors`), as iqt upsample says it (methods/factor_choice.py model_hint)."""
+    from ..methods.factor_choice import model_hint
+
+    hint = model_hint(exc, choice)
+    if not hint or voxel_size_mm is None:
+        return str(exc)
+    return in_module_words(f"--voxel-size {voxel_size_mm:g} chose {choice.chose}; ") + str(exc) + hint
+
+
 # ---------------------------------------------------------------- the one call
 
 
@@ -406,7 +418,10 @@ def run_on_nodes(
     except IQTError as exc:
         if type(exc) is not IQTError:  # Cancelled and the like keep their type and words
             raise
-        raise IQTError(in_module_words(str(exc))) from None
+        said = IQTError(in_module_words(str(exc)))
+        if getattr(exc, "advice", None):  # a model refused for its factors (model_refusal reads it)
+            said.advice = in_module_words(exc.advice)
+        raise said from None
 
 
 # command-line options in the engine's messages -> the module's controls (Resources/UI/ImageQualityTransfer.ui)

@@ -55,7 +55,7 @@ def predict_in_subprocess(lr: Volume, request, mask: Volume | None = None, progr
         except IQTError as exc:
             if str(folder) not in str(exc):
                 raise
-            raise IQTError(_without_paths(str(exc), folder)) from None
+            raise _with_advice(IQTError(_without_paths(str(exc), folder)), getattr(exc, "advice", None)) from None
         results = {}
         for key, entry in summary["outputs"].items():
             results[key] = Volume(np.load(entry["path"], allow_pickle=False), np.array(entry["affine"], float),
@@ -146,7 +146,7 @@ def _run_worker(args, progress, cancel) -> dict:
     t_out.start()
     t_err.start()
     summary = None
-    error = None
+    error, advice = None, None
     try:
         while True:
             if cancel is not None and cancel():
@@ -166,7 +166,7 @@ def _run_worker(args, progress, cancel) -> dict:
             if "progress" in msg:
                 report_progress(progress, msg["progress"], msg.get("message"))
             if "error" in msg:
-                error = msg["error"]
+                error, advice = msg["error"], msg.get("advice")
             if msg.get("done"):
                 summary = msg
     finally:
@@ -174,7 +174,7 @@ def _run_worker(args, progress, cancel) -> dict:
             stop_process_tree(proc)
         t_err.join(timeout=5)
     if error:
-        raise IQTError(error)
+        raise _with_advice(IQTError(error), advice)
     if proc.returncode != 0 or summary is None:
         tail = "".join(errors)[-2000:].strip()
         raise IQTError(f"the processing process failed ({exit_words(proc.returncode)}): {tail or 'no message'}")
@@ -242,3 +242,11 @@ def _parse(line: str):
         return json.loads(line)
     except json.JSONDecodeError:
         return None
+
+
+def _with_advice(exc: IQTError, advice) -> IQTError:
+    """`exc` carrying the worker's `advice` (a model refused for its factors: methods/learned.py), which the module's
+    Logic reads to name the voxel size that gives the model's own (methods/factor_choice.py model_hint)."""
+    if advice:
+        exc.advice = advice
+    return exc

@@ -93,8 +93,8 @@ def main(argv=None) -> int:
                             # the model that ran, which the header's 80 bytes drop for long names
                             **{k: vol.meta[k] for k in ("model_name", "model_origin", mrml.NOISE_KEY, mrml.NOISE_INDEX_KEY)
                                if vol.meta.get(k)}}
-    except IQTError as exc:
-        _emit(error=str(exc))
+    except IQTError as exc:  # a model refused for its factors says so (`advice`: methods/factor_choice.py model_hint)
+        _emit(error=str(exc), **({"advice": exc.advice} if getattr(exc, "advice", None) else {}))
         return 2
     except Exception as exc:
         from ..core.errors import out_of_memory, start_refused_said

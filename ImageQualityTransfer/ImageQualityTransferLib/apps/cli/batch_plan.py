@@ -20,7 +20,7 @@ def _method_for(args, f, group=()):
     interpolation baseline for lack of a learned model, what each subject's row says ("" else)."""
     from ... import methods
     from ...core import grid
-    from ...methods.factor_choice import choose
+    from ...methods.factor_choice import choose, model_hint
 
     voxel_size = _voxel_size(group) if args.voxel_size is not None else None
     defaulted = not args.method and not getattr(args, "model", None)
@@ -58,7 +58,9 @@ def _method_for(args, f, group=()):
                                             f"own factors{along})")
             if not group or (getattr(args, "model", None) and advice is None):  # a given model that does not load
                 raise IQTError(text) from None  # (checksum, pickle): said as it is, not as factors the cohort got
-            raise IQTError(f"{_chosen_by(args)} chose {grid.describe(f)} for {_named(group)}; {text}") from None
+            # the voxel size that gives a given model's own factors, as iqt upsample names it
+            raise IQTError(f"{_chosen_by(args)} chose {grid.describe(f)} for {_named(group)}; {text}"
+                           f"{model_hint(exc, choice)}") from None
     return name, method, choice.note
 
 

@@ -386,7 +386,7 @@ def run(args):
     from ...core import grid
     from ...core.orientation import Reorientation, factor_axes
     from ...fileio.records import map_record
-    from ...methods.factor_choice import choose
+    from ...methods.factor_choice import choose, model_hint
     from ...methods.inputs import FRAME_NOISE, check_frame, frame_checked, warn_frame_noise, warn_if_upsampled
 
     t0 = time.perf_counter()
@@ -465,10 +465,10 @@ def run(args):
         except IQTError as exc:
             if not chose:
                 raise
-            # the other --voxel-size is the factor rule's to name (choice.hint: one that gives a given model's own
-            # factors), said where the loader refused the model's factors (its `advice`), not a damaged file
-            hint = choice.hint if hasattr(exc, "advice") else ""
-            raise IQTError(f"--voxel-size {args.voxel_size:g} chose {choice.chose}; {exc}{hint}") from None
+            # the other --voxel-size is the factor rule's to name (a given model's own factors), said where the loader
+            # refused the model's factors, not a damaged file
+            raise IQTError(f"--voxel-size {args.voxel_size:g} chose {choice.chose}; {exc}{model_hint(exc, choice)}") \
+                from None
     if lr is None:
         lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
     warn_if_upsampled(lr)  # its header says it was upsampled already: one line, the run goes on

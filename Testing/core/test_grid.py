@@ -120,3 +120,28 @@ def test_bounding_box_and_its_affine():
     sub = grid.box_affine(affine, grid.bounding_box(present))
     np.testing.assert_allclose(sub @ [0, 0, 0, 1], affine @ [1, 2, 3, 1])
     np.testing.assert_allclose(sub[:3, :3], affine[:3, :3])
+
+
+def test_a_voxel_size_hint_names_the_narrow_windows_the_tolerance_leaves():
+    """The sagittal dev scan's grid degraded 1,1,2 (2.707x2.707x5.4 mm) gets factor 2 from --voxel-size 2.647 to 2.653
+    only (the 2 % tolerance), where no output voxel size x/k lies: the hint for --model biqt_x2 at --voxel-size 1 had
+    named none, though 2.65 runs it. The hints now read every factor set off the loader's rule (for_voxel_size), each
+    with a voxel size that gives it; a dense scan of --voxel-size finds no set they lack."""
+    from ImageQualityTransferLib.fileio.paths import MODELS_DIR
+    from ImageQualityTransferLib.methods.factor_choice import model_voxel_size
+
+    v = (2.707317, 2.707317, 5.4)
+    assert model_voxel_size(v, (3, 3, 6), 1.0, MODELS_DIR / "biqt_x2.npz") == \
+        "; --voxel-size 2.65 gives factor 2 (1.35x1.35x2.7 mm voxels), which the given model serves"
+    for size in (v, (2.0, 2.0, 6.0), (0.9375, 0.9375, 4.4), (1.796875, 1.796875, 3.3), (5.415, 5.415, 10.8)):
+        choices = grid.voxel_size_choices(size, 4)
+        assert all(grid.for_voxel_size(size, t) == g for t, g in choices), choices
+        dense = set()
+        for t in np.geomspace(0.3, 12, 4000):
+            try:
+                g = grid.for_voxel_size(size, float(t))
+            except IQTError:
+                continue
+            if max(g) <= 4:
+                dense.add(g)
+        assert dense <= {g for _, g in choices}, (size, dense - {g for _, g in choices})

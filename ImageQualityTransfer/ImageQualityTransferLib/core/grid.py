@@ -183,6 +183,42 @@ def for_voxel_size(voxel_size, target_mm, name: str = "--voxel-size",
     return f
 
 
+def voxel_size_choices(voxel_size, most: int) -> list[tuple[float, tuple[int, int, int]]]:
+    """(T, factors) for each factor set, none above `most`, that `for_voxel_size` gives `voxel_size` for some
+    --voxel-size, ascending: T an output voxel size x/k to 3 digits where one gives the set, else the shortest decimal
+    that does, each pair read off `for_voxel_size` itself. A hint naming a voxel size then names one that gives what
+    it says: x/k alone had missed the narrow windows the tolerance leaves below them (2.707x2.707x5.4 mm gets factor 2
+    from 2.647 to 2.653 mm only, where no x/k lies); a window no number of 4 significant digits falls in is left out."""
+    v = [float(x) for x in voxel_size]
+    scale = 1 + VOXEL_SIZE_TOLERANCE
+    # where an axis's factor steps from k to k + 1 as the target falls (the rule's own ratio, with its 1e-6)
+    edges = sorted({x / ((k + 1e-6) * scale) for x in v for k in range(1, int(most) + 1)})
+    found: dict[tuple, tuple] = {}  # factors -> (not an x/k, T)
+    for lo, hi in zip(edges, edges[1:] + [math.inf]):
+        nice = [float(f"{x / k:.3g}") for x in v for k in range(1, int(most) + 1)]
+        tries = [(0, t) for t in nice if lo <= t < hi] + [(1, _shortest_decimal(lo, hi))]
+        for rank, t in (pair for pair in tries if pair[1] is not None):
+            try:
+                g = for_voxel_size(v, t)
+            except IQTError:  # no axis refined
+                continue
+            if max(g) <= most and (g not in found or (rank, t) < found[g]):
+                found[g] = (rank, t)
+    return sorted(((t, g) for g, (_, t) in found.items()), key=lambda pair: pair[0])
+
+
+def _shortest_decimal(lo: float, hi: float) -> float | None:
+    """The number of fewest significant digits, at most 4, in [lo, hi); None where none is (a window no one types, as
+    the rule's 1e-6 guard leaves: 2.941174 alone gives 3x3x6 mm factors 1,1,3)."""
+    top = math.floor(math.log10(lo))
+    for digits in range(1, 5):
+        step = 10.0 ** (top - digits + 1)
+        t = float(f"{math.ceil(lo / step - 1e-9) * step:.{digits}g}")
+        if lo <= t < hi:
+            return t
+    return None
+
+
 def repeat_blocks(a, f) -> np.ndarray:
     """A low-res map on the high-res grid: each voxel repeated into its fx*fy*fz block (nearest upsampling)."""
     fx, fy, fz = factors(f, identity_ok=True)

@@ -111,14 +111,11 @@ def model_voxel_size(voxel_size, f, target: float, model) -> str:
     except IQTError:  # a sidecar's factors no --factor could be (0, or above 10,000): the loader says it is damaged
         return ""
     v = [float(x) for x in voxel_size]
-    for t in sorted({x / k for x in v for k in range(1, max(own) + 1)}, key=lambda t: abs(math.log(t / target))):
-        try:
-            g = grid.for_voxel_size(v, t)
-        except IQTError:  # no axis refined at all
-            continue
+    # every factor set the loader's rule gives, with a voxel size that gives it (x/k alone had missed some: a review)
+    for t, g in sorted(grid.voxel_size_choices(v, max(own)), key=lambda pair: abs(math.log(pair[0] / target))):
         if grid.axis_order(g, [own]) is not None and off_training_anisotropy(v, g) is None:
             mm = "x".join(f"{x / k:.3g}" for x, k in zip(v, g))
-            return f"; --voxel-size {t:.3g} gives {grid.describe(g)} ({mm} mm voxels), which the given model serves"
+            return f"; --voxel-size {t:g} gives {grid.describe(g)} ({mm} mm voxels), which the given model serves"
     return ""
 
 
@@ -131,16 +128,12 @@ def coarser_voxel_size(voxel_size, f, runs) -> str:
 
     v = [float(x) for x in voxel_size]
     skipped = False
-    for target in sorted({x / k for x, n in zip(v, f) for k in range(1, int(n))}):  # each axis refined less
-        try:
-            g = grid.for_voxel_size(v, target)
-        except IQTError:  # no axis refined at all
-            continue
+    for target, g in grid.voxel_size_choices(v, max(f)):  # ascending, as the loader's rule gives each factor set
         if g != tuple(f) and all(a <= b for a, b in zip(g, f)) and runs(g):
             if off_training_anisotropy(v, g) is not None:  # 0.9x0.9x7 mm: 1,1,3 makes 0.9x0.9x2.33 mm voxels, which
                 skipped = True  # the run then warned are far from the near-isotropic ones trained on (a review)
                 continue
             mm = "x".join(f"{x / k:.3g}" for x, k in zip(v, g))
-            return f"; --voxel-size {target:.3g} gives {grid.describe(g)} ({mm} mm voxels), for which models ship"
+            return f"; --voxel-size {target:g} gives {grid.describe(g)} ({mm} mm voxels), for which models ship"
     return "; no coarser --voxel-size helps (the shipped models' factors leave these voxels far from isotropic)" \
         if skipped else ""

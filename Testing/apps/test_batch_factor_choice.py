@@ -159,6 +159,24 @@ def test_iqt_propagate_given_a_model_for_other_factors_advises_no_interpolation_
                           "--model", MODELS_DIR / "biqt_x2.npz", "--factor", "4"], "or an interpolation method (cubic)")
 
 
+def test_the_loader_leaves_the_interpolation_advice_out_where_its_caller_asks():
+    """The loader's refusal of a model for other factors advises cubic unless its caller cannot run it (`cubic=False`,
+    iqt propagate's): the advice comes from the loader, not from a clause cut out of its text afterwards (a reworded
+    clause would have stayed in propagate's line with no error)."""
+    from ImageQualityTransferLib import methods
+    from ImageQualityTransferLib.core.errors import IQTError
+    from ImageQualityTransferLib.fileio.paths import MODELS_DIR
+
+    said = {}
+    for cubic in (True, False):
+        with pytest.raises(IQTError) as caught:
+            methods.get("biqt", model=str(MODELS_DIR / "biqt_x2.npz")).load(4, cubic=cubic)
+        said[cubic] = str(caught.value)
+    assert said[True].endswith("; use --factor 2, or an interpolation method (cubic) for factor 4"), said[True]
+    assert said[False].endswith("; use --factor 2"), said[False]
+    assert said[True].startswith(said[False]), said
+
+
 def test_a_model_given_for_other_factors_is_told_the_voxel_size_that_gives_its_own(tmp_path, capsys):
     """--model biqt_x1x1x3.npz --voxel-size 1.5 on a 2x2x6 mm scan (factors 2,2,4) had been refused naming no voxel size,
     where --voxel-size 2 gives the model's own factors 1,1,3 (a review): iqt upsample and iqt propagate name it, from

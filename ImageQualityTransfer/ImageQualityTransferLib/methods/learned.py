@@ -85,19 +85,20 @@ class LearnedMethod(Method):
             weights = Path(path)
         return os.path.abspath(side), sha256(weights)  # the sidecar, wherever the records are read
 
-    def load(self, factor):
+    def load(self, factor, *, cubic: bool = True):
         """The model for `factor` (an integer r or (fx, fy, fz)) or for a reordering of it (what `predict` will use);
-        an IQTError naming what exists if there is none."""
+        an IQTError naming what exists if there is none. `cubic`: whether that refusal may advise an interpolation
+        method (not where the caller cannot run one: 'iqt propagate' needs an uncertainty map)."""
         f = grid.factors(factor)
         if f not in self._loaded:
             order = grid.axis_order(f, self.factor_sets())
             if order not in (None, (0, 1, 2)):
-                return self.load(tuple(f[i] for i in order))
+                return self.load(tuple(f[i] for i in order), cubic=cubic)
             path = self.model_path if self.model_path is not None else self._model_io().shipped(self.name, f)
             model = self._read(path)
             if grid.factors(model.factor) != f:
                 advice = _use_instead(model.factor)
-                interpolation = f", or an interpolation method (cubic) for {grid.describe(f)}"
+                interpolation = f", or an interpolation method (cubic) for {grid.describe(f)}" if cubic else ""
                 exc = IQTError(f"{path}: this {self.name} model is for {grid.describe(model.factor)}, not "
                                f"{grid.text(f)}; {advice}"
                                + (", or leave --model out for the shipped model"
@@ -105,7 +106,6 @@ class LearnedMethod(Method):
                                       f, self._model_io().shipped_factor_sets(self.name)) is not None else "")
                                + interpolation)
                 exc.advice = advice  # 'iqt batch' puts its cohort's own in its place (apps/cli/batch_plan.py _method_for)
-                exc.interpolation = interpolation  # dropped by 'iqt propagate', which interpolation cannot run
                 raise exc
             self._loaded[f] = model
         return self._loaded[f]

@@ -48,9 +48,8 @@ def run(args):
         options.check_propagation(method, args, f, None if lr is None or args.voxel_size is None else lr.voxel_size)
     except IQTError as exc:
         if args.voxel_size is None:
-            raise _no_interpolation(exc) from None
-        raise IQTError(f"--voxel-size {args.voxel_size:g} chose {options.voxel_size_line(f, lr.voxel_size)}; "
-                       f"{_no_interpolation(exc)}"
+            raise
+        raise IQTError(f"--voxel-size {args.voxel_size:g} chose {options.voxel_size_line(f, lr.voxel_size)}; {exc}"
                        + (options.coarser_voxel_size(lr.voxel_size, f, lambda g: method.name in methods.ready(g))
                           if method.learned and not args.model and method.name not in methods.ready(f) else "")) from None
     out = options.out_dir(args.output)
@@ -73,18 +72,22 @@ def run(args):
         method.check_memory(shape3, f, method.gives_uncertainty, propagate=True)
     if method.learned:
         try:
-            method.load(f)  # a missing, corrupt or foreign model fails here, before any work
+            method.load(f, cubic=False)  # a missing, corrupt or foreign model fails here, before any work; its refusal
+            # advises no interpolation method, which has no uncertainty map to propagate
         except IQTError as exc:
             if args.voxel_size is None:
-                raise _no_interpolation(exc) from None
+                raise
             # a coarser --voxel-size only where the method has no model for the factors chosen, and for a --model
             # given for other factors the one that gives its own where the loader refused its factors (its `advice`),
             # as iqt upsample and methods/factor_choice.py say it
+            if not args.model:
+                hint = options.coarser_voxel_size(lr.voxel_size, f, lambda g: method.name in methods.ready(g))
+            elif hasattr(exc, "advice"):
+                hint = model_voxel_size(lr.voxel_size, f, args.voxel_size, args.model)
+            else:
+                hint = ""
             raise IQTError(f"--voxel-size {args.voxel_size:g} chose {options.voxel_size_line(f, lr.voxel_size)}; "
-                           f"{_no_interpolation(exc)}"
-                           + ((model_voxel_size(lr.voxel_size, f, args.voxel_size, args.model)
-                               if hasattr(exc, "advice") else "") if args.model else options.coarser_voxel_size(
-                               lr.voxel_size, f, lambda g: method.name in methods.ready(g)))) from None
+                           f"{exc}{hint}") from None
     if lr is None:
         lr = fileio.load_tensor(args.input, args.tensor_order, getattr(args, "order_stated", None))
     if shape3 is None:  # a header the early check could not read: checked once read, before any work
@@ -101,13 +104,6 @@ def run(args):
     if stale:  # said once the outputs are in place (a map rewritten meanwhile by another program stays)
         say(lambda: f"removed {stale.name}: an earlier run's, which would pass for this run's"
             if not stale.exists() else "")
-
-
-def _no_interpolation(exc: IQTError) -> IQTError:
-    """`exc` without the loader's "or an interpolation method (cubic)" (methods/learned.py): propagation needs a
-    method with an uncertainty map, and had refused the cubic it advised."""
-    clause = getattr(exc, "interpolation", "")
-    return IQTError(str(exc).replace(clause, "")) if clause else exc
 
 
 def _retire_visitation(plan, path):

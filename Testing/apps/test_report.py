@@ -419,6 +419,33 @@ def _pages_images(pdf: bytes) -> list[list[int]]:
     return pages
 
 
+def _heading_and_caption_with_images(pdf: bytes, counts: list[int], words: list[list[str]], tmp_path) -> None:
+    """In the PDF as printed, each figure's heading is on the page of its first image and its caption opens on the page
+    of its last (poppler's pdftotext reads each page's text): a heading alone at a page's foot, or a caption on the next
+    page, had passed the layout's heights (a review read the printed PDFs so)."""
+    if shutil.which("pdftotext") is None:
+        pytest.skip("pdftotext (poppler-utils) is not installed")
+    (tmp_path / "page.pdf").write_bytes(pdf)
+    pages = _pages_images(pdf)
+    page_of = [n for n, drawn in enumerate(pages, 1) for _ in drawn]  # each image's page, in the page's order
+
+    def text(n: int) -> str:
+        out = subprocess.run(["pdftotext", "-f", str(n), "-l", str(n), str(tmp_path / "page.pdf"), "-"],
+                             capture_output=True, text=True, check=True).stdout
+        return " ".join(out.split())
+
+    assert sum(bool(h) for h, _ in words) >= 2 and all(c for _, c in words), words  # headings and captions to find
+    first = 0
+    for count, (heading, caption) in zip(counts, words):
+        if count == 0:
+            continue
+        top, bottom = page_of[first], page_of[first + count - 1]
+        heading, opening = " ".join(heading.split()), " ".join(caption.split()[:4])
+        assert not heading or heading in text(top), (heading, top, [text(n)[:80] for n in range(1, len(pages) + 1)])
+        assert not opening or opening in text(bottom), (opening, bottom, [text(n)[:80] for n in range(1, len(pages) + 1)])
+        first += count
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("volumes", [4, 8, 12])
 def test_each_printed_figure_fits_one_page_with_its_caption(tmp_path, page_browser, volumes):
@@ -444,8 +471,12 @@ def test_each_printed_figure_fits_one_page_with_its_caption(tmp_path, page_brows
             return [[...f.querySelectorAll('img')].map(i => { const r = i.getBoundingClientRect();
                         return [i.naturalWidth, i.naturalHeight, r.width, r.height]; }),
                     f.getBoundingClientRect().bottom - top]; })""")
+        words = tab.evaluate("""() => [...document.querySelectorAll('figure')].map(f => {
+            const h = f.previousElementSibling, c = f.querySelector('figcaption');
+            return [h && h.tagName == 'H2' ? h.textContent : '', c ? c.textContent : '']; })""")
     finally:
         tab.close()
+    _heading_and_caption_with_images(pdf, [len(images) for images, _ in spans], words, tmp_path)
     assert len(spans[0][0]) == (1 if volumes <= report_page.MAX_COLUMNS else 2), spans
     for images, height in spans:
         if len(images) == 1:

@@ -486,7 +486,7 @@ def test_the_noise_line_quoted_in_inputs_md_is_the_one_the_engine_says():
     quoted = " ".join(re.search(r"\n\n((?:    .+\n)+)", section).group(1).split())
     said = f"x.nii.gz: the input is noisier than clean scans (noise index 0.167, above 0.075): biqt {base._USES}" + \
         base.noise_ending(0.167, "biqt", f=2)
-    assert quoted == " ".join(base.noise_lines(said)), (quoted, base.noise_lines(said))  # as printed, over two lines
+    assert quoted == " ".join(base.warning_lines(said)), (quoted, base.warning_lines(said))  # as printed, over two lines
     assert all(f"**{p}" in section for p in (base._EDGE.format(*base.NOISY_TRAINED).split(":")[0],
                                              base._BEYOND.format(base.NOISY_TRAINED[1]))), section[:2000]
 

@@ -663,7 +663,7 @@ def test_the_sigma_noise_factor_is_in_qc_tsv_and_the_std_sidecar(tmp_path, monke
     # no failed fits warned of: none counted (test_batch_qc_page.py, a cavity's)
     assert row[head.index("failed_fits_flagged")] == "0"
     assert json.loads(next(out.rglob("*desc-direction_dwimap.json")).read_text())["FailedFitsFlagged"] == 0
-    # its noise line, of more than 200 characters as one, is kept as short lines (methods/base.py noise_lines), the
+    # its noise line, of more than 200 characters as one, is kept as short lines (methods/base.py warning_lines), the
     # second naming biqt's map
     notes = json.loads(next(out.rglob("*param-tensor_dwimap.json")).read_text())["Notes"]
     noise = [n for n in notes if "biqt" in n]

@@ -82,7 +82,7 @@ def test_on_a_real_unmasked_subject_the_output_is_zero_outside_the_estimated_bra
         warnings.simplefilter("always")
         pred = methods.get("cubic").predict(case.lr, 2)
     said = [str(w.message) for w in caught if "estimated from the tensors" in str(w.message)]
-    assert len(said) == 1 and f"{int(est.data.sum())} of {est.data.size}" in said[0]
+    assert len(said) == 1 and f"{int(est.data.sum())} of the field's {est.data.size} low-res voxels" in said[0]
     support = repeat_blocks(ndimage.binary_dilation(est.data, CUBE), 2)
     assert not pred.tensor.data[~support].any()
     assert np.all(np.any(pred.tensor.data[case.hr_mask] != 0, axis=-1))

@@ -1,9 +1,11 @@
 """A long noise line (methods/base.py `_for_noise`, merged by `noise_clause_once`) is said over several lines of at
-most NOISE_LINE_LIMIT characters, on the terminal (every command's warnings), in iqt batch's notes and in the Slicer
-module's: merged, such a line had run to 286-458 characters, one method's to 295."""
+most WARNING_LINE_LIMIT characters, on the terminal (every command's warnings), in iqt batch's notes and in the Slicer
+module's: merged, such a line had run to 286-458 characters, one method's to 295. The long warnings of SPLIT_WARNINGS
+(the gradient-table check's had run to 601) by the same rule."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import warnings
 
@@ -25,6 +27,52 @@ def _merged(index: float, maps: bool) -> str:
         f"; {base.underrates('biqt', index, given=True, clean=True, f=(2, 2, 2))}" if maps else "")
     [merged] = base.noise_clause_once(parts + [given])
     return merged
+
+
+INDICES = (0.08, 0.0998, 0.11, 0.125, 0.167, 0.19, 0.21, 0.25, 0.30)
+FACTORS = ((2, 2, 2), (3, 3, 3), (1, 1, 2), (1, 1, 3))
+
+
+def _method_lines(monkeypatch) -> dict:
+    """Each learned method's own noise line from the engine (`_for_noise`, the input's noise index set), by (index,
+    factors, maps written): run with its default model, and with the shipped clean and noise-trained x2 models given."""
+    import numpy as np
+    from ImageQualityTransferLib import methods
+    from ImageQualityTransferLib.core.volume import Volume
+    from ImageQualityTransferLib.fileio.paths import MODELS_DIR
+
+    lr = Volume(np.ones((4, 4, 4, 6), np.float32), np.eye(4), "tensor", meta={"path": "x.nii.gz"})
+    learned = [n for n in methods.names() if methods.get(n).learned]
+    found: dict = {}
+    for index in INDICES:
+        monkeypatch.setattr(base, "input_noise_index", lambda *a, index=index, **k: index)
+        for name, given, f, maps in itertools.product(learned, (None, "x2", "x2_noisy"), FACTORS, (True, False)):
+            model = None if given is None else MODELS_DIR / f"{name}_{given}{'.npz' if (MODELS_DIR / f'{name}_x2.npz').is_file() else '.pt'}"
+            if model is not None and (f != (2, 2, 2) or not model.is_file()):
+                continue
+            method = methods.get(name, model=None if model is None else str(model))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                method._for_noise(lr, None, f, maps=maps and method.gives_uncertainty)
+            found.setdefault((index, f, maps, given), []).extend(
+                (name, str(w.message)) for w in caught
+                if issubclass(w.category, IQTWarning) and "noise index" in str(w.message))
+    return found
+
+
+def engine_noise_lines(monkeypatch) -> list[str]:
+    """Every noise line the engine says for one run, or merged for several (noise_clause_once, as iqt report, demo and
+    benchmark merge them): each method's alone, each pair, and all of them, with a given model's line or not."""
+    out, found = set(), _method_lines(monkeypatch)
+    for (index, f, maps, given), lines in found.items():
+        if given is not None:
+            continue
+        for extra in [None, *(part for g in ("x2", "x2_noisy") for part in found.get((index, f, maps, g), []))]:
+            others = [part for part in lines if extra is None or part[0] != extra[0]]  # a method runs one model
+            for k in {1, 2, len(others)}:
+                for combo in itertools.combinations(others, k):
+                    out.update(base.noise_clause_once([line for _, line in combo] + ([] if extra is None else [extra[1]])))
+    return sorted(out)
 
 
 def _facts(text: str) -> tuple:
@@ -57,11 +105,11 @@ def test_one_method_s_line_names_the_method_whose_map_a_later_line_speaks_of():
     head = "x.nii.gz: the input is noisier than clean scans (noise index 0.167, above 0.075)"
     line = f"{head}: deep-hetero-var1 {base._USES}" + base.noise_ending(0.167, "deep-hetero-var1", True,
                                                                         "deep-hetero-var1", f=(2, 2, 2))
-    lines = base.noise_lines(line)
+    lines = base.warning_lines(line)
     assert len(line) > 250 and len(lines) == 2 and max(map(len, lines)) <= 200, lines
     assert lines[1].startswith("x.nii.gz: near the noisiest inputs trained on"), lines
     assert "deep-hetero-var1's uncertainty map, raised x1.19, is still a lower bound" in lines[1], lines
-    assert base.noise_lines(head + ": rf uses its noise-trained model") == [head + ": rf uses its noise-trained model"]
+    assert base.warning_lines(head + ": rf uses its noise-trained model") == [head + ": rf uses its noise-trained model"]
 
 
 @pytest.mark.slow
@@ -88,3 +136,47 @@ def test_an_upsample_run_s_noise_warnings_print_short(capsys, monkeypatch):
     printed = [s[len("iqt: warning: "):] for s in capsys.readouterr().err.splitlines()]
     assert len(line) > 200 and len(printed) == 2 and max(map(len, printed)) <= 200, (len(line), printed)
     assert _facts(" ".join(printed)) == _facts(line), printed
+
+
+def test_every_continuation_line_of_a_noise_line_names_what_it_speaks_of(monkeypatch):
+    """Every noise line the engine can say (`engine_noise_lines`), split: each later line is read alone, so it opens
+    on its subject (a method, a method's map, the uncertainty maps, or the input's place in the noise trained on), never
+    on a piece that leans on the line before ("biqt runs the given model instead", "... run one on such inputs" had
+    stood alone), and each is at most WARNING_LINE_LIMIT characters (the first holds the noise clause and the first
+    piece whatever their length)."""
+    from ImageQualityTransferLib import methods
+
+    names = "|".join(sorted(map(re.escape, methods.names()), key=len, reverse=True))
+    subject = re.compile(rf"^(?:read )?(?:(?:{names})(?:, | and |'s | )|the uncertainty maps|read the uncertainty maps|"
+                         r"near the noisiest inputs trained on|beyond the noise trained on|noise-trained models ship)")
+    leaning = re.compile(r"\binstead\b(?! of)|\bone on such inputs|^(?:it|its|they|their|nor|or|and|but)\b")
+    lines = engine_noise_lines(monkeypatch)
+    split = [said for line in lines if len(said := base.warning_lines(line)) > 1]
+    assert len(lines) > 1000 and len(split) > 1000, (len(lines), len(split))  # every method, index and factor set
+    for said in split:
+        for line in said[1:]:
+            first = line.removeprefix("x.nii.gz: ").split("; ")[0]
+            assert subject.match(first) and not leaning.search(first), said
+            assert len(line) <= base.WARNING_LINE_LIMIT, said
+
+
+@pytest.mark.parametrize("source", ["noisy.nii.gz: ", "/data/sub 01/dti fit.nii.gz: ", "sub-01 (tight): noisy.nii.gz: "])
+def test_any_long_warning_prints_as_short_lines_that_name_its_file(capsys, source):
+    """Not the noise line alone: the gradient-table check's undecided line (601 characters with its prefix on the 3 mm
+    Prisma at b0 SNR 5) is printed by the same rule, each line naming its file (a path with spaces, iqt batch's subject
+    and style too), whole pieces, nothing lost or added."""
+    import numpy as np
+    from ImageQualityTransferLib.apps import cli
+    from ImageQualityTransferLib.core.volume import Volume
+    from ImageQualityTransferLib.methods import inputs
+
+    lr = Volume(np.ones((4, 4, 4, 6), np.float32), np.eye(4), "tensor", meta={"path": "p"})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        inputs.warn_frame_noise(lr)
+    said = source + str(caught[0].message).removeprefix("p: ")
+    cli._show_warning(said, IQTWarning, __file__, 1)
+    printed = [line.removeprefix("iqt: warning: ") for line in capsys.readouterr().err.splitlines()]
+    assert len(said) > 500 and len(printed) >= 3 and max(map(len, printed)) <= 200, printed
+    assert all(line.startswith(source) for line in printed), printed
+    assert "; ".join(line.removeprefix(source) for line in printed) == said.removeprefix(source)

@@ -139,7 +139,9 @@ def test_a_run_on_unmasked_tensors_keeps_to_the_estimated_brain_and_notes_it(loa
     node = mrml.add_tensor_node(scene, case.lr, "unmasked")
     out = processing.run_on_nodes(scene, node, "cubic", 2, interpolate=True)["tensor"]
     notes = out.GetAttribute(mrml.NOTES_ATTRIBUTE)
-    assert notes and "estimated from the tensors" in notes and "\n" not in notes  # once, not once per method
+    assert notes and notes.count("estimated from the tensors") == 1, notes  # once, not once per method
+    assert notes.split("\n")[-1].startswith("choose a Brain mask"), notes  # over lines of whole pieces, as iqt
+    # upsample prints it (methods/base.py warning_lines)
     assert "--mask" not in notes and "choose a Brain mask" in notes  # the module's control, not the command line's
     data = mrml.tensor_volume_from_node(out).data
     assert 0.2 < np.any(data != 0, axis=-1).mean() < 0.8
@@ -190,7 +192,7 @@ def test_a_noisy_scan_runs_the_noise_trained_model_and_the_module_says_so(axial_
 def test_a_noisier_scan_s_long_note_is_said_in_short_lines(axial_subject):
     """At b0 SNR 5 biqt's note on the output node (noise index about 0.17: the edge of its training and its raised
     map) had been one line of more than 200 characters; it is said in lines of at most 200 (methods/base.py
-    noise_lines), the later one naming biqt's map, as iqt upsample prints it."""
+    warning_lines), the later one naming biqt's map, as iqt upsample prints it."""
     lines = _noisy_biqt_notes(axial_subject, 5).split("\n")
     noise = [n for n in lines if "noise" in n or "uncertainty map" in n]
     assert len(noise) >= 2 and max(map(len, lines)) <= 200, lines

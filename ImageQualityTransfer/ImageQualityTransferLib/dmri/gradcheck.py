@@ -60,10 +60,12 @@ NOISE_VERDICT = "not judged (noise)"
 # an x- or y-flip turns the lines running obliquely in the axial plane by 61-71 degrees (median) as drawn there, a
 # z-flip by 0.0; in the coronal plane x- and z-flips turn them by 65-68 degrees, a y-flip by 0.0; of those lines in the
 # peduncles and internal capsule 80-100 % rise outward (in the corona radiata 67-100 %): docs/measurements.md
-LINES_CHECK = ("check it by eye on the principal-direction glyphs: a left-right or front-back flip turns them across "
-               "the forceps around the genu in an axial view, an up-down flip across the rising corticospinal tracts "
-               "in a coronal one (colour FA shows a swap, never a flip); or on a higher-SNR scan of the protocol "
-               "(docs/inputs.md, Checking a gradient table by eye)")
+# Its pieces (split at "; ") each read alone, as a long warning is said over several lines (methods/base.py
+# warning_lines).
+LINES_CHECK = ("check the table by eye on the principal-direction glyphs (docs/inputs.md, Checking a gradient table by "
+               "eye); a left-right or front-back flip turns the glyphs across the forceps around the genu in an axial "
+               "view; an up-down flip turns the glyphs across the rising corticospinal tracts in a coronal view; colour "
+               "FA shows a swap, never a flip; or check the table on a higher-SNR scan of the protocol")
 AXES = "xyz"
 ROWS = ("first", "second", "third")
 
@@ -313,7 +315,7 @@ def check_gradients(dwi: Volume, mask, tensor: Volume, table: str | None = None,
             return found
         warnings.warn(f"{dwi.source}the gradient table could not be judged: noise ends the fibres tracked from the white "
                       f"matter within two voxels with the table as given ({found.scores['given']:.1f} mm) and with "
-                      f"every correction, so a mirrored or swapped table would pass unseen; {LINES_CHECK}", IQTWarning,
+                      f"every correction; a mirrored or swapped table would pass unseen; {LINES_CHECK}", IQTWarning,
                       stacklevel=2)
         return found
     key = found.suspect

@@ -578,11 +578,11 @@ class Method:
                           IQTWarning, stacklevel=3)
             return None
         # the file named, as the other input warnings name it (a thick-slice audit: the first line of a run had none)
-        warnings.warn(f"{lr.source}the input holds tensors over the whole field of view (fitted without a brain mask): "
+        warnings.warn(f"{lr.source}the input holds tensors over the whole field of view (fitted without a brain mask); "
                       f"the output is kept to the brain and the tissue-like fits around it, estimated from the tensors' "
                       f"MD "
-                      f"({int(brain.data.sum())} of {brain.data.size} low-res voxels, {100 * brain.data.mean():.0f} % of "
-                      f"the field of view); give --mask with a brain mask to leave out scalp and background",
+                      f"({int(brain.data.sum())} of the field's {brain.data.size} low-res voxels, "
+                      f"{100 * brain.data.mean():.0f} %); give --mask with a brain mask to leave out scalp and background",
                       IQTWarning, stacklevel=3)
         return brain
 
@@ -853,33 +853,52 @@ def noise_clause_once(notes) -> list[str]:
     return out
 
 
-# the longest noise line said as one: a longer one is said over several lines (`noise_lines`); one line had run to
-# 295 characters for one method and 458 for seven merged (docs/measurements.md, "The noise line's length")
-NOISE_LINE_LIMIT = 200
+# the longest warning line said as one: a longer one is said over several lines (`warning_lines`); one noise line had
+# run to 295 characters for one method and 458 for seven merged (docs/measurements.md, "The noise line's length"), the
+# gradient-table check's undecided line to 601
+WARNING_LINE_LIMIT = 200
+# the file (or subject) a warning opens with: names without spaces, or a path to a volume file, each perhaps with a
+# parenthesised tag (iqt batch's input style), each closed by ": "
+_SOURCE = re.compile(r"^((?:(?:[^:;]*?\.(?:nii\.gz|nii|nrrd|nhdr)|[^\s:;]+)(?: \([^()]*\))?: )+)")
+# the other warnings said over several lines where long, after their file: those whose pieces (split at "; ") are
+# worded to read alone (each names what it speaks of). Of the warnings over WARNING_LINE_LIMIT that real inputs gave
+# (docs/measurements.md, "Long warnings") the gradient table's had run to 531 characters, the whole field's to 307.
+SPLIT_WARNINGS = ("the gradient-table check could not decide", "the gradient table could not be judged",
+                  "the input holds tensors over the whole field of view")
 _OPENING_NAME = re.compile(r"^(?!it )([\w.+-]+) (?:uses|runs|has|may) ")  # a method's part, not "it may …"
+# a noise line's pieces that lean on the one before, as said on a line of their own: "its" named, "instead" and "one"
+# said in full
 _OWN_PIECE = ((re.compile(r"^its uncertainty map"), "{}'s uncertainty map"),
               (re.compile(r"^read its uncertainty map"), "read {}'s uncertainty map"),
-              (re.compile(r"^it may do no better"), "{} may do no better"))
+              (re.compile(r"^it may do no better"), "{} may do no better"),
+              (re.compile(r"^([\w.+-]+) " + re.escape(_GIVEN_INSTEAD)), r"\1 " + _GIVEN_CLEAN),
+              (re.compile(r"^(.+ runs?) one on such inputs"), r"\1 a noise-trained model on such inputs"))
 
 
-def noise_lines(note: str) -> list[str]:
-    """A noise line (`_for_noise`, `noise_clause_once`) of more than NOISE_LINE_LIMIT characters as several, each
-    holding whole pieces: the first its input and noise clause, each other its input's name and the pieces that fit,
-    naming the method where a piece says "its" or "it" of one away from the line that names it; any other note as it
-    is."""
-    m = _NOISE_HEAD.match(note)
-    if not m or len(note) <= NOISE_LINE_LIMIT:
+def warning_lines(note: str) -> list[str]:
+    """A noise line (`_for_noise`, `noise_clause_once`) or a warning of SPLIT_WARNINGS of more than WARNING_LINE_LIMIT
+    characters as several lines, each holding whole pieces (split at "; "): the first its file and opening (in a noise
+    line the input's noise clause and first piece), each other its file's name and the pieces that fit, a noise line's
+    piece that leans on one away from its line naming what it speaks of (`_OWN_PIECE`). Any other note as it is."""
+    if len(note) <= WARNING_LINE_LIMIT:
         return [note]
-    head = m.group(1)
-    source = head[:head.rfind("the input ")]
+    m = _NOISE_HEAD.match(note)
+    if m:
+        head, rest = m.group(1), m.group(2)
+        source = head[:head.rfind("the input ")]
+    else:
+        source = (_SOURCE.match(note) or [""])[0]
+        head, _, rest = note.partition("; ")
+        if not rest or not note[len(source):].startswith(SPLIT_WARNINGS):
+            return [note]
     lines, name = [head], None
-    for i, piece in enumerate(m.group(2).split("; ")):
+    for i, piece in enumerate(rest.split("; ")):
         name = (o.group(1) if (o := _OPENING_NAME.match(piece)) else name)
-        if len(lines) > 1 or (i > 0 and len(lines[0]) + 2 + len(piece) > NOISE_LINE_LIMIT):  # its method named
+        if m and (len(lines) > 1 or (i > 0 and len(lines[0]) + 2 + len(piece) > WARNING_LINE_LIMIT)):  # its own line
             for pattern, named in _OWN_PIECE:
-                piece = pattern.sub(named.format(name), piece) if name is not None else piece
-        joined = f"{lines[-1]}{': ' if i == 0 else '; '}{piece}"
-        if i == 0 or len(joined) <= NOISE_LINE_LIMIT:
+                piece = pattern.sub(named.format(name), piece) if name is not None or "{}" not in named else piece
+        joined = f"{lines[-1]}{': ' if m and i == 0 else '; '}{piece}"
+        if (m and i == 0) or len(joined) <= WARNING_LINE_LIMIT:
             lines[-1] = joined
         else:
             lines.append(f"{source}{piece}")

@@ -235,7 +235,7 @@ FRAME_NOISE = NOISE_VERDICT
 # DWI with x/y-swapped bvecs wrote its fit without a word); colour FA colours by |v| (core/tensors.py color_fa), so it
 # shows a swap of axes but never a flip: the principal directions' lines or glyphs do, in an axial and a coronal view
 # (the genu's alone had been advised, where an up-down flip leaves them as they were: a review; LINES_CHECK)
-FRAME_NOISE_ADVICE = f"nor can a new fit of the same DWI; {LINES_CHECK}"
+FRAME_NOISE_ADVICE = f"a new fit of the same DWI cannot judge the table either; {LINES_CHECK}"
 
 
 def frame_judged(box, voxel_size) -> bool:

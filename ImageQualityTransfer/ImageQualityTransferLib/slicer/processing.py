@@ -31,7 +31,7 @@ from ..core import grid
 from ..core.errors import IQTError, IQTWarning
 from ..fileio.nrrd import direction_rotation
 from ..core.volume import Volume
-from ..methods.base import noise_lines
+from ..methods.base import warning_lines
 from .legends import NOISE_SCALE_SHOWN
 from .progress import Cancelled as Cancelled  # the module's Logic catches it from here
 from .progress import check_cancel, report_progress, scaled_progress
@@ -564,9 +564,9 @@ def _run_on_nodes(scene, input_node, method, factor, mask_node, model, samples, 
     base = input_node.GetName() or "dti"
     nodes = add_result_nodes(scene, results, base, label, targets, input_node=input_node, factor=request.factor)
     notes = nodes["tensor"].GetAttribute(mrml.NOTES_ATTRIBUTE)
-    if notes:  # a long noise line as several, as iqt upsample prints it (methods/base.py noise_lines), once the
+    if notes:  # a long warning line as several, as iqt upsample prints it (methods/base.py warning_lines), once the
         # worker's folder is out of it (separate_process.py)
-        notes = "\n".join(line for note in notes.split("\n") for line in noise_lines(note))
+        notes = "\n".join(line for note in notes.split("\n") for line in warning_lines(note))
         nodes["tensor"].SetAttribute(mrml.NOTES_ATTRIBUTE,
                                        mrml.header_text(notes_in_shown_unit(in_module_words(notes))))
     report_progress(progress, 1.0, "done")

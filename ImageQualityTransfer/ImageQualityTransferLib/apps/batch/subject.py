@@ -19,7 +19,7 @@ from ...fileio.model_files import build
 from ...fileio.paths import Outputs
 from ...fileio.staging import all_or_none, make_folder
 from ...fileio.writing import write_json
-from ...methods.base import noise_lines
+from ...methods.base import warning_lines
 from .items import Item
 from .lock import holds
 from ...fileio.records import map_record
@@ -452,9 +452,9 @@ def _process(item: Item, s: Settings, out_root: str, run_token: str | None = Non
             if s.note:  # what the default ran and why, in the subject's row and sidecars as its other notes
                 warnings.warn(s.note, IQTWarning, stacklevel=2)
         # each once: batch and the method may both say the same (e.g. a whole-field input with no background)
-        # a long noise line as several, as iqt upsample prints it (methods/base.py noise_lines)
+        # a long warning line as several, as iqt upsample prints it (methods/base.py warning_lines)
         notes = list(dict.fromkeys(line for w in caught if issubclass(w.category, IQTWarning)
-                                   for line in noise_lines(item.as_typed(_in_batch_words(" ".join(str(w.message).split()))))))
+                                   for line in warning_lines(item.as_typed(_in_batch_words(" ".join(str(w.message).split()))))))
         for w in caught:
             if not issubclass(w.category, IQTWarning):
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

@@ -207,9 +207,9 @@ def _encodable(text: str, encoding: str | None) -> str:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
-    from ...methods.base import noise_lines  # a long noise line as several (methods/base.py NOISE_LINE_LIMIT)
+    from ...methods.base import warning_lines  # a long warning as several lines (methods/base.py WARNING_LINE_LIMIT)
 
-    for text in noise_lines(' '.join(str(message).split())):
+    for text in warning_lines(' '.join(str(message).split())):
         print(f"iqt: warning: {text}", file=sys.stderr)
 
 

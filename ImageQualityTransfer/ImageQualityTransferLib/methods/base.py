@@ -864,7 +864,7 @@ _SOURCE = re.compile(r"^((?:(?:[^:;]*?\.(?:nii\.gz|nii|nrrd|nhdr)|[^\s:;]+)(?: \
 # worded to read alone (each names what it speaks of). Of the warnings over WARNING_LINE_LIMIT that real inputs gave
 # (docs/measurements.md, "Long warnings") the gradient table's had run to 531 characters, the whole field's to 307.
 SPLIT_WARNINGS = ("the gradient-table check could not decide", "the gradient table could not be judged",
-                  "the input holds tensors over the whole field of view")
+                  "the input holds tensors over the whole field of view (fitted without a brain mask)")
 _OPENING_NAME = re.compile(r"^(?!it )([\w.+-]+) (?:uses|runs|has|may) ")  # a method's part, not "it may …"
 # a noise line's pieces that lean on the one before, as said on a line of their own: "its" named, "instead" and "one"
 # said in full

@@ -295,28 +295,22 @@ def runStatusText(name: Optional[str] = None, notes: Optional[str] = None, cance
     return _("Done: {name}").format(name=name)
 
 
+def engineTranslation(template: str) -> str:
+    """One of the engine's marked templates (ImageQualityTransferLib/core/i18n.py) in the user's language: Slicer's
+    translation in this module's context, where the templates sit beside the module's own texts."""
+    return translate("ImageQualityTransfer", template)
+
+
 def engineText(text: str) -> str:
-    """The engine's refusals and notes that the panel shows (the factor rule's, methods/factor_choice.py; the NRRD header
-    checks of slicer/mrml.py; the holes line of methods/inputs.py) in the user's language: each line, and within it
-    each clause the engine joins with "; ", that the table knows goes through tr(); any other keeps the engine's English."""
+    """The factor rule's refusals and notes (methods/factor_choice.py, in the module's words: slicer/processing.py
+    in_module_words) in the user's language: each line, and within it each clause the engine joins with "; ", that the
+    table knows goes through tr(); any other keeps its words (the engine's lines marked with core/i18n.py's tr come
+    translated already, engineTranslation)."""
     import re
 
     def factors(words: str) -> str:  # "factor 2" / "factors 1,1,3" (grid.describe)
         return re.sub(r"factors? (\d+(?:,\d+)*)", lambda m: factorsText(m[1]), words)
 
-    def node(label: str) -> str:  # slicer/mrml.py _node_label
-        m = re.fullmatch(r"node '(.*)'", label)
-        return _("node '{name}'").format(name=m[1]) if m else label
-
-    def holesFailed(count, told) -> str:  # the holes line's clause counting its failed fits (inputs.py warn_holes)
-        if not count:
-            return ""
-        if told:
-            return (_(", 1 of them failed fit (counted in the failed-fit line too)") if count == "1" else
-                    _(", {count} of them failed fits (counted in the failed-fit line too)").format(count=count))
-        return _(", 1 of them failed fit") if count == "1" else _(", {count} of them failed fits").format(count=count)
-
-    label = r"(node '.*?'|\S+ node)"
     rules = (
         (r"the Target voxel size (\S+) chose (factors? \d+(?:,\d+)*): output voxel size (\S+) mm \(input (\S+) mm\)",
          lambda m: _("the Target voxel size {size} chose {factors}: output voxel size {out} mm (input {given} mm)").format(
@@ -336,51 +330,6 @@ def engineText(text: str) -> str:
         (r"no coarser the Target voxel size helps \(the shipped models' factors leave these voxels far from isotropic\)",
          lambda m: _("no coarser Target voxel size helps (the shipped models' factors leave these voxels far from "
                      "isotropic)")),
-        (label + r": (.+?): its header has no 'space' line(?: \(only 'space dimension: (\d+)'\))?, so the NRRD format "
-         r"gives its grid and components no anatomical directions, and readers differ on them \(Slicer's takes a tensor "
-         r"file's as left-posterior-superior, a DWI file's as right-anterior-superior\): it is not read; add the line "
-         r"'space: left-posterior-superior' \(or right-anterior-superior, or left-anterior-superior: the space its "
-         r"'space directions' and 'space origin' are in\) to the header and load the file again",
-         lambda m: _("{node}: {file}: its header has no 'space' line{only}, so the NRRD format gives its grid and components "
-                     "no anatomical directions, and readers differ on them (Slicer's takes a tensor file's as "
-                     "left-posterior-superior, a DWI file's as right-anterior-superior): it is not read; add the line "
-                     "'space: left-posterior-superior' (or right-anterior-superior, or left-anterior-superior: the "
-                     "space its 'space directions' and 'space origin' are in) to the header and load the file "
-                     "again").format(node=node(m[1]), file=m[2], only=_(" (only 'space dimension: {dimension}')").format(
-                         dimension=m[3]) if m[3] else "")),
-        (label + r": the measurement frame of (.+?), (\[\[.*?\]\]), is not a rotation \(its vectors must be unit length "
-         r"and at right angles\), so the sizes and directions it gives are unknown; fix the header's 'measurement "
-         r"frame' line and load the file again \(Slicer writes the IJK->RAS rotation\)",
-         lambda m: _("{node}: the measurement frame of {file}, {frame}, is not a rotation (its vectors must be unit "
-                     "length and at right angles), so the sizes and directions it gives are unknown; fix the header's "
-                     "'measurement frame' line and load the file again (Slicer writes the IJK->RAS rotation)").format(
-             node=node(m[1]), file=m[2], frame=m[3])),
-        (label + r": (.+?) has no 'measurement frame' line, so its (gradients|tensors) are read in its space \((.+?)\) "
-         r"as the NRRD format and 'iqt upsample' read them, where Slicer's own reader took (\S+) axes: Slicer's view of "
-         r"the input differs from the output's; add the line to the header to say which",
-         lambda m: (_("{node}: {file} has no 'measurement frame' line, so its gradients are read in its space ({space}) "
-                      "as the NRRD format and 'iqt upsample' read them, where Slicer's own reader took {axes} axes: "
-                      "Slicer's view of the input differs from the output's; add the line to the header to say which")
-                    if m[3] == "gradients" else
-                    _("{node}: {file} has no 'measurement frame' line, so its tensors are read in its space ({space}) "
-                      "as the NRRD format and 'iqt upsample' read them, where Slicer's own reader took {axes} axes: "
-                      "Slicer's view of the input differs from the output's; add the line to the header to say which")
-                    ).format(node=node(m[1]), file=m[2], space=m[4], axes=m[5])),
-        (r"(.*?)(\d+) low-res voxels? holds? no tensor \(a missing tensor or a failed fit\) where the fitted tensors "
-         r"enclose (?:it|them), (\d+\.\d) cm\^3 in the largest hole"
-         r"(?:, (\d+) of them failed fits?( \(counted in the failed-fit line too\))?)?"
-         r": a lesion, ventricle or region left out of the fit's mask, or background a wide mask closed over\? The learned methods fill such holes from the tensors "
-         r"around them, every uncertainty map raised to the top there: look at the scan there",
-         lambda m: m[1] + (_("1 low-res voxel holds no tensor (a missing tensor or a failed fit) where the fitted "
-                             "tensors enclose it, {size} cm^3 in the largest hole{failed}: a lesion, ventricle or region left out "
-                             "of the fit's mask, or background a wide mask closed over? The learned methods fill such "
-                             "holes from the tensors around them, every uncertainty map raised to the top there: look "
-                             "at the scan there") if m[2] == "1" else
-                           _("{count} low-res voxels hold no tensor (a missing tensor or a failed fit) where the "
-                             "fitted tensors enclose them, {size} cm^3 in the largest hole{failed}: a lesion, ventricle or region "
-                             "left out of the fit's mask, or background a wide mask closed over? The learned methods "
-                             "fill such holes from the tensors around them, every uncertainty map raised to the top "
-                             "there: look at the scan there")).format(count=m[2], size=m[3], failed=holesFailed(m[4], m[5]))),
     )
     out = []
     for line in str(text).split("\n"):
@@ -986,8 +935,13 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         return not self.missingPackages()
 
     def _engineOnPath(self) -> None:
+        """The engine importable, its marked lines (core/i18n.py) translated as this module's own texts."""
         if self.moduleDir() not in sys.path:
             sys.path.insert(0, self.moduleDir())
+        from ImageQualityTransferLib.core import i18n
+
+        if i18n.installed() is None:
+            i18n.install(engineTranslation)
 
     def engine(self):
         """The engine's Slicer processing module, installing missing packages first after asking. Without a main

@@ -192,15 +192,10 @@ def test_a_dti_or_dwi_nrrd_without_a_space_line_is_refused_as_iqt_upsample_refus
         assert (no_space_line(nrrd.read_header(str(spaceless))) in str(cli_refused.value)) == (path == dti)
 
 
-def test_the_nrrd_header_refusals_and_note_reach_the_panel_through_tr(tmp_path):
-    """The module's Logic shows these lines of slicer/mrml.py (its error dialog, its status line's notes) through
-    engineText: a frame that is not a rotation, no 'space' line (each refused) and no frame line (a note) had reached the
-    panel as the engine's English. Each is one tr() text, the node's label and the file as placeholders, the English
-    unchanged."""
-    from helpers import module_functions
-
-    english = module_functions(lambda text: text, "engineText")["engineText"]
-    marked = module_functions(lambda text: f"<{text}>", "engineText")["engineText"]
+def _header_lines(tmp_path) -> list[str]:
+    """The three lines of slicer/mrml.py's NRRD header checks the panel shows, from real nodes of a phantom's files: a
+    frame that is not a rotation (refused), no frame line (a note), no 'space' line (refused)."""
+    tmp_path.mkdir()
     dwi = make_phantom(shape=(12, 14, 10), voxel_mm=4.0, n_dirs=12)
     scene = slicer.vtkMRMLScene()
     said = []
@@ -211,43 +206,78 @@ def test_the_nrrd_header_refusals_and_note_reach_the_panel_through_tr(tmp_path):
     said.append(str(refused.value))
     path = dwi_nrrd(tmp_path / "lps.nrrd", dwi, "left-posterior-superior", None)
     said += [n for n in processing.dwi_volume_from_node(added_data(scene, path, "vtkMRMLDiffusionWeightedVolumeNode"))
-             .meta["input_notes"] if "no 'measurement frame' line" in n]
+             .meta["input_notes"] if "measurement frame" in n]
     spaceless = tmp_path / "spaceless.nrrd"
     spaceless.write_bytes(path.read_bytes().replace(b"space: left-posterior-superior\n", b"space dimension: 3\n", 1))
     with pytest.raises(IQTError) as refused:
         processing.dwi_volume_from_node(added_data(scene, spaceless, "vtkMRMLDiffusionWeightedVolumeNode"))
     said.append(str(refused.value))
-    assert len(said) == 3 and "its header has no 'space' line (only 'space dimension: 3')" in said[2], said
-    for line in said:
-        assert english(line) == line
-        shown = marked(line)
-        assert shown.startswith("<<node '") and shown.endswith(">") and shown.count("<") == 2 + (line == said[2]), shown
+    return said
 
 
-def test_the_logic_shows_a_run_s_nrrd_header_refusal_through_tr(tmp_path):
-    """Logic.process puts a refusal of the run that engineText knows (slicer/mrml.py's, here a frame that is not a
-    rotation, from a real node) through tr() before the error dialog shows it; with that branch of process replaced by
-    a bare re-raise, every Slicer test had passed (a review)."""
+def test_the_nrrd_header_refusals_and_note_come_in_the_installed_translator_s_words(tmp_path):
+    """slicer/mrml.py's NRRD header lines are marked for translation (core/i18n.py): with a translator installed the
+    engine says each in its words, its placeholders (node, file, frame, space, axes) filled; without one the English is
+    as before (the engine's own words since the Slicer module matched them by regex, which a rewording escaped)."""
+    from ImageQualityTransferLib.core import i18n
+
+    english = _header_lines(tmp_path / "en")
+    assert len(english) == 3 and english[0].startswith("node 'sheared': the measurement frame of ") \
+        and "[[" in english[0] and "has no 'measurement frame' line, so its gradients are read in its space (" \
+        "left-posterior-superior)" in english[1] \
+        and "its header has no 'space' line (only 'space dimension: 3')" in english[2], english
+    table = {"node '{name}'": "Knoten »{name}«",
+             " (only 'space dimension: {dimension}')": " (nur 'space dimension: {dimension}')"}
+    i18n.install(lambda text: table.get(text, f"<{text}>"))
+    try:
+        said = _header_lines(tmp_path / "de")
+    finally:
+        i18n.install(None)
+    for line, before in zip(said, english):
+        assert line.startswith("<Knoten »") and line.endswith(">") and "{" not in line.replace("[[", ""), line
+        assert line[1:-1].replace("Knoten »", "node '", 1).replace("«", "'", 1).replace(
+            " (nur 'space dimension: 3')", " (only 'space dimension: 3')") == before.replace(str(tmp_path / "en"),
+                                                                                              str(tmp_path / "de"))
+    assert _header_lines(tmp_path / "again") == [t.replace(str(tmp_path / "en"), str(tmp_path / "again"))
+                                                 for t in english]
+
+
+def test_the_slicer_module_installs_its_translator_for_the_engine(tmp_path):
+    """The Logic, as it puts the engine on the path, installs Slicer's translate in the module's context as the
+    engine's translator: a real node's refusal (slicer/mrml.py) then reaches the error dialog in it, through
+    Logic.process unchanged."""
     import ast
     import logging
     import types
 
     from helpers import REPO, module_functions
 
+    from ImageQualityTransferLib.core import i18n
+
+    module = REPO / "ImageQualityTransfer" / "ImageQualityTransfer.py"
+    logic_class = next(c for c in ast.parse(module.read_text()).body
+                       if isinstance(c, ast.ClassDef) and c.name == "ImageQualityTransferLogic")
+    space = {"_": lambda text: f"<{text}>", "Optional": None, "logging": logging, "sys": __import__("sys"),
+             "translate": lambda context, text: f"<{context}: {text}>",
+             "slicer": types.SimpleNamespace(mrmlScene=None)}
+    space.update(module_functions(space["_"], "engineText", "factorsText", "engineTranslation"))
+    space["engineTranslation"].__globals__["translate"] = space["translate"]
+    exec(compile(ast.Module([f for f in logic_class.body if isinstance(f, ast.FunctionDef)
+                             and f.name in ("process", "_engineOnPath")], []), str(module), "exec"), space)
     dwi = make_phantom(shape=(12, 14, 10), voxel_mm=4.0, n_dirs=12)
     scene = slicer.vtkMRMLScene()
     node = added_data(scene, dwi_nrrd(tmp_path / "sheared.nrrd", dwi, "left-posterior-superior", rot(10, 25, -40) @ SHEAR),
                       "vtkMRMLDiffusionWeightedVolumeNode")
-    with pytest.raises(IQTError) as refused:
-        processing.dwi_volume_from_node(node)
-    module = REPO / "ImageQualityTransfer" / "ImageQualityTransfer.py"
-    logic_class = next(c for c in ast.parse(module.read_text()).body
-                       if isinstance(c, ast.ClassDef) and c.name == "ImageQualityTransferLogic")
-    space = {"_": lambda text: f"<{text}>", "Optional": None, "logging": logging,
-             "slicer": types.SimpleNamespace(mrmlScene=None)}
-    space.update(module_functions(space["_"], "engineText", "factorsText"))
-    exec(compile(ast.Module([f for f in logic_class.body if isinstance(f, ast.FunctionDef) and f.name == "process"], []),
-                 str(module), "exec"), space)
+    logic = types.SimpleNamespace(moduleDir=lambda: str(REPO / "ImageQualityTransfer"))
+    assert i18n.installed() is None
+    try:
+        space["_engineOnPath"](logic)
+        with pytest.raises(IQTError) as refused:
+            processing.dwi_volume_from_node(node)
+    finally:
+        i18n.install(None)
+    assert str(refused.value).startswith("<ImageQualityTransfer: <ImageQualityTransfer: node '{name}'>".replace(
+        "{name}", "sheared") + ": the measurement frame of "), str(refused.value)
 
     def run_on_nodes(*args, **kwargs):  # the engine's run, refused as the real node's header is
         raise IQTError(str(refused.value))
@@ -261,5 +291,4 @@ def test_the_logic_shows_a_run_s_nrrd_header_refusal_through_tr(tmp_path):
                                   torchAvailable=lambda: True)
     with pytest.raises(IQTError) as shown:
         space["process"](logic, node, method="cubic")
-    assert str(shown.value) == space["engineText"](str(refused.value)) and str(shown.value).startswith("<<node '"), \
-        str(shown.value)
+    assert str(shown.value) == str(refused.value)

@@ -283,29 +283,52 @@ def test_the_factor_rule_s_refusal_and_hint_reach_the_panel_through_tr():
     assert _clauses_translated(str(refused.value)) and "<biqt has shipped models for <factor 2>" in str(refused.value)
 
 
-def test_the_holes_line_reaches_the_status_line_through_tr():
-    """The run's note that low-res voxels enclosed by tensors hold none (methods/inputs.py warn_holes) is one tr() text
-    in the status line, singular or plural, its English the engine's."""
+def test_the_holes_line_comes_in_the_installed_translator_s_words():
+    """The run's note that low-res voxels enclosed by tensors hold none (methods/inputs.py warn_holes) is marked for
+    translation (core/i18n.py): with a translator installed the engine says it as one text, singular or plural, its
+    count, size and failed-fit clause filled, and the status line shows it as it is; without one its English is as
+    before (the Slicer module had matched the English by regex, and a reworded line fell back to English)."""
     import warnings
 
     import numpy as np
 
+    from ImageQualityTransferLib.core import i18n
     from ImageQualityTransferLib.core.volume import Volume
     from ImageQualityTransferLib.methods.inputs import warn_holes
 
     status = _load(marked, "runStatusText")["runStatusText"]
-    english_text = _load(english, "engineText")["engineText"]
     lr = Volume(np.zeros((6, 6, 6, 6), np.float32), np.diag([2.0, 2.0, 2.0, 1.0]), "tensor")
-    # with its failed fits counted (one or more, said in the failed-fit line too or not): the clause had been added
-    # to the engine's line after the rule was written, and such a line fell back to English
-    for n, failed, told in ((1, 0, False), (4, 0, False), (1, 1, True), (4, 3, True), (4, 2, False)):
+
+    def said(n, failed, told):
         holes = np.zeros((6, 6, 6), bool)
         holes[2, 2, 2:2 + n] = True
-        with warnings.catch_warnings(record=True) as said:
+        with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             warn_holes(lr, holes, failed, told)
-        line = str(said[0].message)
-        assert english_text(line) == line
+        return str(caught[0].message)
+
+    cases = {(1, 0, False): "1 low-res voxel holds no tensor (a missing tensor or a failed fit) where the fitted tensors "
+                            "enclose it, 0.0 cm^3 in the largest hole: a lesion",
+             (4, 0, False): "4 low-res voxels hold no tensor (a missing tensor or a failed fit) where the fitted "
+                            "tensors enclose them, 0.0 cm^3 in the largest hole: a lesion",
+             (1, 1, True): "enclose it, 0.0 cm^3 in the largest hole, 1 of them failed fit (counted in the failed-fit "
+                           "line too): a lesion",
+             (4, 3, True): "enclose them, 0.0 cm^3 in the largest hole, 3 of them failed fits (counted in the "
+                           "failed-fit line too): a lesion",
+             (4, 2, False): "enclose them, 0.0 cm^3 in the largest hole, 2 of them failed fits: a lesion"}
+    english = {case: said(*case) for case in cases}
+    for case, words in cases.items():
+        assert words in english[case] and english[case].endswith("look at the scan there"), english[case]
+    i18n.install(marked)
+    try:
+        translated = {case: said(*case) for case in cases}
+    finally:
+        i18n.install(None)
+    for case, line in translated.items():
+        n, failed, _ = case
+        assert line.startswith(f"<{n} low-res voxel") and line.endswith(">") and "{" not in line, line
+        assert (f"<, {failed} of them failed fit" in line) == bool(failed), line
+        assert line.replace("<", "").replace(">", "") == english[case], line
         shown = status("dti_biqt", "the brain was estimated\n" + line, False, None)
-        note = shown.split("\n")[-1]
-        assert note.startswith(f"<{n} low-res voxel") and note.endswith(">") and one_unit(note), shown
+        assert shown.split("\n")[-1] == line + ">", shown
+    assert {case: said(*case) for case in cases} == english

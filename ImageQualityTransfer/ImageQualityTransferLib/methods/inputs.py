@@ -12,6 +12,7 @@ from scipy import ndimage
 
 from ..core import grid, noise_level, tensor_checks, tensors
 from ..core.errors import IQTError, IQTWarning
+from ..core.i18n import tr
 from ..core.volume import Volume
 from ..dmri.dti import brain_from_tensors, fill_slice_holes
 from ..dmri.gradcheck import LINES_CHECK, NOISE_SHORT_STEPS, NOISE_VERDICT, NOISY_RATIO
@@ -562,14 +563,23 @@ def warn_holes(lr: Volume, holes: np.ndarray, failed: int = 0, told: bool = Fals
     n = int(holes.sum())
     # not "inside the brain": a fit's mask a little wider than the brain can close its rings over the skull base's
     # background (a review: 1-22 low-res voxels on clean scans, outside the brain), where the filling is made up too
-    warnings.warn(f"{lr.source}{n} low-res voxel{'s' if n != 1 else ''} hold{'s' if n == 1 else ''} no tensor (a missing "
-                  f"tensor or a failed fit) where the fitted tensors enclose {'it' if n == 1 else 'them'}, "
-                  f"{largest:.1f} {HOLE_SAID}"
-                  + (f", {failed} of them failed fit{'s' if failed != 1 else ''}"
-                     + (" (counted in the failed-fit line too)" if told else "") if failed else "")
-                  + ": a lesion, ventricle or region left out of the fit's mask, or background a "
-                  "wide mask closed over? The learned methods fill such holes from the tensors around them, every "
-                  "uncertainty map raised to the top there: look at the scan there", IQTWarning, stacklevel=3)
+    if not failed:
+        clause = ""
+    elif told:
+        clause = (tr(", 1 of them failed fit (counted in the failed-fit line too)") if failed == 1 else
+                  tr(", {count} of them failed fits (counted in the failed-fit line too)").format(count=failed))
+    else:
+        clause = tr(", 1 of them failed fit") if failed == 1 else tr(", {count} of them failed fits").format(count=failed)
+    # HOLE_SAID is in both templates: iqt batch's QC reads it (apps/batch/qc.py, English: no translator there)
+    line = (tr("1 low-res voxel holds no tensor (a missing tensor or a failed fit) where the fitted tensors enclose it, "
+               "{size} cm^3 in the largest hole{failed}: a lesion, ventricle or region left out of the fit's mask, or "
+               "background a wide mask closed over? The learned methods fill such holes from the tensors around them, "
+               "every uncertainty map raised to the top there: look at the scan there") if n == 1 else
+            tr("{count} low-res voxels hold no tensor (a missing tensor or a failed fit) where the fitted tensors "
+               "enclose them, {size} cm^3 in the largest hole{failed}: a lesion, ventricle or region left out of the "
+               "fit's mask, or background a wide mask closed over? The learned methods fill such holes from the "
+               "tensors around them, every uncertainty map raised to the top there: look at the scan there"))
+    warnings.warn(lr.source + line.format(count=n, size=f"{largest:.1f}", failed=clause), IQTWarning, stacklevel=3)
 
 
 HOLE_SAID = "cm^3 in the largest hole"  # the holes' line, as iqt batch's QC reads it (apps/batch/qc.py)

@@ -22,7 +22,8 @@ import numpy as np
 
 from ..core import tensor_checks, tensors
 from ..core.errors import IQTError
-from ..fileio.nrrd import SPACES, direction_rotation, frame_to_voxel_axes, is_rotation, no_space_line, reexpress
+from ..core.i18n import tr
+from ..fileio.nrrd import SPACES, direction_rotation, frame_to_voxel_axes, is_rotation, reexpress
 from ..core.volume import Volume
 
 # Perceptual colour maps first (present in the Slicer application), then Slicer's default grey.
@@ -123,6 +124,12 @@ def node_affine(node) -> np.ndarray:
 def _node_label(node) -> str:
     name = node.GetName() if hasattr(node, "GetName") else None
     return f"node '{name}'" if name else f"{node.GetClassName()} node"
+
+
+def _node_said(node) -> str:
+    """`_node_label` in the user's language, for the lines marked for translation (core/i18n.py)."""
+    name = node.GetName() if hasattr(node, "GetName") else None
+    return tr("node '{name}'").format(name=name) if name else f"{node.GetClassName()} node"
 
 
 def _geometry(node):
@@ -237,14 +244,22 @@ def measurement_frame(node) -> np.ndarray:
     except Exception:  # noqa: BLE001 - a header that is not read says nothing of its frame
         return mf
     if "space" not in hdr:  # `iqt upsample` refuses it in the same words
-        raise IQTError(f"{_node_label(node)}: {name}: {no_space_line(hdr)} and load the file again")
+        # the words of fileio/nrrd.py no_space_line, whole, so that a translator has the sentence
+        only = tr(" (only 'space dimension: {dimension}')").format(dimension=hdr["space dimension"]) \
+            if "space dimension" in hdr else ""
+        raise IQTError(tr("{node}: {file}: its header has no 'space' line{only}, so the NRRD format gives its grid and "
+                          "components no anatomical directions, and readers differ on them (Slicer's takes a tensor "
+                          "file's as left-posterior-superior, a DWI file's as right-anterior-superior): it is not read; "
+                          "add the line 'space: left-posterior-superior' (or right-anterior-superior, or "
+                          "left-anterior-superior: the space its 'space directions' and 'space origin' are in) to the "
+                          "header and load the file again").format(node=_node_said(node), file=name, only=only))
     frame = hdr.get("measurement frame")
     if frame is not None and not is_rotation(frame):
-        raise IQTError(f"{_node_label(node)}: the measurement frame of {name}, "
-                       f"{np.round(np.asarray(frame, dtype=float), 4).tolist()}, is not a rotation (its vectors must "
-                       "be unit length and at right angles), so the sizes and directions it gives are unknown; fix "
-                       "the header's 'measurement frame' line and load the file again (Slicer writes the IJK->RAS "
-                       "rotation)")
+        raise IQTError(tr("{node}: the measurement frame of {file}, {frame}, is not a rotation (its vectors must be "
+                          "unit length and at right angles), so the sizes and directions it gives are unknown; fix the "
+                          "header's 'measurement frame' line and load the file again (Slicer writes the IJK->RAS "
+                          "rotation)").format(node=_node_said(node), file=name,
+                                              frame=np.round(np.asarray(frame, dtype=float), 4).tolist()))
     space = SPACES.get(str(hdr.get("space", "")).strip().lower())
     if frame is None and space is not None and np.allclose(np.abs(mf), np.eye(3), atol=1e-9):  # Slicer's default
         if not np.allclose(mf, np.diag(space), atol=1e-9):
@@ -262,11 +277,16 @@ def _warn_slicer_reads_otherwise(node, name: str, hdr: dict, slicer_mf: np.ndarr
     from ..core.errors import IQTWarning
 
     axes = {(1.0, 1.0, 1.0): "RAS", (-1.0, -1.0, 1.0): "LPS"}.get(tuple(np.round(np.diag(slicer_mf), 6)), "other")
-    what = "gradients" if node.IsA("vtkMRMLDiffusionWeightedVolumeNode") else "tensors"
-    warnings.warn(f"{_node_label(node)}: {os.path.basename(name)} has no 'measurement frame' line, so its {what} are "
-                  f"read in its space ({hdr['space']}) as the NRRD format and 'iqt upsample' read them, where Slicer's "
-                  f"own reader took {axes} axes: Slicer's view of the input differs from the output's; add the line "
-                  "to the header to say which", IQTWarning, stacklevel=2)
+    if node.IsA("vtkMRMLDiffusionWeightedVolumeNode"):
+        line = tr("{node}: {file} has no 'measurement frame' line, so its gradients are read in its space ({space}) "
+                  "as the NRRD format and 'iqt upsample' read them, where Slicer's own reader took {axes} axes: "
+                  "Slicer's view of the input differs from the output's; add the line to the header to say which")
+    else:
+        line = tr("{node}: {file} has no 'measurement frame' line, so its tensors are read in its space ({space}) "
+                  "as the NRRD format and 'iqt upsample' read them, where Slicer's own reader took {axes} axes: "
+                  "Slicer's view of the input differs from the output's; add the line to the header to say which")
+    warnings.warn(line.format(node=_node_said(node), file=os.path.basename(name), space=hdr["space"], axes=axes),
+                  IQTWarning, stacklevel=2)
 
 
 def _read_from(node, suffixes: tuple) -> str | None:

@@ -31,6 +31,7 @@ def predict_in_subprocess(lr: Volume, request, mask: Volume | None = None, progr
     files in a temporary folder, progress comes back as JSON lines on stdout. `lr` may be a DWI (kind "dwi",
     `input_volumes(fit=False)`): the worker fits it first (`fit_dwi`)."""
     from .. import fileio
+    from ..core import i18n
 
     exe = python_executable or sys.executable
     if workdir is None:
@@ -47,6 +48,10 @@ def predict_in_subprocess(lr: Volume, request, mask: Volume | None = None, progr
             np.savez(source, data=np.asarray(lr.data), affine=np.asarray(lr.affine, float))
         args = [exe, "-m", "ImageQualityTransferLib.slicer.worker", "--input", str(source),
                 *(["--dwi"] if lr.kind == "dwi" else []), "--outdir", str(folder / "out"), *request.worker_args()]
+        said = i18n.translations()
+        if said:  # the lines the worker marks, in the user's language (core/i18n.py)
+            (folder / "translations.json").write_text(json.dumps(said), encoding="utf-8")
+            args += ["--translations", str(folder / "translations.json")]
         if mask is not None:
             fileio.save_scalar(Volume(mask.data.astype(np.uint8), mask.affine, "scalar"), folder / "mask.nii")
             args += ["--mask", str(folder / "mask.nii")]

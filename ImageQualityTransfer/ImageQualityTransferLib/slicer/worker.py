@@ -3,7 +3,7 @@ methods in batch mode: ImageQualityTransfer.py `process`).
 
     PythonSlicer -m ImageQualityTransferLib.slicer.worker --input LR.npz|LR.nrrd [--dwi] [--mask MASK.nii] --method NAME
         [--factor 2] [--model PATH] [--samples N] [--device cpu|cuda] [--interpolate] [--tta] [--exclude-outliers]
-        --outdir DIR
+        --outdir DIR [--translations FILE.json]
 
 Reads the low-res tensor (the module's node as read: an .npz of its `data` and `affine`; or Slicer NRRD or NIfTI; with
 `--dwi`, a DWI NIfTI with FSL bval/bvec beside it, fitted here first, as `processing.fit_dwi` does in Slicer, with
@@ -53,7 +53,14 @@ def main(argv=None) -> int:
     p.add_argument("--exclude-outliers", action="store_true",
                    help="with --dwi: fit without the slices and volumes the tensor model does not fit (iqt fit's option)")
     p.add_argument("--outdir", required=True)
+    p.add_argument("--translations", help="a JSON file of the engine's marked lines in the user's language "
+                                          "(core/i18n.py translations): this process has no translator of its own")
     args = p.parse_args(argv)
+    if args.translations:
+        from ..core import i18n
+
+        with open(args.translations, encoding="utf-8") as f:
+            i18n.install(json.load(f).get)
 
     import numpy as np
 

@@ -1,0 +1,99 @@
+"""The engine's hook for user text in the user's language (core/i18n.py): lines marked with `tr` are said in the
+words of the translator an app edge installs (the Slicer module installs Slicer's), in a separate worker process too,
+and are English without one; every marked template is a literal, which string extraction finds."""
+
+from __future__ import annotations
+
+import ast
+import warnings
+
+import numpy as np
+import pytest
+
+from ImageQualityTransferLib.core import i18n
+from ImageQualityTransferLib.core.volume import Volume
+
+from helpers import REPO
+
+ENGINE = REPO / "ImageQualityTransfer" / "ImageQualityTransferLib"
+HOLES = ("{count} low-res voxels hold no tensor (a missing tensor or a failed fit) where the fitted tensors enclose them, "
+         "{size} cm^3 in the largest hole{failed}: a lesion, ventricle or region left out of the fit's mask, or "
+         "background a wide mask closed over? The learned methods fill such holes from the tensors around them, every "
+         "uncertainty map raised to the top there: look at the scan there")
+# a translator's table, as a .qm file would give it: the placeholders moved
+TABLE = {HOLES: "Ohne Tensor: {count} Voxel (größtes Loch {size} cm^3{failed}); sehen Sie sich den Scan dort an"}
+
+
+@pytest.fixture
+def translator():
+    """TABLE installed as the engine's translator for one test, then none again."""
+    i18n.install(TABLE.get)
+    yield
+    i18n.install(None)
+
+
+def test_every_marked_template_is_a_literal_that_extraction_finds():
+    """Each `tr(...)` call in the engine has one argument, a plain string literal (an f-string, a name or a "+" would
+    hide the template from lupdate and from `marked_templates`), and `tr` comes from core/i18n.py only."""
+    calls, wrong = 0, []
+    for path in sorted(ENGINE.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and any(a.name == "tr" for a in node.names) \
+                    and not (node.module or "").endswith("i18n"):
+                wrong.append(f"{path.name}:{node.lineno} imports tr from {node.module}")
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "tr":
+                calls += 1
+                if len(node.args) != 1 or node.keywords or not isinstance(node.args[0], ast.Constant) \
+                        or not isinstance(node.args[0].value, str):
+                    wrong.append(f"{path.name}:{node.lineno} {ast.unparse(node)[:80]}")
+    assert not wrong, wrong
+    assert calls >= len(i18n.marked_templates()) > 10 and HOLES in i18n.marked_templates()
+    assert all("{" not in t or t.count("{") == t.count("}") for t in i18n.marked_templates())
+
+
+def test_without_a_translator_the_english_is_said():
+    assert i18n.installed() is None and i18n.tr(HOLES) is HOLES and i18n.translations() == {}
+
+
+def test_a_translator_that_fails_or_has_no_entry_leaves_the_english(translator):
+    assert i18n.tr("no such template") == "no such template"
+    assert i18n.translations() == TABLE
+    i18n.install(lambda text: 1 / 0)
+    assert i18n.tr(HOLES) == HOLES
+
+
+def _holed_brain():
+    """A sphere of tissue with a 5x5x5 hole the fit left out, and the mask it was fitted in (Testing/methods/
+    test_holes.py)."""
+    g = np.indices((20, 20, 20)) - 9.5
+    brain = (g ** 2).sum(0) < 8 ** 2
+    t = np.where(brain[..., None], np.array([7e-4, 0, 7e-4, 0, 0, 7e-4], np.float32), 0).astype(np.float32)
+    t[8:13, 8:13, 8:13] = 0
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    return Volume(t, affine, "tensor"), Volume(brain, affine, "mask")
+
+
+def test_a_run_says_the_holes_line_in_the_translator_s_words(translator):
+    """cubic on a holed brain, in this process and in the Slicer module's separate worker process (which has no
+    translator: it is handed the translations): the holes line in the table's words, its count and size filled."""
+    from ImageQualityTransferLib import methods
+    from ImageQualityTransferLib.slicer import processing
+
+    lr, mask = _holed_brain()
+    want = "Ohne Tensor: 125 Voxel (größtes Loch 3.4 cm^3); sehen Sie sich den Scan dort an"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        methods.get("cubic").predict(lr, 2, mask)
+    assert want in [str(w.message) for w in caught], [str(w.message) for w in caught]
+    far = processing.predict_in_subprocess(lr, processing.Request("cubic", 2), mask)["tensor"]
+    assert want in far.meta["notes"], far.meta["notes"]
+
+
+def test_a_run_without_a_translator_says_the_holes_line_in_english():
+    from ImageQualityTransferLib.slicer import processing
+
+    lr, mask = _holed_brain()
+    far = processing.predict_in_subprocess(lr, processing.Request("cubic", 2), mask)["tensor"]
+    said = [n for n in far.meta["notes"] if "hold no tensor" in n]
+    assert said == [HOLES.format(count=125, size="3.4", failed="")], far.meta["notes"]

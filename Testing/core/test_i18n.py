@@ -5,6 +5,7 @@ and are English without one; every marked template is a literal, which string ex
 from __future__ import annotations
 
 import ast
+import re
 import warnings
 
 import numpy as np
@@ -37,11 +38,15 @@ def test_every_marked_template_is_a_literal_that_extraction_finds():
     hide the template from lupdate and from `marked_templates`), and `tr` comes from core/i18n.py only."""
     calls, wrong = 0, []
     for path in sorted(ENGINE.rglob("*.py")):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
+        text = path.read_text(encoding="utf-8")
+        if not re.search(r"(?<!\w)tr\b", text):  # no call or import of tr
+            continue
+        for node in ast.walk(ast.parse(text)):
             if isinstance(node, ast.ImportFrom) and any(a.name == "tr" for a in node.names) \
                     and not (node.module or "").endswith("i18n"):
                 wrong.append(f"{path.name}:{node.lineno} imports tr from {node.module}")
+            if isinstance(node, ast.Attribute) and node.attr == "tr" and getattr(node.value, "id", None) == "i18n":
+                wrong.append(f"{path.name}:{node.lineno} i18n.tr: call it as tr(...), the name extraction reads")
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "tr":
                 calls += 1
                 if len(node.args) != 1 or node.keywords or not isinstance(node.args[0], ast.Constant) \
@@ -74,6 +79,7 @@ def _holed_brain():
     return Volume(t, affine, "tensor"), Volume(brain, affine, "mask")
 
 
+@pytest.mark.slow
 def test_a_run_says_the_holes_line_in_the_translator_s_words(translator):
     """cubic on a holed brain, in this process and in the Slicer module's separate worker process (which has no
     translator: it is handed the translations): the holes line in the table's words, its count and size filled."""
@@ -90,10 +96,60 @@ def test_a_run_says_the_holes_line_in_the_translator_s_words(translator):
     assert want in far.meta["notes"], far.meta["notes"]
 
 
-def test_a_run_without_a_translator_says_the_holes_line_in_english():
-    from ImageQualityTransferLib.slicer import processing
+def test_a_run_says_the_noisy_context_line_in_the_translator_s_words():
+    """cubic on a sphere of tissue given with its mask, every tensor in the two rings beyond it not physical
+    (methods/inputs.py warn_noisy_context): the line in the translator's words, each placeholder filled; English
+    without one."""
+    from ImageQualityTransferLib import methods
 
-    lr, mask = _holed_brain()
-    far = processing.predict_in_subprocess(lr, processing.Request("cubic", 2), mask)["tensor"]
-    said = [n for n in far.meta["notes"] if "hold no tensor" in n]
-    assert said == [HOLES.format(count=125, size="3.4", failed="")], far.meta["notes"]
+    template = next(t for t in i18n.marked_templates() if t.startswith("{count} of the {total} tensors within {rings}"))
+    g = np.indices((20, 20, 20)) - 9.5
+    r2 = (g ** 2).sum(0)
+    brain = r2 < 6 ** 2
+    t = np.zeros((20, 20, 20, 6), np.float32)
+    t[r2 < 8.5 ** 2] = [-3e-4, 0, 7e-4, 0, 0, 7e-4]  # a negative eigenvalue: noise, not tissue
+    t[brain] = [7e-4, 0, 7e-4, 0, 0, 7e-4]
+    lr = Volume(t, np.diag([3.0, 3.0, 3.0, 1.0]), "tensor")
+
+    def said():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            methods.get("cubic").predict(lr, 2, Volume(brain, lr.affine, "mask"))
+        return [str(w.message) for w in caught]
+
+    english = said()
+    assert english[0].startswith("920 of the 920 tensors within 2 voxels beyond the mask (100 %) are not physical"), english
+    i18n.install({template: "{share} % von {total} ({count}) in {rings} Ringen: Rauschen"}.get)
+    try:
+        assert said() == ["100 % von 920 (920) in 2 Ringen: Rauschen"]
+    finally:
+        i18n.install(None)
+    assert said() == english
+
+
+@pytest.mark.slow
+def test_a_learned_run_says_the_brain_size_line_in_the_translator_s_words():
+    """biqt on a sphere of tissue with 300 mm voxels (a header in another unit; methods/base.py _warn_off_training):
+    the brain-length line in the translator's words, its length, voxel size and method filled; English without one."""
+    from ImageQualityTransferLib import methods
+
+    template = next(t for t in i18n.marked_templates() if t.startswith("the input's brain is {length} m long"))
+    g = np.indices((20, 20, 20)) - 9.5
+    brain = (g ** 2).sum(0) < 8 ** 2
+    t = np.where(brain[..., None], np.array([7e-4, 0, 7e-4, 0, 0, 7e-4], np.float32), 0).astype(np.float32)
+    lr = Volume(t, np.diag([300.0, 300.0, 300.0, 1.0]), "tensor")
+
+    def said():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            methods.get("biqt").predict(lr, 2, Volume(brain, lr.affine, "mask"))
+        return [str(w.message) for w in caught]
+
+    english = said()
+    assert english == [template.format(length="4.8", size="300x300x300", method="biqt")], english
+    assert english[0].startswith("the input's brain is 4.8 m long, far longer than a human brain")
+    i18n.install({template: "{method}: Voxel {size} mm, Gehirn {length} m lang"}.get)
+    try:
+        assert said() == ["biqt: Voxel 300x300x300 mm, Gehirn 4.8 m lang"]
+    finally:
+        i18n.install(None)

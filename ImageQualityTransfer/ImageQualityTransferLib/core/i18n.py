@@ -52,7 +52,7 @@ def marked_templates() -> tuple[str, ...]:
     found = []
     for path in sorted(root.rglob("*.py")):
         text = path.read_text(encoding="utf-8")
-        if not re.search(r"(?<![\w.])tr\(", text):  # parsed only where a call may be: parsing every file took seconds
+        if not re.search(r"(?<![\w.])tr\s*\(", text):  # parsed only where a call may be: parsing every file took seconds
             continue
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "tr" and node.args \

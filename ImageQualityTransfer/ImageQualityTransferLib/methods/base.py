@@ -17,6 +17,7 @@ import numpy as np
 from ..core import grid, memory, noise_level, tensors
 from ..core.direction import spread
 from ..core.errors import IQTError, IQTWarning
+from ..core.i18n import tr
 from ..core.orientation import Reorientation
 from ..core.words import listed
 from ..core.volume import Volume
@@ -462,9 +463,12 @@ class Method:
         elif said and noise_unreadable(lr, brain):
             # a slab of a b0 SNR 10 scan cut along voxel axis i or j: its clean model ran with no line, its SD map 0.71x
             # the whole scan's at the same voxels; a region's mask on a whole scan reads so too (reviews)
-            warnings.warn(f"{lr.source}the noise index is unreadable: the brain ({int(brain.sum())} voxels) is too small "
-                          f"or thin to read it, so {runs}, noisy or not; run the whole scan with its whole brain's "
-                          "mask to have it read (docs/inputs.md)", IQTWarning, stacklevel=4)
+            running = (tr("{method} runs the given model") if self.model_path is not None else
+                       tr("{method} runs its model for clean scans")).format(method=self.name)
+            warnings.warn(lr.source + tr("the noise index is unreadable: the brain ({count} voxels) is too small or thin "
+                                         "to read it, so {runs}, noisy or not; run the whole scan with its whole brain's "
+                                         "mask to have it read (docs/inputs.md)").format(count=int(brain.sum()), runs=running),
+                          IQTWarning, stacklevel=4)
         if index is None or index <= noise_level.NOISY_MODEL:
             return self, index
         twin = self.for_noisy_inputs(f)
@@ -539,15 +543,18 @@ class Method:
         brain_mm = grid.extent_mm(inside, lr.affine)
         # small voxels on a small brain: an animal's (a small test volume of MRI-sized voxels is not one)
         if 0 < brain_mm < HUMAN_BRAIN_MIN_MM and max(lr.voxel_size) < ANIMAL_VOXEL_MM:
-            warnings.warn(f"{lr.source}the input's brain is {brain_mm:.0f} mm long, far shorter than an adult human "
-                          f"brain (the dev subjects' 173-195 mm): {self.name} was trained on adult human brains and has "
-                          "not seen this anatomy; compare with cubic, and read its uncertainty with care "
-                          "(docs/limitations.md, Brains unlike the training's)", IQTWarning, stacklevel=4)
+            warnings.warn(lr.source + tr("the input's brain is {length} mm long, far shorter than an adult human brain "
+                                         "(the dev subjects' 173-195 mm): {method} was trained on adult human brains and "
+                                         "has not seen this anatomy; compare with cubic, and read its uncertainty with "
+                                         "care (docs/limitations.md, Brains unlike the training's)").format(
+                length=f"{brain_mm:.0f}", method=self.name), IQTWarning, stacklevel=4)
         if brain_mm > HUMAN_BRAIN_MAX_MM:  # 1000 mm voxels had run without a word (a bad-input audit)
-            warnings.warn(f"{lr.source}the input's brain is {brain_mm / 1000:.3g} m long, far longer than a human brain "
-                          f"(the dev subjects' 173-195 mm): its header's voxel size ({'x'.join(f'{v:.3g}' for v in lr.voxel_size)} "
-                          f"mm) is probably in another unit; {self.name} reads voxels of 1-3 mm: check the header "
-                          "(e.g. fslhd) and fix pixdim", IQTWarning, stacklevel=4)
+            warnings.warn(lr.source + tr("the input's brain is {length} m long, far longer than a human brain (the dev "
+                                         "subjects' 173-195 mm): its header's voxel size ({size} mm) is probably in "
+                                         "another unit; {method} reads voxels of 1-3 mm: check the header (e.g. fslhd) "
+                                         "and fix pixdim").format(
+                length=f"{brain_mm / 1000:.3g}", size="x".join(f"{v:.3g}" for v in lr.voxel_size), method=self.name),
+                IQTWarning, stacklevel=4)
         ratio = off_training_anisotropy(lr.voxel_size, f)
         if ratio is not None:
             sizes = "x".join(f"{v:.3g}" for v in np.asarray(lr.voxel_size, float) / np.asarray(f, float))

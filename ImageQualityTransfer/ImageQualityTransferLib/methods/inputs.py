@@ -188,10 +188,11 @@ def warn_if_upsampled(lr: Volume) -> None:
     made = lr.meta.get("made_by")
     if not made:
         return
-    warnings.warn(f"{lr.source}its header reads '{made}': it is already this tool's upsampled output, not a "
-                  "low-resolution scan; every method is made for (the learned ones trained on) tensors fitted to "
-                  "block-averaged DWIs, which no output is, so running again gives finer voxels but no measured "
-                  "detail: upsample the original input at the factor wanted", IQTWarning, stacklevel=2)
+    warnings.warn(lr.source + tr("its header reads '{made}': it is already this tool's upsampled output, not a "
+                                 "low-resolution scan; every method is made for (the learned ones trained on) tensors "
+                                 "fitted to block-averaged DWIs, which no output is, so running again gives finer voxels "
+                                 "but no measured detail: upsample the original input at the factor wanted").format(
+        made=made), IQTWarning, stacklevel=2)
 
 
 FRAME_CHECKED_ORDERS = ("fsl", "mrtrix", "dipy")  # another tool's 4D file: where a frame slips (dtifit given bvecs not
@@ -604,11 +605,12 @@ def warn_noisy_context(lr: Volume, mask: Volume) -> None:
     t = np.asarray(lr.data)[band]
     n = int(((tensors.distance_to_physical(t) > 0) | tensors.failed_fits(t)).sum())
     if n > NOISY_CONTEXT * m:
-        warnings.warn(f"{lr.source}{n} of the {m} tensors within {CONTEXT_RINGS} voxels beyond the mask ({100 * n / m:.0f} %) "
-                      "are not physical (a negative eigenvalue or a failed fit: noise, not tissue): every method reads "
-                      "them as the brain edge's context and its outputs near the edge follow them; zero the tensors "
-                      "outside the mask (e.g. fslmaths DTI -mas MASK), which the methods then fill from the brain's edge",
-                      IQTWarning, stacklevel=3)
+        warnings.warn(lr.source + tr("{count} of the {total} tensors within {rings} voxels beyond the mask ({share} %) "
+                                     "are not physical (a negative eigenvalue or a failed fit: noise, not tissue): every "
+                                     "method reads them as the brain edge's context and its outputs near the edge follow "
+                                     "them; zero the tensors outside the mask (e.g. fslmaths DTI -mas MASK), which the "
+                                     "methods then fill from the brain's edge").format(
+            count=n, total=m, rings=CONTEXT_RINGS, share=f"{100 * n / m:.0f}"), IQTWarning, stacklevel=3)
 
 
 # share of a given mask's voxels outside the brain estimated from a whole-field input's tensors (which keeps scalp and the

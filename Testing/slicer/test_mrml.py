@@ -488,6 +488,40 @@ def test_nifti_tensor_node_refusals(tmp_path, scene):
     assert "\n" not in str(err.value)
 
 
+def test_nifti_tensor_node_refusal_in_the_installed_translator_s_words(tmp_path, scene):
+    """slicer/mrml.py's node refusals are marked for translation (core/i18n.py): a node changed since it was read from
+    its NIfTI file is refused in the translator's words, node, file and the fix's clause (itself translated) filled,
+    and in the English as before without one."""
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.core import i18n
+
+    vol = tensor_volume("psr", seed=4)
+    path = tmp_path / "dti.nii.gz"
+    fileio.save_tensor(vol, path)
+    node = read_nifti_with_slicer(scene, path)
+    mrml.set_tensor_node(node, vol)
+    with pytest.raises(IQTError) as english:
+        mrml.tensor_volume_from_node(node)
+    assert str(english.value) == f"node '{node.GetName()}' was changed since it was read from dti.nii.gz, whose tensor " \
+        "components Slicer's reader gets wrong; load it as NRRD instead ('iqt fit … -o dti.nrrd' writes one) or run " \
+        "'iqt upsample' on the file itself"
+    table = {"node '{name}'": "Knoten »{name}«",
+             "{node} was changed since it was read from {file}, whose tensor components Slicer's reader gets wrong; "
+             "{fix}": "{file}: {node} geändert; {fix}",
+             "load it as NRRD instead ('iqt fit … -o dti.nrrd' writes one) or run 'iqt upsample' on the file itself":
+                 "als NRRD laden"}
+    i18n.install(table.get)
+    try:
+        with pytest.raises(IQTError) as said:
+            mrml.tensor_volume_from_node(node)
+        with pytest.raises(IQTError) as none:
+            mrml.tensor_volume_from_node(None)
+    finally:
+        i18n.install(None)
+    assert str(said.value) == f"dti.nii.gz: Knoten »{node.GetName()}« geändert; als NRRD laden"
+    assert str(none.value).startswith("expected a diffusion tensor volume node, got nothing;")  # no entry: English
+
+
 def test_nifti_file_overwritten_after_loading_is_refused(tmp_path, scene):
     """A NIfTI file overwritten after its node was loaded (an 'iqt fit -o' rerun to the same name) is refused in one
     line, nothing created: the node is not modified (GetModifiedSinceRead() is False), and the module had read the new

@@ -137,7 +137,7 @@ def _geometry(node):
     vtk, _ = _vtk()
     image = node.GetImageData()
     if image is None:
-        raise IQTError(f"{_node_label(node)} has no image data; load or compute the volume first")
+        raise IQTError(tr("{node} has no image data; load or compute the volume first").format(node=_node_said(node)))
     m = vtk.vtkMatrix4x4()
     node.GetIJKToRASMatrix(m)
     affine = _matrix_to_numpy(m)
@@ -154,11 +154,13 @@ def _point_array(image, array, node) -> np.ndarray:
     _, ns = _vtk()
     dims = image.GetDimensions()
     if min(dims) < 1:
-        raise IQTError(f"{_node_label(node)} has an empty image ({dims}); load the volume first")
+        raise IQTError(tr("{node} has an empty image ({dimensions}); load the volume first").format(
+            node=_node_said(node), dimensions=dims))
     a = np.array(ns.vtk_to_numpy(array), copy=True)
     n = dims[0] * dims[1] * dims[2]
     if a.shape[0] != n:
-        raise IQTError(f"{_node_label(node)}: {a.shape[0]} voxels for dimensions {dims}; the image data is inconsistent")
+        raise IQTError(tr("{node}: {count} voxels for dimensions {dimensions}; the image data is inconsistent").format(
+            node=_node_said(node), count=a.shape[0], dimensions=dims))
     a = a.reshape(n, -1).reshape(dims[2], dims[1], dims[0], -1)
     return np.ascontiguousarray(a.transpose(2, 1, 0, 3))
 
@@ -177,8 +179,9 @@ def _meta(node) -> dict:
 def tensor_volume_from_node(node) -> Volume:
     """Tensor Volume (X,Y,Z,6) float32, components in voxel axes, from a vtkMRMLDiffusionTensorVolumeNode."""
     if node is None or not node.IsA("vtkMRMLTensorVolumeNode"):
-        got = "nothing" if node is None else node.GetClassName()
-        raise IQTError(f"expected a diffusion tensor volume node, got {got}; select a DTI volume (estimate it from a DWI first)")
+        got = tr("nothing") if node is None else node.GetClassName()
+        raise IQTError(tr("expected a diffusion tensor volume node, got {got}; select a DTI volume (estimate it from a DWI "
+                          "first)").format(got=got))
     image, affine = _geometry(node)
     source = _nifti_source(node)
     if source is not None:
@@ -188,7 +191,7 @@ def tensor_volume_from_node(node) -> Volume:
     if arr is None and pd.GetScalars() is not None and pd.GetScalars().GetNumberOfComponents() == 9:
         arr = pd.GetScalars()
     if arr is None or arr.GetNumberOfComponents() != 9:
-        raise IQTError(f"{_node_label(node)} holds no 3x3 tensor point data; select a DTI volume")
+        raise IQTError(tr("{node} holds no 3x3 tensor point data; select a DTI volume").format(node=_node_said(node)))
     import warnings
 
     from ..core.errors import IQTWarning
@@ -209,7 +212,8 @@ def tensor_volume_from_node(node) -> Volume:
     notes = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
     t6, rotated = reexpress(t6, frame_to_voxel_axes(mf3, affine))
     if not np.isfinite(t6).all():
-        raise IQTError(f"{_node_label(node)} has NaN/Inf tensor values; replace them (for example with 0 outside the brain)")
+        raise IQTError(tr("{node} has NaN/Inf tensor values; replace them (for example with 0 outside the brain)").format(
+            node=_node_said(node)))
     meta = _meta(node) | {"measurement_frame_ras": mf3.tolist(), "reoriented_components": rotated, "input_notes": notes}
     return Volume(t6.astype(np.float32), affine, "tensor", meta=meta)
 
@@ -310,7 +314,9 @@ def _warn_if_gapped(node, affine) -> None:
         slices.warn_if_gapped(_node_label(node), affine, slices.from_nrrd_file(name, None, affine))
 
 
-NIFTI_FIX = "load it as NRRD instead ('iqt fit … -o dti.nrrd' writes one) or run 'iqt upsample' on the file itself"
+def _nifti_fix() -> str:
+    """The fix for a tensor node read from a NIfTI file the engine cannot read for it."""
+    return tr("load it as NRRD instead ('iqt fit … -o dti.nrrd' writes one) or run 'iqt upsample' on the file itself")
 
 
 def _nifti_source(node) -> str | None:
@@ -332,22 +338,23 @@ def _tensor_volume_from_nifti(node, path: str, affine: np.ndarray) -> Volume:
     from ..core.errors import IQTWarning
     from ..core.orientation import onto_grid
 
-    label, name = _node_label(node), os.path.basename(path)
+    label, said, name = _node_label(node), _node_said(node), os.path.basename(path)
     if node.GetModifiedSinceRead():
-        raise IQTError(f"{label} was changed since it was read from {name}, whose tensor components Slicer's reader "
-                       f"gets wrong; {NIFTI_FIX}")
+        raise IQTError(tr("{node} was changed since it was read from {file}, whose tensor components Slicer's reader "
+                          "gets wrong; {fix}").format(node=said, file=name, fix=_nifti_fix()))
     if not os.path.exists(path):
-        raise IQTError(f"{label} was read from {name}, which is no longer there, and Slicer's reader gets a NIfTI "
-                       f"file's tensor components wrong; {NIFTI_FIX}")
+        raise IQTError(tr("{node} was read from {file}, which is no longer there, and Slicer's reader gets a NIfTI "
+                          "file's tensor components wrong; {fix}").format(node=said, file=name, fix=_nifti_fix()))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", IQTWarning)
         try:
             vol = fileio.load_tensor(path)
         except IQTError as exc:
             if "no standard component order" in str(exc):
-                raise IQTError(f"{label} was read from {name}, a 4D six-volume tensor file whose component order "
-                               f"only its maker knows; write it as NRRD with 'iqt upsample {name} --tensor-order "
-                               "fsl|mrtrix|dipy -o OUT.nrrd' (or fit it with 'iqt fit … -o dti.nrrd') and load that") from None
+                raise IQTError(tr("{node} was read from {file}, a 4D six-volume tensor file whose component order only "
+                                  "its maker knows; write it as NRRD with 'iqt upsample {file} --tensor-order "
+                                  "fsl|mrtrix|dipy -o OUT.nrrd' (or fit it with 'iqt fit … -o dti.nrrd') and load "
+                                  "that").format(node=said, file=name)) from None
             raise
     if _may_be_dipy_frame(path, vol):  # the engine's reader warned 'add --tensor-order dipy', which the module lacks
         raise IQTError(f"{label} was read from {name}, a 5D tensor file on a positive-determinant grid that iqt did not "
@@ -359,13 +366,13 @@ def _tensor_volume_from_nifti(node, path: str, affine: np.ndarray) -> Volume:
     shape = node.GetImageData().GetDimensions()
     moved = [onto_grid(vol.data[..., c], vol.affine, shape, affine) for c in range(6)]
     if moved[0] is None:
-        raise IQTError(f"{label} is not on the grid of {name}, which it was read from: the file changed since the node "
-                       f"was loaded (reload it), or {NIFTI_FIX}")
+        raise IQTError(tr("{node} is not on the grid of {file}, which it was read from: the file changed since the node "
+                          "was loaded (reload it), or {fix}").format(node=said, file=name, fix=_nifti_fix()))
     perm = np.round(np.linalg.solve(affine, vol.affine)[:3, :3])  # file voxel axes -> node voxel axes
     data = tensors.rotate(np.stack(moved, axis=-1), perm)
     if not _same_tensors(node, data):  # the file was overwritten after loading (GetModifiedSinceRead() says nothing)
-        raise IQTError(f"the file {name} changed since {label} was loaded from it (its tensors are not the node's): "
-                       "reload it")
+        raise IQTError(tr("the file {file} changed since {node} was loaded from it (its tensors are not the node's): "
+                          "reload it").format(file=name, node=said))
     notes = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
     meta = _meta(node) | {"read_from": path, "input_notes": notes}
     return Volume(np.ascontiguousarray(data, dtype=np.float32), affine, "tensor", meta=meta)
@@ -415,12 +422,12 @@ SLAB = 16  # planes per step of _same_tensors
 def scalar_volume_from_node(node) -> Volume:
     """Scalar Volume (X,Y,Z) (or (X,Y,Z,K) for K components) from a scalar or label map volume node."""
     if node is None or not node.IsA("vtkMRMLVolumeNode"):
-        got = "nothing" if node is None else node.GetClassName()
-        raise IQTError(f"expected a scalar volume node, got {got}; select a scalar volume")
+        got = tr("nothing") if node is None else node.GetClassName()
+        raise IQTError(tr("expected a scalar volume node, got {got}; select a scalar volume").format(got=got))
     image, affine = _geometry(node)
     scalars = image.GetPointData().GetScalars()
     if scalars is None:
-        raise IQTError(f"{_node_label(node)} holds no scalar point data; select a scalar volume")
+        raise IQTError(tr("{node} holds no scalar point data; select a scalar volume").format(node=_node_said(node)))
     data = _point_array(image, scalars, node)
     if data.shape[3] == 1:
         data = data[..., 0]
@@ -432,7 +439,8 @@ def mask_from_node(node) -> Volume:
     vol = scalar_volume_from_node(node)
     data = vol.data
     if data.ndim != 3:
-        raise IQTError(f"{_node_label(node)} has {data.shape[3]} components; a mask is a single-component label map")
+        raise IQTError(tr("{node} has {count} components; a mask is a single-component label map").format(
+            node=_node_said(node), count=data.shape[3]))
     mask = np.nan_to_num(data.astype(np.float64)) > 0
     if not mask.any():
         raise IQTError(f"{_node_label(node)} is empty (no voxel > 0); give a brain mask")

@@ -295,17 +295,11 @@ def runStatusText(name: Optional[str] = None, notes: Optional[str] = None, cance
     return _("Done: {name}").format(name=name)
 
 
-def engineTranslation(template: str) -> str:
-    """One of the engine's marked templates (ImageQualityTransferLib/core/i18n.py) in the user's language: Slicer's
-    translation in this module's context, where the templates sit beside the module's own texts."""
-    return translate("ImageQualityTransfer", template)
-
-
 def engineText(text: str) -> str:
     """The factor rule's refusals and notes (methods/factor_choice.py, in the module's words: slicer/processing.py
     in_module_words) in the user's language: each line, and within it each clause the engine joins with "; ", that the
-    table knows goes through tr(); any other keeps its words (the engine's lines marked with core/i18n.py's tr come
-    translated already, engineTranslation)."""
+    table knows goes through tr(); any other keeps its words (the engine's lines marked with core/i18n.py's _ come
+    translated already: _engineOnPath installs Slicer's translate for them)."""
     import re
 
     def factors(words: str) -> str:  # "factor 2" / "factors 1,1,3" (grid.describe)
@@ -935,13 +929,14 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         return not self.missingPackages()
 
     def _engineOnPath(self) -> None:
-        """The engine importable, its marked lines (core/i18n.py) translated as this module's own texts."""
+        """The engine importable, its marked lines (core/i18n.py) translated by Slicer's translate, in the contexts
+        Slicer's string extraction gives them."""
         if self.moduleDir() not in sys.path:
             sys.path.insert(0, self.moduleDir())
         from ImageQualityTransferLib.core import i18n
 
         if i18n.installed() is None:
-            i18n.install(engineTranslation)
+            i18n.install(translate)
 
     def engine(self):
         """The engine's Slicer processing module, installing missing packages first after asking. Without a main

@@ -1,4 +1,4 @@
-"""The engine's hook for user text in the user's language (core/i18n.py): lines marked with `tr` are said in the
+"""The engine's hook for user text in the user's language (core/i18n.py): lines marked with `_` are said in the
 words of the translator an app edge installs (the Slicer module installs Slicer's), in a separate worker process too,
 and are English without one; every marked template is a literal, which string extraction finds."""
 
@@ -28,44 +28,50 @@ TABLE = {HOLES: "Ohne Tensor: {count} Voxel (größtes Loch {size} cm^3{failed})
 @pytest.fixture
 def translator():
     """TABLE installed as the engine's translator for one test, then none again."""
-    i18n.install(TABLE.get)
+    i18n.install(lambda context, text: TABLE.get(text))
     yield
     i18n.install(None)
 
 
 def test_every_marked_template_is_a_literal_that_extraction_finds():
-    """Each `tr(...)` call in the engine has one argument, a plain string literal (an f-string, a name or a "+" would
-    hide the template from lupdate and from `marked_templates`), and `tr` comes from core/i18n.py only."""
+    """Each `_(...)` call in the engine has one argument, a plain string literal (an f-string, a name or a "+" would
+    hide the template from Slicer's extraction, which rewrites `_("...")` for lupdate, and from `marked_templates`);
+    `_` comes from core/i18n.py only, and no function that calls it binds `_` itself (a throwaway `parts, _ = ...`
+    there would make the call fail)."""
     calls, wrong = 0, []
     for path in sorted(ENGINE.rglob("*.py")):
         text = path.read_text(encoding="utf-8")
-        if not re.search(r"(?<!\w)tr\b", text):  # no call or import of tr
+        if not re.search(r"(?<![\w.])_\s*\(|import _\b", text):
             continue
-        for node in ast.walk(ast.parse(text)):
-            if isinstance(node, ast.ImportFrom) and any(a.name == "tr" for a in node.names) \
+        tree = ast.parse(text)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and any(a.name == "_" for a in node.names) \
                     and not (node.module or "").endswith("i18n"):
-                wrong.append(f"{path.name}:{node.lineno} imports tr from {node.module}")
-            if isinstance(node, ast.Attribute) and node.attr == "tr" and getattr(node.value, "id", None) == "i18n":
-                wrong.append(f"{path.name}:{node.lineno} i18n.tr: call it as tr(...), the name extraction reads")
-            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "tr":
+                wrong.append(f"{path.name}:{node.lineno} imports _ from {node.module}")
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "_":
                 calls += 1
                 if len(node.args) != 1 or node.keywords or not isinstance(node.args[0], ast.Constant) \
                         or not isinstance(node.args[0].value, str):
                     wrong.append(f"{path.name}:{node.lineno} {ast.unparse(node)[:80]}")
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                own = [n for n in ast.walk(node) if isinstance(n, ast.Name) and n.id == "_"]
+                if any(isinstance(n.ctx, ast.Store) for n in own) and any(isinstance(n.ctx, ast.Load) for n in own):
+                    wrong.append(f"{path.name}:{node.lineno} {node.name} binds _ and calls it")
     assert not wrong, wrong
-    assert calls >= len(i18n.marked_templates()) > 10 and HOLES in i18n.marked_templates()
-    assert all("{" not in t or t.count("{") == t.count("}") for t in i18n.marked_templates())
+    templates = [t for _, t in i18n.marked_templates()]
+    assert calls >= len(templates) > 10 and ("methods.inputs", HOLES) in i18n.marked_templates()
+    assert all("{" not in t or t.count("{") == t.count("}") for t in templates)
 
 
 def test_without_a_translator_the_english_is_said():
-    assert i18n.installed() is None and i18n.tr(HOLES) is HOLES and i18n.translations() == {}
+    assert i18n.installed() is None and i18n._(HOLES) is HOLES and i18n.translations() == []
 
 
 def test_a_translator_that_fails_or_has_no_entry_leaves_the_english(translator):
-    assert i18n.tr("no such template") == "no such template"
-    assert i18n.translations() == TABLE
-    i18n.install(lambda text: 1 / 0)
-    assert i18n.tr(HOLES) == HOLES
+    assert i18n._("no such template") == "no such template"
+    assert i18n.translations() == [["methods.inputs", HOLES, TABLE[HOLES]]]
+    i18n.install(lambda context, text: 1 / 0)
+    assert i18n._(HOLES) == HOLES
 
 
 def _holed_brain():
@@ -102,7 +108,7 @@ def test_a_run_says_the_noisy_context_line_in_the_translator_s_words():
     without one."""
     from ImageQualityTransferLib import methods
 
-    template = next(t for t in i18n.marked_templates() if t.startswith("{count} of the {total} tensors within {rings}"))
+    template = next(t for _, t in i18n.marked_templates() if t.startswith("{count} of the {total} tensors within {rings}"))
     g = np.indices((20, 20, 20)) - 9.5
     r2 = (g ** 2).sum(0)
     brain = r2 < 6 ** 2
@@ -119,7 +125,8 @@ def test_a_run_says_the_noisy_context_line_in_the_translator_s_words():
 
     english = said()
     assert english[0].startswith("920 of the 920 tensors within 2 voxels beyond the mask (100 %) are not physical"), english
-    i18n.install({template: "{share} % von {total} ({count}) in {rings} Ringen: Rauschen"}.get)
+    i18n.install(lambda context, text: {("methods.inputs", template): "{share} % von {total} ({count}) in {rings} "
+                                                                      "Ringen: Rauschen"}.get((context, text)))
     try:
         assert said() == ["100 % von 920 (920) in 2 Ringen: Rauschen"]
     finally:
@@ -133,7 +140,7 @@ def test_a_learned_run_says_the_brain_size_line_in_the_translator_s_words():
     the brain-length line in the translator's words, its length, voxel size and method filled; English without one."""
     from ImageQualityTransferLib import methods
 
-    template = next(t for t in i18n.marked_templates() if t.startswith("the input's brain is {length} m long"))
+    template = next(t for _, t in i18n.marked_templates() if t.startswith("the input's brain is {length} m long"))
     g = np.indices((20, 20, 20)) - 9.5
     brain = (g ** 2).sum(0) < 8 ** 2
     t = np.where(brain[..., None], np.array([7e-4, 0, 7e-4, 0, 0, 7e-4], np.float32), 0).astype(np.float32)
@@ -148,7 +155,8 @@ def test_a_learned_run_says_the_brain_size_line_in_the_translator_s_words():
     english = said()
     assert english == [template.format(length="4.8", size="300x300x300", method="biqt")], english
     assert english[0].startswith("the input's brain is 4.8 m long, far longer than a human brain")
-    i18n.install({template: "{method}: Voxel {size} mm, Gehirn {length} m lang"}.get)
+    i18n.install(lambda context, text: {("methods.base", template): "{method}: Voxel {size} mm, Gehirn {length} m "
+                                                                    "lang"}.get((context, text)))
     try:
         assert said() == ["biqt: Voxel 300x300x300 mm, Gehirn 4.8 m lang"]
     finally:

@@ -228,7 +228,7 @@ def test_the_nrrd_header_refusals_and_note_come_in_the_installed_translator_s_wo
         and "its header has no 'space' line (only 'space dimension: 3')" in english[2], english
     table = {"node '{name}'": "Knoten »{name}«",
              " (only 'space dimension: {dimension}')": " (nur 'space dimension: {dimension}')"}
-    i18n.install(lambda text: table.get(text, f"<{text}>"))
+    i18n.install(lambda context, text: table.get(text, f"<{text}>") if context == "slicer.mrml" else None)
     try:
         said = _header_lines(tmp_path / "de")
     finally:
@@ -243,9 +243,9 @@ def test_the_nrrd_header_refusals_and_note_come_in_the_installed_translator_s_wo
 
 
 def test_the_slicer_module_installs_its_translator_for_the_engine(tmp_path):
-    """The Logic, as it puts the engine on the path, installs Slicer's translate in the module's context as the
-    engine's translator: a real node's refusal (slicer/mrml.py) then reaches the error dialog in it, through
-    Logic.process unchanged."""
+    """The Logic, as it puts the engine on the path, installs Slicer's translate as the engine's translator, each
+    template looked up in its file's context as Slicer's extraction names it ("slicer.mrml"): a real node's refusal
+    then reaches the error dialog in it, through Logic.process unchanged."""
     import ast
     import logging
     import types
@@ -260,8 +260,7 @@ def test_the_slicer_module_installs_its_translator_for_the_engine(tmp_path):
     space = {"_": lambda text: f"<{text}>", "Optional": None, "logging": logging, "sys": __import__("sys"),
              "translate": lambda context, text: f"<{context}: {text}>",
              "slicer": types.SimpleNamespace(mrmlScene=None)}
-    space.update(module_functions(space["_"], "engineText", "factorsText", "engineTranslation"))
-    space["engineTranslation"].__globals__["translate"] = space["translate"]
+    space.update(module_functions(space["_"], "engineText", "factorsText"))
     exec(compile(ast.Module([f for f in logic_class.body if isinstance(f, ast.FunctionDef)
                              and f.name in ("process", "_engineOnPath")], []), str(module), "exec"), space)
     dwi = make_phantom(shape=(12, 14, 10), voxel_mm=4.0, n_dirs=12)
@@ -276,8 +275,8 @@ def test_the_slicer_module_installs_its_translator_for_the_engine(tmp_path):
             processing.dwi_volume_from_node(node)
     finally:
         i18n.install(None)
-    assert str(refused.value).startswith("<ImageQualityTransfer: <ImageQualityTransfer: node '{name}'>".replace(
-        "{name}", "sheared") + ": the measurement frame of "), str(refused.value)
+    assert str(refused.value).startswith("<slicer.mrml: <slicer.mrml: node 'sheared'>: the measurement frame of "), \
+        str(refused.value)
 
     def run_on_nodes(*args, **kwargs):  # the engine's run, refused as the real node's header is
         raise IQTError(str(refused.value))

@@ -319,7 +319,7 @@ def test_the_holes_line_comes_in_the_installed_translator_s_words():
     english = {case: said(*case) for case in cases}
     for case, words in cases.items():
         assert words in english[case] and english[case].endswith("look at the scan there"), english[case]
-    i18n.install(marked)
+    i18n.install(lambda context, text: marked(text) if context == "methods.inputs" else None)
     try:
         translated = {case: said(*case) for case in cases}
     finally:

@@ -17,7 +17,7 @@ import numpy as np
 from ..core import grid, memory, noise_level, tensors
 from ..core.direction import spread
 from ..core.errors import IQTError, IQTWarning
-from ..core.i18n import tr
+from ..core.i18n import _
 from ..core.orientation import Reorientation
 from ..core.words import listed
 from ..core.volume import Volume
@@ -463,9 +463,9 @@ class Method:
         elif said and noise_unreadable(lr, brain):
             # a slab of a b0 SNR 10 scan cut along voxel axis i or j: its clean model ran with no line, its SD map 0.71x
             # the whole scan's at the same voxels; a region's mask on a whole scan reads so too (reviews)
-            running = (tr("{method} runs the given model") if self.model_path is not None else
-                       tr("{method} runs its model for clean scans")).format(method=self.name)
-            warnings.warn(lr.source + tr("the noise index is unreadable: the brain ({count} voxels) is too small or thin "
+            running = (_("{method} runs the given model") if self.model_path is not None else
+                       _("{method} runs its model for clean scans")).format(method=self.name)
+            warnings.warn(lr.source + _("the noise index is unreadable: the brain ({count} voxels) is too small or thin "
                                          "to read it, so {runs}, noisy or not; run the whole scan with its whole brain's "
                                          "mask to have it read (docs/inputs.md)").format(count=int(brain.sum()), runs=running),
                           IQTWarning, stacklevel=4)
@@ -543,13 +543,13 @@ class Method:
         brain_mm = grid.extent_mm(inside, lr.affine)
         # small voxels on a small brain: an animal's (a small test volume of MRI-sized voxels is not one)
         if 0 < brain_mm < HUMAN_BRAIN_MIN_MM and max(lr.voxel_size) < ANIMAL_VOXEL_MM:
-            warnings.warn(lr.source + tr("the input's brain is {length} mm long, far shorter than an adult human brain "
+            warnings.warn(lr.source + _("the input's brain is {length} mm long, far shorter than an adult human brain "
                                          "(the dev subjects' 173-195 mm): {method} was trained on adult human brains and "
                                          "has not seen this anatomy; compare with cubic, and read its uncertainty with "
                                          "care (docs/limitations.md, Brains unlike the training's)").format(
                 length=f"{brain_mm:.0f}", method=self.name), IQTWarning, stacklevel=4)
         if brain_mm > HUMAN_BRAIN_MAX_MM:  # 1000 mm voxels had run without a word (a bad-input audit)
-            warnings.warn(lr.source + tr("the input's brain is {length} m long, far longer than a human brain (the dev "
+            warnings.warn(lr.source + _("the input's brain is {length} m long, far longer than a human brain (the dev "
                                          "subjects' 173-195 mm): its header's voxel size ({size} mm) is probably in "
                                          "another unit; {method} reads voxels of 1-3 mm: check the header (e.g. fslhd) "
                                          "and fix pixdim").format(

@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from ..core import grid, noise_level, tensor_checks, tensors
 from ..core.errors import IQTError, IQTWarning
-from ..core.i18n import tr
+from ..core.i18n import _
 from ..core.volume import Volume
 from ..dmri.dti import brain_from_tensors, fill_slice_holes
 from ..dmri.gradcheck import LINES_CHECK, NOISE_SHORT_STEPS, NOISE_VERDICT, NOISY_RATIO
@@ -188,7 +188,7 @@ def warn_if_upsampled(lr: Volume) -> None:
     made = lr.meta.get("made_by")
     if not made:
         return
-    warnings.warn(lr.source + tr("its header reads '{made}': it is already this tool's upsampled output, not a "
+    warnings.warn(lr.source + _("its header reads '{made}': it is already this tool's upsampled output, not a "
                                  "low-resolution scan; every method is made for (the learned ones trained on) tensors "
                                  "fitted to block-averaged DWIs, which no output is, so running again gives finer voxels "
                                  "but no measured detail: upsample the original input at the factor wanted").format(
@@ -558,7 +558,7 @@ def warn_holes(lr: Volume, holes: np.ndarray, failed: int = 0, told: bool = Fals
     from around them, they had read as confident tissue without a word (a review). `failed`: how many of them are
     failed fits, which the failed-fit line counts too where `told` (drop_failed_fits): said, so the counts are not
     added."""
-    parts, _ = ndimage.label(holes, structure=np.ones((3, 3, 3), bool))
+    parts = ndimage.label(holes, structure=np.ones((3, 3, 3), bool))[0]
     vv = float(np.prod(lr.voxel_size)) / 1000
     largest = int(np.bincount(parts.ravel())[1:].max()) * vv
     n = int(holes.sum())
@@ -567,16 +567,16 @@ def warn_holes(lr: Volume, holes: np.ndarray, failed: int = 0, told: bool = Fals
     if not failed:
         clause = ""
     elif told:
-        clause = (tr(", 1 of them failed fit (counted in the failed-fit line too)") if failed == 1 else
-                  tr(", {count} of them failed fits (counted in the failed-fit line too)").format(count=failed))
+        clause = (_(", 1 of them failed fit (counted in the failed-fit line too)") if failed == 1 else
+                  _(", {count} of them failed fits (counted in the failed-fit line too)").format(count=failed))
     else:
-        clause = tr(", 1 of them failed fit") if failed == 1 else tr(", {count} of them failed fits").format(count=failed)
+        clause = _(", 1 of them failed fit") if failed == 1 else _(", {count} of them failed fits").format(count=failed)
     # HOLE_SAID is in both templates: iqt batch's QC reads it (apps/batch/qc.py, English: no translator there)
-    line = (tr("1 low-res voxel holds no tensor (a missing tensor or a failed fit) where the fitted tensors enclose it, "
+    line = (_("1 low-res voxel holds no tensor (a missing tensor or a failed fit) where the fitted tensors enclose it, "
                "{size} cm^3 in the largest hole{failed}: a lesion, ventricle or region left out of the fit's mask, or "
                "background a wide mask closed over? The learned methods fill such holes from the tensors around them, "
                "every uncertainty map raised to the top there: look at the scan there") if n == 1 else
-            tr("{count} low-res voxels hold no tensor (a missing tensor or a failed fit) where the fitted tensors "
+            _("{count} low-res voxels hold no tensor (a missing tensor or a failed fit) where the fitted tensors "
                "enclose them, {size} cm^3 in the largest hole{failed}: a lesion, ventricle or region left out of the "
                "fit's mask, or background a wide mask closed over? The learned methods fill such holes from the "
                "tensors around them, every uncertainty map raised to the top there: look at the scan there"))
@@ -605,7 +605,7 @@ def warn_noisy_context(lr: Volume, mask: Volume) -> None:
     t = np.asarray(lr.data)[band]
     n = int(((tensors.distance_to_physical(t) > 0) | tensors.failed_fits(t)).sum())
     if n > NOISY_CONTEXT * m:
-        warnings.warn(lr.source + tr("{count} of the {total} tensors within {rings} voxels beyond the mask ({share} %) "
+        warnings.warn(lr.source + _("{count} of the {total} tensors within {rings} voxels beyond the mask ({share} %) "
                                      "are not physical (a negative eigenvalue or a failed fit: noise, not tissue): every "
                                      "method reads them as the brain edge's context and its outputs near the edge follow "
                                      "them; zero the tensors outside the mask (e.g. fslmaths DTI -mas MASK), which the "

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..core import tensor_checks, tensors
 from ..core.errors import IQTError
-from ..core.i18n import tr
+from ..core.i18n import _
 from ..fileio.nrrd import SPACES, direction_rotation, frame_to_voxel_axes, is_rotation, reexpress
 from ..core.volume import Volume
 
@@ -129,15 +129,15 @@ def _node_label(node) -> str:
 def _node_said(node) -> str:
     """`_node_label` in the user's language, for the lines marked for translation (core/i18n.py)."""
     name = node.GetName() if hasattr(node, "GetName") else None
-    return tr("node '{name}'").format(name=name) if name else f"{node.GetClassName()} node"
+    return _("node '{name}'").format(name=name) if name else f"{node.GetClassName()} node"
 
 
 def _geometry(node):
     """(image data, affine) of a volume node; the affine includes a non-zero extent start."""
-    vtk, _ = _vtk()
+    vtk = _vtk()[0]
     image = node.GetImageData()
     if image is None:
-        raise IQTError(tr("{node} has no image data; load or compute the volume first").format(node=_node_said(node)))
+        raise IQTError(_("{node} has no image data; load or compute the volume first").format(node=_node_said(node)))
     m = vtk.vtkMatrix4x4()
     node.GetIJKToRASMatrix(m)
     affine = _matrix_to_numpy(m)
@@ -151,15 +151,15 @@ def _geometry(node):
 
 def _point_array(image, array, node) -> np.ndarray:
     """Copy of a point array as (X,Y,Z,C)."""
-    _, ns = _vtk()
+    ns = _vtk()[1]
     dims = image.GetDimensions()
     if min(dims) < 1:
-        raise IQTError(tr("{node} has an empty image ({dimensions}); load the volume first").format(
+        raise IQTError(_("{node} has an empty image ({dimensions}); load the volume first").format(
             node=_node_said(node), dimensions=dims))
     a = np.array(ns.vtk_to_numpy(array), copy=True)
     n = dims[0] * dims[1] * dims[2]
     if a.shape[0] != n:
-        raise IQTError(tr("{node}: {count} voxels for dimensions {dimensions}; the image data is inconsistent").format(
+        raise IQTError(_("{node}: {count} voxels for dimensions {dimensions}; the image data is inconsistent").format(
             node=_node_said(node), count=a.shape[0], dimensions=dims))
     a = a.reshape(n, -1).reshape(dims[2], dims[1], dims[0], -1)
     return np.ascontiguousarray(a.transpose(2, 1, 0, 3))
@@ -179,8 +179,8 @@ def _meta(node) -> dict:
 def tensor_volume_from_node(node) -> Volume:
     """Tensor Volume (X,Y,Z,6) float32, components in voxel axes, from a vtkMRMLDiffusionTensorVolumeNode."""
     if node is None or not node.IsA("vtkMRMLTensorVolumeNode"):
-        got = tr("nothing") if node is None else node.GetClassName()
-        raise IQTError(tr("expected a diffusion tensor volume node, got {got}; select a DTI volume (estimate it from a DWI "
+        got = _("nothing") if node is None else node.GetClassName()
+        raise IQTError(_("expected a diffusion tensor volume node, got {got}; select a DTI volume (estimate it from a DWI "
                           "first)").format(got=got))
     image, affine = _geometry(node)
     source = _nifti_source(node)
@@ -191,7 +191,7 @@ def tensor_volume_from_node(node) -> Volume:
     if arr is None and pd.GetScalars() is not None and pd.GetScalars().GetNumberOfComponents() == 9:
         arr = pd.GetScalars()
     if arr is None or arr.GetNumberOfComponents() != 9:
-        raise IQTError(tr("{node} holds no 3x3 tensor point data; select a DTI volume").format(node=_node_said(node)))
+        raise IQTError(_("{node} holds no 3x3 tensor point data; select a DTI volume").format(node=_node_said(node)))
     import warnings
 
     from ..core.errors import IQTWarning
@@ -212,7 +212,7 @@ def tensor_volume_from_node(node) -> Volume:
     notes = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
     t6, rotated = reexpress(t6, frame_to_voxel_axes(mf3, affine))
     if not np.isfinite(t6).all():
-        raise IQTError(tr("{node} has NaN/Inf tensor values; replace them (for example with 0 outside the brain)").format(
+        raise IQTError(_("{node} has NaN/Inf tensor values; replace them (for example with 0 outside the brain)").format(
             node=_node_said(node)))
     meta = _meta(node) | {"measurement_frame_ras": mf3.tolist(), "reoriented_components": rotated, "input_notes": notes}
     return Volume(t6.astype(np.float32), affine, "tensor", meta=meta)
@@ -234,7 +234,7 @@ def measurement_frame(node) -> np.ndarray:
     The node's own frame is not judged: Slicer's reader makes one that is not a rotation from a right file (the
     symmetric kinds on an oblique grid of unequal voxels, Testing/slicer/test_mrml.py
     test_foreign_frame_matches_slicer_reader)."""
-    vtk, _ = _vtk()
+    vtk = _vtk()[0]
     m = vtk.vtkMatrix4x4()
     node.GetMeasurementFrameMatrix(m)
     mf = _matrix_to_numpy(m)[:3, :3]
@@ -249,9 +249,9 @@ def measurement_frame(node) -> np.ndarray:
         return mf
     if "space" not in hdr:  # `iqt upsample` refuses it in the same words
         # the words of fileio/nrrd.py no_space_line, whole, so that a translator has the sentence
-        only = tr(" (only 'space dimension: {dimension}')").format(dimension=hdr["space dimension"]) \
+        only = _(" (only 'space dimension: {dimension}')").format(dimension=hdr["space dimension"]) \
             if "space dimension" in hdr else ""
-        raise IQTError(tr("{node}: {file}: its header has no 'space' line{only}, so the NRRD format gives its grid and "
+        raise IQTError(_("{node}: {file}: its header has no 'space' line{only}, so the NRRD format gives its grid and "
                           "components no anatomical directions, and readers differ on them (Slicer's takes a tensor "
                           "file's as left-posterior-superior, a DWI file's as right-anterior-superior): it is not read; "
                           "add the line 'space: left-posterior-superior' (or right-anterior-superior, or "
@@ -259,7 +259,7 @@ def measurement_frame(node) -> np.ndarray:
                           "header and load the file again").format(node=_node_said(node), file=name, only=only))
     frame = hdr.get("measurement frame")
     if frame is not None and not is_rotation(frame):
-        raise IQTError(tr("{node}: the measurement frame of {file}, {frame}, is not a rotation (its vectors must be "
+        raise IQTError(_("{node}: the measurement frame of {file}, {frame}, is not a rotation (its vectors must be "
                           "unit length and at right angles), so the sizes and directions it gives are unknown; fix the "
                           "header's 'measurement frame' line and load the file again (Slicer writes the IJK->RAS "
                           "rotation)").format(node=_node_said(node), file=name,
@@ -282,11 +282,11 @@ def _warn_slicer_reads_otherwise(node, name: str, hdr: dict, slicer_mf: np.ndarr
 
     axes = {(1.0, 1.0, 1.0): "RAS", (-1.0, -1.0, 1.0): "LPS"}.get(tuple(np.round(np.diag(slicer_mf), 6)), "other")
     if node.IsA("vtkMRMLDiffusionWeightedVolumeNode"):
-        line = tr("{node}: {file} has no 'measurement frame' line, so its gradients are read in its space ({space}) "
+        line = _("{node}: {file} has no 'measurement frame' line, so its gradients are read in its space ({space}) "
                   "as the NRRD format and 'iqt upsample' read them, where Slicer's own reader took {axes} axes: "
                   "Slicer's view of the input differs from the output's; add the line to the header to say which")
     else:
-        line = tr("{node}: {file} has no 'measurement frame' line, so its tensors are read in its space ({space}) "
+        line = _("{node}: {file} has no 'measurement frame' line, so its tensors are read in its space ({space}) "
                   "as the NRRD format and 'iqt upsample' read them, where Slicer's own reader took {axes} axes: "
                   "Slicer's view of the input differs from the output's; add the line to the header to say which")
     warnings.warn(line.format(node=_node_said(node), file=os.path.basename(name), space=hdr["space"], axes=axes),
@@ -316,7 +316,7 @@ def _warn_if_gapped(node, affine) -> None:
 
 def _nifti_fix() -> str:
     """The fix for a tensor node read from a NIfTI file the engine cannot read for it."""
-    return tr("load it as NRRD instead ('iqt fit … -o dti.nrrd' writes one) or run 'iqt upsample' on the file itself")
+    return _("load it as NRRD instead ('iqt fit … -o dti.nrrd' writes one) or run 'iqt upsample' on the file itself")
 
 
 def _nifti_source(node) -> str | None:
@@ -340,10 +340,10 @@ def _tensor_volume_from_nifti(node, path: str, affine: np.ndarray) -> Volume:
 
     label, said, name = _node_label(node), _node_said(node), os.path.basename(path)
     if node.GetModifiedSinceRead():
-        raise IQTError(tr("{node} was changed since it was read from {file}, whose tensor components Slicer's reader "
+        raise IQTError(_("{node} was changed since it was read from {file}, whose tensor components Slicer's reader "
                           "gets wrong; {fix}").format(node=said, file=name, fix=_nifti_fix()))
     if not os.path.exists(path):
-        raise IQTError(tr("{node} was read from {file}, which is no longer there, and Slicer's reader gets a NIfTI "
+        raise IQTError(_("{node} was read from {file}, which is no longer there, and Slicer's reader gets a NIfTI "
                           "file's tensor components wrong; {fix}").format(node=said, file=name, fix=_nifti_fix()))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", IQTWarning)
@@ -351,7 +351,7 @@ def _tensor_volume_from_nifti(node, path: str, affine: np.ndarray) -> Volume:
             vol = fileio.load_tensor(path)
         except IQTError as exc:
             if "no standard component order" in str(exc):
-                raise IQTError(tr("{node} was read from {file}, a 4D six-volume tensor file whose component order only "
+                raise IQTError(_("{node} was read from {file}, a 4D six-volume tensor file whose component order only "
                                   "its maker knows; write it as NRRD with 'iqt upsample {file} --tensor-order "
                                   "fsl|mrtrix|dipy -o OUT.nrrd' (or fit it with 'iqt fit … -o dti.nrrd') and load "
                                   "that").format(node=said, file=name)) from None
@@ -366,12 +366,12 @@ def _tensor_volume_from_nifti(node, path: str, affine: np.ndarray) -> Volume:
     shape = node.GetImageData().GetDimensions()
     moved = [onto_grid(vol.data[..., c], vol.affine, shape, affine) for c in range(6)]
     if moved[0] is None:
-        raise IQTError(tr("{node} is not on the grid of {file}, which it was read from: the file changed since the node "
+        raise IQTError(_("{node} is not on the grid of {file}, which it was read from: the file changed since the node "
                           "was loaded (reload it), or {fix}").format(node=said, file=name, fix=_nifti_fix()))
     perm = np.round(np.linalg.solve(affine, vol.affine)[:3, :3])  # file voxel axes -> node voxel axes
     data = tensors.rotate(np.stack(moved, axis=-1), perm)
     if not _same_tensors(node, data):  # the file was overwritten after loading (GetModifiedSinceRead() says nothing)
-        raise IQTError(tr("the file {file} changed since {node} was loaded from it (its tensors are not the node's): "
+        raise IQTError(_("the file {file} changed since {node} was loaded from it (its tensors are not the node's): "
                           "reload it").format(file=name, node=said))
     notes = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
     meta = _meta(node) | {"read_from": path, "input_notes": notes}
@@ -422,12 +422,12 @@ SLAB = 16  # planes per step of _same_tensors
 def scalar_volume_from_node(node) -> Volume:
     """Scalar Volume (X,Y,Z) (or (X,Y,Z,K) for K components) from a scalar or label map volume node."""
     if node is None or not node.IsA("vtkMRMLVolumeNode"):
-        got = tr("nothing") if node is None else node.GetClassName()
-        raise IQTError(tr("expected a scalar volume node, got {got}; select a scalar volume").format(got=got))
+        got = _("nothing") if node is None else node.GetClassName()
+        raise IQTError(_("expected a scalar volume node, got {got}; select a scalar volume").format(got=got))
     image, affine = _geometry(node)
     scalars = image.GetPointData().GetScalars()
     if scalars is None:
-        raise IQTError(tr("{node} holds no scalar point data; select a scalar volume").format(node=_node_said(node)))
+        raise IQTError(_("{node} holds no scalar point data; select a scalar volume").format(node=_node_said(node)))
     data = _point_array(image, scalars, node)
     if data.shape[3] == 1:
         data = data[..., 0]
@@ -439,7 +439,7 @@ def mask_from_node(node) -> Volume:
     vol = scalar_volume_from_node(node)
     data = vol.data
     if data.ndim != 3:
-        raise IQTError(tr("{node} has {count} components; a mask is a single-component label map").format(
+        raise IQTError(_("{node} has {count} components; a mask is a single-component label map").format(
             node=_node_said(node), count=data.shape[3]))
     mask = np.nan_to_num(data.astype(np.float64)) > 0
     if not mask.any():

@@ -60,7 +60,8 @@ def main(argv=None) -> int:
         from ..core import i18n
 
         with open(args.translations, encoding="utf-8") as f:
-            i18n.install(json.load(f).get)
+            table = {(context, template): said for context, template, said in json.load(f)}
+        i18n.install(lambda context, template: table.get((context, template)))
 
     import numpy as np
 

@@ -83,6 +83,18 @@ def spans_tensor(bvecs, bvals=None) -> bool:
     return len(g) >= MIN_DIRECTIONS and _tensor_rank(g) == 6
 
 
+POOR_CONDITION = 10.0  # a table's design condition number warned of: the 8 shared scans' read 1.3-3.1, 6-direction
+# schemes 2.0-2.6; at 12 a dev scan's principal directions were turned by a median 15 degrees (docs/inputs.md)
+
+
+def table_condition(bvals, bvecs) -> float:
+    """The condition number of the fit's design over the diffusion-weighted directions at unit length (1.58 for
+    directions spread evenly over the sphere): how unevenly noise reaches the tensor's elements; inf where they
+    determine no tensor."""
+    g = np.asarray(bvecs, float)[np.asarray(bvals, float) > B0_THRESHOLD]
+    return float(np.linalg.cond(unit_design(g))) if len(g) >= MIN_DIRECTIONS else float("inf")
+
+
 def mean_b0(dwi: Volume) -> np.ndarray:
     return dwi.data[..., dwi.bvals <= B0_THRESHOLD].mean(axis=-1)
 

@@ -54,7 +54,8 @@ from ..core import grid
 from ..core.errors import IQTWarning
 from ..core.volume import Volume
 from .b0s import check_b0_levels
-from .dti import B0_THRESHOLD, MIN_DIRECTIONS, SHELL_STEP, fit_dti, spans_tensor, unit_design
+from .dti import (B0_THRESHOLD, MIN_DIRECTIONS, POOR_CONDITION, SHELL_STEP, fit_dti, spans_tensor, table_condition,
+                  unit_design)
 
 SLICE_AXIS = 2  # k: the slice axis of a 2D acquisition as converted (dcm2niix), on every real subject here; a series
 # whose sidecar says otherwise is read along its own (slice_axis_of)
@@ -562,6 +563,16 @@ def _check_fit(dwi: Volume, mask, tensor: Volume, exclude: bool, stacklevel: int
                       "the fit check cannot see signal dropout or a moved volume (more b0s do not help): a bad volume "
                       "goes into the tensors without a word; at least 7 directions are needed for the check (check "
                       "the series by eye)", IQTWarning, stacklevel=stacklevel)
+    condition = table_condition(dwi.bvals, dwi.bvecs)
+    if POOR_CONDITION < condition < np.inf:  # directions bunched near a plane or a cone: rank 6, yet noise-bound
+        warnings.warn(f"{dwi.source}the {int((dwi.bvals > B0_THRESHOLD).sum())} diffusion-weighted directions determine "
+                      f"the tensor poorly (the fit's design has condition number {condition:.0f}, where directions "
+                      "spread over the sphere give about 2), so the series' noise is magnified in some tensor elements: "
+                      "FA and the principal directions can be far off, which neither the fit's other checks nor the "
+                      "upsampling's uncertainty show; check that the bvec file is this series' and, where volumes "
+                      "were left out of it, that the directions kept still spread over the sphere; else read its FA "
+                      "and directions as unreliable",
+                      IQTWarning, stacklevel=stacklevel)
     out = find_outliers(dwi, mask, tensor, refit=exclude)
     out.b0_levels = levels
     if out.halves_disagree:  # not named: which half is right the residuals cannot tell (ALTERNATE_Z)

@@ -568,10 +568,10 @@ def _check_fit(dwi: Volume, mask, tensor: Volume, exclude: bool, stacklevel: int
         warnings.warn(f"{dwi.source}the {int((dwi.bvals > B0_THRESHOLD).sum())} diffusion-weighted directions determine "
                       f"the tensor poorly (the fit's design has condition number {condition:.0f}, where directions "
                       "spread over the sphere give about 2), so the series' noise is magnified in some tensor elements: "
-                      "FA and the principal directions can be far off, which neither the fit's other checks nor the "
-                      "upsampling's uncertainty show; check that the bvec file is this series' and, where volumes "
-                      "were left out of it, that the directions kept still spread over the sphere; else read its FA "
-                      "and directions as unreliable",
+                      "FA and the principal directions can be far off, which the fit's other checks do not see (the "
+                      "upsampling may read it as a noisy scan); check that the bvec file is this series' and, where "
+                      "volumes were left out of it, that the directions kept still spread over the sphere; else read "
+                      "its FA and directions as unreliable",
                       IQTWarning, stacklevel=stacklevel)
     out = find_outliers(dwi, mask, tensor, refit=exclude)
     out.b0_levels = levels

@@ -522,6 +522,7 @@ def test_the_screen_s_false_suspects_on_a_clean_scan_cost_no_full_trial_fit(monk
     assert not found and whole == [], (found, whole)
 
 
+@pytest.mark.slow  # two fits of the phantom: 12.9 s on a loaded 2-core machine
 def test_a_poorly_conditioned_table_is_said(coarse_phantom, tmp_path, capsys):
     """Directions of full rank bunched near a cone or plane (condition number 20-200) fit every tensor, magnifying the
     noise: on the 3 mm ortho dev scan such a 6-direction subset turned the principal directions by a median 43 degrees

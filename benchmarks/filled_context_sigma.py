@@ -4,7 +4,8 @@
 Beyond a tight mask (FSL `dtifit -m`, MRtrix, dipy with a mask) the learned methods fill the missing context and
 answer the brain voxels whose low-res block lies outside the mask from it: the "ring". This prints, per subject,
 style and method, the RMS of error/σ in the ring, at the rest of the brain's edge (the exterior) and in the interior,
-their ratio ring / rest, and the share of ring voxels within ±2σ; with the method's `filled_std_scale` undone too
+their ratio ring / rest (each over the evaluation voxels the prediction covers, as `iqt evaluate` takes them:
+analysis/evaluation.py), and the share of ring voxels within ±2σ; with the method's `filled_std_scale` undone too
 ("plain"), so one run gives the figures before and after the raise. The factors in methods/cnn/method.py and
 methods/forest/training.py are the medians of "plain ratio" over the training subjects' tight ×2 inputs:
 
@@ -73,7 +74,7 @@ def main(argv=None) -> int:
                 sd = np.asarray(pred.std.data)
                 sd0 = sd.copy()
                 sd0[filled] /= np.float32(scale_of(method))
-                covered = np.any(pred.tensor.data != 0, axis=-1)
+                covered = evaluation.covered(pred.tensor.data)  # the voxels iqt evaluate scores σ over
                 ext = evaluation.evaluation_voxels(case.truth, regs["exterior"]) & covered
                 inner = evaluation.evaluation_voxels(case.truth, regs["interior"]) & covered
                 ring = ext & ~repeat_blocks(lr_mask, f).astype(bool)

@@ -5,7 +5,8 @@ MD = (Dxx + Dyy + Dzz) / 3, so its intrinsic variance is (Σ v_i + 2 Σ_{i<j} ρ
 elements' predicted variances (s_i = √v_i) and ρ the correlation of their errors. This prints, per subject, method
 and factor set, ρ: the mean over the three pairs i≠j of the Pearson correlation of e_i / σ_i (e_i the prediction's
 error against the fit of the full-resolution DWIs, σ_i the element's predictive standard deviation, intrinsic plus
-parameter) over the brain voxels, and the share of brain voxels whose MD error is within ±2 md_std and the RMS of
+parameter) over the brain voxels (the brain mask's evaluation voxels the prediction covers, as `iqt evaluate` takes
+them: analysis/evaluation.py), and the share of brain voxels whose MD error is within ±2 md_std and the RMS of
 MD error / md_std with the intrinsic part taken with ρ = 0 (the old map), with the ρ of methods/cnn/inference.py
 (MD_ERROR_CORRELATION) and with the ρ measured on that case. The constant is the median of ρ over the training
 subjects:
@@ -120,7 +121,7 @@ def main(argv=None) -> int:
                     continue
                 got = cap.got
                 tensor = np.asarray(pred.tensor.data, np.float64)
-                covered = np.any(tensor != 0, axis=-1)
+                covered = evaluation.covered(tensor)  # the voxels iqt evaluate scores σ over
                 voxels = evaluation.evaluation_voxels(truth, case.hr_mask.astype(bool)) & covered
                 if "trace" not in got:  # no Monte Carlo pass, no md_std
                     print(f"{subject.name} | {name} | {label} | no Monte Carlo pass: skipped", flush=True)

@@ -369,3 +369,36 @@ def test_a_tenth_of_the_unit_is_refused_in_either(phantom_case, which):
     with pytest.raises(IQTError, match="not in mm\\^2/s") as e:
         evaluation.evaluate(p, t, case.hr_mask, case.lr_mask.data, 2)
     assert e.value.input == which
+
+
+# ----------------------------------------------------------------------------------------- one rule, in the scripts too
+
+
+def test_covered_is_the_rule_evaluate_scores_sigma_over():
+    """`covered` is the voxel set evaluate's calibration figures use: a voxel cut to exactly zero is left out and
+    counted in n_uncovered, one with a tiny prediction is scored (benchmarks/ take it from here, not a copy)."""
+    truth = _field((8, 8, 8))
+    pred = truth * 1.01
+    pred[0, 0, :3] = 0  # cut by a mask
+    pred[1, 1, 1] = 1e-12  # a prediction, however small
+    brain = np.ones((8, 8, 8), bool)
+    got = evaluation.covered(pred)
+    assert not got[0, 0, :3].any() and got[1, 1, 1] and int((~got).sum()) == 3
+    res = evaluation.evaluate(pred, truth, brain, np.ones((4, 4, 4), bool), 2, uncertainty=np.full((8, 8, 8), 1e-5))
+    assert res["brain"]["n_uncovered"] == int((evaluation.evaluation_voxels(truth, brain) & ~got).sum()) == 3
+
+
+def test_the_benchmark_scripts_that_score_select_voxels_through_the_engine():
+    """benchmarks/ scripts that score against a reference take their voxels from analysis/evaluation.py
+    (evaluation_voxels, covered): a copy of a rule there had kept scoring voxels `iqt evaluate` leaves out."""
+    import re
+
+    from helpers import REPO
+
+    scoring = [p for p in sorted((REPO / "benchmarks").glob("*.py")) if "import evaluation" in p.read_text("utf-8")]
+    assert {p.name for p in scoring} >= {"block_phase.py", "filled_context_sigma.py", "md_std_correlation.py"}
+    for path in scoring:
+        text = path.read_text("utf-8")
+        assert "evaluation.evaluation_voxels(" in text, path.name
+        assert not re.search(r"covered\s*=\s*np\.any\(", text), f"{path.name} copies evaluation.covered"
+        assert "plausible(" not in text and "no_reference(" not in text.replace("evaluation.no_reference(", ""), path.name

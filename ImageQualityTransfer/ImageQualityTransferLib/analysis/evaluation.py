@@ -101,6 +101,12 @@ def evaluation_voxels(truth, region) -> np.ndarray:
     return out
 
 
+def covered(pred) -> np.ndarray:
+    """Voxels the prediction answers: not exactly zero in every element. An output cut to zero (by a mask the user gave)
+    holds no prediction, and its zero std is no claim to score: the calibration figures leave those voxels out."""
+    return np.any(_array(pred) != 0, axis=-1)
+
+
 # ----------------------------------------------------------------------------------------- errors
 
 
@@ -320,8 +326,7 @@ def evaluate(pred, truth, hr_mask, lr_mask, r, uncertainty=None, floor_std=None,
     p, t = check_inputs(p, t, hr_mask, sources)
     result = {}
     every = []
-    # an output cut to exactly zero (by a mask the user gave) holds no prediction: its zero std is not a claim to score
-    covered = np.any(p != 0, axis=-1)
+    answered = covered(p)
     missing = no_reference(t)  # no reference tensor: left out and counted apart from the failed fits
     for name, region in regions(hr_mask, lr_mask, r, radius).items():
         v = evaluation_voxels(t, region)
@@ -339,18 +344,18 @@ def evaluate(pred, truth, hr_mask, lr_mask, r, uncertainty=None, floor_std=None,
         if floor_std is not None:
             row["noise_floor"] = noise_floor_rmse(floor_std, v)
         if uncertainty is not None:
-            row["spearman"] = spearman(p, t, uncertainty, v & covered)
-            row["within_2sigma"] = within_2sigma(p, t, uncertainty, v & covered)
-            row["n_uncovered"] = int((v & ~covered).sum())
+            row["spearman"] = spearman(p, t, uncertainty, v & answered)
+            row["within_2sigma"] = within_2sigma(p, t, uncertainty, v & answered)
+            row["n_uncovered"] = int((v & ~answered).sum())
         result[name] = row
     v = every[0] | every[1]
     if uncertainty is not None:
         # the calibration figures over the whole brain as well: the two regions differ in typical error
-        result["brain"] = {"spearman": spearman(p, t, uncertainty, v & covered),
-                           "within_2sigma": within_2sigma(p, t, uncertainty, v & covered), "n_voxels": int(v.sum()),
-                           "n_uncovered": int((v & ~covered).sum()),
-                           **nonphysical_flagged(p, uncertainty, every[1] & covered, hr_mask)}
+        result["brain"] = {"spearman": spearman(p, t, uncertainty, v & answered),
+                           "within_2sigma": within_2sigma(p, t, uncertainty, v & answered), "n_voxels": int(v.sum()),
+                           "n_uncovered": int((v & ~answered).sum()),
+                           **nonphysical_flagged(p, uncertainty, every[1] & answered, hr_mask)}
     if direction is not None:
-        result.setdefault("brain", {"n_voxels": int(v.sum()), "n_uncovered": int((v & ~covered).sum())}).update(
-            direction_calibration(p, t, direction, v & covered))
+        result.setdefault("brain", {"n_voxels": int(v.sum()), "n_uncovered": int((v & ~answered).sum())}).update(
+            direction_calibration(p, t, direction, v & answered))
     return result

@@ -982,3 +982,29 @@ def test_the_figures_leave_out_the_reference_voxels_iqt_evaluate_leaves_out(tmp_
     assert errors and not any(m[inside].any() for m in errors) and all(m[mask & ~bad].all() for m in errors)
     case = SimpleNamespace(truth=truth, hr_mask=mask)
     assert not tractography.reference_voxels(case)[inside].any() and tractography.reference_voxels(case)[mask & ~bad].all()
+
+
+def test_the_ground_truth_column_is_drawn_on_the_scored_voxels_when_it_holds_a_copy_of_truth(tmp_path, monkeypatch):
+    """The page's "ground truth" column is left out where `iqt evaluate` leaves the reference out (MD <= 0) also when
+    the caller passes a copy of `truth` there (a float32 copy, a crop): it had been masked only when it was the same
+    array object as `truth`."""
+    shape = (12, 14, 10)
+    truth = _field(shape, 0)
+    bad = np.zeros(shape, bool)
+    bad[5:8, 6:9, 4:6] = True
+    truth[bad] = tensors.from_matrix(np.diag([-0.9e-3, 0.2e-3, 0.3e-3]))  # MD below zero, eigenvalues within the range
+    mask = np.zeros(shape, bool)
+    mask[2:-2, 2:-2, 2:-2] = True
+    drawn = {}
+    real_fa = report_page.fa_views
+
+    def fa(columns, *a, **k):
+        drawn.update(columns)
+        return real_fa(columns, *a, **k)
+
+    monkeypatch.setattr(report_page, "fa_views", fa)
+    report_page.write_report(tmp_path / "r.html", "ols", [("cubic", truth + np.float32(1e-4)),
+                                                          ("ground truth", truth.astype(np.float32, copy=True))],
+                             mask, [1, 1, 1], np.eye(4), truth=truth)
+    assert not np.any(drawn["ground truth"][bad & mask])
+    assert np.array_equal(drawn["ground truth"][mask & ~bad], truth[mask & ~bad])

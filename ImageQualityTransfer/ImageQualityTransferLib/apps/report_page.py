@@ -109,7 +109,7 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
     uncertainty maps' colour scales are read (default the mask: dmri.dti.inside_rim for an estimated brain); mask_words:
     what `mask` is, where it is not a subject's brain mask (`iqt report --input`: the mask given, or the outputs'
     support); std_scales: {name: g}, the factor a noisy input's map was raised by (methods/base.py `_for_noise`), said in
-    its title as the viewer's legend says it. The column whose array is `truth` is drawn, and the errors are shown, on
+    its title as the viewer's legend says it. The column named "ground truth" is drawn, and the errors are shown, on
     `truth`'s evaluation voxels (analysis.evaluation.evaluation_voxels), as the metrics read them."""
     reo = Reorientation.to_canonical(affine)
     canon = lambda a: reo.apply(Volume(np.asarray(a, np.float32), affine, "tensor" if np.ndim(a) == 4 and np.shape(a)[3] == 6 else "scalar")).data
@@ -120,7 +120,9 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
     # the reference drawn, and its errors, on the voxels iqt evaluate scores (evaluation.evaluation_voxels): an OLS
     # reference's MD <= 0 voxels, left out of every figure in the table, had been drawn
     scored = None if truth is None else evaluation_voxels(canon(truth), m)
-    cols = [(n, canon(t) if t is not truth else np.where(scored[..., None], canon(t), 0)) for n, t in columns]
+    truth_name = SHOWN_NAMES["reference"]  # the column the errors are taken against, whichever array it holds
+    cols = [(n, np.where(scored[..., None], canon(t), 0) if scored is not None and n == truth_name else canon(t))
+            for n, t in columns]
     scale_in = None if scale_region is None else reo.apply(Volume(np.asarray(scale_region, bool), affine, "mask")).data
     if scale_in is not None and (scale_in & m).sum() < SCALE_MIN_VOXELS:  # too little inside it to read a scale
         scale_in = None
@@ -187,7 +189,7 @@ def write_report(path, title: str, columns, mask, voxel_mm, affine, uncertainty=
     if truth is not None:
         t = canon(truth)
         errs = {n: np.sqrt(np.mean((a.astype(np.float64) - t) ** 2, axis=-1)) * tensors.SHOWN_UNIT
-                for n, a in cols if n != "ground truth"}
+                for n, a in cols if n != truth_name}
         ok = scored
         parts.append("<h2>Errors</h2>")
         top = shared_top(errs, ok)

@@ -464,8 +464,15 @@ def holes_said_apart(lr: Volume, mask: Volume | None, missing: np.ndarray) -> np
     """The holes that enclosed_holes finds in `lr` within `mask` once its failed fits are dropped (drop_failed_fits):
     warn_holes says them, so the mask's line leaves them out; interpolation, which keeps its failed fits, finds its
     so."""
-    dropped = np.where(tensors.failed_fits(lr.data)[..., None], 0, lr.data).astype(np.asarray(lr.data).dtype)
-    return enclosed_holes(lr.replace(data=dropped), mask, missing)
+    return enclosed_holes(failed_fits_zeroed(lr), mask, missing)
+
+
+def failed_fits_zeroed(lr: Volume, failed: np.ndarray | None = None) -> Volume:
+    """`lr` with its failed fits (`failed`, tensors.failed_fits where None) zeroed, in its own dtype: the input a
+    learned method reads (drop_failed_fits) and the one interpolation's holes are looked for in (holes_said_apart),
+    one source so that the two cannot count different holes."""
+    failed = tensors.failed_fits(lr.data) if failed is None else failed
+    return lr.replace(data=np.where(failed[..., None], 0, lr.data).astype(np.asarray(lr.data).dtype))
 
 
 MOSTLY_FAILED = 0.5  # the share of the brain's tensors beyond which the input is refused, not filled: real fits hold
@@ -516,7 +523,7 @@ def drop_failed_fits(lr: Volume, mask: Volume | None, where: str = "the mask", d
             unsure = inside
     if not drop:
         return (lr, unsure) if flagged else lr
-    lr = lr.replace(data=np.where(failed[..., None], 0, lr.data).astype(np.asarray(lr.data).dtype))
+    lr = failed_fits_zeroed(lr, failed)
     return (lr, unsure) if flagged else lr
 
 

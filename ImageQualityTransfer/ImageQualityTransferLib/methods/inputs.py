@@ -700,6 +700,12 @@ ENCLOSED = 0.7
 # input in its estimated brain), none within a mask (docs/measurements.md, "Failed fits in the input")
 COARSE_VOXEL_MM3 = 150.0
 COARSE_CAVITY_CM3 = 1.4
+# on thick slices without a mask, a cluster holding a block 2x2 in-plane and one slice thick counts where every voxel
+# around it lies in the brain estimated from the tensors: 1.1-2.8 cm^3 cysts in six subjects' unmasked x1,1,3 inputs
+# (deep and at the cortex) had gone untold; on the clean unmasked and unmasked-ols x1,1,2 and x1,1,3 inputs (two grid
+# phases) and the unmasked ones at --snr 5, such clusters over CAVITY_CM3 (the dStream's background, 2.0-2.4 cm^3) are
+# at most 0.74 surrounded, those wholly surrounded at most 0.19 cm^3 (docs/measurements.md, "Holes in the tensors")
+SLAB_ENCLOSED = 1.0
 
 
 def outline_judged(voxel_size) -> bool:
@@ -731,7 +737,8 @@ def _cavity(failed: np.ndarray, voxel_size, brain: np.ndarray | None = None,
     `coarse_in`: coarse clusters count only where they lie wholly in it (an estimated brain's core and what is carved
     out of it: its rim's background fits held 1.5-2.4 cm^3 such clusters at other crop phases of the clean dStream's
     unmasked x2 input) or where each of their 26-neighbours lies in `enclosed_by` (that brain): a cyst at the cortex of
-    coarse voxels reaches into the rim, and had gone untold without --mask."""
+    coarse voxels reaches into the rim, and had gone untold without --mask. On thick slices a cluster holding a block
+    one slice thick counts where each of its 26-neighbours lies in `enclosed_by` too (SLAB_ENCLOSED)."""
     vv = float(np.prod(voxel_size)) / 1000
     solid = ndimage.binary_erosion(failed, np.ones((2, 2, 2), bool))
     coarse = np.zeros_like(solid)
@@ -739,14 +746,21 @@ def _cavity(failed: np.ndarray, voxel_size, brain: np.ndarray | None = None,
         for shape in ((2, 2, 1), (2, 1, 2), (1, 2, 2)):
             coarse |= ndimage.binary_erosion(failed, np.ones(shape, bool))
         coarse |= ndimage.binary_erosion(failed, ndimage.generate_binary_structure(3, 1))
-    if masked and not outline_judged(voxel_size):  # thick slices in a brain mask: a block one slice thick
+    slab = np.zeros_like(solid)
+    if not outline_judged(voxel_size) and (masked or enclosed_by is not None):  # thick slices: a block one slice thick
         shape = [2, 2, 2]
         shape[int(np.argmax(voxel_size))] = 1
-        solid |= ndimage.binary_erosion(failed, np.ones(shape, bool))
-    if not (solid.any() or coarse.any()):
+        slab = ndimage.binary_erosion(failed, np.ones(shape, bool))
+        if masked:
+            solid, slab = solid | slab, np.zeros_like(slab)
+    if not (solid.any() or coarse.any() or slab.any()):
         return 0.0, np.zeros(failed.shape, bool)
     parts, _ = ndimage.label(failed, structure=np.ones((3, 3, 3), bool))
     sizes = np.bincount(parts.ravel())
+    if slab.any():  # in a brain estimated from the tensors only with its every neighbour in it (SLAB_ENCLOSED)
+        boxes = ndimage.find_objects(parts)
+        solid = solid | np.isin(parts, [p for p in np.unique(parts[slab]) if p and
+                                        _surrounded(parts, p, boxes[p - 1], enclosed_by) >= SLAB_ENCLOSED])
     big = [p for p in np.unique(parts[coarse]) if sizes[p] * vv > COARSE_CAVITY_CM3]
     if coarse_in is not None and big:  # wholly within it: no voxel of the cluster outside ...
         outside = np.bincount(parts[~np.asarray(coarse_in, bool)].ravel(), minlength=sizes.size)

@@ -19,8 +19,8 @@ from helpers import REPO
 ENGINE = REPO / "ImageQualityTransfer" / "ImageQualityTransferLib"
 HOLES = ("{count} low-res voxels hold no tensor (a missing tensor or a failed fit) where the fitted tensors enclose them, "
          "{size} cm^3 in the largest hole{failed}: a lesion, ventricle or region left out of the fit's mask, or "
-         "background a wide mask closed over? The learned methods fill such holes from the tensors around them, every "
-         "uncertainty map raised to the top there: look at the scan there")
+         "background a wide mask closed over? Every method, interpolation too, fills such holes from the tensors around "
+         "them (a wide hole's core stays empty), every uncertainty map raised to the top there: look at the scan there")
 # a translator's table, as a .qm file would give it: the placeholders moved
 TABLE = {HOLES: "Ohne Tensor: {count} Voxel (größtes Loch {size} cm^3{failed}); sehen Sie sich den Scan dort an"}
 

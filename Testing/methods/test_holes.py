@@ -182,6 +182,9 @@ def test_an_interpolation_says_a_hole_as_the_learned_methods_do():
             assert len(said) == 1 + bool(beyond) and said[-1].startswith("125 low-res voxels hold no tensor"), said
             assert not beyond or said[0].startswith(f"{beyond} of the mask's {int(mask.sum())} voxels"), said
             assert "holes_flagged" not in pred.tensor.meta  # no maps raised: 0 in qc.tsv (docs/cohorts.md)
+            # the line says what the picture shows: interpolation fills the hole's edge too, its core stays empty
+            out = np.any(np.asarray(pred.tensor.data) != 0, axis=-1)[16:26, 16:26, 16:26]
+            assert out.any() and not out.all() and "Every method, interpolation too, fills" in said[-1], said
 
 
 def test_failed_fits_in_a_hole_are_said_as_counted_in_both_lines():

@@ -581,12 +581,14 @@ def warn_holes(lr: Volume, holes: np.ndarray, failed: int = 0, told: bool = Fals
     # HOLE_SAID is in both templates: iqt batch's QC reads it (apps/batch/qc.py, English: no translator there)
     line = (_("1 low-res voxel holds no tensor (a missing tensor or a failed fit) where the fitted tensors enclose it, "
                "{size} cm^3 in the largest hole{failed}: a lesion, ventricle or region left out of the fit's mask, or "
-               "background a wide mask closed over? The learned methods fill such holes from the tensors around them, "
-               "every uncertainty map raised to the top there: look at the scan there") if n == 1 else
+               "background a wide mask closed over? Every method, interpolation too, fills such holes from the tensors "
+               "around them (a wide hole's core stays empty), every uncertainty map raised to the top there: look at "
+               "the scan there") if n == 1 else
             _("{count} low-res voxels hold no tensor (a missing tensor or a failed fit) where the fitted tensors "
                "enclose them, {size} cm^3 in the largest hole{failed}: a lesion, ventricle or region left out of the "
-               "fit's mask, or background a wide mask closed over? The learned methods fill such holes from the "
-               "tensors around them, every uncertainty map raised to the top there: look at the scan there"))
+               "fit's mask, or background a wide mask closed over? Every method, interpolation too, fills such holes "
+               "from the tensors around them (a wide hole's core stays empty), every uncertainty map raised to the top "
+               "there: look at the scan there"))
     warnings.warn(lr.source + line.format(count=n, size=f"{largest:.1f}", failed=clause), IQTWarning, stacklevel=3)
 
 

@@ -161,3 +161,30 @@ def test_a_learned_run_says_the_brain_size_line_in_the_translator_s_words():
         assert said() == ["biqt: Voxel 300x300x300 mm, Gehirn 4.8 m lang"]
     finally:
         i18n.install(None)
+
+
+@pytest.mark.parametrize("mistake", ["{count}", "{nombre}", "{count} {name}", "{", "{0}", "{count:d}", "{count!r}",
+                                     "{count.real}"])
+def test_a_translation_whose_placeholders_are_not_the_template_s_leaves_the_english(mistake):
+    """A translator's entry with a placeholder misspelled, added, dropped, positional, given a format or a stray brace
+    (the caller formats it after translating: a KeyError or ValueError there had stopped the run): the English line,
+    its figures filled."""
+    from ImageQualityTransferLib.methods import inputs
+
+    lr, mask = _holed_brain()
+    holes = inputs.enclosed_holes(lr, mask, ~np.asarray(lr.data).any(-1))
+
+    def said():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            inputs.warn_holes(lr, holes)
+        return [str(w.message) for w in caught]
+
+    english = said()
+    wrong = "Ohne Tensor: {size} cm^3{failed} " + mistake.replace("{count}", "")  # {count} alone: it is dropped
+    i18n.install(lambda context, text: wrong if text.startswith("{count} low-res voxels") else None)
+    try:
+        assert said() == english
+    finally:
+        i18n.install(None)
+    assert english[0].startswith("125 low-res voxels hold no tensor"), english

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import functools
 import re
+import string
 import sys
 from pathlib import Path
 from typing import Callable
@@ -21,8 +22,8 @@ _translator: Callable[[str, str], str] | None = None
 
 
 def _(template: str) -> str:
-    """`template` in the user's language where a translator is installed (one that returns "" or fails leaves the
-    English), else as it is."""
+    """`template` in the user's language where a translator is installed (one that returns "" or fails, or whose
+    placeholders are not the template's, leaves the English), else as it is."""
     if _translator is None:
         return template
     return _translated(context_of(sys._getframe(1).f_globals.get("__name__", "")), template)
@@ -41,7 +42,18 @@ def _translated(context: str, template: str) -> str:
         said = _translator(context, template)
     except Exception:  # noqa: BLE001 - a translation never stops a run: the English is said instead
         return template
-    return said if isinstance(said, str) and said else template
+    return said if isinstance(said, str) and said and _placeholders(said) == _placeholders(template) else template
+
+
+def _placeholders(text: str) -> set | None:
+    """The replacement fields of `text` as `str.format` reads them (None where it cannot read them): a translation
+    with another set (a placeholder misspelled, added, dropped or given a format) would fail or lose a figure when
+    the caller formats it, so the English is said instead."""
+    try:
+        return {(name, spec, conversion) for literal, name, spec, conversion in string.Formatter().parse(text)
+                if name is not None}
+    except ValueError:
+        return None
 
 
 def install(translator: Callable[[str, str], str] | None) -> None:

@@ -188,3 +188,21 @@ def test_a_translation_whose_placeholders_are_not_the_template_s_leaves_the_engl
     finally:
         i18n.install(None)
     assert english[0].startswith("125 low-res voxels hold no tensor"), english
+
+
+@pytest.mark.parametrize("stray", [b"x = 'caf\xe9'\n", b"from .core.i18n import _\nx = _('a'\n"])
+def test_a_stray_file_beside_the_engine_s_does_not_stop_the_worker_handoff(tmp_path, stray):
+    """The engine's files and a stray one beside them (Latin-1 bytes, or broken Python that imports `_`: an editor's
+    or a user's leftover in the extension's folder): the worker's translations are still made from the engine's
+    templates, in a fresh process as in Slicer (a UnicodeDecodeError or SyntaxError there had failed every run)."""
+    import shutil
+    import subprocess
+    import sys
+
+    engine = tmp_path / "ImageQualityTransferLib"
+    shutil.copytree(ENGINE, engine, ignore=shutil.ignore_patterns("__pycache__", "*.pt", "*.npz"))
+    (engine / "stray.py").write_bytes(stray)
+    said = subprocess.run([sys.executable, "-c", "from ImageQualityTransferLib.core import i18n\n"
+                           "i18n.install(lambda context, text: 'X ' + text)\nprint(len(i18n.translations()))"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert said.returncode == 0 and said.stdout.split() == [str(len(i18n.marked_templates()))], said.stderr

@@ -71,15 +71,20 @@ def installed() -> Callable[[str, str], str] | None:
 @functools.cache
 def marked_templates() -> tuple[tuple[str, str], ...]:
     """(context, template) of every template the engine marks with `_("...")`, read from its source as extraction
-    reads it: the list an app edge translates for a process it starts (`translations`)."""
+    reads it: the list an app edge translates for a process it starts (`translations`); a file it cannot read or parse
+    is passed over, so a run never fails for it (its lines, if any, stay English there)."""
     root = Path(__file__).resolve().parent.parent
     found = []
     for path in sorted(root.rglob("*.py")):
-        text = path.read_text(encoding="utf-8")
-        if not re.search(r"i18n import _\b", text):  # parsed only where it is imported: parsing every file took seconds
+        try:
+            text = path.read_text(encoding="utf-8")
+            if not re.search(r"i18n import _\b", text):  # parsed only where it is imported: parsing every file took seconds
+                continue
+            tree = ast.parse(text)
+        except (OSError, ValueError, SyntaxError):  # a stray file beside the engine's (not UTF-8, not Python): not ours
             continue
         context = context_of(".".join(path.relative_to(root.parent).with_suffix("").parts))
-        for node in ast.walk(ast.parse(text)):
+        for node in ast.walk(tree):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "_" and node.args \
                     and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
                 found.append((context, node.args[0].value))

@@ -187,6 +187,8 @@ def test_a_dti_or_dwi_nrrd_without_a_space_line_is_refused_as_iqt_upsample_refus
         assert said.startswith(f"node '{spaceless.stem}': {spaceless}: its header has no 'space' line"), said
         assert "add the line 'space: left-posterior-superior'" in said and "load the file again" in said, said
         assert "\n" not in said
+        # the module's whole-sentence template (slicer/mrml.py) keeps fileio/nrrd.py no_space_line's words
+        assert no_space_line(nrrd.read_header(str(spaceless))) in said, said
         with pytest.raises(IQTError) as cli_refused:  # the command line's reader, in the same words
             fileio.load_tensor(spaceless)
         assert (no_space_line(nrrd.read_header(str(spaceless))) in str(cli_refused.value)) == (path == dti)

@@ -578,7 +578,7 @@ def warn_holes(lr: Volume, holes: np.ndarray, failed: int = 0, told: bool = Fals
                   _(", {count} of them failed fits (counted in the failed-fit line too)").format(count=failed))
     else:
         clause = _(", 1 of them failed fit") if failed == 1 else _(", {count} of them failed fits").format(count=failed)
-    # HOLE_SAID is in both templates: iqt batch's QC reads it (apps/batch/qc.py, English: no translator there)
+    # HOLE_SAID is in both templates: the tests find the line by it (Testing/methods/test_holes.py)
     line = (_("1 low-res voxel holds no tensor (a missing tensor or a failed fit) where the fitted tensors enclose it, "
                "{size} cm^3 in the largest hole{failed}: a lesion, ventricle or region left out of the fit's mask, or "
                "background a wide mask closed over? Every method, interpolation too, fills such holes from the tensors "
@@ -592,7 +592,7 @@ def warn_holes(lr: Volume, holes: np.ndarray, failed: int = 0, told: bool = Fals
     warnings.warn(lr.source + line.format(count=n, size=f"{largest:.1f}", failed=clause), IQTWarning, stacklevel=3)
 
 
-HOLE_SAID = "cm^3 in the largest hole"  # the holes' line, as iqt batch's QC reads it (apps/batch/qc.py)
+HOLE_SAID = "cm^3 in the largest hole"  # the holes' line, as the tests find it in said warnings
 
 
 NOISY_CONTEXT = 0.5  # share of the tensors beyond a given mask that are not physical, above which it is said

@@ -38,7 +38,7 @@ def test_every_marked_template_is_a_literal_that_extraction_finds():
     hide the template from Slicer's extraction, which rewrites `_("...")` for lupdate, and from `marked_templates`);
     `_` comes from core/i18n.py only, and no function that calls it binds `_` itself (a throwaway `parts, _ = ...`
     there would make the call fail)."""
-    calls, wrong = 0, []
+    calls, wrong, found = 0, [], set()
     for path in sorted(ENGINE.rglob("*.py")):
         text = path.read_text(encoding="utf-8")
         if not re.search(r"(?<![\w.])_\s*\(|import _\b", text):
@@ -53,6 +53,8 @@ def test_every_marked_template_is_a_literal_that_extraction_finds():
                 if len(node.args) != 1 or node.keywords or not isinstance(node.args[0], ast.Constant) \
                         or not isinstance(node.args[0].value, str):
                     wrong.append(f"{path.name}:{node.lineno} {ast.unparse(node)[:80]}")
+                else:
+                    found.add(node.args[0].value)
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 own = [n for n in ast.walk(node) if isinstance(n, ast.Name) and n.id == "_"]
                 if any(isinstance(n.ctx, ast.Store) for n in own) and any(isinstance(n.ctx, ast.Load) for n in own):
@@ -60,6 +62,7 @@ def test_every_marked_template_is_a_literal_that_extraction_finds():
     assert not wrong, wrong
     templates = [t for _, t in i18n.marked_templates()]
     assert calls >= len(templates) > 10 and ("methods.inputs", HOLES) in i18n.marked_templates()
+    assert set(templates) == found  # the worker's list misses none (an import in parentheses, say)
     assert all("{" not in t or t.count("{") == t.count("}") for t in templates)
 
 

@@ -78,7 +78,8 @@ def marked_templates() -> tuple[tuple[str, str], ...]:
     for path in sorted(root.rglob("*.py")):
         try:
             text = path.read_text(encoding="utf-8")
-            if not re.search(r"i18n import _\b", text):  # parsed only where it is imported: parsing every file took seconds
+            # parsed only where _ is imported (in parentheses too): parsing every file took seconds
+            if not re.search(r"i18n import \(?\s*(?:\w+\s*,\s*)*_\b", text):
                 continue
             tree = ast.parse(text)
         except (OSError, ValueError, SyntaxError):  # a stray file beside the engine's (not UTF-8, not Python): not ours

@@ -306,25 +306,37 @@ def test_a_ws_address_whose_login_and_host_are_unclear_is_refused_showing_none_o
 
 
 @pytest.mark.parametrize("given, said, which", [
-    ("wss://alice:Zq9@hub.example.org/user/alice@uni.edu/proxy/8786/",
-     "wss://alice:***@hub.example.org/***@uni.edu/proxy/8786/", "the '@' before 'uni.edu/proxy/8786/'"),
-    ("ws://u:Zq9@node7:8786/user/a@b.org/x@lab.org/?token=Zq9", "ws://u:***@node7:8786/***@lab.org/?token=***",
+    ("wss://alice:Zq9@hub.example.org/user/alice@uni.edu/proxy/8786/", "wss://***@uni.edu/proxy/8786/",
+     "the '@' before 'uni.edu/proxy/8786/'"),
+    ("ws://u:Zq9@node7:8786/user/a@b.org/x@lab.org/?token=Zq9", "ws://***@lab.org/?token=***",
      "each of the 2 '@' after it (the last before 'lab.org/')"),
 ])
-def test_a_ws_address_with_a_login_and_an_at_sign_in_its_path_shows_its_host_and_the_at_sign_to_write(
+def test_a_ws_address_with_a_login_and_an_at_sign_in_its_path_names_the_at_sign_to_write(
         given, said, which, tmp_path, capsys):
     """A JupyterHub user name that is an e-mail, after a login (wss://alice:tok@hub.example.org/user/alice@uni.edu/...):
-    refused, it had been shown as wss://***@uni.edu/proxy/8786/, which reads as if uni.edu were the host, and told to
-    write "a path's or query's '@'" as %40. The line shows the login masked and the host Dask's websocket client
-    reaches, names the '@' to write %40 by the text after it, and that form is accepted."""
-    from urllib.parse import urlsplit
-
+    refused, it had been told to write "a path's or query's '@'" as %40. The line names the '@' to write %40 by the text
+    after it and where Dask's websocket client ends the host, and that form is accepted. It shows nothing before the
+    last '@': the same text is a password holding '@' and '/' before the host uni.edu."""
     ds = helpers.make_bids(tmp_path / "bids", subjects=("01",), corrupt=None, shape=(8, 8, 8))
     line = helpers.refused_line(capsys, ["batch", ds, "-o", tmp_path / "o", "--method", "cubic", "--scheduler", given],
                                 f"--scheduler {said}: more than one '@', one after a '/', '?' or '#'")
-    assert f"reaches {urlsplit(given).netloc.rpartition('@')[2]} " in line and f"write {which} as %40" in line, line
-    assert "Zq9" not in line and not (tmp_path / "o").exists(), line
-    assert urlsplit(said).hostname == urlsplit(given).hostname
+    assert "reaches the text between the login's last '@' and the first '/'" in line, line
+    assert f"write {which} as %40" in line and "Zq9" not in line and not (tmp_path / "o").exists(), line
     assert "Zq9" not in scheduler.masked_command(["batch", "in", "--scheduler", given])
     fixed = given.replace("Zq9@", "\0").replace("@", "%40").replace("\0", "Zq9@")
     assert scheduler.check_address(fixed) == fixed
+
+
+@pytest.mark.parametrize("given", ["wss://alice:Xk7@Wm5.example.org/Pq3@uni.edu/proxy/8786/",
+                                   "ws://Xk7@Wm5.org:8786/Pq3@node7/", "ws://alice:Xk7@10.0.0.5/Pq3@uni.edu/?t=1"])
+def test_a_password_holding_a_dotted_name_and_a_slash_shows_no_part_of_itself(given, tmp_path, capsys):
+    """A password typed with '@', a dotted name and a '/' (alice's "Xk7@Wm5.example.org/Pq3" before the host uni.edu)
+    reads as the host Dask's websocket client reaches: shown as that host, its "Wm5.example.org" had been printed (a
+    review). Every line masks all of it to the last '@'."""
+    ds = helpers.make_bids(tmp_path / "bids", subjects=("01",), corrupt=None, shape=(8, 8, 8))
+    line = helpers.refused_line(capsys, ["batch", ds, "-o", tmp_path / "o", "--method", "cubic", "--scheduler", given],
+                                f"--scheduler {given.partition('://')[0]}://***@")
+    for said in (line, scheduler.shown(given), scheduler.masked_command(["batch", "in", "--scheduler", given]),
+                 scheduler.dask_said(f"Timed out trying to connect to {given} after 20 s", given)):
+        assert not [w for w in ("Xk7", "Wm5", "Pq3", "10.0.0.5") if w in said], said
+    assert not (tmp_path / "o").exists()

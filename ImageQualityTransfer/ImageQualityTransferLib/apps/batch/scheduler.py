@@ -85,12 +85,10 @@ def shown(address) -> str:
                 return _query_masked(f"{scheme}{sep}***@{path.rpartition('@')[2]}{q}{query}")
             path = f"{path[0]}***@{path.rpartition('@')[2]}"
             return _query_masked(f"{scheme}{sep}{_login_masked(_port_masked(head))}{path}{q}{query}")
-        if _host_clear(rest):  # wss://alice:tok@hub.example.org/user/alice@uni.edu/proxy/8786/ (refused by
-            # check_address): the login masked, the host shown, the path to its last '@' masked as without a login
-            return _query_masked(f"{scheme}{sep}{_login_masked(head)}{after[0]}***@{after.rpartition('@')[2]}")
         if _login_to_last_at(rest) or _login_host_unclear(rest):  # ws://user:p@ss/w0rd@host/, ws://T/x@y@host:8786
             # (refused by check_address): "ss" and "T" may be a password's or a token's, shown as urlsplit's host, so
-            # all of it to the last '@' is masked, as a tcp address's is
+            # all of it to the last '@' is masked, as a tcp address's is; a host that reads as one too
+            # (wss://alice:tok@hub.example.org/user/alice@uni.edu/ is also the password "tok@hub.example.org/user/alice")
             return _query_masked(f"{scheme}{sep}***@{rest.rpartition('@')[2]}")
         masked = f"{after[0]}***@{after.rpartition('@')[2]}"
         return _query_masked(f"{scheme}{sep}{_login_masked(_port_masked(head))}{masked}")
@@ -111,7 +109,8 @@ def _host_clear(rest: str) -> bool:
     """Whether a ws URL whose login and host are unclear (`_login_host_unclear`) has a login before its first '/', '?'
     or '#' and a host there that reads as one (a dotted name, an IP address or a host:port) and no host:port after its
     last '@' (wss://alice:tok@hub.example.org/user/alice@uni.edu/proxy/8786/, a JupyterHub user name that is an e-mail):
-    `shown` masks its login only, where "wss://***@uni.edu/proxy/8786/" had read as if uni.edu were the host."""
+    its refusal tells where Dask's websocket client ends the host. `shown` still masks all of it to the last '@': the
+    same text is a password holding '@' and '/' (tok@hub.example.org/user/alice) before the host uni.edu."""
     head = re.split(r"[/?#]", rest, maxsplit=1)[0]
     host = head.rpartition("@")[2]
     return "@" in head and _login_host_unclear(rest) and not _login_to_last_at(rest) and not _query_at(
@@ -119,17 +118,17 @@ def _host_clear(rest: str) -> bool:
 
 
 def _path_at_advice(loc: str) -> str:
-    """The refusal's words for a `_host_clear` ws URL: the host Dask's websocket client reaches, and the path's '@' to
-    write %40 (JupyterHub reads /user/alice%40uni.edu/ as alice@uni.edu's), named by the text after it, not before it
-    (which `shown` masks)."""
-    head = re.split(r"[/?#]", loc, maxsplit=1)[0]
-    host, path = head.rpartition("@")[2], loc[len(head):]
+    """The refusal's words for a `_host_clear` ws URL: where Dask's websocket client ends the host (not the host itself,
+    which may be part of a password), and the path's '@' to write %40 (JupyterHub reads /user/alice%40uni.edu/ as
+    alice@uni.edu's), named by the text after it, not before it (which `shown` masks)."""
+    path = loc[len(re.split(r"[/?#]", loc, maxsplit=1)[0]):]
     n, tail = path.count("@"), re.split(r"[?#]", path.rpartition("@")[2], maxsplit=1)[0]  # a query's values unsaid
     before = f" before '{tail}'" if tail else " at its end"
     which = f"the '@'{before}" if n == 1 else f"each of the {n} '@' after it (the last{before})"
     return (f"more than one '@', one after a '/', '?' or '#', so which text is a login and which the host is unclear; "
-            f"Dask's websocket client reaches {host} (the host ends at the first '/', '?' or '#') with the login before "
-            f"it: if that is the host, write {which} as %40 and keep the login's as typed (a password holding "
+            "Dask's websocket client reaches the text between the login's last '@' and the first '/', '?' or '#' as "
+            "the host (masked here, as it may be part of a password)"
+            f": if that is the host, write {which} as %40 and keep the login's as typed (a password holding "
             "'/', '?' or '#' cannot be sent: Dask's websocket client sends a login as written)")
 
 

@@ -83,16 +83,19 @@ def spans_tensor(bvecs, bvals=None) -> bool:
     return len(g) >= MIN_DIRECTIONS and _tensor_rank(g) == 6
 
 
-POOR_CONDITION = 10.0  # a table's design condition number warned of: the 8 shared scans' read 1.3-3.1, 6-direction
-# schemes 2.0-2.6; at 12 a dev scan's principal directions were turned by a median 15 degrees (docs/inputs.md)
+POOR_CONDITION = 10.0  # a table's design condition number warned of: the 8 shared scans' read 1.58-2.76, common
+# 6-direction schemes 1.58-3.23; 6-direction subsets of a dev scan's table turned its principal directions by a median
+# 10.5 degrees at 10, twice the 5.4 at 1.9 (docs/measurements.md "A poorly conditioned table")
+_ORTHONORMAL = np.array([1.0, np.sqrt(0.5), 1.0, np.sqrt(0.5), np.sqrt(0.5), 1.0])  # unit_design's 2xy -> sqrt2 xy
 
 
 def table_condition(bvals, bvecs) -> float:
-    """The condition number of the fit's design over the diffusion-weighted directions at unit length (1.58 for
-    directions spread evenly over the sphere): how unevenly noise reaches the tensor's elements; inf where they
-    determine no tensor."""
+    """The condition number of the fit's design over the diffusion-weighted directions at unit length, in an
+    orthonormal basis of the tensor's elements, so that a table reads the same however the scan is angulated: how
+    unevenly noise reaches the tensor's elements (sqrt(2.5) = 1.58 for directions spread evenly, the least possible).
+    inf below 6 directions; directions that determine no tensor read a huge finite number."""
     g = np.asarray(bvecs, float)[np.asarray(bvals, float) > B0_THRESHOLD]
-    return float(np.linalg.cond(unit_design(g))) if len(g) >= MIN_DIRECTIONS else float("inf")
+    return float(np.linalg.cond(unit_design(g) * _ORTHONORMAL)) if len(g) >= MIN_DIRECTIONS else float("inf")
 
 
 def mean_b0(dwi: Volume) -> np.ndarray:

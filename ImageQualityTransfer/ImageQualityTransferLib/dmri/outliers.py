@@ -555,6 +555,42 @@ def blind_count(bvals, bvecs) -> int:
     return n if rank >= n else 0
 
 
+def fitted_condition(dwi: Volume, out: Outliers | None) -> tuple[float, int, int | None]:
+    """The worst `table_condition` among the tables the tensors were fitted with (the series' own, or with `out`'s
+    left-out volumes gone: every slice's without its whole volumes, a refitted slice's without its pairs too), its
+    number of diffusion-weighted directions and its slice (None: the table of the slices not refitted on their own)."""
+    drops = {None: []} if out is None else {None: list(out.volumes), **{s: list(out.volumes) + list(g)
+                                                                        for s, g in out.pairs.items()}}
+    worst = (-1.0, 0, None)
+    for s, drop in drops.items():
+        keep = ~np.isin(np.arange(len(dwi.bvals)), drop)
+        condition = table_condition(dwi.bvals[keep], dwi.bvecs[keep])
+        if condition > worst[0]:
+            worst = (condition, int((dwi.bvals[keep] > B0_THRESHOLD).sum()), s)
+    return worst
+
+
+def _say_poor_condition(dwi: Volume, out: Outliers | None, stacklevel: int) -> None:
+    """One line where the directions fitted (after `out`'s exclusions, if any) bunch near a cone or a plane: full rank,
+    yet the noise is magnified in some tensor elements (POOR_CONDITION)."""
+    condition, n, where = fitted_condition(dwi, out)
+    if not POOR_CONDITION < condition < np.inf:
+        return
+    left = out is not None and (out.volumes or where is not None)
+    which = f"the {n} diffusion-weighted directions" + (
+        f" kept by --exclude-outliers{f' in slice {where}' if where is not None else ''}"
+        f"{f' (the worst of the {len(out.pairs)} slices refitted)' if where is not None and len(out.pairs) > 1 else ''}"
+        if left else "")
+    todo = (f"read FA and the principal directions{' there' if where is not None else ''} as unreliable (without "
+            "--exclude-outliers every direction is kept, the outliers too)" if left else
+            "read its FA and principal directions as unreliable, and check that the bvec file is this series' own")
+    warnings.warn(f"{dwi.source}{which} determine the tensor poorly: directions spread evenly over the sphere give the "
+                  f"fit's design a condition number of about 1.6, these {condition:.0f} (this line is said above "
+                  f"{POOR_CONDITION:g}), so the series' noise is magnified in some tensor elements and FA and the "
+                  "principal directions can be far off, which the fit's other checks do not see (the upsampling may "
+                  f"read it as a noisy scan): {todo}", IQTWarning, stacklevel=stacklevel)
+
+
 def _check_fit(dwi: Volume, mask, tensor: Volume, exclude: bool, stacklevel: int) -> tuple[Volume, Outliers]:
     levels = check_b0_levels(dwi, np.any(np.asarray(tensor.data) != 0, axis=-1) if mask is None else mask, tensor)
     blind = blind_count(dwi.bvals, dwi.bvecs)
@@ -563,18 +599,9 @@ def _check_fit(dwi: Volume, mask, tensor: Volume, exclude: bool, stacklevel: int
                       "the fit check cannot see signal dropout or a moved volume (more b0s do not help): a bad volume "
                       "goes into the tensors without a word; at least 7 directions are needed for the check (check "
                       "the series by eye)", IQTWarning, stacklevel=stacklevel)
-    condition = table_condition(dwi.bvals, dwi.bvecs)
-    if POOR_CONDITION < condition < np.inf:  # directions bunched near a plane or a cone: rank 6, yet noise-bound
-        warnings.warn(f"{dwi.source}the {int((dwi.bvals > B0_THRESHOLD).sum())} diffusion-weighted directions determine "
-                      f"the tensor poorly (the fit's design has condition number {condition:.0f}, where directions "
-                      "spread over the sphere give about 2), so the series' noise is magnified in some tensor elements: "
-                      "FA and the principal directions can be far off, which the fit's other checks do not see (the "
-                      "upsampling may read it as a noisy scan); check that the bvec file is this series' and, where "
-                      "volumes were left out of it, that the directions kept still spread over the sphere; else read "
-                      "its FA and directions as unreliable",
-                      IQTWarning, stacklevel=stacklevel)
     out = find_outliers(dwi, mask, tensor, refit=exclude)
     out.b0_levels = levels
+    _say_poor_condition(dwi, out if exclude and out.tensor is not None else None, stacklevel + 1)
     if out.halves_disagree:  # not named: which half is right the residuals cannot tell (ALTERNATE_Z)
         warnings.warn(f"{dwi.source}the fit's residuals say every other diffusion-weighted volume disagrees with the "
                       f"rest (each half misfits the fit of the other: median robust z-score "

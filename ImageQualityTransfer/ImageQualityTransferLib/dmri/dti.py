@@ -93,7 +93,8 @@ def table_condition(bvals, bvecs) -> float:
     """The condition number of the fit's design over the diffusion-weighted directions at unit length, in an
     orthonormal basis of the tensor's elements, so that a table reads the same however the scan is angulated: how
     unevenly noise reaches the tensor's elements (sqrt(2.5) = 1.58 for directions spread evenly, the least possible).
-    inf below 6 directions; directions that determine no tensor read a huge finite number."""
+    inf below 6 directions; directions that determine no tensor (refused before a fit) read inf or, by rounding, a
+    huge finite number (1e15 and more), not always inf."""
     g = np.asarray(bvecs, float)[np.asarray(bvals, float) > B0_THRESHOLD]
     return float(np.linalg.cond(unit_design(g) * _ORTHONORMAL)) if len(g) >= MIN_DIRECTIONS else float("inf")
 

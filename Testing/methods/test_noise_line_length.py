@@ -180,3 +180,6 @@ def test_any_long_warning_prints_as_short_lines_that_name_its_file(capsys, sourc
     assert len(said) > 500 and len(printed) >= 3 and max(map(len, printed)) <= 200, printed
     assert all(line.startswith(source) for line in printed), printed
     assert "; ".join(line.removeprefix(source) for line in printed) == said.removeprefix(source)
+    # each piece may open a line of its own (where it falls depends on the path's length): none leans on the one before
+    pieces = said.removeprefix(source).split("; ")
+    assert not [p for p in pieces if re.match(r"(?:it|its|they|their|nor|or|and|but|either)\b", p)], pieces

@@ -65,7 +65,7 @@ NOISE_VERDICT = "not judged (noise)"
 LINES_CHECK = ("check the table by eye on the principal-direction glyphs (docs/inputs.md, Checking a gradient table by "
                "eye); a left-right or front-back flip turns the glyphs across the forceps around the genu in an axial "
                "view; an up-down flip turns the glyphs across the rising corticospinal tracts in a coronal view; colour "
-               "FA shows a swap, never a flip; or check the table on a higher-SNR scan of the protocol")
+               "FA shows a swap, never a flip; check the same table on a higher-SNR scan of the protocol")
 AXES = "xyz"
 ROWS = ("first", "second", "third")
 

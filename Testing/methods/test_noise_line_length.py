@@ -160,11 +160,12 @@ def test_every_continuation_line_of_a_noise_line_names_what_it_speaks_of(monkeyp
             assert len(line) <= base.WARNING_LINE_LIMIT, said
 
 
-@pytest.mark.parametrize("source", ["noisy.nii.gz: ", "/data/sub 01/dti fit.nii.gz: ", "sub-01 (tight): noisy.nii.gz: "])
+@pytest.mark.parametrize("source", ["noisy.nii.gz: ", "/data/sub 01/dti fit.nii.gz: ", "sub-01 (tight): noisy.nii.gz: ",
+                                    "C:\\Users\\me\\My Data\\dti.nii.gz: "])
 def test_any_long_warning_prints_as_short_lines_that_name_its_file(capsys, source):
     """Not the noise line alone: the gradient-table check's undecided line (601 characters with its prefix on the 3 mm
     Prisma at b0 SNR 5) is printed by the same rule, each line naming its file (a path with spaces, iqt batch's subject
-    and style too), whole pieces, nothing lost or added."""
+    and style too, a Windows path with its drive), whole pieces, nothing lost or added."""
     import numpy as np
     from ImageQualityTransferLib.apps import cli
     from ImageQualityTransferLib.core.volume import Volume

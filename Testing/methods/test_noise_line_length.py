@@ -138,6 +138,7 @@ def test_an_upsample_run_s_noise_warnings_print_short(capsys, monkeypatch):
     assert _facts(" ".join(printed)) == _facts(line), printed
 
 
+@pytest.mark.slow
 def test_every_continuation_line_of_a_noise_line_names_what_it_speaks_of(monkeypatch):
     """Every noise line the engine can say (`engine_noise_lines`), split: each later line is read alone, so it opens
     on its subject (a method, a method's map, the uncertainty maps, or the input's place in the noise trained on), never

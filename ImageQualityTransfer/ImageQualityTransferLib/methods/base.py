@@ -572,8 +572,8 @@ class Method:
     def support(lr: Volume, whole: bool | None = None) -> Volume | None:
         """The support when no mask is given: the input's non-zero voxels, so that the background stays exactly zero;
         for tensors over the whole field of view (fitted without a mask), a brain estimated from them
-        (dmri.dti.brain_from_tensors), reported in one line. None: every voxel. `whole`: whole_field(lr), where the
-        caller has it."""
+        (dmri.dti.brain_from_tensors), reported in one warning (said over several lines where long: warning_lines).
+        None: every voxel. `whole`: whole_field(lr), where the caller has it."""
         if not (whole_field(lr) if whole is None else whole):
             t = np.asarray(lr.data)
             present = np.any(t != 0, axis=-1) & ~tensors.negligible(t)

@@ -284,6 +284,7 @@ def test_the_slicer_module_installs_its_translator_for_the_engine(tmp_path):
         raise IQTError(str(refused.value))
 
     engine = types.SimpleNamespace(method_needs_torch=lambda m: False, run_on_nodes=run_on_nodes,
+                                   model_refusal=processing.model_refusal,
                                    method_info=lambda m: {"learned": False},
                                    choose_factors=lambda *a, **k: types.SimpleNamespace(refusal="", hint=""))
     logic = types.SimpleNamespace(engine=lambda: engine, engineError=lambda: IQTError, _batch=lambda: True,

@@ -1,17 +1,23 @@
-"""A tensor file stored as integers with a scale (nibabel's automatic int16 scaling spans the data's whole range, so one
-failed fit at 1.72 mm^2/s sets a step of 2.6e-5 mm^2/s, 3.6 % of a brain's MD) is read with one warning naming that
-step and what to do; the same file without the failed fit, and every float file, are read without one."""
+"""A tensor file stored as integers: a step (scl_slope) over tensor_checks.COARSE_STEP of the brain's median MD is said
+in one line against the brain's MD (not the whole field's); a file whose brain rounds to a few steps is refused for
+its step, not for a unit or an element order; a file clipped at its type's ends is said; a clean fit's file is not."""
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from ImageQualityTransferLib import fileio
-from ImageQualityTransferLib.core import tensor_checks, tensors
-from ImageQualityTransferLib.core.errors import IQTWarning
+from ImageQualityTransferLib.core import tensors
+from ImageQualityTransferLib.core.errors import IQTError, IQTWarning
+from ImageQualityTransferLib.core.volume import Volume
+from ImageQualityTransferLib.methods.inputs import check_tensor_input
+
+AFFINE = np.diag([-3.0, 3.0, 3.0, 1.0])
 
 
 def _brain(seed: int = 0) -> np.ndarray:
@@ -25,30 +31,68 @@ def _brain(seed: int = 0) -> np.ndarray:
     return t.astype(np.float64)
 
 
-def _step_lines(tmp_path, data, dtype) -> tuple[list[str], dict]:
-    img = nib.Nifti1Image(data, np.diag([-3.0, 3.0, 3.0, 1.0]))
-    img.set_data_dtype(dtype)  # nibabel scales a float array into the type's range on saving
-    path = tmp_path / f"t_{np.dtype(dtype).name}.nii.gz"
+def _read(tmp_path, img, mask=None):
+    path = tmp_path / "t.nii.gz"
     nib.save(img, path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         vol = fileio.load_tensor(path, "dipy")
+        check_tensor_input(vol, mask)
     return [str(w.message) for w in caught if issubclass(w.category, IQTWarning)], vol.meta
 
 
-def test_an_integer_file_whose_step_a_failed_fit_stretched_is_said_once(tmp_path):
+def _auto(data, dtype=np.int16):
+    img = nib.Nifti1Image(data, AFFINE)
+    img.set_data_dtype(dtype)  # nibabel scales a float array into the type's range on saving
+    return img
+
+
+def test_a_step_a_failed_fit_stretched_is_said_against_the_brains_md(tmp_path):
     data = _brain()
-    data[10, 11, 6] = [1.72, 0.0, 1e-5, 0.0, 0.0, 1e-5]  # one blown-up fit, as dipy's WLS leaves in a low-signal voxel
-    said, meta = _step_lines(tmp_path, data, np.int16)
+    data[:10] = tensors.from_matrix(2.5e-3 * np.eye(3))  # fits beyond the brain, more of them than the brain's voxels
+    data[12, 11, 6] = [8.0, 0.0, 1e-5, 0.0, 0.0, 1e-5]  # one blown-up fit, as dipy's WLS leaves in a low-signal voxel
+    brain = np.zeros(data.shape[:3], bool)
+    brain[10:-3] = True
+    said, meta = _read(tmp_path, _auto(data), Volume(brain, AFFINE, "mask"))
     lines = [s for s in said if "stored as integers" in s]
     assert len(lines) == 1, said
-    assert f"in steps of {meta['step']:.3g} mm^2/s" in lines[0] and lines[0].endswith("save the tensors as float32")
-    assert meta["step"] > tensor_checks.COARSE_STEP * 0.73e-3
+    brain_md = float(np.median(tensors.md(data[brain])))
+    said_md = float(re.search(r"of the brain's median MD \(([0-9.e-]+) mm\^2/s\)", lines[0]).group(1))
+    assert abs(said_md - brain_md) < 0.05 * brain_md, (said_md, brain_md)
+    assert lines[0].endswith("save the tensors as float32")
 
 
-def test_an_integer_file_of_a_clean_fit_and_a_float_file_are_read_without_it(tmp_path):
+def test_a_file_whose_brain_rounds_to_a_few_steps_is_refused_for_its_step(tmp_path):
     data = _brain()
+    data[10, 11, 6] = [1.14e3, 0.0, 1e-5, 0.0, 0.0, 1e-5]  # the Elition masked fit's failed fit
+    path = tmp_path / "t.nii.gz"
+    nib.save(_auto(data), path)
+    vol = fileio.load_tensor(path, "dipy")
+    with pytest.raises(IQTError, match=r"stores integers with a step of 0\.0\d+ \(its scl_slope\).*float32$"):
+        check_tensor_input(vol)
+
+
+def test_an_integer_file_in_other_units_keeps_its_unit_line(tmp_path):
+    data = np.round(_brain() * 1e6).astype(np.int16)  # an ITK-like cast of um^2/s: slope 1, MD about 730
+    with pytest.raises(IQTError, match=r"multiply them by 1e-6 to get mm\^2/s"):
+        _read(tmp_path, nib.Nifti1Image(data, AFFINE))
+
+
+def test_a_file_clipped_at_its_types_ends_is_said(tmp_path):
+    data = _brain()
+    data[..., [0, 2, 5]] *= 4  # diagonal elements up to about 5e-3 mm^2/s, past int16's 3.3e-3 at a step of 1e-7
+    raw = np.clip(np.round(data / 1e-7), -32768, 32767).astype(np.int16)
+    img = nib.Nifti1Image(raw, AFFINE)
+    img.header.set_slope_inter(1e-7, 0.0)
+    said, _ = _read(tmp_path, img)
+    assert len([s for s in said if "clipped when stored" in s]) == 1, said
+
+
+def test_a_clean_fits_integer_file_and_a_float_file_are_read_without_a_line(tmp_path):
+    data = _brain()
+    mask = Volume(np.any(data != 0, axis=-1), AFFINE, "mask")
     for dtype in (np.int16, np.uint16, np.int32, np.float32, np.float64):
-        said, meta = _step_lines(tmp_path, data, dtype)
-        assert not [s for s in said if "stored as integers" in s], (dtype, said)
-        assert ("step" in meta) == (np.dtype(dtype).kind in "iu")
+        for m in (None, mask):
+            said, meta = _read(tmp_path, _auto(data, dtype), m)
+            assert not [s for s in said if "integer" in s], (dtype, said)
+            assert ("step" in meta) == (np.dtype(dtype).kind in "iu")

@@ -11,6 +11,7 @@ import contextvars
 
 import numpy as np
 
+from . import tensors
 from .tensors import TISSUE_RANGE, eigenvalues, failed_fits, md_mode_of
 
 
@@ -66,35 +67,83 @@ def nan_as_empty(t: np.ndarray, source: str = "", fate: str | None = None) -> np
     return np.where(empty[..., None], 0, t)
 
 
-# share of the brain's median MD above which an integer file's stored step (its scl_slope) is said: nibabel's automatic
-# int16 scaling spans the file's whole range, so one failed fit at 1.72 mm^2/s set a step of 2.63e-5 mm^2/s (3.6 % of
-# the 3 mm ortho dev scan's MD) that nothing had said; a clean fit's range gives steps under 0.02 %
-# (docs/measurements.md, "Tensors stored as integers")
-COARSE_STEP = 0.02
+# share of the brain's median MD above which an integer file's stored step (its scl_slope) is said: on the 3 mm ortho
+# and sag AP dev scans at x2 a step of 3.6 % of it cost the methods' interior error at most 0.45 %, 10 % cost deep
+# +3.2 % and 18.9 % +13.5 % (docs/measurements.md, "Tensors stored as integers")
+COARSE_STEP = 0.10
+# a brain whose typical voxel's largest diagonal element is under this many steps (a step over a tenth of it, as
+# COARSE_STEP) is read wrong for its step: a refusal of its scale or sign names the step, not a unit or an element
+# order (an unmasked x1,1,2 Achieva input at a step of 25 % of the MD had been told its unit was wrong)
+FEW_STEPS = 10.0
+# an integer file is said to be clipped where more than SATURATED_VOXELS voxels hold its type's largest or smallest
+# value and that value stands for a tissue-like element (at most SATURATED_VALUE mm^2/s): a fixed step of 1e-7 ends
+# int16 at 3.3e-3 (166-53,041 voxels of the dipy fits of three subjects), where nibabel's automatic scaling leaves at
+# most 4 voxels at its ends, or failed fits' values (docs/measurements.md, "Tensors stored as integers")
+SATURATED_VOXELS = 10
+SATURATED_VALUE = 0.01
 
 
-def warn_coarse_step(t: np.ndarray, step: float, source: str = "") -> None:
-    """One warning where `step`, the value of one stored integer of a tensor file (its scl_slope, mm^2/s), is over
-    COARSE_STEP of the brain's median MD (the voxels whose MD lies in TISSUE_RANGE): every element is rounded to it,
-    and what that costs FA and direction in low-anisotropy tissue no output shows."""
-    if not step > 0:
-        return
-    md = (t[..., 0] + t[..., 2] + t[..., 5]) / 3.0
+def brain_median_md(brain: np.ndarray) -> float | None:
+    """The median MD of a brain's tensors `brain` (n, 6) whose MD lies in TISSUE_RANGE (failed fits left out)."""
+    md = tensors.md(np.asarray(brain, np.float64))
     md = md[(md >= TISSUE_RANGE[0]) & (md <= TISSUE_RANGE[1])]
-    if not md.size:
-        return
-    typical = float(np.median(md))
-    if step <= COARSE_STEP * typical:
+    return float(np.median(md)) if md.size else None
+
+
+def rounds_to_few_steps(brain: np.ndarray, step: float) -> bool:
+    """Whether the brain's tensors `brain` (n, 6) are a few stored steps each (their median largest |Dii| under
+    FEW_STEPS of `step`): an integer file whose step is the size of a brain's MD keeps no tensor in it."""
+    if not step > 0 or not len(brain):
+        return False
+    big = np.abs(np.asarray(brain, np.float64)[:, [0, 2, 5]]).max(axis=1)
+    return float(np.median(big)) < FEW_STEPS * step
+
+
+def step_cause(step: float) -> str:
+    """The refusal of an integer file whose brain rounds to a few steps (rounds_to_few_steps)."""
+    return (f"the file stores integers with a step of {step:.3g} (its scl_slope): the brain's tensors round to a few "
+            "steps, and an integer file's scale spans its whole range, which one failed fit can stretch; save the "
+            "tensors as float32")
+
+
+def warn_coarse_step(brain: np.ndarray, step: float, source: str = "") -> None:
+    """One warning where `step`, the value of one stored integer of a tensor file (its scl_slope, mm^2/s), is over
+    COARSE_STEP of the median MD of `brain` (n, 6), the brain's tensors: every element is rounded to it, and what
+    that costs FA and direction no output shows."""
+    typical = brain_median_md(brain) if step > 0 else None
+    if typical is None or step <= COARSE_STEP * typical:
         return
     import warnings
 
     from .errors import IQTWarning
 
-    warnings.warn(f"{source}its tensors are stored as integers in steps of {step:.3g} mm^2/s, {100 * step / typical:.1f} % "
-                  f"of the brain's median MD ({typical:.3g} mm^2/s): every element is rounded to that step (an RMS error "
-                  f"of {step / np.sqrt(12):.2g} mm^2/s), which coarsens FA and directions; an integer file's scale spans "
-                  "its whole range, which one failed fit can stretch: save the tensors as float32", IQTWarning,
-                  stacklevel=3)
+    warnings.warn(f"{source}its tensors are stored as integers in steps of {step:.3g} mm^2/s (its scl_slope), "
+                  f"{100 * step / typical:.0f} % of the brain's median MD ({typical:.3g} mm^2/s): every element is "
+                  f"rounded to that step, which coarsens FA and directions; an integer file's scale spans its whole "
+                  "range, which one failed fit can stretch: save the tensors as float32", IQTWarning, stacklevel=3)
+
+
+def warn_saturated(raw: np.ndarray, dtype: np.dtype, step: float, intercept: float = 0.0, source: str = "") -> None:
+    """One warning where more than SATURATED_VOXELS voxels of an integer file's stored values `raw` (unscaled; `step`
+    and `intercept` scale them) hold the type's largest or smallest value standing for a tissue-like element (not zero,
+    at most SATURATED_VALUE): the tensors were clipped when stored, and no output shows it."""
+    info = np.iinfo(dtype)
+    raw = np.asarray(raw)
+    at_end = np.zeros(raw.shape[:-1], bool)
+    for end in (info.max, info.min):
+        value = abs(end * step + intercept)
+        if step / 2 < value <= SATURATED_VALUE:
+            at_end |= (raw == end).any(axis=-1)
+    n = int(at_end.sum())
+    if n <= SATURATED_VOXELS:
+        return
+    import warnings
+
+    from .errors import IQTWarning
+
+    warnings.warn(f"{source}{n} voxels hold the largest or smallest value of the file's integer type ({np.dtype(dtype).name}, step {step:.3g}, its scl_slope) in an "
+                  "element: those tensors were clipped when stored, and read wrong; save the tensors as float32",
+                  IQTWarning, stacklevel=3)
 
 
 def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "input",

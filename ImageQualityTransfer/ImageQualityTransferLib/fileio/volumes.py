@@ -308,8 +308,9 @@ def load_tensor(path, order: str = "nifti", stated: bool | None = None) -> Volum
     # scl_slope on its array proxy (the header's reads None), and an unscaled integer file's step is 1
     slope = getattr(img.dataobj, "slope", None)
     if img.get_data_dtype().kind in "iu" and slope is not None and np.isfinite(slope) and slope != 0:
-        meta["step"] = abs(float(slope))
-        tensor_checks.warn_coarse_step(data, meta["step"], f"{path}: ")
+        meta["step"] = abs(float(slope))  # said against the brain where it is known (methods/inputs.py)
+        tensor_checks.warn_saturated(np.asarray(img.dataobj.get_unscaled()), img.get_data_dtype(), float(slope),
+                                     float(getattr(img.dataobj, "inter", 0.0) or 0.0), f"{path}: ")
     made = made_at(img)
     if made is not None:
         meta["made_by"], meta["made_at"] = made

@@ -320,11 +320,26 @@ def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
     # a few 1e-8 below zero, and as brain those voxels had refused a valid fit as sign-inverted (a tool-inputs audit:
     # 75 % of a training scan's int16 dipy fit)
     data = without_tiny_background(vol, field).data
+    step = float(vol.meta.get("step", 0.0) or 0.0)
     try:  # the brain is the mask's voxels, or a tightly masked input's non-zero ones (not a whole field's)
         tensor_checks.check_scale(data, where, brain=not whole, brain_md=estimated_brain_md(vol) if whole else None,
                                   source=source, made_by=vol.meta.get("made_by"), inside=_estimated_brain(vol, where))
     except IQTError as exc:
+        if step > 0 and tensor_checks.rounds_to_few_steps(_filled(data, where), step):
+            raise IQTError(source + tensor_checks.step_cause(step)) from None
         raise IQTError(source + str(exc) + order_hint(vol, where, str(exc))) from None
+    if step > 0:
+        brain = where
+        if brain is None and whole:  # the brain the engine estimates, as the scale check reads it
+            found = brain_within_box(vol)
+            brain = None if found is None else np.asarray(found.data, bool)
+        tensor_checks.warn_coarse_step(_filled(data, brain), step, source)
+
+
+def _filled(t: np.ndarray, where) -> np.ndarray:
+    """The tensors (n, 6) of `t` in `where` (all voxels where None) that are not all zero."""
+    filled = np.any(t != 0, axis=-1)
+    return t[filled if where is None else filled & where]
 
 
 def _estimated_brain(vol: Volume, where) -> object:

@@ -117,6 +117,9 @@ def warn_coarse_step(brain: np.ndarray, step: float, source: str = "") -> None:
 
     from .errors import IQTWarning
 
+    if rounds_to_few_steps(brain, step):  # the rounded brain's MD is the step's, not the brain's: no share to say
+        warnings.warn(f"{source}{step_cause(step)}", IQTWarning, stacklevel=3)
+        return
     warnings.warn(f"{source}its tensors are stored as integers in steps of {step:.3g} mm^2/s (its scl_slope), "
                   f"{100 * step / typical:.0f} % of the brain's median MD ({typical:.3g} mm^2/s): every element is "
                   f"rounded to that step, which coarsens FA and directions; an integer file's scale spans its whole "
@@ -125,14 +128,16 @@ def warn_coarse_step(brain: np.ndarray, step: float, source: str = "") -> None:
 
 def warn_saturated(raw: np.ndarray, dtype: np.dtype, step: float, intercept: float = 0.0, source: str = "") -> None:
     """One warning where more than SATURATED_VOXELS voxels of an integer file's stored values `raw` (unscaled; `step`
-    and `intercept` scale them) hold the type's largest or smallest value standing for a tissue-like element (not zero,
-    at most SATURATED_VALUE): the tensors were clipped when stored, and no output shows it."""
+    and `intercept` scale them) hold the type's largest or smallest value standing for a tissue-like element (far from
+    zero, at most SATURATED_VALUE): the tensors were clipped when stored, and no output shows it."""
     info = np.iinfo(dtype)
     raw = np.asarray(raw)
     at_end = np.zeros(raw.shape[:-1], bool)
     for end in (info.max, info.min):
         value = abs(end * step + intercept)
-        if step / 2 < value <= SATURATED_VALUE:
+        # a clipping cast keeps zero mid-range (its ends half the type's range away); an automatic scaling can set
+        # zero at an end (the 3 mm ortho masked fit's int8 file: 190 voxels there, half a step from zero)
+        if step * (info.max // 2) < value <= SATURATED_VALUE:
             at_end |= (raw == end).any(axis=-1)
     n = int(at_end.sum())
     if n <= SATURATED_VOXELS:

@@ -75,6 +75,8 @@ COARSE_STEP = 0.10
 # COARSE_STEP) is read wrong for its step: a refusal of its scale or sign names the step, not a unit or an element
 # order (an unmasked x1,1,2 Achieva input at a step of 25 % of the MD had been told its unit was wrong)
 FEW_STEPS = 10.0
+# under this many, a passing file's rounded brain's MD is the step's, not the brain's: its warning says no share
+NO_SHARE_STEPS = 3.0
 # an integer file is said to be clipped where more than SATURATED_VOXELS voxels hold its type's largest or smallest
 # value and that value stands for a tissue-like element (at most SATURATED_VALUE mm^2/s): a fixed step of 1e-7 ends
 # int16 at 3.3e-3 (166-53,041 voxels of the dipy fits of three subjects), where nibabel's automatic scaling leaves at
@@ -90,13 +92,13 @@ def brain_median_md(brain: np.ndarray) -> float | None:
     return float(np.median(md)) if md.size else None
 
 
-def rounds_to_few_steps(brain: np.ndarray, step: float) -> bool:
+def rounds_to_few_steps(brain: np.ndarray, step: float, few: float = FEW_STEPS) -> bool:
     """Whether the brain's tensors `brain` (n, 6) are a few stored steps each (their median largest |Dii| under
     FEW_STEPS of `step`): an integer file whose step is the size of a brain's MD keeps no tensor in it."""
     if not step > 0 or not len(brain):
         return False
     big = np.abs(np.asarray(brain, np.float64)[:, [0, 2, 5]]).max(axis=1)
-    return float(np.median(big)) < FEW_STEPS * step
+    return float(np.median(big)) < few * step
 
 
 def step_cause(step: float) -> str:
@@ -117,7 +119,7 @@ def warn_coarse_step(brain: np.ndarray, step: float, source: str = "") -> None:
 
     from .errors import IQTWarning
 
-    if rounds_to_few_steps(brain, step):  # the rounded brain's MD is the step's, not the brain's: no share to say
+    if rounds_to_few_steps(brain, step, NO_SHARE_STEPS):
         warnings.warn(f"{source}{step_cause(step)}", IQTWarning, stacklevel=3)
         return
     warnings.warn(f"{source}its tensors are stored as integers in steps of {step:.3g} mm^2/s (its scl_slope), "

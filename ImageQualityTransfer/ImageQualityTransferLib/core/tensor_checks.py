@@ -80,8 +80,9 @@ NO_SHARE_STEPS = 3.0
 # an integer file is said to be clipped where more than SATURATED_VOXELS voxels hold its type's largest or smallest
 # value and that value stands for a tissue-like element (at most SATURATED_VALUE mm^2/s): a fixed step of 1e-7 ends
 # int16 at 3.3e-3 (166-53,041 voxels of the dipy fits of three subjects), where nibabel's automatic scaling leaves at
-# most 4 voxels at its ends, or failed fits' values (docs/measurements.md, "Tensors stored as integers")
-SATURATED_VOXELS = 10
+# most 4 voxels at its ends, or failed fits' values, and a clean Achieva x1,1,2 input's ceiling 12
+# (docs/measurements.md, "Tensors stored as integers")
+SATURATED_VOXELS = 100
 SATURATED_VALUE = 0.01
 
 

@@ -321,19 +321,18 @@ def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
     # 75 % of a training scan's int16 dipy fit)
     data = without_tiny_background(vol, field).data
     step = float(vol.meta.get("step", 0.0) or 0.0)
+    found = brain_within_box(vol) if whole else None  # a whole field's brain, as the support estimates it
+    estimated = None if found is None else np.asarray(found.data, bool)
     try:  # the brain is the mask's voxels, or a tightly masked input's non-zero ones (not a whole field's)
-        tensor_checks.check_scale(data, where, brain=not whole, brain_md=estimated_brain_md(vol) if whole else None,
-                                  source=source, made_by=vol.meta.get("made_by"), inside=_estimated_brain(vol, where))
+        tensor_checks.check_scale(data, where, brain=not whole, brain_md=estimated_brain_md(vol, found) if whole else None,
+                                  source=source, made_by=vol.meta.get("made_by"), inside=_estimated_brain(vol, where),
+                                  estimated=estimated)
     except IQTError as exc:
         if step > 0 and tensor_checks.rounds_to_few_steps(_filled(data, where), step):
             raise IQTError(source + tensor_checks.step_cause(step)) from None
         raise IQTError(source + str(exc) + order_hint(vol, where, str(exc))) from None
-    if step > 0:
-        brain = where
-        if brain is None and whole:  # the brain the engine estimates, as the scale check reads it
-            found = brain_within_box(vol)
-            brain = None if found is None else np.asarray(found.data, bool)
-        tensor_checks.warn_coarse_step(_filled(data, brain), step, source)
+    if step > 0:  # over the brain the engine estimates where no mask is given, as the scale check reads it
+        tensor_checks.warn_coarse_step(_filled(data, where if where is not None else estimated), step, source)
 
 
 def _filled(t: np.ndarray, where) -> np.ndarray:
@@ -379,13 +378,14 @@ def _stored_zeros_empty(vol: Volume) -> Volume:
     return vol.replace(data=np.where(fill[..., None], 0, t).astype(t.dtype, copy=False))
 
 
-def estimated_brain_md(vol: Volume) -> float | None:
+def estimated_brain_md(vol: Volume, found=False) -> float | None:
     """The median MD of a whole-field fit's brain as the support estimates it (methods/base.py `support`; its filters
     are relative to the MD mode, so a scaled fit's brain is found as well), over its positive-definite fits: the
     scale check's figure, not the whole field's; None where no brain is found. On the 8 real subjects fitted unmasked
-    0.72-1.02e-3, their brain masks' 0.71-0.90e-3 (docs/inputs.md, What is refused)."""
+    0.72-1.02e-3, their brain masks' 0.71-0.90e-3 (docs/inputs.md, What is refused). `found`: brain_within_box(vol)
+    where the caller has it."""
 
-    brain = brain_within_box(vol)
+    brain = brain_within_box(vol) if found is False else found
     if brain is None:
         return None
     t = np.asarray(vol.data)[np.asarray(brain.data, bool)]

@@ -96,3 +96,19 @@ def test_a_clean_fits_integer_file_and_a_float_file_are_read_without_a_line(tmp_
             said, meta = _read(tmp_path, _auto(data, dtype), m)
             assert not [s for s in said if "integer" in s], (dtype, said)
             assert ("step" in meta) == (np.dtype(dtype).kind in "iu")
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint16])
+@pytest.mark.parametrize("misread", ["order", "sign"])
+def test_a_tight_fit_read_wrong_is_told_its_order_or_sign_not_its_step(tmp_path, dtype, misread):
+    """A tight fit in a wide field stored with nibabel's scaling and read in a wrong order or sign is taken for a whole
+    field, its stored-zero background for brain: refused for a step its brain is thousands of (a review: the 3 mm
+    ortho dev scan's tight x2 input), where its order or sign is what to fix."""
+    data = np.zeros((40, 44, 24, 6))
+    data[10:30, 11:33, 6:18] = _brain()
+    path = tmp_path / "t.nii.gz"
+    nib.save(_auto(-data if misread == "sign" else data, dtype), path)
+    with pytest.raises(IQTError) as refused:
+        check_tensor_input(fileio.load_tensor(path, "fsl" if misread == "order" else "dipy"))
+    assert "stores integers" not in str(refused.value)
+    assert ("positive definite" if misread == "order" else "sign is inverted") in str(refused.value), str(refused.value)

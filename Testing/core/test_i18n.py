@@ -105,12 +105,20 @@ def test_a_run_says_the_holes_line_in_the_translator_s_words(translator):
     assert want in far.meta["notes"], far.meta["notes"]
 
 
+def _said_by(method: str, lr: Volume, brain: np.ndarray) -> list[str]:
+    """The warning lines `method` says upsampling `lr` by 2 in the mask `brain`."""
+    from ImageQualityTransferLib import methods
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        methods.get(method).predict(lr, 2, Volume(brain, lr.affine, "mask"))
+    return [str(w.message) for w in caught]
+
+
 def test_a_run_says_the_noisy_context_line_in_the_translator_s_words():
     """cubic on a sphere of tissue given with its mask, every tensor in the two rings beyond it not physical
     (methods/inputs.py warn_noisy_context): the line in the translator's words, each placeholder filled; English
     without one."""
-    from ImageQualityTransferLib import methods
-
     template = next(t for _, t in i18n.marked_templates() if t.startswith("{count} of the {total} tensors within {rings}"))
     g = np.indices((20, 20, 20)) - 9.5
     r2 = (g ** 2).sum(0)
@@ -121,10 +129,7 @@ def test_a_run_says_the_noisy_context_line_in_the_translator_s_words():
     lr = Volume(t, np.diag([3.0, 3.0, 3.0, 1.0]), "tensor")
 
     def said():
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            methods.get("cubic").predict(lr, 2, Volume(brain, lr.affine, "mask"))
-        return [str(w.message) for w in caught]
+        return _said_by("cubic", lr, brain)
 
     english = said()
     assert english[0].startswith("920 of the 920 tensors within 2 voxels beyond the mask (100 %) are not physical"), english
@@ -141,8 +146,6 @@ def test_a_run_says_the_noisy_context_line_in_the_translator_s_words():
 def test_a_learned_run_says_the_brain_size_line_in_the_translator_s_words():
     """biqt on a sphere of tissue with 300 mm voxels (a header in another unit; methods/base.py _warn_off_training):
     the brain-length line in the translator's words, its length, voxel size and method filled; English without one."""
-    from ImageQualityTransferLib import methods
-
     template = next(t for _, t in i18n.marked_templates() if t.startswith("the input's brain is {length} m long"))
     g = np.indices((20, 20, 20)) - 9.5
     brain = (g ** 2).sum(0) < 8 ** 2
@@ -150,10 +153,7 @@ def test_a_learned_run_says_the_brain_size_line_in_the_translator_s_words():
     lr = Volume(t, np.diag([300.0, 300.0, 300.0, 1.0]), "tensor")
 
     def said():
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            methods.get("biqt").predict(lr, 2, Volume(brain, lr.affine, "mask"))
-        return [str(w.message) for w in caught]
+        return _said_by("biqt", lr, brain)
 
     english = said()
     assert english == [template.format(length="4.8", size="300x300x300", method="biqt")], english

@@ -913,7 +913,7 @@ def warning_lines(note: str) -> list[str]:
 
 
 def name_said_once(notes) -> list[str]:
-    """`notes` with each line `noise_lines` split off a noise line, and any later note opening with the same input's
+    """`notes` with each line `warning_lines` split off a long warning, and any later note opening with the same input's
     name, without that name: joined in one cell of a QC table (" | "), the name had been said once per line (446
     characters where the line as one was 329)."""
     out, source = [], ""

@@ -8,6 +8,7 @@ import math
 
 from .errors import IQTError, IQTWarning
 from .grid import describe, factors
+from .i18n import _
 from .words import listed
 
 # A run's peak memory: a multiple of its output tensors' bytes, by method (`Method.peak`), and a fixed part (the modules,
@@ -248,9 +249,9 @@ def check_need(need: float, refused, needs, key=None, stacklevel: int = 3, torch
     available = memory_available()
     if available is not None and need > available:
         said = needs(available) if callable(needs) else needs
-        message = (f"{said}, more than the {gib(available, need)} GiB this machine has available now (other programs "
-                   f"hold the rest of the {gib(limit, available)} GiB this process may use): it may be slow, or be "
-                   "killed when memory runs out")
+        message = _("{need}, more than the {available} GiB this machine has available now (other programs hold the "
+                    "rest of the {limit} GiB this process may use): it may be slow, or be killed when memory runs "
+                    "out").format(need=said, available=gib(available, need), limit=gib(limit, available))
         key = (said, round(need)) if key is None else key
         if key not in _WARNED:
             _WARNED.add(key)
@@ -271,9 +272,14 @@ def _warn_band(need: float, limit: int, needs, torch: bool, key, stacklevel: int
     _WARNED.add(key)
     soft = resource.getrlimit(resource.RLIMIT_AS)[0]
     kib = math.ceil((need / ADDRESS_BAND[0] + soft - limit) / 1024 / 50_000) * 50_000
-    warnings.warn(f"{said}, near this process's {gib(limit, need)} GiB of memory{_address_said(limit, torch)}: within "
-                  "the estimate's error there, so it may run out of memory (then it stops with one line and no output); "
-                  f"raise ulimit -v to {kib:,} KiB to be sure", IQTWarning, stacklevel=stacklevel)
+    address = _address_said(limit, torch)
+    line = _("{need}, near this process's {limit} GiB of memory {address}: within the estimate's error there, so it may "
+             "run out of memory (then it stops with one line and no output); raise ulimit -v to {kib} KiB to be "
+             "sure") if address else \
+        _("{need}, near this process's {limit} GiB of memory: within the estimate's error there, so it may run out of "
+          "memory (then it stops with one line and no output); raise ulimit -v to {kib} KiB to be sure")
+    warnings.warn(line.format(need=said, limit=gib(limit, need), address=address.strip(), kib=f"{kib:,}"), IQTWarning,
+                  stacklevel=stacklevel)
 
 
 def _address_said(limit: int, torch: bool) -> str:
@@ -284,8 +290,8 @@ def _address_said(limit: int, torch: bool) -> str:
     if limit != address_limit(torch):
         return ""
     soft = resource.getrlimit(resource.RLIMIT_AS)[0]
-    return (f" (ulimit -v {soft // 1024:,} KiB, less the {address_overhead(torch) / 2**30:,.2f} GiB of address space "
-            "the process holds beyond its memory)")
+    return " " + _("(ulimit -v {kib} KiB, less the {overhead} GiB of address space the process holds beyond its "
+                   "memory)").format(kib=f"{soft // 1024:,}", overhead=f"{address_overhead(torch) / 2**30:,.2f}")
 
 
 def _fewer_threads(need: float, limit: int, threads_counted: bool) -> str:

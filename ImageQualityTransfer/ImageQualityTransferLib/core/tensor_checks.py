@@ -12,6 +12,7 @@ import contextvars
 import numpy as np
 
 from . import tensors
+from .i18n import _
 from .tensors import TISSUE_RANGE, eigenvalues, failed_fits, md_mode_of
 
 
@@ -30,6 +31,15 @@ MISSING_AS_REFERENCE = "they are left out of every figure and counted (n_no_refe
 
 
 _MISSING_FATE = contextvars.ContextVar("iqt_missing_fate", default=MISSING_AS_INPUT)
+
+
+def missing_fate_text(fate: str) -> str:
+    """`fate` (one of MISSING_AS_*) in the user's language (core/i18n.py); another text as it is."""
+    return {MISSING_AS_INPUT: _("every method fills such voxels, up to two voxels deep, from the nearest fits"),
+            MISSING_AS_TRACKED: _("tracking reads them as empty (FA 0): streamlines stop at them"),
+            MISSING_AS_PREDICTION: _("the error figures score them as a zero tensor (the whole reference tensor counts "
+                                     "as error) and the uncertainty figures leave them out"),
+            MISSING_AS_REFERENCE: _("they are left out of every figure and counted (n_no_reference)")}.get(fate, fate)
 
 
 @contextlib.contextmanager
@@ -61,9 +71,12 @@ def nan_as_empty(t: np.ndarray, source: str = "", fate: str | None = None) -> np
 
         from .errors import IQTWarning
 
-        warnings.warn(f"{source}{n} voxel{'s' if n != 1 else ''} inside the tensors hold{'s' if n == 1 else ''} NaN in "
-                      "every element (failed fits, or holes in the mask the fit was made in): read as missing (zero); "
-                      f"{_MISSING_FATE.get() if fate is None else fate}", IQTWarning, stacklevel=3)
+        line = _("{count} voxel inside the tensors holds NaN in every element (failed fits, or holes in the mask the "
+                 "fit was made in): read as missing (zero); {fate}") if n == 1 else \
+            _("{count} voxels inside the tensors hold NaN in every element (failed fits, or holes in the mask the fit "
+              "was made in): read as missing (zero); {fate}")
+        warnings.warn(source + line.format(count=n, fate=missing_fate_text(_MISSING_FATE.get() if fate is None else fate)),
+                      IQTWarning, stacklevel=3)
     return np.where(empty[..., None], 0, t)
 
 
@@ -115,9 +128,9 @@ STORED_BRAIN = 0.05  # share of the tensors off an integer file's stored zero ab
 
 def step_cause(step: float) -> str:
     """The refusal of an integer file whose brain rounds to a few steps (rounds_to_few_steps)."""
-    return (f"the file stores integers with a step of {step:.3g} (its scl_slope): the brain's tensors round to a few "
-            "steps, and an integer file's scale spans its whole range, which one failed fit can stretch; save the "
-            "tensors as float32")
+    return _("the file stores integers with a step of {step} (its scl_slope): the brain's tensors round to a few "
+             "steps, and an integer file's scale spans its whole range, which one failed fit can stretch; save the "
+             "tensors as float32").format(step=f"{step:.3g}")
 
 
 def warn_coarse_step(brain: np.ndarray, step: float, source: str = "") -> None:
@@ -132,12 +145,13 @@ def warn_coarse_step(brain: np.ndarray, step: float, source: str = "") -> None:
     from .errors import IQTWarning
 
     if rounds_to_few_steps(brain, step, NO_SHARE_STEPS):
-        warnings.warn(f"{source}{step_cause(step)}", IQTWarning, stacklevel=3)
+        warnings.warn(source + step_cause(step), IQTWarning, stacklevel=3)
         return
-    warnings.warn(f"{source}its tensors are stored as integers in steps of {step:.3g} mm^2/s (its scl_slope), "
-                  f"{100 * step / typical:.0f} % of the brain's median MD ({typical:.3g} mm^2/s): every element is "
-                  f"rounded to that step, which coarsens FA and directions; an integer file's scale spans its whole "
-                  "range, which one failed fit can stretch: save the tensors as float32", IQTWarning, stacklevel=3)
+    warnings.warn(source + _("its tensors are stored as integers in steps of {step} mm^2/s (its scl_slope), {share} % "
+                             "of the brain's median MD ({md} mm^2/s): every element is rounded to that step, which "
+                             "coarsens FA and directions; an integer file's scale spans its whole range, which one failed "
+                             "fit can stretch: save the tensors as float32").format(
+        step=f"{step:.3g}", share=f"{100 * step / typical:.0f}", md=f"{typical:.3g}"), IQTWarning, stacklevel=3)
 
 
 def warn_saturated(raw: np.ndarray, dtype: np.dtype, step: float, intercept: float = 0.0, source: str = "") -> None:
@@ -160,9 +174,10 @@ def warn_saturated(raw: np.ndarray, dtype: np.dtype, step: float, intercept: flo
 
     from .errors import IQTWarning
 
-    warnings.warn(f"{source}{n} voxels hold the largest or smallest value of the file's integer type ({np.dtype(dtype).name}, step {step:.3g}, its scl_slope) in an "
-                  "element: those tensors were clipped when stored, and read wrong; save the tensors as float32",
-                  IQTWarning, stacklevel=3)
+    warnings.warn(source + _("{count} voxels hold the largest or smallest value of the file's integer type ({dtype}, "
+                             "step {step}, its scl_slope) in an element: those tensors were clipped when stored, and read "
+                             "wrong; save the tensors as float32").format(
+        count=n, dtype=np.dtype(dtype).name, step=f"{step:.3g}"), IQTWarning, stacklevel=3)
 
 
 def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "input",
@@ -248,9 +263,10 @@ def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "inp
 
         from .errors import IQTWarning
 
-        warnings.warn(f"{source}the {what} tensors' typical MD {scale:.2g} mm^2/s is below any living brain's (about 0.6-1.0e-3): "
-                      f"if they are in other units, {_rescale_hint(scale)}; ex-vivo tissue reads this low, as does a scan "
-                      "whose diffusion-weighted signal sinks to the noise floor (b0 SNR about 1)",
+        warnings.warn(source + _("the {what} tensors' typical MD {md} mm^2/s is below any living brain's (about "
+                                 "0.6-1.0e-3): if they are in other units, {rescale}; ex-vivo tissue reads this low, as "
+                                 "does a scan whose diffusion-weighted signal sinks to the noise floor (b0 SNR about "
+                                 "1)").format(what=what, md=f"{scale:.2g}", rescale=_rescale_hint(scale)),
                       IQTWarning, stacklevel=3)
     elif what == "input" and (brain or brain_md is not None) and not IN_VIVO_MD[0] <= scale <= IN_VIVO_MD[1] \
             and failed_fits(values).mean() <= 0.5:  # mostly failed fits: their refusal (methods/inputs.py) is the line
@@ -261,14 +277,17 @@ def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "inp
         # a b=3000 shell labelled 1000 reads 3x a brain's, passing the unit check with only its failed fits said, as
         # CSF's (a tool-inputs audit); `iqt fit` warns of the same range (dmri/b0s.py check_b0_levels)
         high = scale > IN_VIVO_MD[1]
-        cause = ("a b-value slip gives this (a b=3000 shell labelled b=1000 reads about 3 times a brain's), as do a "
-                 "unit slip and a failed fit" if high else "right for ex-vivo tissue (about 0.1-0.3e-3); a b-value or "
-                 "unit slip gives this too, as does a scan whose diffusion-weighted signal sinks to the noise floor (b0 SNR about 1)")
-        warnings.warn(f"{source}the {what} tensors' brain median MD is {scale * 1e3:.2g}e-3 mm^2/s, outside the "
-                      f"{IN_VIVO_MD[0] * 1e3:g}e-3 to {IN_VIVO_MD[1] * 1e3:g}e-3 of an in-vivo brain: {cause}; every "
-                      "method's output keeps that scale (the learned methods were trained on in-vivo brains): check "
-                      "the b-values (s/mm^2) the tensors were fitted with, and fit them again if one slipped",
-                      IQTWarning, stacklevel=3)
+        cause = _("a b-value slip gives this (a b=3000 shell labelled b=1000 reads about 3 times a brain's), as do a "
+                  "unit slip and a failed fit") if high else _("right for ex-vivo tissue (about 0.1-0.3e-3); a b-value "
+                                                               "or unit slip gives this too, as does a scan whose "
+                                                               "diffusion-weighted signal sinks to the noise floor (b0 "
+                                                               "SNR about 1)")
+        warnings.warn(source + _("the {what} tensors' brain median MD is {md}e-3 mm^2/s, outside the {low}e-3 to "
+                                 "{high}e-3 of an in-vivo brain: {cause}; every method's output keeps that scale (the "
+                                 "learned methods were trained on in-vivo brains): check the b-values (s/mm^2) the "
+                                 "tensors were fitted with, and fit them again if one slipped").format(
+            what=what, md=f"{scale * 1e3:.2g}", low=f"{IN_VIVO_MD[0] * 1e3:g}", high=f"{IN_VIVO_MD[1] * 1e3:g}",
+            cause=cause), IQTWarning, stacklevel=3)
 
 
 IN_VIVO_MD = (0.4e-3, 1.6e-3)  # mm^2/s: an in-vivo brain's median MD, as dmri/b0s.py MD_RANGE (`iqt fit`'s warning)
@@ -307,9 +326,7 @@ INTERPOLATION_METHODS = ("nearest", "linear", "cubic", "logeuclid-cubic")
 # what gives fewer MD <= 0 tensors than a learned method that wrote over NEGATIVE_MD_SAID of them inside a masked brain:
 # on the own-style SNR-5 and SNR-10 inputs of the 4 dev scans x2, global-linear wrote 2.6-4.8 % of the output, rf and
 # biqt 0.28-0.69 %, espcn at most 8 voxels, deep at most 1 (docs/accuracy.md, Noisy scans)
-NEGATIVE_MD_FEWER = ("deep (the default) and espcn gave at most 8 such voxels on noisy masked inputs of the 4 dev scans "
-                     "where global-linear gave 2.6-4.8 %, and logeuclid-cubic keeps every tensor positive definite "
-                     "(docs/accuracy.md, Noisy scans)")
+# (said in _check_negative_md's line for a learned method's output)
 
 
 def _check_negative_md(md: np.ndarray, what: str, source: str = "", made_by: str | None = None, inside=None) -> None:
@@ -335,31 +352,43 @@ def _check_negative_md(md: np.ndarray, what: str, source: str = "", made_by: str
 
         from .errors import IQTWarning
 
-        said = f"{source}{n} of the {what} tensors in the brain ({100 * share:.1f} %) have a mean diffusivity at or below zero"
+        counts = dict(count=n, what=what, share=f"{100 * share:.1f}", made_by=made_by)
         if made_by:  # this tool's upsampled output, not a fit to redo (a review: iqt track warned so of cubic outputs
             # of clean fits, advising 'iqt fit'; docs/measurements.md)
             method = made_by.split()[1].removesuffix("+tta") if len(made_by.split()) > 1 else ""
             if method in INTERPOLATION_METHODS:  # a learned method's are not an interpolation's overshoot (a review)
-                warnings.warn(f"{said}, which no tissue has: the file is iqt upsample's output ('{made_by}'), whose "
-                              "interpolation overshoots to such tensors where the input's tensors change sharply (an "
-                              "unmasked fit's scalp and background fits, the brain's edge); they are not measurements: "
-                              "give --mask with the brain mask, or upsample with logeuclid-cubic, which keeps the "
-                              "tensors positive definite", IQTWarning, stacklevel=4)
+                warnings.warn(source + _("{count} of the {what} tensors in the brain ({share} %) have a mean "
+                                         "diffusivity at or below zero, which no tissue has: the file is iqt upsample's "
+                                         "output ('{made_by}'), whose interpolation overshoots to such tensors where the "
+                                         "input's tensors change sharply (an unmasked fit's scalp and background fits, "
+                                         "the brain's edge); they are not measurements: give --mask with the brain "
+                                         "mask, or upsample with logeuclid-cubic, which keeps the tensors positive "
+                                         "definite").format(**counts), IQTWarning, stacklevel=4)
                 return
             # counted in the brain (the mask's, a masked input's, or the one estimated from an unmasked fit: `inside`),
             # they are the model's own prediction, which regresses the six elements, not the eigenvalues: 'upsample
             # again with --mask' had been advised where --mask was given to both commands (own-style SNR-5 inputs hold
             # none, global-linear's outputs 2.0-2.7 % of the brain; a review; docs/accuracy.md, Noisy scans)
-            noisy = " from a noisy input (its model for noisy inputs ran; " if "_noisy" in made_by else " ("
-            warnings.warn(f"{said}, which no tissue has: the file is iqt upsample's output ('{made_by}'), and these are "
-                          f"{method}'s own prediction{noisy}it predicts the six elements, not the eigenvalues, and noise "
-                          "can take them below zero), most near the brain's edge, not an unmasked fit's background: "
-                          "tracking reads them as no tissue (FA 0), where streamlines stop; "
-                          f"{NEGATIVE_MD_FEWER}", IQTWarning, stacklevel=4)
+            line = _("{count} of the {what} tensors in the brain ({share} %) have a mean diffusivity at or below "
+                     "zero, which no tissue has: the file is iqt upsample's output ('{made_by}'), and these are "
+                     "{method}'s own prediction from a noisy input (its model for noisy inputs ran; it predicts the six "
+                     "elements, not the eigenvalues, and noise can take them below zero), most near the brain's edge, "
+                     "not an unmasked fit's background: tracking reads them as no tissue (FA 0), where streamlines "
+                     "stop; {fewer}") if "_noisy" in made_by else \
+                _("{count} of the {what} tensors in the brain ({share} %) have a mean diffusivity at or below zero, "
+                  "which no tissue has: the file is iqt upsample's output ('{made_by}'), and these are {method}'s own "
+                  "prediction (it predicts the six elements, not the eigenvalues, and noise can take them below zero), "
+                  "most near the brain's edge, not an unmasked fit's background: tracking reads them as no tissue (FA "
+                  "0), where streamlines stop; {fewer}")
+            warnings.warn(source + line.format(**counts, method=method, fewer=_(
+                "deep (the default) and espcn gave at most 8 such voxels on noisy masked inputs of the 4 dev scans "
+                "where global-linear gave 2.6-4.8 %, and logeuclid-cubic keeps every tensor positive definite "
+                "(docs/accuracy.md, Noisy scans)")), IQTWarning, stacklevel=4)
             return
-        warnings.warn(f"{said}, which no tissue has (sign-inverted, or not fitted): every method's output there is not a "
-                      "measurement; fit them again from the DWI ('iqt fit') or check the tool that wrote them",
-                      IQTWarning, stacklevel=4)
+        warnings.warn(source + _("{count} of the {what} tensors in the brain ({share} %) have a mean diffusivity at or "
+                                 "below zero, which no tissue has (sign-inverted, or not fitted): every method's output "
+                                 "there is not a measurement; fit them again from the DWI ('iqt fit') or check the tool "
+                                 "that wrote them").format(**counts), IQTWarning, stacklevel=4)
 
 
 def _mostly_one_isotropic(lam: np.ndarray) -> bool:
@@ -415,11 +444,15 @@ def _rescale_hint(scale: float) -> str:
     power = int(np.round(exact))
     if power == 0 and abs(exact) > 0.2:  # 3x off reads as no power of ten: the nearer one, said not to be one below
         power = int(np.sign(exact))
-    known = {-3: " (DTI-TK writes 1e-3 mm^2/s, i.e. um^2/ms)", 6: " (m^2/s, as Camino writes)"}
     if power == 0:
-        return "rescale them to mm^2/s"
-    hint = f"multiply them by 1e{power} to get mm^2/s{known.get(power, '')}"
+        return _("rescale them to mm^2/s")
+    tool = {-3: _("DTI-TK writes 1e-3 mm^2/s, i.e. um^2/ms"), 6: _("m^2/s, as Camino writes")}.get(power)
+    hint = (_("multiply them by 1e{power} to get mm^2/s ({tool})") if tool else
+            _("multiply them by 1e{power} to get mm^2/s")).format(power=power, tool=tool)
     if abs(exact - power) > 0.2:  # a brain's MD spans 0.6-1.0e-3, about 0.1 either way in log10: not a unit's step
-        hint += (f" (they read about {10 ** abs(exact):.2g} times {'below' if exact > 0 else 'above'} a brain's, not a "
-                 "power of ten: if no unit slipped, check how they were fitted)")
+        off = (_("(they read about {times} times below a brain's, not a power of ten: if no unit slipped, check how "
+                 "they were fitted)") if exact > 0 else
+               _("(they read about {times} times above a brain's, not a power of ten: if no unit slipped, check how "
+                 "they were fitted)")).format(times=f"{10 ** abs(exact):.2g}")
+        hint += " " + off
     return hint

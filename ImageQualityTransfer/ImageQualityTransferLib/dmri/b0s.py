@@ -14,6 +14,7 @@ import numpy as np
 
 from ..core import tensors
 from ..core.errors import IQTError, IQTWarning
+from ..core.i18n import _
 from ..core.volume import Volume
 from .dti import B0_THRESHOLD
 
@@ -55,37 +56,46 @@ def check_b0_levels(dwi: Volume, mask, tensor) -> str:
     index = np.flatnonzero(np.asarray(dwi.bvals) <= B0_THRESHOLD)
     dim = int(np.argmin(r)) if len(r) == 2 else 1
     if len(r) == 2 and not 1 / B0_RATIO <= r[dim] <= B0_RATIO:
-        names = ("the first", "the second")[::1 if dim else -1]  # (the dimmer, the brighter)
-        said.append(f"the two b0 volumes ({index[0]} and {index[1]}) differ in brightness: {names[1]} is "
-                    f"{r[dim]:.2f}x {names[0]} in the brain")
+        said.append((_("the two b0 volumes ({first} and {second}) differ in brightness: the second is {ratio}x the "
+                       "first in the brain") if dim else
+                     _("the two b0 volumes ({first} and {second}) differ in brightness: the first is {ratio}x the "
+                       "second in the brain")).format(first=index[0], second=index[1], ratio=f"{r[dim]:.2f}"))
         short.append(f"b0 {index[dim]} {r[dim]:.2f}x")
     elif len(r) > 2:
         odd = [i for i, x in enumerate(r) if not 1 / B0_RATIO <= x <= B0_RATIO]
         if odd:
-            said.append(f"b0 volume{'s' if len(odd) > 1 else ''} {', '.join(str(index[i]) for i in odd)} "
-                        f"{'are' if len(odd) > 1 else 'is'} {', '.join(f'{r[i]:.2f}x' for i in odd)} the other b0s' "
-                        "median brightness in the brain")
+            line = _("b0 volumes {volumes} are {ratios} the other b0s' median brightness in the brain") \
+                if len(odd) > 1 else _("b0 volume {volumes} is {ratios} the other b0s' median brightness in the brain")
+            said.append(line.format(volumes=", ".join(str(index[i]) for i in odd),
+                                    ratios=", ".join(f"{r[i]:.2f}x" for i in odd)))
             short.extend(f"b0 {index[i]} {r[i]:.2f}x" for i in odd)
     md = brain_md(tensor, mask)
     if np.isfinite(md) and md < FAILED_MD:  # no tissue's: the fit's eigenvalue floor, written as if it were tensors
-        raise IQTError(f"{dwi.source}the fit failed: the brain's median MD is {md:.2g} mm^2/s, no brain's (in vivo about "
-                       "0.7e-3, ex vivo 0.1-0.3e-3)" + (f"; {'; '.join(said)}" if said else "") + ": check the b0 "
-                       "volumes (a blank one, or one of another series: leave it out, e.g. with fslroi or mrconvert "
-                       "-coord 3, and its line from the bval and bvec files) and that the b-values are in s/mm^2")
+        line = _("the fit failed: the brain's median MD is {md} mm^2/s, no brain's (in vivo about 0.7e-3, ex vivo "
+                 "0.1-0.3e-3); {found}: check the b0 volumes (a blank one, or one of another series: leave it out, "
+                 "e.g. with fslroi or mrconvert -coord 3, and its line from the bval and bvec files) and that the "
+                 "b-values are in s/mm^2") if said else \
+            _("the fit failed: the brain's median MD is {md} mm^2/s, no brain's (in vivo about 0.7e-3, ex vivo "
+              "0.1-0.3e-3): check the b0 volumes (a blank one, or one of another series: leave it out, e.g. with "
+              "fslroi or mrconvert -coord 3, and its line from the bval and bvec files) and that the b-values are in "
+              "s/mm^2")
+        raise IQTError(dwi.source + line.format(md=f"{md:.2g}", found="; ".join(said)))
     if np.isfinite(md) and not MD_RANGE[0] <= md <= MD_RANGE[1]:
-        said.append(f"the brain's median MD is {md * 1e3:.2g}e-3 mm^2/s, outside the {MD_RANGE[0] * 1e3:g}e-3 to "
-                    f"{MD_RANGE[1] * 1e3:g}e-3 of an in-vivo brain")
+        said.append(_("the brain's median MD is {md}e-3 mm^2/s, outside the {low}e-3 to {high}e-3 of an in-vivo "
+                      "brain").format(md=f"{md * 1e3:.2g}", low=f"{MD_RANGE[0] * 1e3:g}", high=f"{MD_RANGE[1] * 1e3:g}"))
         short.append(f"MD {md * 1e3:.2g}e-3")
     if said and len(said) == 1 and short[0].startswith("MD ") and md < MD_RANGE[0]:  # the b0s agree: not the b0
-        warnings.warn(f"{dwi.source}{said[0]}: right for an ex-vivo brain (about 0.1-0.3e-3) or a preterm neonate's, "
-                      "whose tensors are then as measured (the learned methods were trained on adult in-vivo brains); "
-                      "otherwise MD and FA are off in every voxel: check that the b0s are this series' (leave out one "
-                      "of another series or scaling) and that the b-values are this series' in s/mm^2",
+        warnings.warn(dwi.source + _("{found}: right for an ex-vivo brain (about 0.1-0.3e-3) or a preterm neonate's, "
+                                     "whose tensors are then as measured (the learned methods were trained on adult "
+                                     "in-vivo brains); otherwise MD and FA are off in every voxel: check that the b0s "
+                                     "are this series' (leave out one of another series or scaling) and that the "
+                                     "b-values are this series' in s/mm^2").format(found=said[0]),
                       IQTWarning, stacklevel=3)
     elif said:
         source = dwi.source
-        warnings.warn(f"{source}{'; '.join(said)}: the tensors' scale comes from the b0, so MD and FA are off in every "
-                      "voxel if a b0 is another series' or scaled differently (check the series; leave such a b0 out, "
-                      "e.g. with fslroi or mrconvert -coord 3, and its line from the bval and bvec files)",
+        warnings.warn(source + _("{found}: the tensors' scale comes from the b0, so MD and FA are off in every voxel "
+                                 "if a b0 is another series' or scaled differently (check the series; leave such a b0 "
+                                 "out, e.g. with fslroi or mrconvert -coord 3, and its line from the bval and bvec "
+                                 "files)").format(found="; ".join(said)),
                       IQTWarning, stacklevel=3)
     return "; ".join(short) or "ok"

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..core import grid
 from ..core.errors import IQTError, IQTWarning
+from ..core.i18n import _
 from ..core.volume import Volume
 from ..fileio.gradients import B0_THRESHOLD, check_table  # one value and one check for reading and fitting (s/mm^2)
 
@@ -119,13 +120,13 @@ def brain_mask(dwi: Volume, median_radius: int = 2, numpass: int = 1, fill_slice
         raise IQTError("the b0 image is one constant value, with no contrast between brain and background: not a "
                        "scan's b0 (a test pattern, or a file written wrongly); give the series as the scanner wrote it, "
                        "or a brain mask with --mask")
-    _, mask = median_otsu(b0, median_radius=median_radius, numpass=numpass)
+    mask = median_otsu(b0, median_radius=median_radius, numpass=numpass)[1]
     mask, source = _largest_filled(mask, fill_slices), "median_otsu"
     stripped = _stripped_brain(dwi, b0, mask, fill_slices)
     if stripped is not None:
-        warnings.warn(f"the DWI is zero outside a brain-shaped region (skull-stripped): that region is the brain mask, "
-                      f"{int(stripped.sum())} voxels (median Otsu on its b0 found {int(mask.sum())}); give a mask "
-                      "to use another", IQTWarning, stacklevel=2)
+        warnings.warn(_("the DWI is zero outside a brain-shaped region (skull-stripped): that region is the brain "
+                        "mask, {count} voxels (median Otsu on its b0 found {otsu}); give a mask to use another").format(
+            count=int(stripped.sum()), otsu=int(mask.sum())), IQTWarning, stacklevel=2)
         mask, source = stripped, "nonzero"
     if not mask.any():
         raise IQTError("no brain found in the b0 image; give a mask with --mask")
@@ -378,10 +379,11 @@ def check_shells(dwi: Volume) -> None:
     if len(found) > 1 and found[-1] > DTI_BMAX:  # every shell above it too (b = 2000 and 3000 alone)
         lower = max([v for v in found if v <= DTI_BMAX] or found[:1])
         source = dwi.source
-        warnings.warn(f"{source}the series has {len(found)} shells (b = {', '.join(f'{v:g}' for v in found)} s/mm^2) and "
-                      f"DTI is fitted to all of them, which lowers MD at high b; fit the lowest shell only, as most DTI "
-                      f"studies do: give --bmax {lower:g} (iqt fit, mask, degrade, batch; the other commands fit every "
-                      "shell: give them a series of that shell)", IQTWarning, stacklevel=2)
+        warnings.warn(source + _("the series has {count} shells (b = {shells} s/mm^2) and DTI is fitted to all of "
+                                 "them, which lowers MD at high b; fit the lowest shell only, as most DTI studies do: "
+                                 "give --bmax {bmax} (iqt fit, mask, degrade, batch; the other commands fit every shell: "
+                                 "give them a series of that shell)").format(
+            count=len(found), shells=", ".join(f"{v:g}" for v in found), bmax=f"{lower:g}"), IQTWarning, stacklevel=2)
 
 
 def fit_dti(dwi: Volume, mask: Volume | np.ndarray | None = None, method: str = "WLS", say_shells: bool = True) -> Volume:

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..core import tensors
 from ..core.errors import IQTWarning
+from ..core.i18n import _
 from ..core.volume import Volume
 from ..fileio.gradients import fsl_flip
 
@@ -67,6 +68,14 @@ LINES_CHECK = ("check the table by eye on the principal-direction glyphs (docs/i
                "view; an up-down flip turns the glyphs across the rising corticospinal tracts in a coronal view; colour "
                "FA shows a swap, never a flip; check the same table on a higher-SNR scan of the protocol")
 AXES = "xyz"
+
+
+def lines_check_text() -> str:
+    """LINES_CHECK in the user's language (core/i18n.py)."""
+    return _("check the table by eye on the principal-direction glyphs (docs/inputs.md, Checking a gradient table by "
+             "eye); a left-right or front-back flip turns the glyphs across the forceps around the genu in an axial "
+             "view; an up-down flip turns the glyphs across the rising corticospinal tracts in a coronal view; colour "
+             "FA shows a swap, never a flip; check the same table on a higher-SNR scan of the protocol")
 ROWS = ("first", "second", "third")
 
 
@@ -313,10 +322,10 @@ def check_gradients(dwi: Volume, mask, tensor: Volume, table: str | None = None,
     if found.noisy:
         if not say_noise:
             return found
-        warnings.warn(f"{dwi.source}the gradient table could not be judged: noise ends the fibres tracked from the white "
-                      f"matter within two voxels with the table as given ({found.scores['given']:.1f} mm) and with "
-                      f"every correction; a mirrored or swapped table would pass unseen; {LINES_CHECK}", IQTWarning,
-                      stacklevel=2)
+        warnings.warn(dwi.source + _("the gradient table could not be judged: noise ends the fibres tracked from the "
+                                     "white matter within two voxels with the table as given ({given} mm) and with "
+                                     "every correction; a mirrored or swapped table would pass unseen; {check}").format(
+            given=f"{found.scores['given']:.1f}", check=lines_check_text()), IQTWarning, stacklevel=2)
         return found
     key = found.suspect
     if key is None:
@@ -325,12 +334,13 @@ def check_gradients(dwi: Volume, mask, tensor: Volume, table: str | None = None,
     given, best = found.scores["given"], found.scores[key]
     source = dwi.source
     # a DWI node's gradients are read through its measurement frame: the file's edit does not say what to do there
-    fix = c.fix.replace("the bvec file", table) if table else ("load the DWI again from a conversion whose gradients "
-                                                               "and measurement frame are right")
-    warnings.warn(f"{source}the gradient table looks wrong ({c.what}): the fibres are far more continuous with it "
-                  f"corrected so (tracking from the white matter follows them {best:.1f} mm on average against "
-                  f"{given:.1f} mm with the table as given); a wrong table turns or mirrors every tensor's direction "
-                  "without any other sign, and the upsampling's uncertainty does not show it: check how the table was "
-                  f"converted, or {fix}, and fit again (a heuristic, as MRtrix's dwigradcheck: the fit is as the table "
-                  "says)", IQTWarning, stacklevel=2)
+    fix = c.fix.replace("the bvec file", table) if table else _("load the DWI again from a conversion whose gradients "
+                                                                "and measurement frame are right")
+    warnings.warn(source + _("the gradient table looks wrong ({what}): the fibres are far more continuous with it "
+                             "corrected so (tracking from the white matter follows them {best} mm on average against "
+                             "{given} mm with the table as given); a wrong table turns or mirrors every tensor's "
+                             "direction without any other sign, and the upsampling's uncertainty does not show it: check "
+                             "how the table was converted, or {fix}, and fit again (a heuristic, as MRtrix's "
+                             "dwigradcheck: the fit is as the table says)").format(
+        what=c.what, best=f"{best:.1f}", given=f"{given:.1f}", fix=fix), IQTWarning, stacklevel=2)
     return found

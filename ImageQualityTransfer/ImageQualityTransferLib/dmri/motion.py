@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 
 from ..core.errors import IQTWarning
+from ..core.i18n import _
 from ..core.volume import Volume
 from .dti import B0_THRESHOLD
 
@@ -82,10 +83,11 @@ def check_b0(dwi: Volume, skip=()) -> np.ndarray:
         i, j, k = np.round(d, 1) + 0.0  # no "-0.0"
         source = dwi.source
         said = f"{n:.1f}" if round(n, 1) > B0_SHIFT_VOXELS else f"{shown_shift(n):.2f}"
-        warnings.warn(f"{source}the b0 lies {said} voxels from the mean of the diffusion-weighted volumes (i {i:+.1f}, "
-                      f"j {j:+.1f}, k {k:+.1f}): the head moved between them (or during the series), so the brain "
-                      "mask (made from the b0) and the tensors are off near every edge, and the upsampling's "
-                      "uncertainty does not show it (a 4-voxel shift of a 3 mm dev scan's b0 left 14.6 % of the brain "
-                      "out of its mask); correct the motion (e.g. FSL eddy or mcflirt, MRtrix dwifslpreproc) before "
-                      "fitting", IQTWarning, stacklevel=2)
+        warnings.warn(source + _("the b0 lies {shift} voxels from the mean of the diffusion-weighted volumes (i {i}, j "
+                                 "{j}, k {k}): the head moved between them (or during the series), so the brain mask "
+                                 "(made from the b0) and the tensors are off near every edge, and the upsampling's "
+                                 "uncertainty does not show it (a 4-voxel shift of a 3 mm dev scan's b0 left 14.6 % of "
+                                 "the brain out of its mask); correct the motion (e.g. FSL eddy or mcflirt, MRtrix "
+                                 "dwifslpreproc) before fitting").format(
+            shift=said, i=f"{i:+.1f}", j=f"{j:+.1f}", k=f"{k:+.1f}"), IQTWarning, stacklevel=2)
     return d

@@ -52,6 +52,7 @@ import numpy as np
 
 from ..core import grid
 from ..core.errors import IQTWarning
+from ..core.i18n import _
 from ..core.volume import Volume
 from .b0s import check_b0_levels
 from .dti import (B0_THRESHOLD, MIN_DIRECTIONS, POOR_CONDITION, SHELL_STEP, fit_dti, spans_tensor, table_condition,
@@ -577,68 +578,88 @@ def _say_poor_condition(dwi: Volume, out: Outliers | None, stacklevel: int) -> N
     if not POOR_CONDITION < condition < np.inf:
         return
     left = out is not None and (out.volumes or where is not None)
-    which = f"the {n} diffusion-weighted directions" + (
-        f" kept by --exclude-outliers{f' in slice {where}' if where is not None else ''}"
-        f"{f' (the worst of the {len(out.pairs)} slices refitted)' if where is not None and len(out.pairs) > 1 else ''}"
-        if left else "")
-    todo = (f"read FA and the principal directions{' there' if where is not None else ''} as unreliable (without "
-            "--exclude-outliers every direction is kept, the outliers too)" if left else
-            "read its FA and principal directions as unreliable, and check that the bvec file is this series' own")
-    warnings.warn(f"{dwi.source}{which} determine the tensor poorly: directions spread evenly over the sphere give the "
-                  f"fit's design a condition number of about 1.6, these {condition:.0f} (this line is said above "
-                  f"{POOR_CONDITION:g}), so the series' noise is magnified in some tensor elements and FA and the "
-                  "principal directions can be far off, which the fit's other checks do not see (the upsampling may "
-                  f"read it as a noisy scan): {todo}", IQTWarning, stacklevel=stacklevel)
+    if not left:
+        which = _("the {count} diffusion-weighted directions")
+        todo = _("read its FA and principal directions as unreliable, and check that the bvec file is this series' own")
+    elif where is None:
+        which = _("the {count} diffusion-weighted directions kept by --exclude-outliers")
+        todo = _("read FA and the principal directions as unreliable (without --exclude-outliers every direction is "
+                 "kept, the outliers too)")
+    else:
+        which = _("the {count} diffusion-weighted directions kept by --exclude-outliers in slice {slice} (the worst of "
+                  "the {refitted} slices refitted)") if len(out.pairs) > 1 else \
+            _("the {count} diffusion-weighted directions kept by --exclude-outliers in slice {slice}")
+        todo = _("read FA and the principal directions there as unreliable (without --exclude-outliers every direction "
+                 "is kept, the outliers too)")
+    which = which.format(count=n, slice=where, refitted=len(out.pairs) if out is not None else 0)
+    warnings.warn(dwi.source + _("{directions} determine the tensor poorly: directions spread evenly over the sphere "
+                                 "give the fit's design a condition number of about 1.6, these {condition} (this line "
+                                 "is said above {limit}), so the series' noise is magnified in some tensor elements and "
+                                 "FA and the principal directions can be far off, which the fit's other checks do not "
+                                 "see (the upsampling may read it as a noisy scan): {todo}").format(
+        directions=which, condition=f"{condition:.0f}", limit=f"{POOR_CONDITION:g}", todo=todo),
+        IQTWarning, stacklevel=stacklevel)
 
 
 def _check_fit(dwi: Volume, mask, tensor: Volume, exclude: bool, stacklevel: int) -> tuple[Volume, Outliers]:
     levels = check_b0_levels(dwi, np.any(np.asarray(tensor.data) != 0, axis=-1) if mask is None else mask, tensor)
     blind = blind_count(dwi.bvals, dwi.bvecs)
     if blind:  # its residuals are zero whatever the data (sag AP dev scan cut to 6 directions: a real dropout unnamed)
-        warnings.warn(f"{dwi.source}with {blind} diffusion-weighted directions the tensor fits each volume exactly, so "
-                      "the fit check cannot see signal dropout or a moved volume (more b0s do not help): a bad volume "
-                      "goes into the tensors without a word; at least 7 directions are needed for the check (check "
-                      "the series by eye)", IQTWarning, stacklevel=stacklevel)
+        warnings.warn(dwi.source + _("with {count} diffusion-weighted directions the tensor fits each volume exactly, "
+                                     "so the fit check cannot see signal dropout or a moved volume (more b0s do not "
+                                     "help): a bad volume goes into the tensors without a word; at least 7 directions "
+                                     "are needed for the check (check the series by eye)").format(count=blind),
+                      IQTWarning, stacklevel=stacklevel)
     out = find_outliers(dwi, mask, tensor, refit=exclude)
     out.b0_levels = levels
     _say_poor_condition(dwi, out if exclude and out.tensor is not None else None, stacklevel + 1)
     if out.halves_disagree:  # not named: which half is right the residuals cannot tell (ALTERNATE_Z)
-        warnings.warn(f"{dwi.source}the fit's residuals say every other diffusion-weighted volume disagrees with the "
-                      f"rest (each half misfits the fit of the other: median robust z-score "
-                      f"{min(out.alternate.values()):.0f} and {max(out.alternate.values()):.0f}): head motion or a "
-                      "change of scale between alternate volumes; which half is right the check cannot tell, so none "
-                      f"is named{' or left out' if exclude else ''} and the tensors blend both: check alternate volumes "
-                      "by eye for head motion, and the scanner's or conversion's scaling of each volume (two series "
-                      "of different scale interleaved)", IQTWarning, stacklevel=stacklevel)
+        line = _("the fit's residuals say every other diffusion-weighted volume disagrees with the rest (each half "
+                 "misfits the fit of the other: median robust z-score {low} and {high}): head motion or a change of "
+                 "scale between alternate volumes; which half is right the check cannot tell, so none is named or left "
+                 "out and the tensors blend both: check alternate volumes by eye for head motion, and the scanner's or "
+                 "conversion's scaling of each volume (two series of different scale interleaved)") if exclude else \
+            _("the fit's residuals say every other diffusion-weighted volume disagrees with the rest (each half "
+              "misfits the fit of the other: median robust z-score {low} and {high}): head motion or a change of "
+              "scale between alternate volumes; which half is right the check cannot tell, so none is named and the "
+              "tensors blend both: check alternate volumes by eye for head motion, and the scanner's or conversion's "
+              "scaling of each volume (two series of different scale interleaved)")
+        warnings.warn(dwi.source + line.format(low=f"{min(out.alternate.values()):.0f}",
+                                               high=f"{max(out.alternate.values()):.0f}"),
+                      IQTWarning, stacklevel=stacklevel)
     if not out:
         return tensor, out
     source = dwi.source
     stuck = [s for s in out.unfixable if s != "all"]
     if exclude and out.tensor is not None:
-        done = [f"volume{'s' if len(out.volumes) > 1 else ''} {_ranges(out.volumes)} left out of every slice"] \
+        done = [(_("volumes {volumes} left out of every slice") if len(out.volumes) > 1 else
+                 _("volume {volumes} left out of every slice")).format(volumes=_ranges(out.volumes))] \
             if out.volumes else []
         if out.pairs:
-            done.append(f"{len(out.pairs)} slice{'s' if len(out.pairs) > 1 else ''} refitted without theirs")
+            done.append((_("{count} slices refitted without theirs") if len(out.pairs) > 1 else
+                         _("{count} slice refitted without theirs")).format(count=len(out.pairs)))
         if stuck:
-            done.append(f"slice{'s' if len(stuck) > 1 else ''} {_ranges(stuck)} may hold more, but at most half a "
-                        "slice's directions are left out (and never so many that the rest would not determine a "
-                        "tensor)")
+            done.append((_("slices {slices} may hold more, but at most half a slice's directions are left out (and "
+                           "never so many that the rest would not determine a tensor)") if len(stuck) > 1 else
+                         _("slice {slices} may hold more, but at most half a slice's directions are left out (and "
+                           "never so many that the rest would not determine a tensor)")).format(slices=_ranges(stuck)))
         if "all" in out.unfixable:
             done.append(out.unfixable["all"])
-        todo = f"{'; '.join(done)}; check the series for head motion"
-        said = "fitted without them"
+        todo = _("{done}; check the series for head motion").format(done="; ".join(done))
+        said = _("fitted without them")
         tensor = tensor.replace(data=out.tensor, meta={**tensor.meta, "outliers_excluded": describe(out)})
     else:
-        todo = "check the series for head motion, or rerun 'iqt fit' with --exclude-outliers to fit without them"
+        todo = _("check the series for head motion, or rerun 'iqt fit' with --exclude-outliers to fit without them")
         if stuck:
-            todo += (f" (slice{'s' if len(stuck) > 1 else ''} {_ranges(stuck)} may hold more than it can leave out: "
-                     "at most half a slice's directions)")
-        said = "the tensors there are wrong and the upsampling's uncertainty does not show it" + (
-            " (a dead or moved volume also roughens every tensor, which the learned methods may read as a noisy scan)"
-            if out.volumes else "")
-    warnings.warn(f"{source}the tensor model does not fit parts of the series (signal dropout, or a volume dead or "
-                  f"moved): {describe(out)} (volumes counted from 0, slices along {_along(out)} from 0); "
-                  f"{said}: "
-                  f"{todo}", IQTWarning,
-                  stacklevel=stacklevel)
+            todo += " " + (_("(slices {slices} may hold more than it can leave out: at most half a slice's directions)")
+                           if len(stuck) > 1 else
+                           _("(slice {slices} may hold more than it can leave out: at most half a slice's "
+                             "directions)")).format(slices=_ranges(stuck))
+        said = _("the tensors there are wrong and the upsampling's uncertainty does not show it (a dead or moved "
+                 "volume also roughens every tensor, which the learned methods may read as a noisy scan)") \
+            if out.volumes else _("the tensors there are wrong and the upsampling's uncertainty does not show it")
+    warnings.warn(source + _("the tensor model does not fit parts of the series (signal dropout, or a volume dead or "
+                             "moved): {found} (volumes counted from 0, slices along {axis} from 0); {said}: "
+                             "{todo}").format(found=describe(out), axis=_along(out), said=said, todo=todo),
+                  IQTWarning, stacklevel=stacklevel)
     return tensor, out

@@ -295,7 +295,7 @@ def gradient_scores(tensor: Volume, mask, seeds: int = SEEDS) -> GradCheck:
         pos = np.broadcast_to(start, (len(cands), n, 3)).copy()
         d = sign * np.einsum("cij,nj->cni", mats, e[rows])
         alive = np.ones((len(cands), n), bool)
-        for _ in range(STEPS):
+        for _step in range(STEPS):
             pos += d * (step / vox)
             at = np.rint(pos).astype(np.int64)
             inside = ((at >= 0) & (at < shape)).all(-1)

@@ -313,7 +313,7 @@ def find_outliers(dwi: Volume, mask, tensor, refit: bool = True) -> Outliers:
     bar = FEW_VOLUME_Z if few else VOLUME_Z
     blocks = [] if few else _block_suspects(
         dwi, mask, q, read, axis, scores, known=np.flatnonzero(dw & (vz > VOLUME_SUSPECT)), alternate=out.alternate)
-    for _ in range(VOLUME_ROUNDS):  # every suspect left out of one trial fit, each tested against it (module doc)
+    for _round in range(VOLUME_ROUNDS):  # every suspect left out of one trial fit, each tested against it (module doc)
         # after a round named some, a screen suspect stays one only if it misfits the fit without them too: the
         # screen's fits held them (10 of 20 volumes scaled by 1.3 made a clean volume one; a review)
         screened = [v for v in blocks if v not in whole and (not whole or vz[v] > VOLUME_SUSPECT)]
@@ -465,7 +465,7 @@ def _slice_outliers(dwi, mask, q, s, row, signed, spread, whole, axis=SLICE_AXIS
         live[list(drop)] = False
         return live
 
-    for _ in range(4 * len(bvals)):
+    for _try in range(4 * len(bvals)):
         live = live_of(whole | set(gone))
         zs = np.nan_to_num(_centred(row, live, shell) / spread, nan=-np.inf)
         above = [int(v) for v in np.flatnonzero(live & (zs > PAIR_Z)) if v not in returned]

@@ -285,7 +285,6 @@ def runStatusText(name: Optional[str] = None, notes: Optional[str] = None, cance
 
         notes = re.sub(r"\\(?:x([0-9a-f]{2})|u([0-9a-f]{4})|U([0-9a-f]{8}))",
                        lambda m: chr(int(m[1] or m[2] or m[3], 16)), notes).replace("um^2/ms", "\u00b5m\u00b2/ms")
-        notes = engineText(notes)
     if model and notes:
         return _("Done: {name} ({model})\nNote: {notes}").format(name=name, model=model, notes=notes)
     if model:
@@ -293,55 +292,6 @@ def runStatusText(name: Optional[str] = None, notes: Optional[str] = None, cance
     if notes:
         return _("Done: {name}\nNote: {notes}").format(name=name, notes=notes)
     return _("Done: {name}").format(name=name)
-
-
-def engineText(text: str) -> str:
-    """The factor rule's refusals and notes (methods/factor_choice.py, in the module's words: slicer/processing.py
-    in_module_words) in the user's language: each line, and within it each clause the engine joins with "; ", that the
-    table knows goes through tr(); any other keeps its words (the engine's lines marked with core/i18n.py's _ come
-    translated already: _engineOnPath installs Slicer's translate for them)."""
-    import re
-
-    def factors(words: str) -> str:  # "factor 2" / "factors 1,1,3" (grid.describe)
-        return re.sub(r"factors? (\d+(?:,\d+)*)", lambda m: factorsText(m[1]), words)
-
-    rules = (
-        (r"the Target voxel size (\S+) chose (factors? \d+(?:,\d+)*): output voxel size (\S+) mm \(input (\S+) mm\)",
-         lambda m: _("the Target voxel size {size} chose {factors}: output voxel size {out} mm (input {given} mm)").format(
-             size=m[1], factors=factors(m[2]), out=m[3], given=m[4])),
-        (r"(\S+) has shipped models for ((?:factors? \d+(?:,\d+)*(?:, )?)+) only",
-         lambda m: _("{method} has shipped models for {factors} only").format(method=m[1], factors=factors(m[2]))),
-        (r"choose an Advanced > Model file for (factors? \d+(?:,\d+)*) \(train one with ('[^']*')\) or use an interpolation "
-         r"method \((\S+)\)",
-         lambda m: _("choose an Advanced > Model file for {factors} (train one with {command}) or use an interpolation "
-                     "method ({method})").format(factors=factors(m[1]), command=m[2], method=m[3])),
-        (r"the Target voxel size (\S+) gives (factors? \d+(?:,\d+)*) \((\S+) mm voxels\), for which models ship",
-         lambda m: _("the Target voxel size {size} gives {factors} ({out} mm voxels), for which models ship").format(
-             size=m[1], factors=factors(m[2]), out=m[3])),
-        (r"the Target voxel size (\S+) gives (factors? \d+(?:,\d+)*) \((\S+) mm voxels\), which the given model serves",
-         lambda m: _("the Target voxel size {size} gives {factors} ({out} mm voxels), which the given model serves").format(
-             size=m[1], factors=factors(m[2]), out=m[3])),
-        (r"no coarser the Target voxel size helps \(the shipped models' factors leave these voxels far from isotropic\)",
-         lambda m: _("no coarser Target voxel size helps (the shipped models' factors leave these voxels far from "
-                     "isotropic)")),
-    )
-    out = []
-    for line in str(text).split("\n"):
-        said, at = [], 0
-        while at <= len(line):
-            for pattern, words in rules:
-                m = re.compile(pattern + r"(?=; |$)").match(line, at)
-                if m:
-                    said.append(words(m))
-                    at = m.end() + 2
-                    break
-            else:
-                end = line.find("; ", at)
-                end = len(line) if end < 0 else end
-                said.append(line[at:end])
-                at = end + 2
-        out.append("; ".join(said))
-    return "\n".join(out)
 
 
 class ImageQualityTransferWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -1192,7 +1142,7 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         choice = sp.choose_factors(None if defaulted else method, factor, inputNode.GetSpacing() if voxelSize else None,
                                    voxelSize, modelPath or None)
         if choice.refusal:
-            raise self.engineError()(engineText(choice.refusal))
+            raise self.engineError()(choice.refusal)
         # the Logic's own interpolation fallback with flips asked for: dropped with a note, where a caller who named
         # cubic is refused (slicer/processing.py, as `iqt upsample --method cubic --tta`)
         flipsDropped = bool(averageFlips) and defaulted and not sp.method_info(method)["learned"]
@@ -1231,9 +1181,9 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         except self.engineError() as exc:  # a refusal the panel knows (a NRRD header's) in the user's language
             # a model file for other factors than the Target voxel size chose: the size that gives its own named
             said = sp.model_refusal(exc, choice, voxelSize) if type(exc) is self.engineError() else str(exc)
-            if type(exc) is not self.engineError() or engineText(said) == said == str(exc):
+            if type(exc) is not self.engineError() or said == str(exc):
                 raise
-            raise self.engineError()(engineText(said)) from None
+            raise self.engineError()(said) from None
         logging.info(f"Processing completed in {time.time() - startTime:.2f} seconds")
         anisotropic = self._outputAnisotropy(inputNode, factor) if defaulted else None
         if anisotropic and not sp.method_info(method)["learned"]:  # defaultMethod chose cubic for these voxels
@@ -1246,7 +1196,7 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
             self._addNote(nodes["tensor"], _("no learned model ships for {factors}, so the interpolation baseline "
                                              "({method}) ran; choose a Method and an Advanced > Model file trained for "
                                              "these factors for a learned one").format(
-                factors=factorsText(factor), method=method) + engineText(choice.hint))
+                factors=factorsText(factor), method=method) + choice.hint)
         if flipsDropped:
             self._addNote(nodes["tensor"], _("Average over flips was left out: the interpolation baseline ({method}) "
                                              "that ran is unchanged by flips and swaps").format(method=method))

@@ -542,7 +542,7 @@ def module_functions(tr, *names) -> dict:
 
     path = REPO / "ImageQualityTransfer" / "ImageQualityTransfer.py"
     tree = ast.parse(path.read_text())
-    wanted = set(names) | {"factorsText", "engineText"}
+    wanted = set(names) | {"factorsText"}
     space = {"_": tr}
     exec(compile(ast.Module([f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name in wanted], []),
                  str(path), "exec"), space)

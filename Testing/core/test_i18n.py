@@ -209,3 +209,59 @@ def test_a_stray_file_beside_the_engine_s_does_not_stop_the_worker_handoff(tmp_p
                            "i18n.install(lambda context, text: 'X ' + text)\nprint(len(i18n.translations()))"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert said.returncode == 0 and said.stdout.split() == [str(len(i18n.marked_templates()))], said.stderr
+
+
+def _engine_lines_said() -> list[str]:
+    """The lines of a few of the engine's checks a Slicer run can say (core/tensor_checks.py, dmri/dti.py,
+    methods/inputs.py, methods/forest/model_io.py), each on an input made to trip it."""
+    from ImageQualityTransferLib.core import tensor_checks
+    from ImageQualityTransferLib.dmri import dti
+    from ImageQualityTransferLib.methods import inputs
+    from ImageQualityTransferLib.methods.forest import model_io
+
+    t = np.tile(np.array([7e-4, 0, 7e-4, 0, 0, 7e-4], np.float32), (8, 8, 8, 1))
+    t[4, 4, 4] = np.nan
+    low = np.tile(np.array([1.5e-4, 0, 1.5e-4, 0, 0, 1.5e-4], np.float32), (6, 6, 6, 1))
+    negative = np.r_[np.full(20, -1e-4), np.full(100, 7e-4)]
+    shells = Volume(np.ones((4, 4, 4, 4), np.float32), np.eye(4), "dwi", bvals=np.array([0.0, 1000, 2000, 3000]),
+                    bvecs=np.eye(3)[[0, 0, 1, 2]], meta={"path": "dwi.nii.gz"})
+    lr = Volume(t, np.diag([2.0, 2.0, 2.0, 1.0]), "tensor", meta={"path": "dti.nii.gz"})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tensor_checks.nan_as_empty(t, "dti.nii.gz: ")
+        tensor_checks.check_scale(low, source="dti.nii.gz: ")
+        tensor_checks._check_negative_md(negative, "input", "dti.nii.gz: ")
+        dti.check_shells(shells)
+        inputs.warn_frame_noise(lr)
+        model_io.check_arrays({"gl_W": np.zeros(3)}, "model.npz", "rf")
+    return [str(w.message) for w in caught]
+
+
+def test_the_engine_s_warnings_are_said_in_the_translator_s_words_and_english_where_a_placeholder_is_wrong():
+    """Each line of `_engine_lines_said` is one marked template, its placeholders filled after translating: a
+    translator that brackets every template brackets each line whole (after the file's name); one whose placeholders
+    are misspelled leaves each line's English; none installed, the English."""
+    english = _engine_lines_said()
+    assert len(english) >= 5 and english[0].startswith("dti.nii.gz: 1 voxel inside the tensors holds NaN"), english
+    i18n.install(lambda context, text: "«" + text + "»")
+    try:
+        bracketed = _engine_lines_said()
+        i18n.install(lambda context, text: re.sub(r"\{(\w+)", r"{\1_typo", text))
+        misspelled = _engine_lines_said()
+    finally:
+        i18n.install(None)
+    assert len(bracketed) == len(english) and all(re.sub(r"^\w+\.nii\.gz: ", "", line).startswith("«")
+                                                  and line.endswith("»") for line in bracketed), bracketed
+    assert misspelled == english and _engine_lines_said() == english
+
+
+def test_the_engine_s_clause_helpers_say_their_constants_without_a_translator():
+    """The marked copies of texts kept as constants for other uses (core/tensor_checks.py MISSING_AS_*,
+    dmri/gradcheck.py LINES_CHECK) are those constants, word for word, where no translator is installed."""
+    from ImageQualityTransferLib.core import tensor_checks
+    from ImageQualityTransferLib.dmri import gradcheck
+
+    fates = [tensor_checks.MISSING_AS_INPUT, tensor_checks.MISSING_AS_TRACKED, tensor_checks.MISSING_AS_PREDICTION,
+             tensor_checks.MISSING_AS_REFERENCE]
+    assert [tensor_checks.missing_fate_text(f) for f in fates] == fates
+    assert gradcheck.lines_check_text() == gradcheck.LINES_CHECK

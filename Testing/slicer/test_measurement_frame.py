@@ -262,7 +262,7 @@ def test_the_slicer_module_installs_its_translator_for_the_engine(tmp_path):
     space = {"_": lambda text: f"<{text}>", "Optional": None, "logging": logging, "sys": __import__("sys"),
              "translate": lambda context, text: f"<{context}: {text}>",
              "slicer": types.SimpleNamespace(mrmlScene=None)}
-    space.update(module_functions(space["_"], "engineText", "factorsText"))
+    space.update(module_functions(space["_"], "factorsText"))
     exec(compile(ast.Module([f for f in logic_class.body if isinstance(f, ast.FunctionDef)
                              and f.name in ("process", "_engineOnPath")], []), str(module), "exec"), space)
     dwi = make_phantom(shape=(12, 14, 10), voxel_mm=4.0, n_dirs=12)

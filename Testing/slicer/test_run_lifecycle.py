@@ -363,7 +363,7 @@ def _logic_process(learned: bool):
     """Logic.process on stand-ins: the engine's run_on_nodes records its keywords; the default method is cubic."""
     import logging
 
-    space = {"_": lambda text: text, "Optional": None, "logging": logging, "factorsText": str, "engineText": str,
+    space = {"_": lambda text: text, "Optional": None, "logging": logging, "factorsText": str,
              "slicer": types.SimpleNamespace(mrmlScene=None)}
     process = _class_method("ImageQualityTransferLogic", "process", **space)
     runs, notes = [], []

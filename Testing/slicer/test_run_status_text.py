@@ -15,7 +15,7 @@ def _module_function(name):
     tree = ast.parse(MODULE_PY.read_text())
     fn = next(f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == name)
     space = {"_": lambda text: "<" + text + ">", "Optional": object}
-    helpers = [f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name in ("engineText", "factorsText")]
+    helpers = [f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "factorsText"]
     exec(compile(ast.Module([fn, *helpers], []), str(MODULE_PY), "exec"), space)  # the engine's notes' texts
     return space[name], fn
 

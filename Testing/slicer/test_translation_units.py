@@ -18,7 +18,7 @@ import pytest
 from helpers import REPO
 
 MODULE_PY = REPO / "ImageQualityTransfer" / "ImageQualityTransfer.py"
-HELPERS = ("factorsText", "methodDescriptionText", "engineText")
+HELPERS = ("factorsText", "methodDescriptionText")
 
 
 def english(text):
@@ -247,39 +247,52 @@ def _clauses_translated(said: str) -> bool:
     return all(one_unit(c) for line in said.split("\n") for c in line.lstrip("; ").split("; "))
 
 
-def test_the_factor_rule_s_refusal_and_hint_reach_the_panel_through_tr():
-    """The factor rule's refusal and its coarser-voxel-size hint (methods/factor_choice.py, put in the module's words by
-    slicer/processing.py choose_factors) had reached the error dialog and the note as the engine's English: each
-    clause is a tr() text now, its factors the module's, and the English is the engine's (but for "no coarser the
-    Target voxel size", now "no coarser Target voxel size")."""
+ESPCN_REFUSAL = ("the Target voxel size 0.9 chose factors 1,1,8: output voxel size 0.9x0.9x0.875 mm (input 0.9x0.9x7 "
+                 "mm); espcn has shipped models for factor 2, factor 3, factors 1,1,2, factors 1,1,3 only; choose an "
+                 "Advanced > Model file for factors 1,1,8 (train one with 'iqt train --method espcn --subjects DIR... "
+                 "--factor 1,1,8 -o MODEL.pt') or use an interpolation method (cubic); no coarser Target voxel size "
+                 "helps (the shipped models' factors leave these voxels far from isotropic)")
+
+
+def test_the_factor_rule_s_lines_name_the_module_s_controls_in_the_translator_s_words():
+    """The factor rule's refusal and hints (methods/factor_choice.py, fileio/model_files.py shipped) had named the
+    command line's options, which the module put as its controls after the line was made, so that the module matched
+    that English to translate it (its engineText rules): each clause is one marked template now, its option a
+    placeholder the module fills with its control's name (slicer/processing.py module_options) and its factors the
+    engine's marked words. The English is the module's as before, the command line's its own."""
+    from ImageQualityTransferLib.core import i18n
+    from ImageQualityTransferLib.fileio.paths import MODELS_DIR
+    from ImageQualityTransferLib.methods.factor_choice import choose
     from ImageQualityTransferLib.slicer import processing
 
-    engine_text = _load(english, "engineText")["engineText"]
-    marked_text = _load(marked, "engineText")["engineText"]
-    for method, factor, spacing, size in (("biqt", (1, 1, 4), None, None), ("biqt", None, (1.8, 1.8, 6), 1.8),
-                                          ("espcn", None, (0.9, 0.9, 7), 0.9)):
-        refusal = processing.choose_factors(method, factor, spacing, size).refusal
-        assert refusal and engine_text(refusal) == refusal.replace("no coarser the Target", "no coarser Target")
-        said = marked_text(refusal)
-        assert _clauses_translated(said) and "<factors 1,1," in said, said
-    hint = processing.choose_factors(None, None, (1.8, 1.8, 6), 1.8).hint
-    assert hint.startswith("; ") and marked_text(hint) == "; <the Target voxel size 2 gives <factors 1,1,3> (1.8x1.8x2 mm " \
-                                                          "voxels), for which models ship>", marked_text(hint)
-    from ImageQualityTransferLib.fileio.paths import MODELS_DIR
-
-    # a model file for other factors than the Target voxel size chose: the voxel size that gives its own, one tr() text
-    hint = processing.choose_factors("biqt", None, (2, 2, 6), 1.5, MODELS_DIR / "biqt_x1x1x3.npz").hint
-    assert marked_text(hint) == "; <the Target voxel size 2 gives <factors 1,1,3> (2x2x2 mm voxels), which the given " \
-                                "model serves>", marked_text(hint)
-    assert engine_text(hint) == hint
-    process = _load(marked, "ImageQualityTransferLogic.process")["ImageQualityTransferLogic.process"]
-    engine = types.SimpleNamespace(choose_factors=processing.choose_factors)
-    logic = types.SimpleNamespace(engineError=lambda: ValueError, engine=lambda: engine, defaultMethod=lambda f, n: "x",
-                                  upsamplingFactors=lambda node, mode, voxelSize: processing.choose_factors(
-                                      None, None, node.GetSpacing(), voxelSize).factors)
-    node = types.SimpleNamespace(GetSpacing=lambda: (1.8, 1.8, 6.0))
-    with pytest.raises(ValueError) as refused:  # the Logic's refusal, as the error dialog shows it
-        process(logic, node, method="biqt", voxelSize=1.8)
+    cases = (("biqt", (1, 1, 4), None, None), ("biqt", None, (1.8, 1.8, 6), 1.8), ("espcn", None, (0.9, 0.9, 7), 0.9))
+    assert processing.choose_factors(*cases[2]).refusal == ESPCN_REFUSAL
+    assert choose("espcn", voxel_size=(0.9, 0.9, 7), target=0.9).refusal == ESPCN_REFUSAL.replace(
+        "the Target voxel size", "--voxel-size").replace("choose an Advanced > Model file", "give --model").replace(
+        "no coarser Target voxel size", "no coarser --voxel-size")
+    i18n.install(lambda context, text: "<" + text + ">")
+    try:
+        for case in cases:
+            said = processing.choose_factors(*case).refusal
+            assert _clauses_translated(said) and "<factors 1,1," in said and "Target" not in said.replace(
+                "<the Target voxel size>", "").replace("<no coarser Target voxel size>", ""), said
+        hint = processing.choose_factors(None, None, (1.8, 1.8, 6), 1.8).hint
+        assert hint == "; <<the Target voxel size> 2 gives <factors 1,1,3> (1.8x1.8x2 mm voxels), for which models ship>"
+        # a model file for other factors than the Target voxel size chose: the voxel size that gives its own
+        hint = processing.choose_factors("biqt", None, (2, 2, 6), 1.5, MODELS_DIR / "biqt_x1x1x3.npz").hint
+        assert hint == "; <<the Target voxel size> 2 gives <factors 1,1,3> (2x2x2 mm voxels), which the given model " \
+                       "serves>", hint
+        process = _load(marked, "ImageQualityTransferLogic.process")["ImageQualityTransferLogic.process"]
+        engine = types.SimpleNamespace(choose_factors=processing.choose_factors)
+        logic = types.SimpleNamespace(engineError=lambda: ValueError, engine=lambda: engine,
+                                      defaultMethod=lambda f, n: "x",
+                                      upsamplingFactors=lambda node, mode, voxelSize: processing.choose_factors(
+                                          None, None, node.GetSpacing(), voxelSize).factors)
+        node = types.SimpleNamespace(GetSpacing=lambda: (1.8, 1.8, 6.0))
+        with pytest.raises(ValueError) as refused:  # the Logic's refusal, as the error dialog shows it
+            process(logic, node, method="biqt", voxelSize=1.8)
+    finally:
+        i18n.install(None)
     assert _clauses_translated(str(refused.value)) and "<biqt has shipped models for <factor 2>" in str(refused.value)
 
 

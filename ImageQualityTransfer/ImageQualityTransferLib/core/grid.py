@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from .errors import IQTError
+from .i18n import _
 
 EXAMPLES = "e.g. 2, 3 or 1,1,3"
 
@@ -96,6 +97,11 @@ def describe(f) -> str:
     return ("factor " if isotropic(f) is not None else "factors ") + text(f)
 
 
+def described(f) -> str:
+    """`describe(f)` in the user's language (core/i18n.py), for the marked lines that name factors."""
+    return (_("factor {factors}") if isotropic(f) is not None else _("factors {factors}")).format(factors=text(f))
+
+
 def record(f):
     """The factors as JSON records hold them: an integer when isotropic (as before), else a list of three."""
     r = isotropic(f)
@@ -106,7 +112,7 @@ def permute(f, ornt) -> tuple[int, int, int]:
     """The factors in the axes a reorientation (nibabel `ornt`: per input axis, (output axis, flip)) maps to."""
     f = factors(f, identity_ok=True)
     out = [0, 0, 0]
-    for src, (dst, _) in enumerate(np.asarray(ornt)):
+    for src, (dst, _flip) in enumerate(np.asarray(ornt)):
         out[int(dst)] = f[src]
     return tuple(out)
 

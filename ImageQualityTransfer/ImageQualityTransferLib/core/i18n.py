@@ -11,6 +11,8 @@ literal."""
 from __future__ import annotations
 
 import ast
+import contextlib
+import contextvars
 import functools
 import re
 import string
@@ -54,6 +56,27 @@ def _placeholders(text: str) -> set | None:
                 if name is not None}
     except ValueError:
         return None
+
+
+_options: contextvars.ContextVar[dict | None] = contextvars.ContextVar("iqt_option_words", default=None)
+
+
+def option(words: str) -> str:
+    """The command line's `words` that name one of its options ("--voxel-size", "give --model") as the app that runs
+    says them: as they are, unless an app edge named its own (`options_named`: the Slicer module's controls, in the
+    user's language), so that a marked line takes them as a placeholder."""
+    named = _options.get()
+    return words if named is None else named.get(words, words)
+
+
+@contextlib.contextmanager
+def options_named(names: dict[str, str]):
+    """`option` says `names[words]` for the command line's `words` within this block."""
+    token = _options.set(names)
+    try:
+        yield
+    finally:
+        _options.reset(token)
 
 
 def install(translator: Callable[[str, str], str] | None) -> None:

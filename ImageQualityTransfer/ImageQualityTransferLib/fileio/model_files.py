@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..core import grid
 from ..core.errors import IQTError
+from ..core.i18n import _, option
 from ..core.version import forget_build
 from . import checksums
 from .paths import MODELS_DIR
@@ -189,9 +190,9 @@ def _say_unsealed(meta: dict, sp: Path) -> None:
 
         from ..core.errors import IQTWarning
 
-        warnings.warn(f"{sp}{_UNSEALED_NOTE}{SEAL}), so its settings cannot be "
-                      f"verified; if you trust the file as it is, seal it with 'iqt seal {sp}' (or retrain the model)",
-                      IQTWarning, stacklevel=4)
+        warnings.warn(_("{sidecar}: a model sidecar from before this version (no {seal}), so its settings cannot be "
+                        "verified; if you trust the file as it is, seal it with 'iqt seal {sidecar}' (or retrain the "
+                        "model)").format(sidecar=sp, seal=SEAL), IQTWarning, stacklevel=4)
 
 
 _UNSEALED_NOTE = ": a model sidecar from before this version (no "
@@ -200,7 +201,7 @@ _UNSEALED_NOTE = ": a model sidecar from before this version (no "
 def unsealed_said_here(note: str) -> bool:
     """Whether `note` (a batch worker's subject note) is the unsealed-sidecar warning this process has said already
     of the same sidecar: `iqt batch` loads the --model before its workers do, and had said the advice twice."""
-    path, sep, _ = str(note).partition(_UNSEALED_NOTE)
+    path, sep = str(note).partition(_UNSEALED_NOTE)[:2]
     return bool(sep) and str(Path(path).resolve()) in _UNSEALED_SAID
 
 
@@ -694,13 +695,17 @@ def shipped(method: str, factor, suffix: str, models_dir=MODELS_DIR) -> Path:
     if found is not None:
         return found
     f = grid.factors(factor)
-    have = [grid.describe(h) for h in shipped_factor_sets(method, models_dir)]
-    what = (f"{method} has shipped models for {', '.join(have)} only" if have else f"no {method} model is shipped")
-    train = f" (train one with 'iqt train --method {method} --subjects DIR... --factor {grid.text(f)} -o MODEL{suffix}')"
+    have = [grid.described(h) for h in shipped_factor_sets(method, models_dir)]
+    what = (_("{method} has shipped models for {factors} only").format(method=method, factors=", ".join(have)) if have
+            else _("no {method} model is shipped").format(method=method))
+    train = f"'iqt train --method {method} --subjects DIR... --factor {grid.text(f)} -o MODEL{suffix}'"
     others = [m for m in dict.fromkeys(e.get("method") for e in read_registry(models_dir)) if m and m != method
               and grid.axis_order(f, shipped_factor_sets(m, models_dir)) is not None]
-    use = f"another method ({', '.join(others)}, or cubic)" if others else "an interpolation method (cubic)"
-    raise IQTError(f"{what}; give --model for {grid.describe(f)}{train} or use {use}")
+    use = _("another method ({methods}, or cubic)").format(methods=", ".join(others)) if others else \
+        _("an interpolation method (cubic)")
+    # the option in the words of the app that runs (core/i18n.py option: the Slicer module's Model file)
+    raise IQTError(what + "; " + _("{give_model} for {factors} (train one with {command}) or use {use}").format(
+        give_model=option("give --model"), factors=grid.described(f), command=train, use=use))
 
 
 def register(meta: dict, sidecar, models_dir=MODELS_DIR) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..core.errors import IQTError, IQTWarning
+from ..core.i18n import _
 from ..core.volume import affine_problem, voxel_sizes
 from .paths import NRRD_SUFFIXES, not_a_file
 
@@ -190,19 +191,23 @@ def load_nifti(path, formats: str = "a .nii or .nii.gz file") -> "nibabel.Nifti1
     _check_geometry(img.affine, path)
     _check_qform_sform(img, path)
     if hasattr(img.header, "get_qform") and not (int(img.header["qform_code"]) or int(img.header["sform_code"])):
-        warnings.warn(f"{path}: the header holds no orientation (qform and sform codes 0), so it is read on nibabel's "
-                      "default grid, and left-right and the fibre directions may be wrong; set its orientation (e.g. "
-                      "with fslorient) where that matters", IQTWarning, stacklevel=3)
+        warnings.warn(_("{file}: the header holds no orientation (qform and sform codes 0), so it is read on "
+                        "nibabel's default grid, and left-right and the fibre directions may be wrong; set its "
+                        "orientation (e.g. with fslorient) where that matters").format(file=path), IQTWarning,
+                      stacklevel=3)
     elif _analyze(img) and not path.with_suffix(".mat").exists():  # SPM's .mat beside it holds an orientation
-        warnings.warn(f"{path}: an Analyze 7.5 file holds no orientation, so it is read on nibabel's default grid, and "
-                      "left-right and the fibre directions may be wrong; convert it to NIfTI with its orientation set "
-                      "(e.g. fslchfiletype NIFTI_GZ, then fslorient) where that matters", IQTWarning, stacklevel=3)
+        warnings.warn(_("{file}: an Analyze 7.5 file holds no orientation, so it is read on nibabel's default grid, "
+                        "and left-right and the fibre directions may be wrong; convert it to NIfTI with its "
+                        "orientation set (e.g. fslchfiletype NIFTI_GZ, then fslorient) where that matters").format(
+            file=path), IQTWarning, stacklevel=3)
     zero = _zero_pixdim(img, path)
     if zero:  # nibabel's own line on it is kept off stderr (nibabel_quiet), so it is said here
-        axes = f"axes {', '.join(zero[:-1])} and {zero[-1]}" if len(zero) > 1 else f"axis {zero[0]}"
-        warnings.warn(f"{path}: the header gives no voxel size (pixdim 0 along {axes}); 1 mm "
-                      "assumed: fix the header (pixdim, e.g. with fslchpixdim or nibabel) where the voxel size matters",
-                      IQTWarning, stacklevel=3)
+        line = _("{file}: the header gives no voxel size (pixdim 0 along axes {axes} and {last}); 1 mm assumed: fix "
+                 "the header (pixdim, e.g. with fslchpixdim or nibabel) where the voxel size matters") \
+            if len(zero) > 1 else \
+            _("{file}: the header gives no voxel size (pixdim 0 along axis {last}); 1 mm assumed: fix the header "
+              "(pixdim, e.g. with fslchpixdim or nibabel) where the voxel size matters")
+        warnings.warn(line.format(file=path, axes=", ".join(zero[:-1]), last=zero[-1]), IQTWarning, stacklevel=3)
     return _in_mm(img, path)
 
 
@@ -357,9 +362,9 @@ def _in_mm(img, path):
                        f"{' x '.join(f'{v:.4g}' for v in sizes)} mm, no MRI voxel; if those numbers are mm, set the "
                        f"header's unit to mm (nibabel: img.header.set_xyzt_units('mm'); AFNI: nifti_tool -mod_hdr "
                        f"-mod_field xyzt_units 10) and retry")
-    warnings.warn(f"{path}: the header gives the voxel size {said} in {unit}s: read as "
-                  f"{' x '.join(f'{v:.4g}' for v in sizes)} mm, and the outputs are written in mm", IQTWarning,
-                  stacklevel=3)
+    warnings.warn(_("{file}: the header gives the voxel size {size} in {unit}s: read as {mm} mm, and the outputs are "
+                    "written in mm").format(file=path, size=said, unit=unit, mm=" x ".join(f"{v:.4g}" for v in sizes)),
+                  IQTWarning, stacklevel=3)
     codes = int(h["qform_code"]), int(h["sform_code"])
     img = type(img)(img.dataobj, affine, h)  # the same data (not read here), the affine in mm
     img.header["qform_code"], img.header["sform_code"] = codes
@@ -433,10 +438,15 @@ def _check_qform_sform(img, path) -> None:
         rigid.set_qform(s, code=qc, strip_shears=True)
         if apart_from(rigid.get_qform()) <= QSFORM_TOLERANCE * voxel:
             return
-        warnings.warn(f"{path}: the header's qform (code {qc}) and sform (code {sc}) disagree, placing the grid up to "
-                      f"{apart:.3g} mm ({apart / voxel:.2g} voxel{'' if f'{apart / voxel:.2g}' == '1' else 's'}) apart; the sform is used, as FSL and MRtrix use it; "
-                      f"if the qform is the right one, copy it over the sform (fslorient -copyqform2sform FILE) and rerun",
-                      IQTWarning, stacklevel=4)
+        voxels = f"{apart / voxel:.2g}"
+        line = _("{file}: the header's qform (code {qform}) and sform (code {sform}) disagree, placing the grid up to "
+                 "{mm} mm ({voxels} voxel) apart; the sform is used, as FSL and MRtrix use it; if the qform is the right "
+                 "one, copy it over the sform (fslorient -copyqform2sform FILE) and rerun") if voxels == "1" else \
+            _("{file}: the header's qform (code {qform}) and sform (code {sform}) disagree, placing the grid up to {mm} "
+              "mm ({voxels} voxels) apart; the sform is used, as FSL and MRtrix use it; if the qform is the right one, "
+              "copy it over the sform (fslorient -copyqform2sform FILE) and rerun")
+        warnings.warn(line.format(file=path, qform=qc, sform=sc, mm=f"{apart:.3g}", voxels=voxels), IQTWarning,
+                      stacklevel=4)
 
 
 def _check_extent(shape, path) -> None:

@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 
 from ..core.errors import IQTWarning
+from ..core.i18n import _
 
 GAP_SHARE = 0.01  # of the spacing: a smaller difference between thickness and spacing is rounding, not a gap
 
@@ -183,9 +184,11 @@ def warn_if_gapped(path, affine, found) -> None:
         return
     note_run(input_slices=record(gaps, affine))  # in the outputs' run record: their header says it too
     # named as the factors' line names it (core/orientation.py axis_words): one rule, one wording
-    where = "; ".join(f"{t:.3g} mm thick {s:.3g} mm apart along voxel axis {'ijk'[i]}, {axis_words(affine, i)}"
-                      f", a {s - t:.3g} mm gap" for i, t, s, _ in gaps)
+    where = "; ".join(_("{thick} mm thick {apart} mm apart along voxel axis {axis}, {direction}, a {gap} mm gap").format(
+        thick=f"{t:.3g}", apart=f"{s:.3g}", axis="ijk"[i], direction=axis_words(affine, i), gap=f"{s - t:.3g}")
+        for i, t, s, _source in gaps)
     # read by every command that reads a tensor (a reference in `iqt evaluate` too): advice that holds for each
-    warnings.warn(f"{path}: its slices are {where} ({gaps[0][3]}): nothing between them was measured, and the learned "
-                  "models were trained on contiguous slices, so an upsampled result's detail between these slices is "
-                  "inferred; read it with care, beside cubic interpolation of the same input", IQTWarning, stacklevel=3)
+    warnings.warn(_("{file}: its slices are {slices} ({source}): nothing between them was measured, and the learned "
+                    "models were trained on contiguous slices, so an upsampled result's detail between these slices is "
+                    "inferred; read it with care, beside cubic interpolation of the same input").format(
+        file=path, slices=where, source=gaps[0][3]), IQTWarning, stacklevel=3)

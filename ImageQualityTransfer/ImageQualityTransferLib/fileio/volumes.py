@@ -15,6 +15,7 @@ import numpy as np
 
 from ..core import tensor_checks, tensors
 from ..core.errors import IQTError, IQTWarning
+from ..core.i18n import _
 from ..core.volume import Volume, voxel_sizes
 from .gradients import (B0_THRESHOLD, bval_bvec_paths, check_table, fsl_flip, read_gradient_table,
                         sidecar_slices)
@@ -351,8 +352,9 @@ def _recorded_order(img, path) -> str:
     recorded = _order_it_records(img)
     if recorded is None:
         return "nifti"
-    warnings.warn(f"{path}: read as --tensor-order {recorded}, the order its header records ('{_descrip(img)}'); "
-                  "give --tensor-order to read it otherwise", IQTWarning, stacklevel=3)
+    warnings.warn(_("{file}: read as --tensor-order {order}, the order its header records ('{header}'); give "
+                    "--tensor-order to read it otherwise").format(file=path, order=recorded, header=_descrip(img)),
+                  IQTWarning, stacklevel=3)
     return recorded
 
 
@@ -406,8 +408,11 @@ def _check_frame(img, path, order: str, stated: bool | None) -> None:
             "ANTs or 'iqt fit' wrote it, in FSL's bvec frame if dipy did (dipy_fit_dti), and the two differ by a "
             "left-right mirror of every fibre that nothing in the file shows")
     if stated is None:
-        warnings.warn(f"{path}: {said}; read in voxel axes: if dipy wrote it, read it with --tensor-order dipy",
-                      IQTWarning, stacklevel=3)
+        warnings.warn(_("{file}: a 5D tensor file on a grid whose affine has a positive determinant: its components "
+                        "are in voxel axes if ANTs or 'iqt fit' wrote it, in FSL's bvec frame if dipy did "
+                        "(dipy_fit_dti), and the two differ by a left-right mirror of every fibre that nothing in the "
+                        "file shows; read in voxel axes: if dipy wrote it, read it with --tensor-order dipy").format(
+            file=path), IQTWarning, stacklevel=3)
         return
     raise IQTError(f"{path}: {said}; say which: --tensor-order nifti (voxel axes) or --tensor-order dipy")
 
@@ -596,7 +601,7 @@ def mask_on_grid(vol: Volume, path, reference: Volume, factor=None, reference_na
                                                                      hr_affine(reference.affine, f))
     from ..core.orientation import onto_grid
 
-    for shape, (_, affine) in grids.items():  # the same voxels stored in another axis order or direction
+    for shape, (_name, affine) in grids.items():  # the same voxels stored in another axis order or direction
         if vol.shape3 != shape or not same_affine(vol.affine, affine):
             moved = onto_grid(vol.data, vol.affine, shape, affine)
             if moved is not None:

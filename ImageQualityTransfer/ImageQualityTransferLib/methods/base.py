@@ -451,34 +451,34 @@ class Method:
         index = input_noise_index(lr, brain, estimated, mask.meta.get("md_unit") if estimated and mask is not None else None)
         # an unread index is said where a noise-trained model could have run, or a given model runs (said as what runs)
         said = index is None and (self.model_path is not None or self.for_noisy_inputs(f) is not None)
-        runs = f"{self.name} runs {'the given model' if self.model_path is not None else 'its model for clean scans'}"
+        runs = (_("{method} runs the given model") if self.model_path is not None else
+                _("{method} runs its model for clean scans")).format(method=self.name)
         if said and estimated:  # at b0 SNR 1-2 the brain estimated
             # from a whole-field fit shrank to 517-3,582 voxels on the 8 subjects: the clean model ran with no line
             # said plainly as noise, and which mask reads it (inputs.warn_mask_off_head judges no mask on such a scan);
             # each fact once, in about three terminal lines (it had reached 338 characters)
-            warnings.warn(f"{lr.source}the noise index is unreadable: the brain estimated from the tensors is too small "
-                          f"({int(brain.sum())} voxels), as on a scan whose fits are mostly noise (b0 SNR about 1-2), "
-                          f"so {runs}; give --mask with a brain mask made from this scan itself to have it read",
+            warnings.warn(lr.source + _("the noise index is unreadable: the brain estimated from the tensors is too "
+                                        "small ({count} voxels), as on a scan whose fits are mostly noise (b0 SNR about "
+                                        "1-2), so {runs}; give --mask with a brain mask made from this scan itself to "
+                                        "have it read").format(count=int(brain.sum()), runs=runs),
                           IQTWarning, stacklevel=4)
         elif said and noise_unreadable(lr, brain):
             # a slab of a b0 SNR 10 scan cut along voxel axis i or j: its clean model ran with no line, its SD map 0.71x
             # the whole scan's at the same voxels; a region's mask on a whole scan reads so too (reviews)
-            running = (_("{method} runs the given model") if self.model_path is not None else
-                       _("{method} runs its model for clean scans")).format(method=self.name)
             warnings.warn(lr.source + _("the noise index is unreadable: the brain ({count} voxels) is too small or thin "
                                          "to read it, so {runs}, noisy or not; run the whole scan with its whole brain's "
-                                         "mask to have it read (docs/inputs.md)").format(count=int(brain.sum()), runs=running),
+                                         "mask to have it read (docs/inputs.md)").format(count=int(brain.sum()), runs=runs),
                           IQTWarning, stacklevel=4)
         if index is None or index <= noise_level.NOISY_MODEL:
             return self, index
         twin = self.for_noisy_inputs(f)
+        head = dict(noisier=_noisier(index), index=f"{index:.3f}", limit=f"{noise_level.NOISY_MODEL:g}", method=self.name)
         scaled = self.name if maps else None  # the method whose sigma factor a line names (none without a map)
         measured = self.name if tuple(f) == (2, 2, 2) else None  # measured against cubic beyond its training at x2 only
         if twin is not None:
-            warnings.warn(f"{lr.source}{_noisier(index)} (noise index {index:.3f}, above "
-                          f"{noise_level.NOISY_MODEL:g}): {self.name} {_USES}"
-                          + noise_ending(index, scaled, maps, measured, f=f),
-                          IQTWarning, stacklevel=4)
+            warnings.warn(lr.source + _("{noisier} (noise index {index}, above {limit}): {method} uses its "
+                                        "noise-trained model{ending}").format(
+                **head, ending=noise_ending(index, scaled, maps, measured, f=f)), IQTWarning, stacklevel=4)
             return twin, index
         from ..fileio.model_files import NOISY, read_registry
 
@@ -488,35 +488,46 @@ class Method:
             # the default run's (the line had said to run such a model, the one that ran); one not the install's keeps
             # its sigma (given_model), said so
             if not self.given_model():  # the install's own (or a byte-identical copy): not named again
-                opening, end = _GIVEN_SHIPPED, noise_ending(index, scaled, maps, measured, f=f)
+                line = _("{noisier} (noise index {index}, above {limit}): {method} uses its noise-trained model, as "
+                         "given{ending}")
+                end = noise_ending(index, scaled, maps, measured, f=f)
             else:  # its sigma unscaled: said in the lower-bound piece where there is one
-                opening = f"{_GIVEN_NOISY} {Path(self.model_path).stem}"
+                line = _("{noisier} (noise index {index}, above {limit}): {method} uses the given noise-trained model "
+                         "{model}{ending}")
                 end = (_beyond_noise_training(index, scaled, maps, given=True, f=f)
                        or _given_unscaled(scaled, index, f))  # not the model measured against cubic
-            warnings.warn(f"{lr.source}{_noisier(index)} (noise index {index:.3f}, above "
-                          f"{noise_level.NOISY_MODEL:g}): {self.name} {opening}" + end, IQTWarning, stacklevel=4)
+            warnings.warn(lr.source + line.format(**head, model=Path(self.model_path).stem, ending=end), IQTWarning,
+                          stacklevel=4)
         elif self.name in here and not _trained_with_noise(self.model_path):  # a model was given: it runs, as asked;
             # above the training inputs' range it is warned of as a method without a noise-trained model is (a merged
             # line had warned the noise-trained models of their edge and said nothing of this clean one's)
-            beyond = f"; {_NO_BETTER}" if index > noise_level.NOISY_INPUT else ""
+            beyond = "; " + _("it may do no better than cubic here") if index > noise_level.NOISY_INPUT else ""
             end = (f"; {underrates(scaled, index, given=True, clean=True, f=f)}" if maps and index > NOISY_TRAINED[0] else
                    _given_unscaled(scaled, index, f))
-            warnings.warn(f"{lr.source}{_noisier(index)} (noise index {index:.3f}, above "
-                          f"{noise_level.NOISY_MODEL:g}): {self.name} {_GIVEN_CLEAN}" + beyond + end, IQTWarning, stacklevel=4)
+            warnings.warn(lr.source + _("{noisier} (noise index {index}, above {limit}): {method} runs the given "
+                                        "model, not its noise-trained one{beyond}{ending}").format(
+                **head, beyond=beyond, ending=end), IQTWarning, stacklevel=4)
         elif index <= noise_level.NOISY_INPUT and here and self.name not in here:  # the methods listed would have switched
-            warnings.warn(f"{lr.source}{_noisier(index)} (noise index {index:.3f}, above "
-                          f"{noise_level.NOISY_MODEL:g}): {self.name} has no noise-trained model for "
-                          f"{grid.describe(f)}; {listed(here)} {_run(here)} one on such inputs", IQTWarning,
+            line = _("{noisier} (noise index {index}, above {limit}): {method} has no noise-trained model for "
+                     "{factors}; {methods} runs one on such inputs") if len(here) == 1 else \
+                _("{noisier} (noise index {index}, above {limit}): {method} has no noise-trained model for {factors}; "
+                  "{methods} run one on such inputs")
+            warnings.warn(lr.source + line.format(**head, factors=grid.described(f), methods=listed(here)), IQTWarning,
                           stacklevel=4)
         elif index > noise_level.NOISY_INPUT:
+            at = sorted({grid.describe(e.get("factor")) for e in noisy})
             if here:
-                hint = f"; {listed(here)} {_run(here)} a noise-trained model on such inputs"
+                hint = (_("{methods} runs a noise-trained model on such inputs") if len(here) == 1 else
+                        _("{methods} run a noise-trained model on such inputs")).format(methods=listed(here))
             else:
-                at = sorted({grid.describe(e.get("factor")) for e in noisy})
-                hint = f"; noise-trained models ship for {listed(at)} only" if at else ""
-            warnings.warn(f"{lr.source}the input looks noisier than the data the learned methods were trained on (noise "
-                          f"index {index:.3f}, training inputs 0.055-0.082): {self.name} may do no better than cubic "
-                          "inside the brain here" + hint, IQTWarning, stacklevel=4)
+                hint = _("noise-trained models ship for {factors} only").format(factors=listed(at)) if at else ""
+            line = _("the input looks noisier than the data the learned methods were trained on (noise index {index}, "
+                     "training inputs 0.055-0.082): {method} may do no better than cubic inside the brain here; "
+                     "{hint}") if hint else \
+                _("the input looks noisier than the data the learned methods were trained on (noise index {index}, "
+                  "training inputs 0.055-0.082): {method} may do no better than cubic inside the brain here")
+            warnings.warn(lr.source + line.format(index=f"{index:.3f}", method=self.name, hint=hint),
+                          IQTWarning, stacklevel=4)
         return self, index
 
     def context(self, f: tuple) -> int | None:
@@ -536,10 +547,13 @@ class Method:
         if context is not None and box is not None:
             thin = [(i, b.stop - b.start) for i, b in enumerate(box) if b.stop - b.start < context]
             if thin:
-                axes = " and ".join(f"{n} voxel{'s' if n > 1 else ''} along voxel axis {'ijk'[i]}" for i, n in thin)
-                warnings.warn(f"{lr.source}the input's brain is {axes}, thinner than the {context} voxels "
-                              f"{self.name} reads around each voxel: there its output comes from edge values it was "
-                              "not trained on, not from the data; use cubic for such a slab", IQTWarning, stacklevel=4)
+                axes = _(" and ").join((_("{count} voxels along voxel axis {axis}") if n > 1 else
+                                        _("{count} voxel along voxel axis {axis}")).format(count=n, axis="ijk"[i])
+                                       for i, n in thin)
+                warnings.warn(lr.source + _("the input's brain is {thin}, thinner than the {context} voxels {method} "
+                                            "reads around each voxel: there its output comes from edge values it was "
+                                            "not trained on, not from the data; use cubic for such a slab").format(
+                    thin=axes, context=context, method=self.name), IQTWarning, stacklevel=4)
         brain_mm = grid.extent_mm(inside, lr.affine)
         # small voxels on a small brain: an animal's (a small test volume of MRI-sized voxels is not one)
         if 0 < brain_mm < HUMAN_BRAIN_MIN_MM and max(lr.voxel_size) < ANIMAL_VOXEL_MM:
@@ -558,11 +572,12 @@ class Method:
         ratio = off_training_anisotropy(lr.voxel_size, f)
         if ratio is not None:
             sizes = "x".join(f"{v:.3g}" for v in np.asarray(lr.voxel_size, float) / np.asarray(f, float))
-            warnings.warn(f"{lr.source}at {grid.describe(f)} the output voxels are {sizes} mm ({ratio:.1f}"
-                          f":1), far from the near-isotropic voxels {self.name}'s models were trained on (up to 1.4:1): "
-                          "give factors that make them near-isotropic (iqt upsample's --voxel-size MM picks them), or "
-                          "use cubic",
-                          IQTWarning, stacklevel=4)
+            warnings.warn(lr.source + _("at {factors} the output voxels are {sizes} mm ({ratio}:1), far from the "
+                                        "near-isotropic voxels {method}'s models were trained on (up to 1.4:1): give "
+                                        "factors that make them near-isotropic (iqt upsample's --voxel-size MM picks "
+                                        "them), or use cubic").format(
+                factors=grid.describe(f), sizes=sizes, ratio=f"{ratio:.1f}", method=self.name),
+                IQTWarning, stacklevel=4)
 
     def for_noisy_inputs(self, f: tuple) -> "Method | None":
         """This method with its shipped model for noisy inputs at factors `f` (or a reordering), made once; None."""
@@ -580,17 +595,17 @@ class Method:
             return None if present.all() else Volume(present, lr.affine, "mask")
         brain = brain_within_box(lr)
         if brain is None:
-            warnings.warn(f"{lr.source}the input holds tensors over the whole field of view and no background was "
-                          "found to leave out: the output covers all of it; give --mask to keep it zero outside the brain",
-                          IQTWarning, stacklevel=3)
+            warnings.warn(lr.source + _("the input holds tensors over the whole field of view and no background was "
+                                        "found to leave out: the output covers all of it; give --mask to keep it zero "
+                                        "outside the brain"), IQTWarning, stacklevel=3)
             return None
         # the file named, as the other input warnings name it (a thick-slice audit: the first line of a run had none)
-        warnings.warn(f"{lr.source}the input holds tensors over the whole field of view (fitted without a brain mask); "
-                      f"the output is kept to the brain and the tissue-like fits around it, estimated from the tensors' "
-                      f"MD "
-                      f"({int(brain.data.sum())} of the field's {brain.data.size} low-res voxels, "
-                      f"{100 * brain.data.mean():.0f} %); give --mask with a brain mask to leave out scalp and background",
-                      IQTWarning, stacklevel=3)
+        warnings.warn(lr.source + _("the input holds tensors over the whole field of view (fitted without a brain "
+                                    "mask); the output is kept to the brain and the tissue-like fits around it, "
+                                    "estimated from the tensors' MD ({count} of the field's {total} low-res voxels, "
+                                    "{share} %); give --mask with a brain mask to leave out scalp and background").format(
+            count=int(brain.data.sum()), total=brain.data.size, share=f"{100 * brain.data.mean():.0f}"),
+            IQTWarning, stacklevel=3)
         return brain
 
     def _family_factor(self, f: tuple):
@@ -827,7 +842,8 @@ def _noisier(index: float) -> str:
     """The noise line's opening for an input of noise `index` above NOISY_MODEL: up to NOISY_INPUT the clean training
     scans' range (the Trio reads 0.080-0.082 clean), not called noisier than clean scans outright (the line had said so of
     the clean Trio, whose Slicer legend calls it no noisy input: slicer/legends.py NOISE_INDEX_NOTE)."""
-    return NOISIER_TYPICAL if index <= noise_level.NOISY_INPUT else "the input is noisier than clean scans"
+    return _("the input is noisier than clean scans typically are") if index <= noise_level.NOISY_INPUT else \
+        _("the input is noisier than clean scans")
 
 
 def _run(names) -> str:

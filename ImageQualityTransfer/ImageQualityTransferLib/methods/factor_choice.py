@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from ..core import grid
 from ..core.errors import IQTError
+from ..core.i18n import _, option
 from . import registry
 
 
@@ -29,6 +30,7 @@ class Choice:
     refusal: str = ""
     note: str = ""
     hint: str = ""
+    said: str = ""  # `chose` as one marked line, "--voxel-size T chose ..." (`chose_said`), else ""
 
 
 def choose(method: str | None = None, factor=None, *, voxel_size=None, target: float | None = None,
@@ -41,7 +43,8 @@ def choose(method: str | None = None, factor=None, *, voxel_size=None, target: f
     is raised as `grid.for_voxel_size` raises it."""
     f = grid.factors(factor) if factor is not None else grid.for_voxel_size(voxel_size, target)
     chose = voxel_size_line(f, voxel_size) if target is not None and voxel_size is not None else ""
-    said = f"--voxel-size {target:g} chose {chose}; " if chose else ""
+    line = chose_said(target, f, voxel_size) if chose else ""
+    said = line + "; " if chose else ""
 
     def hint(runs) -> str:
         return coarser_voxel_size(voxel_size, f, runs) if chose else ""
@@ -54,20 +57,20 @@ def choose(method: str | None = None, factor=None, *, voxel_size=None, target: f
             name = registry.default_method(f, uncertainty=uncertainty)
         except IQTError as exc:
             more = hint(lambda g: some_learned(registry.with_uncertainty(g)))
-            return Choice(f, None, chose, said + str(exc) + more, hint=more)
+            return Choice(f, None, chose, said + str(exc) + more, hint=more, said=line)
         if registry.method_class(name).learned or registry.default_method() == name:
-            return Choice(f, name, chose)
+            return Choice(f, name, chose, said=line)
         more = hint(lambda g: some_learned(registry.ready(g)))
         return Choice(f, name, chose, note=f"no learned model ships for {grid.describe(f)}, so the default ran the "
                       f"interpolation baseline ({name}); for a learned one give --method and --model with a model "
-                      "trained for these factors ('iqt train')" + more, hint=more)
+                      "trained for these factors ('iqt train')" + more, hint=more, said=line)
     if model is not None:  # the loader refuses a model for other factors; the voxel size that gives its own is named
-        return Choice(f, method, chose, hint=model_voxel_size(voxel_size, f, target, model) if chose else "")
+        return Choice(f, method, chose, hint=model_voxel_size(voxel_size, f, target, model) if chose else "", said=line)
     if method is None or not registry.method_class(method).learned \
             or registry.serves(registry.shipped_factors(method), f):
-        return Choice(f, method, chose)
+        return Choice(f, method, chose, said=line)
     more = hint(lambda g: method in registry.ready(g))
-    return Choice(f, method, chose, said + missing_model(method, f) + more, hint=more)
+    return Choice(f, method, chose, said + missing_model(method, f) + more, hint=more, said=line)
 
 
 def model_hint(exc, choice: Choice) -> str:
@@ -94,6 +97,15 @@ def voxel_size_line(f, voxel_size) -> str:
     return f"{grid.describe(f)}: output voxel size {mm(out)} mm (input {mm(voxel_size)} mm)"
 
 
+def chose_said(target: float, f, voxel_size) -> str:
+    """"--voxel-size T chose <voxel_size_line>" as one marked line, the option in the words of the app that runs
+    (core/i18n.py option: the Slicer module's Target voxel size)."""
+    mm = lambda v: "x".join(f"{x:.3g}" for x in v)  # noqa: E731
+    return _("{voxel_size} {target} chose {factors}: output voxel size {out} mm (input {given} mm)").format(
+        voxel_size=option("--voxel-size"), target=f"{target:g}", factors=grid.described(f),
+        out=mm(v / k for v, k in zip(voxel_size, f)), given=mm(voxel_size))
+
+
 def model_voxel_size(voxel_size, f, target: float, model) -> str:
     """"; --voxel-size T gives g (... mm voxels), which the given model serves" for the --voxel-size T nearest `target`
     whose factors g are those of `model` (its sidecar's) or a reordering of them, where `f` are not; "" where none
@@ -115,7 +127,9 @@ def model_voxel_size(voxel_size, f, target: float, model) -> str:
     for t, g in sorted(grid.voxel_size_choices(v, max(own)), key=lambda pair: abs(math.log(pair[0] / target))):
         if grid.axis_order(g, [own]) is not None and off_training_anisotropy(v, g) is None:
             mm = "x".join(f"{x / k:.3g}" for x, k in zip(v, g))
-            return f"; --voxel-size {t:g} gives {grid.describe(g)} ({mm} mm voxels), which the given model serves"
+            return "; " + _("{voxel_size} {target} gives {factors} ({out} mm voxels), which the given model "
+                            "serves").format(voxel_size=option("--voxel-size"), target=f"{t:g}",
+                                             factors=grid.described(g), out=mm)
     return ""
 
 
@@ -134,6 +148,7 @@ def coarser_voxel_size(voxel_size, f, runs) -> str:
                 skipped = True  # the run then warned are far from the near-isotropic ones trained on (a review)
                 continue
             mm = "x".join(f"{x / k:.3g}" for x, k in zip(v, g))
-            return f"; --voxel-size {target:g} gives {grid.describe(g)} ({mm} mm voxels), for which models ship"
-    return "; no coarser --voxel-size helps (the shipped models' factors leave these voxels far from isotropic)" \
-        if skipped else ""
+            return "; " + _("{voxel_size} {target} gives {factors} ({out} mm voxels), for which models ship").format(
+                voxel_size=option("--voxel-size"), target=f"{target:g}", factors=grid.described(g), out=mm)
+    return "; " + _("{no_coarser_voxel_size} helps (the shipped models' factors leave these voxels far from "
+                    "isotropic)").format(no_coarser_voxel_size=option("no coarser --voxel-size")) if skipped else ""

@@ -15,7 +15,7 @@ from ..core.errors import IQTError, IQTWarning
 from ..core.i18n import _
 from ..core.volume import Volume
 from ..dmri.dti import brain_from_tensors, fill_slice_holes
-from ..dmri.gradcheck import LINES_CHECK, NOISE_SHORT_STEPS, NOISE_VERDICT, NOISY_RATIO
+from ..dmri.gradcheck import LINES_CHECK, NOISE_SHORT_STEPS, NOISE_VERDICT, NOISY_RATIO, lines_check_text
 
 log = logging.getLogger(__name__)
 
@@ -283,23 +283,26 @@ def check_frame(lr: Volume, order: str | None = None) -> str | None:
         # copies of the 8 subjects' inputs read ok, every candidate under 2 steps; clean tables run 20-31 mm)
         return FRAME_NOISE if found.scores["given"] < short else "ok"
     c = found.candidates[key]
-    read = f" with --tensor-order {order}" if order else ""
-    warnings.warn(f"{lr.source}the tensors' directions look mirrored or turned on this grid, as a wrong gradient table "
-                  f"leaves them ({c.what}): fibres tracked from the white matter run {found.scores[key]:.1f} mm on "
-                  f"average with that corrected against {found.scores['given']:.1f} mm as read{read}, and every output direction "
-                  "follows the input's; if the fit was given bvecs not flipped for a neurological-storage DWI, or the "
-                  "file is in another tool's frame (MRtrix's scanner frame reads with --tensor-order mrtrix), fit again "
-                  "from the DWI with the right table ('iqt fit' checks it) or read it in its own order; "
-                  "--no-frame-check skips this check", IQTWarning, stacklevel=2)
+    read = _("{given} mm as read with --tensor-order {order}") if order else _("{given} mm as read")
+    warnings.warn(lr.source + _("the tensors' directions look mirrored or turned on this grid, as a wrong gradient table "
+                                "leaves them ({what}): fibres tracked from the white matter run {best} mm on average "
+                                "with that corrected against {read}, and every output direction follows the input's; if "
+                                "the fit was given bvecs not flipped for a neurological-storage DWI, or the file is in "
+                                "another tool's frame (MRtrix's scanner frame reads with --tensor-order mrtrix), fit "
+                                "again from the DWI with the right table ('iqt fit' checks it) or read it in its own "
+                                "order; --no-frame-check skips this check").format(
+        what=c.what, best=f"{found.scores[key]:.1f}",
+        read=read.format(given=f"{found.scores['given']:.1f}", order=order)), IQTWarning, stacklevel=2)
     return key
 
 
 def warn_frame_noise(lr: Volume) -> None:
     """One warning line where check_frame returned FRAME_NOISE: `iqt upsample` had said nothing, as on a clean table
     (a review; iqt batch's QC table shows the verdict instead)."""
-    warnings.warn(f"{lr.source}the gradient-table check could not decide (noise ends the tracked fibres within two "
-                  f"voxels whatever the table); {FRAME_NOISE_ADVICE}; "
-                  "--no-frame-check skips this check", IQTWarning, stacklevel=2)
+    warnings.warn(lr.source + _("the gradient-table check could not decide (noise ends the tracked fibres within two "
+                                "voxels whatever the table); a new fit of the same DWI cannot judge the table either; "
+                                "{check}; --no-frame-check skips this check").format(check=lines_check_text()),
+                  IQTWarning, stacklevel=2)
 
 
 def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
@@ -456,21 +459,34 @@ def mask_within_fit(lr: Volume, mask: Volume, before: Volume | None = None, said
     # audit); the heart of a wider cavity (a fit made without the ventricles) stays beyond the fit
     near = ndimage.binary_dilation(present, structure=np.ones((3, 3, 3), bool))  # what the outputs fill: a voxel on
     unfit = empty & ~floored
-    parts, _ = ndimage.label(unfit, structure=np.ones((3, 3, 3), bool))  # a gap is a hole or a cavity as a whole
+    parts = ndimage.label(unfit, structure=np.ones((3, 3, 3), bool))[0]  # a gap is a hole or a cavity as a whole
     beyond = unfit & np.isin(parts, np.unique(parts[unfit & ~(ndimage.binary_fill_holes(present) & near)]))
     wider = int(beyond.sum()) >= total * EMPTY_IN_MASK  # beyond the fit, not its floor or holes alone: the advice stands
     holes = n - floor - int(beyond.sum())
-    why = [f"{floor} of them hold tensors below {tensors.NEGLIGIBLE:g} mm^2/s, a fit's floor where a voxel has no "
-           "diffusion signal" + ("" if wider or holes else ": a scan this noisy fills its own mask so")] if floor else []
+    why = [(_("{count} of them hold tensors below {floor} mm^2/s, a fit's floor where a voxel has no diffusion "
+              "signal") if wider or holes else
+            _("{count} of them hold tensors below {floor} mm^2/s, a fit's floor where a voxel has no diffusion signal: "
+              "a scan this noisy fills its own mask so")).format(count=floor, floor=f"{tensors.NEGLIGIBLE:g}")] \
+        if floor else []
     edge = n - floor - holes  # beside a wider mask, a cavity's rim is no failed fit: holes are said only without one
-    why += [f"{holes} of them are holes inside the fitted tensors, failed fits as a fit leaves where a voxel's b0 "
-            "is 0" + (f"; {edge} beyond them" if edge else "")] if holes and not wider else []
+    why += [(_("{count} of them are holes inside the fitted tensors, failed fits as a fit leaves where a voxel's b0 is "
+               "0; {edge} beyond them") if edge else
+             _("{count} of them are holes inside the fitted tensors, failed fits as a fit leaves where a voxel's b0 is "
+               "0")).format(count=holes, edge=edge)] if holes and not wider else []
     why = f" ({'; '.join(why)})" if why else ""
-    where = ("read as holes in the brain, which the outputs fill from the tensors around them" if holes and not wider
-             else "the mask reaches beyond the fitted tensors, so the brain is taken as the mask's voxels that hold one "
-                  "(the outputs reach one low-res voxel beyond it)")
-    warnings.warn(f"{lr.source}{n} of the mask's {total} voxels{whose} ({100 * n / total:.1f} %) hold no tensor{why}: {where}"
-                  + ("; give the mask the tensors were fitted in to silence this" if wider else ""),
+    where = _("read as holes in the brain, which the outputs fill from the tensors around them") if holes and not wider \
+        else _("the mask reaches beyond the fitted tensors, so the brain is taken as the mask's voxels that hold one "
+               "(the outputs reach one low-res voxel beyond it)")
+    if whose:
+        line = _("{count} of the mask's {total} voxels on the input's grid (the high-res mask's blocks) ({share} %) hold "
+                 "no tensor{why}: {where}; give the mask the tensors were fitted in to silence this") if wider else \
+            _("{count} of the mask's {total} voxels on the input's grid (the high-res mask's blocks) ({share} %) hold no "
+              "tensor{why}: {where}")
+    else:
+        line = _("{count} of the mask's {total} voxels ({share} %) hold no tensor{why}: {where}; give the mask the "
+                 "tensors were fitted in to silence this") if wider else \
+            _("{count} of the mask's {total} voxels ({share} %) hold no tensor{why}: {where}")
+    warnings.warn(lr.source + line.format(count=n, total=total, share=f"{100 * n / total:.1f}", why=why, where=where),
                   IQTWarning, stacklevel=3)
     return cut
 
@@ -526,11 +542,22 @@ def drop_failed_fits(lr: Volume, mask: Volume | None, where: str = "the mask", d
                            "the volume is not a diffusion tensor fit of this brain in mm^2/s; check its unit (brain MD "
                            "about 0.7e-3 mm^2/s) and element order (--tensor-order), or fit it again from the DWI ('iqt fit')")
         cause, usual = _likely_cause(lr, inside, mask, estimated)
-        it = 'it' if n == 1 else 'them'
-        line = (f"{lr.source}{n} voxel{'s' if n != 1 else ''} in {where} hold{'s' if n == 1 else ''} a failed fit (an eigenvalue outside "
-                f"{tensors.PLAUSIBLE_RANGE[0]:g} to {tensors.PLAUSIBLE_RANGE[1]:g} mm^2/s): the learned methods "
-                f"take {it} as missing and fill {it} from the nearest fits"
-                f"{'' if usual else ', any uncertainty map raised to the top there'}; interpolation clips {it}{cause}")
+        if n == 1:
+            line = _("{count} voxel in {where} holds a failed fit (an eigenvalue outside {low} to {high} mm^2/s): the "
+                     "learned methods take it as missing and fill it from the nearest fits; interpolation clips "
+                     "it{cause}") if usual else \
+                _("{count} voxel in {where} holds a failed fit (an eigenvalue outside {low} to {high} mm^2/s): the "
+                  "learned methods take it as missing and fill it from the nearest fits, any uncertainty map raised to "
+                  "the top there; interpolation clips it{cause}")
+        else:
+            line = _("{count} voxels in {where} hold a failed fit (an eigenvalue outside {low} to {high} mm^2/s): the "
+                     "learned methods take them as missing and fill them from the nearest fits; interpolation clips "
+                     "them{cause}") if usual else \
+                _("{count} voxels in {where} hold a failed fit (an eigenvalue outside {low} to {high} mm^2/s): the "
+                  "learned methods take them as missing and fill them from the nearest fits, any uncertainty map "
+                  "raised to the top there; interpolation clips them{cause}")
+        line = lr.source + line.format(count=n, where=where, low=f"{tensors.PLAUSIBLE_RANGE[0]:g}",
+                                       high=f"{tensors.PLAUSIBLE_RANGE[1]:g}", cause=cause)
         if usual:  # what every clean scan holds: a warning on each had taught users to skip warnings (a review)
             log.info(line)
         else:
@@ -669,18 +696,24 @@ def warn_mask_off_head(lr: Volume, mask: Volume) -> None:
         named = mask.meta.get("path") or "the mask"
         # a mask on the output's grid is counted as reduced to the input's (a review: "of the 33053 voxels of" a file
         # of 264,424)
-        of = f"input-grid voxels that {named} covers" if "reduced_from" in mask.meta else f"voxels of {named}"
         # a noisy scan's head estimate shrinks with the noise, no outline tried kept up with it at b0 SNR 3 and below, so
         # its own mask can read beyond it (the 3 mm ortho dev scan's: 6.5 % at SNR 5, 56 % at 3; docs/measurements.md)
         # said without a figure: its own noise index, read in that shrunk head, had stood beside the noise line's other
         # one (0.17 and 0.161), and the advice had been to give the very mask given (a review)
-        give = ("On a scan this noisy the noise also shrinks that head: if it is this scan's own brain mask, keep it; if "
-                "not, give this scan's own" if index > noise_level.NOISY_INPUT else "Give this scan's own brain mask")
+        give = _("On a scan this noisy the noise also shrinks that head: if it is this scan's own brain mask, keep it; "
+                 "if not, give this scan's own") if index > noise_level.NOISY_INPUT else \
+            _("Give this scan's own brain mask")
+        line = _("{count} of the {total} input-grid voxels that {mask} covers ({share} %) lie beyond the head its "
+                 "tensors show (the background's noise fits, where every method's output is noise): a mask made from "
+                 "another scan, shifted, or reaching well beyond the brain (dilated, a box)? {give} ('iqt mask', 'iqt "
+                 "degrade --mask-out'), or none") if "reduced_from" in mask.meta else \
+            _("{count} of the {total} voxels of {mask} ({share} %) lie beyond the head its tensors show (the "
+              "background's noise fits, where every method's output is noise): a mask made from another scan, "
+              "shifted, or reaching well beyond the brain (dilated, a box)? {give} ('iqt mask', 'iqt degrade "
+              "--mask-out'), or none")
         # one decimal: the rule is over 5 %, which "(5 %)" had said of 5.5 %
-        warnings.warn(f"{lr.source}{n} of the {total} {of} ({100 * n / total:.1f} %) lie beyond the head "
-                      "its tensors show (the background's noise fits, where every method's output is noise): a mask made "
-                      f"from another scan, shifted, or reaching well beyond the brain (dilated, a box)? {give} "
-                      "('iqt mask', 'iqt degrade --mask-out'), or none", IQTWarning, stacklevel=3)
+        warnings.warn(lr.source + line.format(count=n, total=total, mask=named, share=f"{100 * n / total:.1f}",
+                                              give=give), IQTWarning, stacklevel=3)
 
 
 # share of the mask's voxels up to which failed fits that diffuse faster than free water, in a brain of in-vivo MD, are

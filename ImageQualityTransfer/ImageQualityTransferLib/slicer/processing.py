@@ -29,6 +29,7 @@ from .. import methods as methods_mod
 from . import mrml
 from ..core import grid
 from ..core.errors import IQTError, IQTWarning
+from ..core.i18n import _, options_named
 from ..fileio.nrrd import direction_rotation
 from ..core.volume import Volume
 from ..methods.base import warning_lines
@@ -114,24 +115,26 @@ def dwi_volume_from_node(node) -> Volume:
     from vtk.util import numpy_support as ns
 
     if node is None or not node.IsA("vtkMRMLDiffusionWeightedVolumeNode"):
-        got = "nothing" if node is None else node.GetClassName()
-        raise IQTError(f"expected a diffusion-weighted volume node, got {got}; load a DWI NRRD (or select a DTI volume)")
+        got = _("nothing") if node is None else node.GetClassName()
+        raise IQTError(_("expected a diffusion-weighted volume node, got {got}; load a DWI NRRD (or select a DTI "
+                         "volume)").format(got=got))
     vol = mrml.scalar_volume_from_node(node)
     data = np.asarray(vol.data, dtype=np.float32)
     notes = []
     bad = ~np.isfinite(data)
     if bad.any():  # `iqt fit` refuses them in a file; a node is not edited so easily: no signal, and said
         data = np.where(bad, np.float32(0), data)
-        notes.append(f"{int(bad.sum())} NaN/Inf values in the diffusion-weighted volume were read as 0 (no signal)")
+        notes.append(_("{count} NaN/Inf values in the diffusion-weighted volume were read as 0 (no signal)").format(
+            count=int(bad.sum())))
     if data.ndim != 4:
-        raise IQTError(f"node '{node.GetName()}' holds a single volume; a DWI series has one volume per gradient")
+        raise IQTError(_("node '{node}' holds a single volume; a DWI series has one volume per gradient").format(
+            node=node.GetName()))
     n = data.shape[3]
     grads = node.GetDiffusionGradients()
     bvals_arr = node.GetBValues()
     if grads is None or bvals_arr is None or grads.GetNumberOfTuples() != n or bvals_arr.GetNumberOfTuples() != n:
-        raise IQTError(
-            f"node '{node.GetName()}' has {n} volumes but its gradient table does not match; reload the DWI with its gradients"
-        )
+        raise IQTError(_("node '{node}' has {count} volumes but its gradient table does not match; reload the DWI with "
+                         "its gradients").format(node=node.GetName(), count=n))
     g = np.array(ns.vtk_to_numpy(grads), dtype=np.float64).reshape(n, 3)
     b = np.array(ns.vtk_to_numpy(bvals_arr), dtype=np.float64).reshape(n)
     norms = np.linalg.norm(g, axis=1)
@@ -235,11 +238,13 @@ def fit_dwi(dwi: Volume, mask: Volume | None = None, progress=None, cancel=None,
     meta["input_notes"] = list(dwi.meta.get("input_notes", [])) + [
         _fit_in_module_words(str(w.message)) for w in said if issubclass(w.category, IQTWarning)]
     if mask is None:
-        share = f"{100 * np.mean(fit_mask.data):.0f} % of the field of view"
-        found = (f"the region where the DWI is non-zero (it was skull-stripped; {share})"
-                 if fit_mask.meta.get("source") == "nonzero" else f"a brain mask estimated from the b0 (median Otsu, {share})")
-        meta["input_notes"].append(f"no mask was chosen: the tensors were fitted in {found}, which the output follows; "
-                                   "choose a mask to use your own")
+        share = f"{100 * np.mean(fit_mask.data):.0f}"
+        line = _("no mask was chosen: the tensors were fitted in the region where the DWI is non-zero (it was "
+                 "skull-stripped; {share} % of the field of view), which the output follows; choose a mask to use your "
+                 "own") if fit_mask.meta.get("source") == "nonzero" else \
+            _("no mask was chosen: the tensors were fitted in a brain mask estimated from the b0 (median Otsu, {share} % "
+              "of the field of view), which the output follows; choose a mask to use your own")
+        meta["input_notes"].append(line.format(share=share))
     # as fitted, as `iqt fit` writes them: the method's input preparation finds the failed fits and clips the rest
     # (methods/inputs.py); clipped here, failed fits had been clipped unseen and unsaid (a Slicer audit)
     lr = lr.replace(data=np.asarray(lr.data, np.float32), meta=meta)
@@ -288,10 +293,11 @@ def _check_same_grid(mask: Volume, vol: Volume, mask_node) -> Volume:
     if moved is not None:
         return Volume(moved, vol.affine, "mask", meta=mask.meta)
     name = mask_node.GetName() if mask_node is not None else "the mask"
-    what = (f"another grid ({mask.shape3}) than the input ({vol.shape3})" if mask.shape3 != vol.shape3 else
-            f"the input's voxel counts {vol.shape3} but another position or spacing")
-    raise IQTError(f"mask '{name}' is on {what}; resample the mask onto the input volume (Resample Scalar/Vector/DWI "
-                   "Volume) or leave it empty")
+    what = (_("another grid ({mask}) than the input ({input})") if mask.shape3 != vol.shape3 else
+            _("the input's voxel counts {input} but another position or spacing")).format(
+        mask=mask.shape3, input=vol.shape3)
+    raise IQTError(_("mask '{mask}' is on {grid}; resample the mask onto the input volume (Resample Scalar/Vector/DWI "
+                     "Volume) or leave it empty").format(mask=name, grid=what))
 
 
 # ---------------------------------------------------------------- the engine call (shared with the worker)
@@ -366,10 +372,19 @@ def choose_factors(method: str | None, factor, spacing=None, voxel_size_mm: floa
 
     from ..methods.factor_choice import choose
 
-    c = choose(method, factor, voxel_size=spacing if voxel_size_mm is not None else None, target=voxel_size_mm,
-               model=model)
+    with options_named(module_options()):
+        c = choose(method, factor, voxel_size=spacing if voxel_size_mm is not None else None, target=voxel_size_mm,
+                   model=model)
     return dataclasses.replace(c, refusal=in_module_words(c.refusal), note=in_module_words(c.note),
                                hint=in_module_words(c.hint))
+
+
+def module_options() -> dict[str, str]:
+    """The module's controls, in the user's language, for the command line's options the factor rule's lines name
+    (core/i18n.py option; methods/factor_choice.py, fileio/model_files.py shipped): filled into their templates, so
+    that a translation holds them where its language puts them."""
+    return {"--voxel-size": _("the Target voxel size"), "no coarser --voxel-size": _("no coarser Target voxel size"),
+            "give --model": _("choose an Advanced > Model file")}
 
 
 def model_refusal(exc, choice, voxel_size_mm: float | None) -> str:
@@ -381,7 +396,7 @@ def model_refusal(exc, choice, voxel_size_mm: float | None) -> str:
     hint = model_hint(exc, choice)
     if not hint or voxel_size_mm is None:
         return str(exc)
-    return in_module_words(f"--voxel-size {voxel_size_mm:g} chose {choice.chose}; ") + str(exc) + hint
+    return choice.said + "; " + str(exc) + hint
 
 
 # ---------------------------------------------------------------- the one call
@@ -413,8 +428,9 @@ def run_on_nodes(
     process); nothing for a DTI input node.
     """
     try:
-        return _run_on_nodes(scene, input_node, method, factor, mask_node, model, samples, device, interpolate, tta,
-                             targets, progress, cancel, python_executable, exclude_outliers)
+        with options_named(module_options()):  # a model's refusal here names the module's Model file
+            return _run_on_nodes(scene, input_node, method, factor, mask_node, model, samples, device, interpolate,
+                                 tta, targets, progress, cancel, python_executable, exclude_outliers)
     except IQTError as exc:
         if type(exc) is not IQTError:  # Cancelled and the like keep their type and words
             raise
@@ -535,12 +551,12 @@ def _cancel_when_gone(scene, input_node, mask_node, targets: dict, cancel):
 def _run_on_nodes(scene, input_node, method, factor, mask_node, model, samples, device, interpolate, tta, targets,
                   progress, cancel, python_executable, exclude_outliers=False) -> dict:
     if input_node is None:
-        raise IQTError("no input volume: select a diffusion tensor (DTI) or diffusion-weighted (DWI) volume")
+        raise IQTError(_("no input volume: select a diffusion tensor (DTI) or diffusion-weighted (DWI) volume"))
     if scene is None:
         raise IQTError("no MRML scene given")
     if samples is not None and not (isinstance(samples, (int, np.integer)) and 2 <= samples <= 200):
-        raise IQTError(f"Advanced > Monte Carlo samples is {samples!r}; give 2 to 200, the panel's range (one sample "
-                       "would give no spread)")
+        raise IQTError(_("Advanced > Monte Carlo samples is {samples}; give 2 to 200, the panel's range (one sample "
+                         "would give no spread)").format(samples=repr(samples)))
     request = Request(method, factor, model, samples, device or "cpu", interpolate, bool(tta), bool(exclude_outliers))
     made = request.make()
     label = made.label  # the method's settings are checked before any work; "+tta" names averaged results
@@ -582,11 +598,14 @@ def _check_targets(targets: dict, input_node, mask_node) -> None:
         choice = AUTOMATIC_COMPARISON if key == "interpolated" else AUTOMATIC_OUTPUT  # as that selector shows it
         selector = SELECTOR_LABEL.get(key, "output")
         if node is input_node or (mask_node is not None and node is mask_node):
-            raise IQTError(f"the output node '{node.GetName()}' is an input of this run; choose {choice} "
-                           f"in the {selector} selector (inputs are never overwritten)")
+            raise IQTError(_("the output node '{node}' is an input of this run; choose {choice} in the {selector} "
+                             "selector (inputs are never overwritten)").format(node=node.GetName(), choice=choice,
+                                                                               selector=selector))
         if id(node) in seen:
-            raise IQTError(f"the node '{node.GetName()}' is chosen in both the {SELECTOR_LABEL.get(seen[id(node)], 'output')} "
-                           f"and the {selector} selectors; choose {choice} in the {selector} one")
+            raise IQTError(_("the node '{node}' is chosen in both the {first} and the {selector} selectors; choose "
+                             "{choice} in the {selector} one").format(
+                node=node.GetName(), first=SELECTOR_LABEL.get(seen[id(node)], "output"), selector=selector,
+                choice=choice))
         seen[id(node)] = key
         # said before the run, not after it (_put_volume checks again)
         check_target_kind(node, tensor=key in ("tensor", "interpolated"), choice=choice, selector=selector)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 
 from ...core.errors import IQTError, IQTWarning
+from ...core.i18n import _
 from ..learned import LearnedMethod
 
 
@@ -86,10 +87,12 @@ class RFMethod(ForestMethod):
         model = self.load(f)
         trees = 0 if model.forest is None else len(model.forest.trees)
         if uncertainty and trees < self.min_trees:
-            where = self.model_path or "its model"
-            warnings.warn(f"{where}: this rf model has {trees} tree{'s' if trees != 1 else ''}: its uncertainty is the "
-                          "spread between trees, so its uncertainty maps mean nothing; retrain it with --n-trees 2 or "
-                          "more (default 8)", IQTWarning, stacklevel=2)
+            where = self.model_path or _("its model")
+            line = _("{model}: this rf model has {count} tree: its uncertainty is the spread between trees, so its "
+                     "uncertainty maps mean nothing; retrain it with --n-trees 2 or more (default 8)") if trees == 1 else \
+                _("{model}: this rf model has {count} trees: its uncertainty is the spread between trees, so its "
+                  "uncertainty maps mean nothing; retrain it with --n-trees 2 or more (default 8)")
+            warnings.warn(line.format(model=where, count=trees), IQTWarning, stacklevel=2)
         return pred
 
     def _judges_uncertainty(self, f) -> bool:

@@ -54,9 +54,11 @@ def method_class(name: str):
     runs = [e["name"] for e in entries if not (e["learned"] and not e["shipped"])]  # the Method list's (availableMethods)
     need = [e["name"] for e in entries if e["name"] not in runs]
     near = next((n for n in runs + need if str(name).strip().lower() == n), None)
-    raise IQTError(f"unknown method {name!r}" + (f" (did you mean {near!r}?)" if near else "") +
-                   f"; choose one of the Method list's: {', '.join(runs)}" +
-                   (f" ({', '.join(need)} only with an Advanced > Model file)" if need else ""))
+    said = (_("unknown method {method} (did you mean {near}?)") if near else _("unknown method {method}")).format(
+        method=repr(name), near=repr(near))
+    listed = (_("choose one of the Method list's: {methods} ({others} only with an Advanced > Model file)") if need else
+              _("choose one of the Method list's: {methods}")).format(methods=", ".join(runs), others=", ".join(need))
+    raise IQTError(said + "; " + listed)
 
 
 def method_info(name: str) -> dict:
@@ -166,12 +168,14 @@ def _refuse_trace(node, b, dw) -> None:
 
     trace = np.flatnonzero(~dw & (b > B0_THRESHOLD))
     if trace.size and np.ptp(b) > 0:
-        many = trace.size > 1
-        raise IQTError(f"node '{node.GetName()}': volume{'s' if many else ''} {', '.join(map(str, trace[:6]))}"
-                       f"{' ...' if trace.size > 6 else ''} (counted from 0) {'have' if many else 'has'} b = "
-                       f"{b[trace[0]]:g} s/mm^2 but a zero gradient: usually the scanner's trace (isotropic) image, "
-                       f"which would be fitted as a b0; remove {'them' if many else 'it'} from the DWI (e.g. in its "
-                       "NIfTI with its bval and bvec, with fslroi) and load it again")
+        line = _("node '{node}': volumes {volumes} (counted from 0) have b = {b} s/mm^2 but a zero gradient: usually the "
+                 "scanner's trace (isotropic) image, which would be fitted as a b0; remove them from the DWI (e.g. in "
+                 "its NIfTI with its bval and bvec, with fslroi) and load it again") if trace.size > 1 else \
+            _("node '{node}': volume {volumes} (counted from 0) has b = {b} s/mm^2 but a zero gradient: usually the "
+              "scanner's trace (isotropic) image, which would be fitted as a b0; remove it from the DWI (e.g. in its "
+              "NIfTI with its bval and bvec, with fslroi) and load it again")
+        raise IQTError(line.format(node=node.GetName(), b=f"{b[trace[0]]:g}",
+                                   volumes=", ".join(map(str, trace[:6])) + (" ..." if trace.size > 6 else "")))
 
 
 def input_volumes(input_node, mask_node=None, progress=None, cancel=None, fit: bool = True,

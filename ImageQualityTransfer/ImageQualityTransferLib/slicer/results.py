@@ -6,6 +6,7 @@ from __future__ import annotations
 from . import mrml
 from ..core import grid
 from ..core.errors import IQTError
+from ..core.i18n import _
 from ..core.volume import Volume
 from ..fileio.records import SUPPORT_KEY, support_json
 
@@ -125,8 +126,9 @@ def check_target_kind(node, tensor: bool, choice: str = AUTOMATIC_OUTPUT, select
     audit: another patient's DTI node given as the uncertainty output became a scalar image without a word)."""
     class_name = "vtkMRMLDiffusionTensorVolumeNode" if tensor else "vtkMRMLScalarVolumeNode"
     if node.GetClassName() != class_name:
-        raise IQTError(f"output node '{node.GetName()}' is a {node.GetClassName()}, expected a {class_name}; "
-                       f"choose {choice} in the {selector} selector")
+        raise IQTError(_("output node '{node}' is a {kind}, expected a {expected}; choose {choice} in the {selector} "
+                         "selector").format(node=node.GetName(), kind=node.GetClassName(), expected=class_name,
+                                            choice=choice, selector=selector))
 
 
 def _put_volume(scene, vol: Volume, name: str, input_node, output: str, target=None):
@@ -297,8 +299,10 @@ def save_map(node, path) -> str:
     key = node.GetAttribute(mrml.MAP_ATTRIBUTE) if node is not None and hasattr(node, "GetAttribute") else None
     if key not in MAP_UNITS or node.GetAttribute(mrml.UNIT_ATTRIBUTE) != mrml.NODE_UNITS[MAP_UNITS[key]][1]:
         name = node.GetName() if node is not None and hasattr(node, "GetName") else None
-        raise IQTError(f"{f'node {name!r}' if name else 'the node'} is no uncertainty map of this module's runs; "
-                       f"select one of a run's uncertainty map nodes")
+        raise IQTError((_("node {node} is no uncertainty map of this module's runs; select one of a run's uncertainty "
+                          "map nodes") if name else
+                        _("the node is no uncertainty map of this module's runs; select one of a run's uncertainty map "
+                          "nodes")).format(node=repr(name)))
     out = fileio.check_output(path, MAP_SUFFIXES, what="uncertainty map")
     vol = mrml.scalar_volume_from_node(node)
     scale = mrml.NODE_UNITS[MAP_UNITS[key]][0]

@@ -255,8 +255,9 @@ def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "inp
     if brain_md is not None and np.isfinite(brain_md) and brain_md > 0:
         scale = float(brain_md)
     if big > 0.1 or scale > MAX_MEDIAN_MD or scale < MIN_MEDIAN_MD:
-        raise IQTError(f"the {what} tensor values look like they are not in mm^2/s (typical MD {scale:g}, 99th percentile of "
-                       f"|Dii| {big:g}; brain MD is about 0.7e-3 mm^2/s): {_rescale_hint(scale)}")
+        raise IQTError(_("the {what} tensor values look like they are not in mm^2/s (typical MD {md}, 99th percentile "
+                         "of |Dii| {largest}; brain MD is about 0.7e-3 mm^2/s): {rescale}").format(
+            what=what, md=f"{scale:g}", largest=f"{big:g}", rescale=_rescale_hint(scale)))
     if scale < LOW_MEDIAN_MD:  # tissue-like, but below any living brain's: a unit slip reads as a low MD, and so does
         # noise: the noise floor keeps the DWIs up (the 3 mm ortho dev scan at x3, b0 SNR 1: 0.21e-3 where clean 0.78e-3)
         import warnings
@@ -339,9 +340,10 @@ def _check_negative_md(md: np.ndarray, what: str, source: str = "", made_by: str
     if share > NEGATIVE_MD_REFUSED:
         from .errors import IQTError
 
-        raise IQTError(f"{100 * share:.0f} % of the {what} tensors in the brain have a mean diffusivity at or below zero, "
-                       "which no tissue has: their sign is inverted or they are not a diffusion tensor fit; fit them again "
-                       "from the DWI ('iqt fit') or check the tool that wrote them")
+        raise IQTError(_("{share} % of the {what} tensors in the brain have a mean diffusivity at or below zero, which "
+                         "no tissue has: their sign is inverted or they are not a diffusion tensor fit; fit them again "
+                         "from the DWI ('iqt fit') or check the tool that wrote them").format(
+            share=f"{100 * share:.0f}", what=what))
     if share > NEGATIVE_MD_SAID and n >= NEGATIVE_MD_MIN and inside is not None:
         # counted in the brain only: 96-100 % of those of cubic outputs of the 8 subjects' unmasked fits lay in the
         # scalp and background fits kept around it (0.9-1.7 % of every voxel, 0-0.04 % of the brain; a review)

@@ -447,9 +447,13 @@ def mask_within_fit(lr: Volume, mask: Volume, before: Volume | None = None, said
         return cut
     covered = float((given & present).sum() / present.sum())
     if n > total / 2 and covered < 0.5:  # mostly empty and missing most of the fit: another brain's or grid's mask
-        raise IQTError(f"{lr.source}{n} of the mask's {total} voxels{whose} hold no tensor and it covers {100 * covered:.0f} % "
-                       "of the fitted ones: the mask is not on this input's brain; give the mask the tensors were fitted "
-                       "in (or none: the input's non-zero voxels are then the brain)")
+        line = _("{count} of the mask's {total} voxels on the input's grid (the high-res mask's blocks) hold no tensor "
+                 "and it covers {share} % of the fitted ones: the mask is not on this input's brain; give the mask the "
+                 "tensors were fitted in (or none: the input's non-zero voxels are then the brain)") if whose else \
+            _("{count} of the mask's {total} voxels hold no tensor and it covers {share} % of the fitted ones: the mask "
+              "is not on this input's brain; give the mask the tensors were fitted in (or none: the input's non-zero "
+              "voxels are then the brain)")
+        raise IQTError(lr.source + line.format(count=n, total=total, share=f"{100 * covered:.0f}"))
     # a very noisy scan's fit leaves its own mask's voxels without diffusion signal at the fit's floor, which reads as
     # no tensor: told apart, since the advice to give the fit's mask was given for that very mask (a cohort audit)
     floored = np.zeros_like(empty) if before is None else empty & np.any(np.asarray(before.data) != 0, axis=-1)
@@ -537,10 +541,13 @@ def drop_failed_fits(lr: Volume, mask: Volume | None, where: str = "the mask", d
         n = int(inside.sum())
         held = int((np.any(np.asarray(lr.data) != 0, axis=-1) & np.asarray(mask.data, bool)).sum()) if refuse else 0
         if refuse and n > MOSTLY_FAILED * held:  # not a fit of this brain: filling them would be made up from the rest
-            raise IQTError(f"{lr.source}{n} of the {held} tensors in {where} ({100 * n / held:.0f} %) are failed fits (an "
-                           f"eigenvalue outside {tensors.PLAUSIBLE_RANGE[0]:g} to {tensors.PLAUSIBLE_RANGE[1]:g} mm^2/s): "
-                           "the volume is not a diffusion tensor fit of this brain in mm^2/s; check its unit (brain MD "
-                           "about 0.7e-3 mm^2/s) and element order (--tensor-order), or fit it again from the DWI ('iqt fit')")
+            raise IQTError(lr.source + _("{count} of the {total} tensors in {where} ({share} %) are failed fits (an "
+                                         "eigenvalue outside {low} to {high} mm^2/s): the volume is not a diffusion "
+                                         "tensor fit of this brain in mm^2/s; check its unit (brain MD about 0.7e-3 "
+                                         "mm^2/s) and element order (--tensor-order), or fit it again from the DWI ('iqt "
+                                         "fit')").format(
+                count=n, total=held, where=where, share=f"{100 * n / held:.0f}", low=f"{tensors.PLAUSIBLE_RANGE[0]:g}",
+                high=f"{tensors.PLAUSIBLE_RANGE[1]:g}"))
         cause, usual = _likely_cause(lr, inside, mask, estimated)
         if n == 1:
             line = _("{count} voxel in {where} holds a failed fit (an eigenvalue outside {low} to {high} mm^2/s): the "

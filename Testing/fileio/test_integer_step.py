@@ -112,3 +112,87 @@ def test_a_tight_fit_read_wrong_is_told_its_order_or_sign_not_its_step(tmp_path,
         check_tensor_input(fileio.load_tensor(path, "fsl" if misread == "order" else "dipy"))
     assert "stores integers" not in str(refused.value)
     assert ("positive definite" if misread == "order" else "sign is inverted") in str(refused.value), str(refused.value)
+
+
+def _integer_nrrd(tmp_path, data, values, dtype):
+    """`data` (dipy's order) as a Slicer NRRD whose elements are `values(x)` cast to `dtype` (a NRRD has no scale)."""
+    import nrrd
+
+    fileio.save_tensor(Volume(data.astype(np.float32), AFFINE, "tensor"), tmp_path / "f.nrrd")
+    x, header = nrrd.read(str(tmp_path / "f.nrrd"))
+    header.pop("type", None)
+    with np.errstate(invalid="ignore"):
+        nrrd.write(str(tmp_path / "i.nrrd"), values(np.asarray(x, np.float64)).astype(dtype), header)
+    return tmp_path / "i.nrrd"
+
+
+def _refusal(path, mask=None) -> str:
+    with pytest.raises(IQTError) as refused:
+        check_tensor_input(fileio.load_tensor(path, "nifti" if path.suffix == ".nrrd" else "dipy"), mask)
+    return str(refused.value)
+
+
+@pytest.mark.parametrize("fmt", ["nifti", "nrrd"])
+@pytest.mark.parametrize("dtype", [np.int16, np.uint16])
+@pytest.mark.parametrize("unit", [1.0, 1e-6])
+def test_a_plain_integer_cast_that_left_every_value_zero_is_named(tmp_path, fmt, dtype, unit):
+    """tensors in mm^2/s (or m^2/s) cast to integers: every value truncates to 0; had been told 'holds no tensor'."""
+    data = _brain()
+    if fmt == "nrrd":
+        path = _integer_nrrd(tmp_path, data, lambda x: x * unit, dtype)
+    else:
+        path = tmp_path / "t.nii.gz"
+        with np.errstate(invalid="ignore"):
+            nib.save(nib.Nifti1Image((data * unit).astype(dtype), AFFINE), path)
+    mask = Volume(np.any(data != 0, axis=-1), AFFINE, "mask")
+    for m in (None, mask):
+        said = _refusal(path, m)
+        assert "stores integers without a scl_slope and every voxel is 0" in said, said
+        assert said.endswith("saved after img.set_data_dtype(np.int16))") and "save the tensors as float32" in said, said
+
+
+@pytest.mark.parametrize("fmt", ["nifti", "nrrd"])
+@pytest.mark.parametrize("dtype", [np.int16, np.uint16])
+def test_um2_per_ms_cast_to_whole_numbers_is_told_its_unit_not_a_step(tmp_path, fmt, dtype):
+    """an ITK-like file in um^2/ms (MD about 0.7) stored as integers without a scale: its float copy is told to
+    multiply by 1e-3, and so is it (a NIfTI had been told its step of 1 was the problem)."""
+    data = _brain()
+    if fmt == "nrrd":
+        path = _integer_nrrd(tmp_path, data, lambda x: np.round(x * 1e3), dtype)
+    else:
+        path = tmp_path / "t.nii.gz"
+        with np.errstate(invalid="ignore"):
+            nib.save(nib.Nifti1Image(np.round(data * 1e3).astype(dtype), AFFINE), path)
+    said = _refusal(path)
+    assert "not in mm^2/s but um^2/ms cast to whole numbers" in said and "multiply them by 1e-3 to get mm^2/s" in said, said
+    assert "step of" not in said, said
+
+
+@pytest.mark.parametrize("fmt", ["nifti", "nrrd"])
+def test_um2_per_s_integers_keep_their_unit_line(tmp_path, fmt):
+    """values about 700 in a plain integer file (1e-6 mm^2/s): thousands of steps each, told their unit alone."""
+    data = _brain()
+    if fmt == "nrrd":
+        path = _integer_nrrd(tmp_path, data, lambda x: np.round(x * 1e6), np.int16)
+    else:
+        path = tmp_path / "t.nii.gz"
+        nib.save(nib.Nifti1Image(np.round(data * 1e6).astype(np.int16), AFFINE), path)
+    said = _refusal(path)
+    assert "multiply them by 1e-6 to get mm^2/s" in said and "stores integers" not in said, said
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint16])
+def test_a_scaled_integer_file_in_um2_per_ms_is_told_its_unit(tmp_path, dtype):
+    """a tight fit in a wide field, in um^2/ms, stored with nibabel's scaling (a real scl_slope, an intercept for
+    uint16): its stored zeros read as the background its float copy has, and it is told to multiply by 1e-3 (the
+    Elition's, dStream's and Trio's x2 inputs had been told 'multiply them by 1e1' or 'only 18 % ... positive
+    definite'); in mm^2/s the same file is read without a line."""
+    data = np.zeros((40, 44, 24, 6))
+    data[10:30, 11:33, 6:18] = _brain()
+    data[20, 22, 12] = tensors.from_matrix(4e-3 * np.eye(3))  # a fit at the input clip's ceiling: an int16 intercept
+    path = tmp_path / "t.nii.gz"
+    nib.save(_auto(data * 1e3, dtype), path)
+    assert nib.load(path).dataobj.inter != 0
+    said = _refusal(path)
+    assert "multiply them by 1e-3 to get mm^2/s" in said and "not a power of ten" not in said, said
+    assert not _read(tmp_path, _auto(data, dtype))[0]

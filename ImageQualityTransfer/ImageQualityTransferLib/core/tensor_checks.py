@@ -126,17 +126,53 @@ def rounds_to_few_steps(brain: np.ndarray, step: float, few: float = FEW_STEPS) 
 STORED_BRAIN = 0.05  # share of the tensors off an integer file's stored zero above which they are read as its brain
 
 
-def step_cause(step: float) -> str:
+# what a tensor file's rounding does where `iqt evaluate` scores it (its prediction or reference), said after each line
+# on an integer file's step; an input's lines say what it does to the methods' outputs
+SCORED_ROUNDING = {"prediction": "scoring takes that rounding for the method's error",
+                   "reference": "scoring takes that rounding for every method's error"}
+# share of the voxels judged that an integer file without a scl_slope (a plain cast, or a NRRD: a step of 1) holds at
+# most for every value to read as cast to zero: a brain's elements (about 1e-3 mm^2/s) truncate to 0, failed fits may not
+CAST_LEFT = 0.01
+
+
+def step_cause(step: float, what: str = "input") -> str:
     """The refusal of an integer file whose brain rounds to a few steps (rounds_to_few_steps)."""
+    scored = f"; {SCORED_ROUNDING[what]}" if what in SCORED_ROUNDING else ""
     return _("the file stores integers with a step of {step} (its scl_slope): the brain's tensors round to a few "
-             "steps, and an integer file's scale spans its whole range, which one failed fit can stretch; save the "
-             "tensors as float32").format(step=f"{step:.3g}")
+             "steps, and an integer file's scale spans its whole range, which one failed fit can stretch{scored}; save "
+             "the tensors as float32").format(step=f"{step:.3g}", scored=scored)
 
 
-def warn_coarse_step(brain: np.ndarray, step: float, source: str = "") -> None:
+def integer_cause(brain: np.ndarray, step: float, what: str = "input", voxels: int | None = None) -> str | None:
+    """Why an integer file whose tensors a check refused is wrong, where its stored `step` (mm^2/s; 1 without a
+    scl_slope) is the cause: every value cast to zero (no scl_slope, and at most CAST_LEFT of the `voxels` judged
+    holding a tensor), tensors in um^2/ms cast to whole numbers (no scl_slope, and a brain of a few steps: its unit is
+    what to fix, as its float copy is told), or a brain rounded to a few steps of a real scl_slope (step_cause: one
+    failed fit can stretch an automatic scaling to 0.38 mm^2/s, docs/measurements.md); None where the step is not
+    the cause. `brain`: the tensors (n, 6) judged, not all zero."""
+    if not step > 0:
+        return None
+    t = np.asarray(brain, np.float64)
+    if step == 1 and len(t) <= CAST_LEFT * (len(t) if voxels is None else voxels):
+        held = "every voxel is 0" if not len(t) else f"all but {len(t)} of its {voxels} voxels are 0"
+        return (f"the {what} file stores integers without a scl_slope and {held}: tensors in mm^2/s (about 1e-3) or m^2/s cast to integers, which truncates every value to 0; "
+                "save the tensors as float32, or store them scaled (nibabel sets a scl_slope where float tensors are "
+                "saved after img.set_data_dtype(np.int16))")
+    if not rounds_to_few_steps(t, step):
+        return None
+    if step == 1:
+        big = float(np.median(np.abs(t[:, [0, 2, 5]]).max(axis=1)))
+        return (f"the {what} tensor values look like they are not in mm^2/s but um^2/ms cast to whole numbers (the file "
+                f"stores integers without a scl_slope, and the brain's largest |Dii| is typically {big:g}; a brain's MD "
+                f"is about 0.7e-3 mm^2/s, 0.7 um^2/ms): {_rescale_hint(0.7)} and save them as float32 (cast to integers "
+                "in um^2/ms, each element keeps only a few steps)")
+    return step_cause(step, what)
+
+
+def warn_coarse_step(brain: np.ndarray, step: float, source: str = "", what: str = "input") -> None:
     """One warning where `step`, the value of one stored integer of a tensor file (its scl_slope, mm^2/s), is over
     COARSE_STEP of the median MD of `brain` (n, 6), the brain's tensors: every element is rounded to it, and what
-    that costs FA and direction no output shows."""
+    that costs FA and direction no output shows (`what`: "prediction" or "reference" where iqt evaluate scores it)."""
     typical = brain_median_md(brain) if step > 0 else None
     if typical is None or step <= COARSE_STEP * typical:
         return
@@ -145,13 +181,15 @@ def warn_coarse_step(brain: np.ndarray, step: float, source: str = "") -> None:
     from .errors import IQTWarning
 
     if rounds_to_few_steps(brain, step, NO_SHARE_STEPS):
-        warnings.warn(source + step_cause(step), IQTWarning, stacklevel=3)
+        warnings.warn(source + step_cause(step, what), IQTWarning, stacklevel=3)
         return
+    costs = f"and {SCORED_ROUNDING[what]}" if what in SCORED_ROUNDING else _("which coarsens FA and directions")
     warnings.warn(source + _("its tensors are stored as integers in steps of {step} mm^2/s (its scl_slope), {share} % "
-                             "of the brain's median MD ({md} mm^2/s): every element is rounded to that step, which "
-                             "coarsens FA and directions; an integer file's scale spans its whole range, which one failed "
-                             "fit can stretch: save the tensors as float32").format(
-        step=f"{step:.3g}", share=f"{100 * step / typical:.0f}", md=f"{typical:.3g}"), IQTWarning, stacklevel=3)
+                             "of the brain's median MD ({md} mm^2/s): every element is rounded to that step, {costs}; "
+                             "an integer file's scale spans its whole range, which one failed fit can stretch: save the "
+                             "tensors as float32").format(
+        step=f"{step:.3g}", share=f"{100 * step / typical:.0f}", md=f"{typical:.3g}", costs=costs),
+        IQTWarning, stacklevel=3)
 
 
 def warn_saturated(raw: np.ndarray, dtype: np.dtype, step: float, intercept: float = 0.0, source: str = "") -> None:

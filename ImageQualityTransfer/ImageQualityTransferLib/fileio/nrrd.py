@@ -469,6 +469,8 @@ def load_tensor_nrrd(path) -> Volume:
         "measurement_frame_ras": mf_ras.tolist(),
         "reoriented_components": rotated,
     }
+    if data.dtype.kind in "iu":  # one stored step, as a NIfTI's scl_slope gives it (NRRD has none): the checks name it
+        meta["step"] = 1.0
     made = read_made_by(hdr[MADE_BY_KEY], affine) if MADE_BY_KEY in hdr else None
     if made is not None:
         meta["made_by"], meta["made_at"] = made

@@ -323,7 +323,7 @@ def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
     # a few 1e-8 below zero, and as brain those voxels had refused a valid fit as sign-inverted (a tool-inputs audit:
     # 75 % of a training scan's int16 dipy fit)
     data = without_tiny_background(vol, field).data
-    step = float(vol.meta.get("step", 0.0) or 0.0)
+    step = stored_step(vol)
     found = brain_within_box(vol) if whole else None  # a whole field's brain, as the support estimates it
     estimated = None if found is None else np.asarray(found.data, bool)
     try:  # the brain is the mask's voxels, or a tightly masked input's non-zero ones (not a whole field's)
@@ -331,11 +331,31 @@ def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
                                   source=source, made_by=vol.meta.get("made_by"), inside=_estimated_brain(vol, where),
                                   estimated=estimated)
     except IQTError as exc:
-        if step > 0 and tensor_checks.rounds_to_few_steps(_filled(data, where), step):
-            raise IQTError(source + tensor_checks.step_cause(step)) from None
-        raise IQTError(source + str(exc) + order_hint(vol, where, str(exc))) from None
-    if step > 0:  # over the brain the engine estimates where no mask is given, as the scale check reads it
-        tensor_checks.warn_coarse_step(_filled(data, where if where is not None else estimated), step, source)
+        cause = integer_cause(data, where, step)
+        raise IQTError(source + (cause or str(exc) + order_hint(vol, where, str(exc)))) from None
+    # over the brain the engine estimates where no mask is given, as the scale check reads it
+    warn_integer_step(data, where if where is not None else estimated, step, source)
+
+
+def stored_step(vol: Volume) -> float:
+    """The value of one stored integer of the file `vol` was read from (its scl_slope, mm^2/s; 1 for an integer file
+    without one), 0 for a float file (fileio's readers record it)."""
+    return float(vol.meta.get("step", 0.0) or 0.0)
+
+
+def integer_cause(data: np.ndarray, where, step: float, what: str = "input") -> str | None:
+    """The line refusing an integer file's tensors `data` (X,Y,Z,6) judged in `where` (all voxels where None) where
+    its `step` is why a check refused them (tensor_checks.integer_cause), else None: for every command that reads a
+    tensor file (`what`: "input", or iqt evaluate's "prediction" and "reference")."""
+    voxels = int(np.prod(data.shape[:3])) if where is None else int(np.count_nonzero(where))
+    return tensor_checks.integer_cause(_filled(data, where), step, what, voxels) if step > 0 else None
+
+
+def warn_integer_step(data: np.ndarray, where, step: float, source: str = "", what: str = "input") -> None:
+    """An integer file's step said where it is coarse against the brain's tensors in `where` (tensor_checks
+    .warn_coarse_step); nothing for a float file (`step` 0)."""
+    if step > 0:
+        tensor_checks.warn_coarse_step(_filled(data, where), step, source, what)
 
 
 def _filled(t: np.ndarray, where) -> np.ndarray:
@@ -361,24 +381,36 @@ def _estimated_brain(vol: Volume, where) -> object:
 
 
 def _stored_zeros_empty(vol: Volume) -> Volume:
-    """An integer file whose tensors are all negligible (a brain in m^2/s) with its stored zeros, the intercept in all
-    six elements (within 1.5 stored steps, as _one_fill reads them), made empty, as its float copy's zeros are: read as
-    a whole field of rank-one tensors, an int16 ROI in m^2/s had been told 'pass --tensor-order mrtrix' where its float
-    copy is told to multiply by 1e6 (a review). An empty or failed fit (nothing, or one floor tensor, beside the
-    intercept) is left for the checks to name."""
-    step = float(vol.meta.get("step", 0.0) or 0.0)
+    """An integer file whose tensors are all negligible (a brain in m^2/s), or whose brain's tensors are far above
+    any brain's in mm^2/s (um^2/ms, um^2/s: a typical largest |Dii| over OTHER_UNIT_DII), with its stored zeros, the
+    intercept in all six elements (within 1.5 stored steps, as _one_fill reads them), made empty, as its float copy's
+    zeros are: read as a whole field of rank-one tensors, an int16 ROI in m^2/s had been told 'pass --tensor-order
+    mrtrix' where its float copy is told to multiply by 1e6 (a review), and tight fits in um^2/ms stored with
+    nibabel's scaling 'only 18 % ... positive definite' or 'multiply them by 1e1' where 1e-3 is right. An empty or
+    failed fit (nothing, or one floor tensor, beside the intercept) is left for the checks to name."""
+    step = stored_step(vol)
     t = np.asarray(vol.data)
     filled = np.any(t != 0, axis=-1)
-    if step <= 0 or not filled.any() or not tensors.negligible(t[filled]).all():
+    if step <= 0 or not filled.any():
         return vol
+    negligible = bool(tensors.negligible(t[filled]).all())
     ref = np.median(t[filled], axis=0)
     if np.ptp(ref) > 1.5 * step:  # not one value in all six elements: no intercept's stored zeros
+        return vol
+    if not negligible and np.abs(ref).max() > 1.5 * step:  # nor zero within its rounding
         return vol
     fill = filled & (np.abs(t - ref) <= 1.5 * step).all(axis=-1)
     rest = filled & ~fill
     if not rest.any() or _one_fill(t[rest], step):  # an empty fit, or a failed one's floor: the checks name them
         return vol
+    if not negligible and np.median(np.abs(t[rest][:, [0, 2, 5]]).max(axis=1)) <= OTHER_UNIT_DII:
+        return vol  # a brain in mm^2/s: its background is the other checks' (without_tiny_background)
     return vol.replace(data=np.where(fill[..., None], 0, t).astype(t.dtype, copy=False))
+
+
+# mm^2/s: a typical largest |Dii| no brain reaches in mm^2/s (about 1-3e-3), over which an integer file's brain is in
+# another unit, to be refused as such (tensor_checks.check_scale reads a 99th percentile over 0.1 as a unit slip too)
+OTHER_UNIT_DII = 0.1
 
 
 def estimated_brain_md(vol: Volume, found=False) -> float | None:

@@ -95,7 +95,7 @@ def run(args):
     from ...dmri import degrade, fit_noise
     from ...fileio.records import along_axes, recorded_axes
     from ...fileio.sizes import check_inputs
-    from ...methods.inputs import order_hint, without_tiny_background
+    from ...methods.inputs import integer_cause, order_hint, stored_step, warn_integer_step, without_tiny_background
 
     f = grid.factors(args.factor) if args.factor is not None else None
     if getattr(args, "uncertainty_unit", None) and not args.uncertainty:  # it would be ignored (a review)
@@ -179,7 +179,13 @@ def run(args):
     t = truth.data[box]
     m = mask.data[box]
     _not_its_copy(args.pred, args.truth, pred.data, t, m)
-    missing, unscored = _missing_reference(args.truth, t, m, held[box])  # said once the files are known to score
+    try:
+        missing, unscored = _missing_reference(args.truth, t, m, held[box])  # said once the files are known to score
+    except IQTError:  # most of the mask without a reference tensor: an integer file's cast or step, where it is why
+        cause = integer_cause(t, m, stored_step(truth), "reference")
+        if cause:
+            raise IQTError(f"{args.truth}: {cause}") from None
+        raise
     negative = _negative_md_line(args.truth, t, m)
     lr_mask = degrade.block_majority(m, f)
     unc = _map(args.uncertainty, "--uncertainty", pred, getattr(args, "uncertainty_unit", None), args.pred, brain=m) \
@@ -212,9 +218,13 @@ def run(args):
             raise
         vol, path = (pred, args.pred) if which == "prediction" else (truth, args.truth)
         inside = np.asarray(mask.data, bool) if which == "reference" or mask.shape3 == vol.shape3 else None
-        raise IQTError(f"{path}: {exc}{order_hint(vol, inside, str(exc), evaluation.INPUT_OPTIONS[which])}") from None
+        # an integer file's step, where it is the cause, as upsample names it (methods/inputs.py check_tensor_input)
+        cause = integer_cause(vol.data, inside, stored_step(vol), which)
+        raise IQTError(f"{path}: " + (cause or f"{exc}{order_hint(vol, inside, str(exc), evaluation.INPUT_OPTIONS[which])}")) from None
     if unscored is not None:
         raise unscored
+    for vol, data, path, which in ((pred, pred.data, args.pred, "prediction"), (truth, t, args.truth, "reference")):
+        warn_integer_step(data, m, stored_step(vol), f"{path}: ", which)  # a coarse step, over the brain scored
     if missing:
         warnings.warn(missing, IQTWarning, stacklevel=2)
     if negative:

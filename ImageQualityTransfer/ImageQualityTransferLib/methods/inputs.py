@@ -397,7 +397,9 @@ def _stored_zeros_empty(vol: Volume) -> Volume:
     ref = np.median(t[filled], axis=0)
     if np.ptp(ref) > 1.5 * step:  # not one value in all six elements: no intercept's stored zeros
         return vol
-    if not negligible and np.abs(ref).max() > 1.5 * step:  # nor zero within its rounding
+    # nor zero within its rounding (half a step): a file without a scl_slope stores its zeros as 0, and its brain in
+    # um^2/ms, rounded, is as near its median tensor as a stored zero is
+    if not negligible and np.abs(ref).max() > STORED_ZERO * step:
         return vol
     fill = filled & (np.abs(t - ref) <= 1.5 * step).all(axis=-1)
     rest = filled & ~fill
@@ -408,6 +410,7 @@ def _stored_zeros_empty(vol: Volume) -> Volume:
     return vol.replace(data=np.where(fill[..., None], 0, t).astype(t.dtype, copy=False))
 
 
+STORED_ZERO = 0.51  # steps: an integer file's zero reads within half a step of 0 (its intercept's rounding)
 # mm^2/s: a typical largest |Dii| no brain reaches in mm^2/s (about 1-3e-3), over which an integer file's brain is in
 # another unit, to be refused as such (tensor_checks.check_scale reads a 99th percentile over 0.1 as a unit slip too)
 OTHER_UNIT_DII = 0.1

@@ -699,3 +699,20 @@ def test_a_cyst_at_the_cortex_on_coarse_voxels_fitted_unmasked_is_warned(zeroed_
         drop_failed_fits(lr, brain_within_box(lr), "the brain estimated", drop=False, refuse=False, estimated=True)
     said = [str(w.message) for w in caught if CLUSTER_SAID in str(w.message)]
     assert int(cyst.sum()) == 14 and len(said) == 1 and f"3.0 {CLUSTER_SAID}" in said[0], (int(cyst.sum()), said)
+
+
+def test_a_one_slice_block_a_given_mask_surrounds_in_a_whole_field_fit_is_warned():
+    """A whole-field fit on 9 mm slices given its brain mask: a block one slice thick deep in the mask (a cyst) had
+    gone untold, the one-slice rule left off for any mask that leaves out fitted voxels (a dilated one holds the
+    background's clusters at its edge); it counts where every voxel around its cluster lies in the mask, as in a
+    brain estimated from the tensors (inputs.SLAB_ENCLOSED)."""
+    from ImageQualityTransferLib.core.volume import Volume
+    from ImageQualityTransferLib.methods.inputs import drop_failed_fits
+
+    t, mask = _one_slice_block_field(slice(10, 14))
+    lr = Volume(t, np.diag([3.0, 3.0, 9.0, 1.0]), "tensor")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        drop_failed_fits(lr, Volume(mask, lr.affine, "mask"))
+    warned = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
+    assert len(warned) == 1 and "1.3 cm^3 of them in one cluster" in warned[0], warned

@@ -250,3 +250,73 @@ def test_a_fold_of_background_thick_slices_close_over_is_a_hole_of_the_low_res_m
     assert np.array_equal(found, ndimage.binary_fill_holes(lr_mask) & ~lr_mask)  # the low-res mask's own cavity
     hr = np.asarray(sagittal_subject.mask.data, bool)[: case.truth.shape[0], : case.truth.shape[1], : case.truth.shape[2]]
     assert not (ndimage.binary_fill_holes(hr) & ~hr).any()  # open in the high-res mask: a fold, not a cavity there
+
+
+def test_a_hole_against_the_field_s_last_slice_is_counted_with_a_mask_and_without():
+    """A brain the field of view cuts at its last slice, a 3x3x2 block with no tensor deep in it against that slice: the
+    field's face had been read as the outside, so the block opened onto it and went untold; the face is closed where
+    the brain meets it. A notch of background open to the side at the same slice is still no hole."""
+    t = np.zeros((24, 24, 10, 6), np.float32)
+    t[2:-2, 2:-2, 2:] = TISSUE  # the field's last slice cuts the brain
+    brain = np.any(t != 0, axis=-1)
+    t[10:13, 10:13, 8:] = 0
+    found = _holes(t, Volume(brain, np.eye(4), "mask"))
+    assert found is not None and found.sum() == 18, None if found is None else found.sum()
+    found = _holes(t)  # without a mask: 7.5 voxels inside the outline along the slice
+    assert found is not None and found.sum() == 18, None if found is None else found.sum()
+    notch = np.zeros((24, 24, 10, 6), np.float32)
+    notch[2:-2, 2:-2, 2:] = TISSUE
+    notch[10:13, 2:13, 8:] = 0  # the same block reaching the brain's side: open
+    assert _holes(notch) is None and _holes(notch, Volume(brain, np.eye(4), "mask")) is None
+
+
+@pytest.mark.parametrize("name", ["biqt", "cubic"])
+def test_a_zeroed_block_in_a_shell_of_failed_fits_at_the_brain_s_edge_is_a_hole_not_a_wider_mask(name):
+    """A 3x3x3 block with no tensor in a 5x5x5 shell of failed fits whose outer layer is the brain's edge (the 3 mm dev
+    scans' x3 tight inputs, fit mask's deepest voxel 3 voxels in), given the mask it was fitted in: once the failed fits
+    are zeroed the block opens onto the background, and its 27 voxels had been said as a mask reaching beyond the fit,
+    the user told to give the mask the tensors were fitted in, that very mask. The fits as given enclose it: a hole."""
+    g = np.indices((20, 20, 20)) - 9.5
+    brain = (g ** 2).sum(0) < 8 ** 2
+    t = np.where(brain[..., None], TISSUE, 0).astype(np.float32)
+    shell = np.zeros_like(brain)
+    shell[2:7, 7:12, 7:12] = True  # its outer layer on the brain's edge at i = 2
+    t[shell & brain] = [8e-3, 0, 8e-3, 0, 0, 8e-3]
+    t[3:6, 8:11, 8:11] = 0
+    lr = Volume(t, np.diag([3.0, 3.0, 3.0, 1.0]), "tensor")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        methods.get(name).predict(lr, 2, Volume(brain, lr.affine, "mask"))
+    said = [str(w.message) for w in caught]
+    assert not [s for s in said if "give the mask the tensors were fitted in" in s or "of the mask's" in s], said
+    holes = [s for s in said if HOLE_SAID in s]
+    assert len(holes) == 1 and holes[0].startswith("27 low-res voxels hold no tensor"), said
+
+
+@pytest.mark.parametrize("whole", [False, True])
+def test_a_mask_with_holes_inside_the_brain_is_said_where_the_output_is_zero(whole):
+    """A brain mask with its ventricles left out (some tools make such masks), given with tensors that fill them: every
+    output is zero there beyond the outputs' reach of one low-res voxel, and had been without a word (a new lab's
+    audit). One line counts those voxels; a hole one voxel thick, which that reach covers, is not said."""
+    from ImageQualityTransferLib.methods.inputs import MASK_HOLES_SAID
+
+    g = np.indices((20, 20, 20)) - 9.5
+    r = np.sqrt((g ** 2).sum(0))
+    brain = r < 8.5
+    t = np.tile(TISSUE, (20, 20, 20, 1)) if whole else np.where(brain[..., None], TISSUE, 0).astype(np.float32)
+    lr = Volume(t, np.diag([3.0, 3.0, 3.0, 1.0]), "tensor")
+    ventricles = r < 3.5
+    beyond = ventricles & ~ndimage.binary_dilation(brain & ~ventricles, np.ones((3, 3, 3), bool))
+    thin = brain.copy()
+    thin[9, 9, 9] = False
+    for mask, n in ((brain & ~ventricles, int(beyond.sum())), (thin, 0)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pred = methods.get("biqt").predict(lr, 2, Volume(mask, lr.affine, "mask"), uncertainty=False)
+        said = [str(w.message) for w in caught if MASK_HOLES_SAID in str(w.message)]
+        assert len(said) == int(bool(n)), said
+        assert not n or f": {n} low-res voxels there" in said[0], said
+        out = np.any(np.asarray(pred.tensor.data) != 0, axis=-1)
+        from ImageQualityTransferLib.core import grid
+
+        assert not (out & grid.repeat_blocks(beyond, 2)).any() if n else out[18:20, 18:20, 18:20].all()

@@ -36,6 +36,7 @@ from .inputs import (
     mask_within_fit,
     noise_unreadable,
     warn_holes,
+    warn_mask_holes,
     warn_mask_off_head,
     warn_noisy_context,
     whole_field,
@@ -278,6 +279,8 @@ class Method:
         if box is not None:  # empty planes at a whole field's edge (padding): run as without them, zero there
             return self._in_box(lr, mask, box, f, uncertainty=uncertainty, direction=direction, progress=progress)
         missing = ~np.any(np.asarray(lr.data) != 0, axis=-1)  # no tensor as given (a fit's floor is a tensor)
+        if given:
+            warn_mask_holes(lr, mask, missing)
         as_given = mask  # holes are looked for in it, not in it cut to the fit: a gap in it had opened a hole
         if not whole:
             lr, before = _negligible_zeroed(lr), lr

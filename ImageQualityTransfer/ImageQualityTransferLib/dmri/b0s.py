@@ -4,7 +4,8 @@ Every tensor's scale comes from the ratio of the diffusion-weighted signal to th
 the scanner scaled differently, moves MD and FA in every voxel alike and leaves no residual for the outlier check
 (dmri/outliers.py) to read (copies of the 3 mm ortho dev scan: its b0 at half its brightness gave MD -47 %, FA +73 %; at
 a fifth, MD -93 %; a second b0 at 40 % beside it, MD -31 %, FA +40 %; docs/measurements.md, Fit checks). Two things are
-read: the b0s' brain medians against each other, and the brain's median MD against an in-vivo brain's."""
+read: the b0s' brain medians against each other, and the brain's median MD against an in-vivo brain's. Before the fit,
+`check_b0_order` reads whether the volumes the bval file calls b0s are the bright ones (`volume_levels`)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from ..core import tensors
 from ..core.errors import IQTError, IQTWarning
 from ..core.i18n import _
 from ..core.volume import Volume
-from .dti import B0_THRESHOLD
+from .dti import B0_THRESHOLD, SHELL_STEP
 
 B0_RATIO = 1.25  # a b0 brighter or darker than the others' median by more than this factor in the brain is said
 FAILED_MD = 1e-5  # mm^2/s: a brain median MD below this is no tissue's (ex vivo 0.1-0.3e-3): the fit failed
@@ -99,3 +100,61 @@ def check_b0_levels(dwi: Volume, mask, tensor) -> str:
                                  "files)").format(found="; ".join(said)),
                       IQTWarning, stacklevel=3)
     return "; ".join(short) or "ok"
+
+
+AS_BRIGHT_AS_B0 = 1.5  # a diffusion-weighted volume this many times its shell's median in the brain, and at least as
+# bright as a b0, is a b0 in the wrong place: the 8 shared scans' brightest read 1.01-1.04x, their b0s 2.3-4.8x
+BLANK = 0.05  # a b0 below this share of the lowest shell's median is blank, not named here (check_b0_levels)
+
+
+def volume_levels(dwi: Volume, mask) -> np.ndarray:
+    """(N,): each volume's median over the brain."""
+    m = np.asarray(getattr(mask, "data", mask), bool)
+    return np.median(np.asarray(dwi.data)[m].astype(np.float64), axis=0)
+
+
+def b0_order(dwi: Volume, mask) -> tuple[list[int], list[int], np.ndarray]:
+    """The volumes whose brightness in the brain contradicts the bval file: those it calls diffusion-weighted that are
+    as bright as a b0 (AS_BRIGHT_AS_B0 times their shell's median, and no darker than the darkest b0), those it calls
+    b0s that are no brighter than the median volume of the lowest shell (a blank b0 left to check_b0_levels), and
+    every volume's level. Only the first tell an order from a b0 scaled or of another series (check_b0_levels): a b0
+    at 0.4x reads as dark as a diffusion-weighted volume."""
+    b = np.asarray(dwi.bvals, float)
+    m = np.asarray(getattr(mask, "data", mask), bool)
+    b0 = b <= B0_THRESHOLD
+    if not m.any() or not b0.any() or b0.all():
+        return [], [], np.zeros(len(b))
+    level = volume_levels(dwi, m)
+    shell = np.where(b0, 0.0, SHELL_STEP * np.round(b / SHELL_STEP))
+    median = {s: float(np.median(level[shell == s])) for s in np.unique(shell[~b0])}
+    lowest = median[min(median)]
+    bright = [int(i) for i in np.flatnonzero(~b0) if level[i] >= max(AS_BRIGHT_AS_B0 * median[shell[i]],
+                                                                     level[b0].min())]
+    dark = [int(j) for j in np.flatnonzero(b0) if BLANK * lowest < level[j] <= lowest]
+    return bright, dark, level
+
+
+def check_b0_order(dwi: Volume, mask) -> None:
+    """Refuses in one line a series whose volumes are not in the bval/bvec files' order, read from the data (b0s moved
+    to the end or the start by a converter or a merge, the files not): the fit would take b0s as diffusion-weighted
+    and the reverse, and every tensor would be wrong."""
+    bright, dark, level = b0_order(dwi, mask)
+    if not bright:  # dark b0s alone: a b0 scaled or of another series, said after the fit (check_b0_levels)
+        return
+    b = np.asarray(dwi.bvals, float)
+    b0 = b <= B0_THRESHOLD
+    dw = float(np.median(level[~b0]))
+    said = []
+    if bright:
+        said.append(f"volume{'s' if len(bright) > 1 else ''} {', '.join(map(str, bright))}, which the bval file calls "
+                    f"diffusion-weighted, {'are' if len(bright) > 1 else 'is'} as bright in the brain as a b0 "
+                    f"({', '.join(f'{level[i] / dw:.1f}x' for i in bright)} the diffusion-weighted volumes' median)")
+    if dark:
+        said.append(f"volume{'s' if len(dark) > 1 else ''} {', '.join(map(str, dark))}, which it calls b0, "
+                    f"{'are' if len(dark) > 1 else 'is'} no brighter than the diffusion-weighted volumes "
+                    f"({', '.join(f'{level[j] / dw:.2f}x' for j in dark)} their median)")
+    counted = "counted from 0" + (" among those --bmax kept" if "bmax" in dwi.meta else "")
+    raise IQTError(f"{dwi.source}the bval/bvec order does not match the volumes: {'; '.join(said)} (volumes {counted}), so b0s would be fitted as diffusion-weighted and every tensor would be wrong; the b0s were "
+                   "likely moved (e.g. to the end, by a converter or a merge) without their lines in the bval and bvec "
+                   "files: reorder the bval and bvec files to the volumes (or the volumes to the files, e.g. with "
+                   "mrconvert -coord 3 or fslroi and fslmerge) and run again")

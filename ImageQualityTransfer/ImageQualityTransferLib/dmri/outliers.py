@@ -571,9 +571,9 @@ def fitted_condition(dwi: Volume, out: Outliers | None) -> tuple[float, int, int
     return worst
 
 
-def _say_poor_condition(dwi: Volume, out: Outliers | None, stacklevel: int) -> None:
+def say_poor_condition(dwi: Volume, out: Outliers | None = None, stacklevel: int = 2) -> None:
     """One line where the directions fitted (after `out`'s exclusions, if any) bunch near a cone or a plane: full rank,
-    yet the noise is magnified in some tensor elements (POOR_CONDITION)."""
+    yet the noise is magnified in some tensor elements (POOR_CONDITION); every command that fits a DWI says it so."""
     condition, n, where = fitted_condition(dwi, out)
     if not POOR_CONDITION < condition < np.inf:
         return
@@ -612,7 +612,7 @@ def _check_fit(dwi: Volume, mask, tensor: Volume, exclude: bool, stacklevel: int
                       IQTWarning, stacklevel=stacklevel)
     out = find_outliers(dwi, mask, tensor, refit=exclude)
     out.b0_levels = levels
-    _say_poor_condition(dwi, out if exclude and out.tensor is not None else None, stacklevel + 1)
+    say_poor_condition(dwi, out if exclude and out.tensor is not None else None, stacklevel + 1)
     if out.halves_disagree:  # not named: which half is right the residuals cannot tell (ALTERNATE_Z)
         line = _("the fit's residuals say every other diffusion-weighted volume disagrees with the rest (each half "
                  "misfits the fit of the other: median robust z-score {low} and {high}): head motion or a change of "

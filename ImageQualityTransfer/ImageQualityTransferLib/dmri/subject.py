@@ -106,12 +106,17 @@ def check_subject_table(item, subject: Subject) -> None:
     """`iqt fit`'s gradient-table check (dmri/gradcheck.py) on a subject read from its folder (`iqt train`, `benchmark`,
     `demo --subject`), on the fit its reading made (a tracking of its white matter, no second fit; 0.25-0.35 s of CPU
     on the dev subjects): one warning line where its bvec looks like another frame, which had trained on mirrored
-    tensors without a word (an audit), and scored them unsaid. A `Coarsened` copy or a `Subject` given is left out: a
+    tensors without a word (an audit), and scored them unsaid; before it, `iqt fit`'s refusal of volumes out of the
+    bval/bvec order and its line on a poorly conditioned table. A `Coarsened` copy or a `Subject` given is left out: a
     copy's folder is checked as itself."""
     if isinstance(item, (Subject, Coarsened)):
         return
+    from .b0s import check_b0_order
     from .gradcheck import check_gradients
+    from .outliers import say_poor_condition
 
+    check_b0_order(subject.dwi, subject.mask)
+    say_poor_condition(subject.dwi, stacklevel=3)
     check_gradients(subject.dwi, subject.mask, subject.tensor, str(fileio.bval_bvec_paths(dwi_path(item))[1]))
 
 

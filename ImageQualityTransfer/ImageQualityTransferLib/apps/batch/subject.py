@@ -185,11 +185,19 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
 
         # a BIDS sidecar's slice gap, as iqt fit keeps it for iqt upsample: one of the subject's notes
         slices.warn_if_gapped(item.path, dwi.affine, slices.from_sidecar(item.path, dwi.affine))
+        whole = dwi
         if s.bmax is not None:
             from ...dmri.dti import keep_bmax
 
             dwi = keep_bmax(dwi, s.bmax)
         mask = fileio.load_mask(item.mask, dwi, s.factor) if item.mask else brain_mask(dwi)
+        if whole is not dwi and mask.shape3 == dwi.shape3:
+            # read on every volume: a shell --bmax drops may hold the moved b0s (a mask on the output's grid: only the
+            # volumes kept are read, by fit_with_checks)
+            from ...dmri.b0s import check_b0_order
+
+            check_b0_order(whole, mask)
+        del whole
         if mask.shape3 != dwi.shape3:  # the line's mask on the output's grid (as a tensor subject's may be, and as the
             # README says; it had been refused): fitted in every block it touches, the output then kept to it
             from ...dmri.degrade import block_average

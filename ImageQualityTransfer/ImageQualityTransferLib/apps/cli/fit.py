@@ -98,14 +98,20 @@ def _dwi_and_mask(args):
     from ... import fileio
     from ...dmri.dti import brain_mask
 
-    dwi = fileio.load_dwi(args.dwi, args.bval, args.bvec)
+    whole = dwi = fileio.load_dwi(args.dwi, args.bval, args.bvec)
     if getattr(args, "bmax", None) is not None:
         from ...dmri.dti import keep_bmax
 
         dwi = keep_bmax(dwi, args.bmax)
     if getattr(args, "mask", None):
-        return dwi, fileio.load_mask(args.mask, dwi)
-    return dwi, brain_mask(dwi, fill_slices=not getattr(args, "as_benchmark", False))
+        mask = fileio.load_mask(args.mask, dwi)
+    else:
+        mask = brain_mask(dwi, fill_slices=not getattr(args, "as_benchmark", False))
+    if whole is not dwi:  # read on every volume: a shell --bmax drops may hold the b0s moved
+        from ...dmri.b0s import check_b0_order
+
+        check_b0_order(whole, mask)
+    return dwi, mask
 
 
 def fit(args):
@@ -174,10 +180,11 @@ def degrade(args):
     check_inputs("degrade", [args.dwi, args.mask], kept=_bmax_share(args))
     fileio.check_tensor_output(out, args.dwi)  # the low-res grid's axes are the DWI's
     dwi, brain = _dwi_and_mask(args)
+    from ...dmri.fit_checks import check_before_degrade, check_degraded_table
+
+    check_before_degrade(dwi, brain)
     pair = deg.degrade(dwi, brain.data, f, shift, args.style, slice_gap=args.slice_gap,
                        noise=randomise.added_noise(snr, seed))
-    from ...dmri.fit_checks import check_degraded_table
-
     # noise raises FA: a noisy x3 fit of a clean scan scored other tables above the bar (dmri/fit_checks.py), so the
     # table is judged on the same blocks fitted without it (low-res: a small second fit)
     judged = pair if snr is None else deg.degrade(dwi, brain.data, f, shift, args.style, slice_gap=args.slice_gap)

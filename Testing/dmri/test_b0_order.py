@@ -1,0 +1,165 @@
+"""A series whose volumes are not in its bval/bvec files' order (b0s moved to the end by a converter or a merge, the
+files not) is refused in one line, read from the volumes' brightness (dmri/b0s.py `check_b0_order`): it had been
+fitted with b0s taken as diffusion-weighted and the reverse. A poorly conditioned table is said by `iqt degrade` as
+`iqt fit` says it."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from helpers import DEV, TRAIN, need_data
+from ImageQualityTransferLib import fileio
+from ImageQualityTransferLib.apps import cli
+from ImageQualityTransferLib.core.errors import IQTError
+from ImageQualityTransferLib.dmri import b0s
+from ImageQualityTransferLib.dmri.dti import B0_THRESHOLD, brain_mask, keep_bmax
+
+SAID = "the bval/bvec order does not match the volumes"
+
+
+def _moved(dwi, order, files=False):
+    """The volumes in `order`; the bval/bvec lines with them where `files`."""
+    data = np.asarray(dwi.data)[..., order]
+    if files:
+        return dwi.replace(data=data, bvals=np.asarray(dwi.bvals)[order], bvecs=np.asarray(dwi.bvecs)[order])
+    return dwi.replace(data=data)
+
+
+def _to_end(bvals):
+    b0 = np.asarray(bvals) <= B0_THRESHOLD
+    return np.r_[np.flatnonzero(~b0), np.flatnonzero(b0)]
+
+
+def _fires(dwi, mask=None):
+    bright, dark, _ = b0s.b0_order(dwi, brain_mask(dwi) if mask is None else mask)
+    return bool(bright or dark)
+
+
+def test_b0s_moved_without_their_lines_are_found_and_a_noisy_b0_is_not(coarse_phantom):
+    """The phantom's two b0s (volumes 0 and 7) moved to the end: the two volumes at the end, which the bval calls
+    diffusion-weighted, are named. Moved with their lines, or as they are, or with b0s at SNR 2: nothing."""
+    order = _to_end(coarse_phantom.bvals)
+    moved = _moved(coarse_phantom, order)
+    bright, dark, _ = b0s.b0_order(moved, brain_mask(moved))
+    n = len(order)
+    assert bright == [n - 2, n - 1], (bright, dark)
+    assert not _fires(coarse_phantom) and not _fires(_moved(coarse_phantom, order, files=True))
+    b0 = np.flatnonzero(coarse_phantom.bvals <= B0_THRESHOLD)
+    mask = brain_mask(coarse_phantom).data
+    d = np.array(coarse_phantom.data, np.float64)
+    sigma = np.median(d[mask][:, b0]) / 2
+    rng = np.random.default_rng(0)
+    for j in b0:
+        d[..., j] = np.hypot(d[..., j] + rng.normal(0, sigma, mask.shape), rng.normal(0, sigma, mask.shape))
+    assert not _fires(coarse_phantom.replace(data=d.astype(np.float32)))
+
+
+def test_multi_shell_and_bmax(coarse_phantom):
+    """A second shell at half the b-value (sqrt(S0 S), the signal's monoexponential decay): silent as it is; the b0s
+    moved to the end are found in both shells and after --bmax keeps the lower one, the volumes then counted among
+    those kept (said in the line)."""
+    d = np.asarray(coarse_phantom.data, np.float64)
+    b = np.asarray(coarse_phantom.bvals, float)
+    b0, dw = b <= B0_THRESHOLD, b > B0_THRESHOLD
+    half = np.sqrt(d[..., b0].mean(-1, keepdims=True) * d[..., dw])
+    two = coarse_phantom.replace(data=np.concatenate([d, half], -1).astype(np.float32), bvals=np.r_[b, b[dw] / 2],
+                                 bvecs=np.r_[coarse_phantom.bvecs, coarse_phantom.bvecs[dw]])
+    order = _to_end(two.bvals)
+    assert not _fires(two) and not _fires(keep_bmax(two, 500))
+    assert not _fires(keep_bmax(_moved(two, order, files=True), 500))
+    assert _fires(_moved(two, order))
+    kept = keep_bmax(_moved(two, order), 500)
+    with pytest.raises(IQTError, match=f"{SAID}: .* counted from 0 among those --bmax kept"):
+        b0s.check_b0_order(kept, brain_mask(kept))
+
+
+def test_bmax_reads_the_order_on_every_volume(coarse_phantom, tmp_path, capsys):
+    """The two b0s moved to the end land in the b = 1000 shell's places, which --bmax 500 drops: the volumes kept
+    hold no b0 to find, so `iqt fit --bmax` reads the order on the whole series, naming the file's volumes."""
+    d = np.asarray(coarse_phantom.data, np.float64)
+    b = np.asarray(coarse_phantom.bvals, float)
+    b0, dw = b <= B0_THRESHOLD, b > B0_THRESHOLD
+    half = np.sqrt(d[..., b0].mean(-1, keepdims=True) * d[..., dw])
+    two = coarse_phantom.replace(data=np.concatenate([half, d], -1).astype(np.float32), bvals=np.r_[b[dw] / 2, b],
+                                 bvecs=np.r_[coarse_phantom.bvecs[dw], coarse_phantom.bvecs])
+    order = _to_end(two.bvals)
+    fileio.save_dwi(_moved(two, order), tmp_path / "dwi.nii.gz")
+    out = tmp_path / "dti.nii.gz"
+    assert cli.main(["fit", str(tmp_path / "dwi.nii.gz"), "--bmax", "500", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    n = len(order)
+    assert len(err) == 1 and SAID in err[0] and f"volumes {n - 2}, {n - 1}, which" in err[0], err
+    assert "--bmax kept" not in err[0] and not out.exists()
+
+
+def test_iqt_fit_and_degrade_refuse_it_in_one_line(coarse_phantom, tmp_path, capsys):
+    fileio.save_dwi(_moved(coarse_phantom, _to_end(coarse_phantom.bvals)), tmp_path / "dwi.nii.gz")
+    for command in ("fit", "degrade"):
+        out = tmp_path / f"{command}.nii.gz"
+        assert cli.main([command, str(tmp_path / "dwi.nii.gz"), "-o", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and SAID in err[0] and "reorder the bval and bvec files to the volumes" in err[0], err
+        assert not out.exists()
+
+
+def test_iqt_degrade_says_a_poorly_conditioned_table_as_iqt_fit_does(coarse_phantom, tmp_path, capsys):
+    """`iqt degrade` fits the same table block-averaged and had said nothing of it; the phantom's 12 spread directions
+    get no line."""
+    from ImageQualityTransferLib.dmri.dti import POOR_CONDITION, table_condition
+
+    dw = np.flatnonzero(coarse_phantom.bvals > B0_THRESHOLD)
+    b0 = np.flatnonzero(coarse_phantom.bvals <= B0_THRESHOLD)
+    poor = next(np.array(c) for c in itertools.combinations(dw, 7)
+                if 20 < table_condition(coarse_phantom.bvals[list(c)], coarse_phantom.bvecs[list(c)]) < 200)
+    said = "diffusion-weighted directions determine the tensor poorly: directions spread evenly over the sphere give"
+    for name, keep in (("poor", np.r_[b0, poor]), ("spread", np.r_[b0, dw])):
+        dwi = _moved(coarse_phantom, keep, files=True)
+        fileio.save_dwi(dwi, tmp_path / f"{name}.nii.gz")
+        assert cli.main(["degrade", str(tmp_path / f"{name}.nii.gz"), "-o", str(tmp_path / f"lr_{name}.nii.gz")]) == 0
+        err = capsys.readouterr().err
+        condition = table_condition(dwi.bvals, dwi.bvecs)
+        if name == "poor":
+            assert err.count(said) == 1 and f"these {condition:.0f} (this line is said above 10)" in err, err
+        else:
+            assert condition < POOR_CONDITION and said not in err, (condition, err)
+
+
+@pytest.mark.realdata
+@pytest.mark.slow  # eight scans read and masked
+def test_the_shared_scans_are_silent_and_their_moved_b0s_found():
+    """The 8 shared scans as they are (their b0s 2.3-4.8x the diffusion-weighted volumes' median in the brain, the
+    brightest diffusion-weighted volume 1.01-1.04x): silent; each with its b0s moved to the end and the files not: found."""
+    folders = sorted(p for split in (DEV, TRAIN) for p in split.iterdir() if p.is_dir())
+    assert len(folders) == 8
+    for folder in folders:
+        dwi = fileio.load_dwi(need_data(folder) / "dwi.nii.gz")
+        mask = brain_mask(dwi)  # the series' own; the mask made from a moved series' b0 finds them too (its survey)
+        assert not _fires(dwi, mask), folder.name
+        assert _fires(_moved(dwi, _to_end(dwi.bvals)), mask), folder.name
+
+
+def test_a_subject_folder_read_by_train_benchmark_or_demo_gets_the_same(coarse_phantom, tmp_path):
+    """`iqt train`, `benchmark` and `demo --subject` read a subject folder (check_subject_table): the moved b0s are
+    refused there too, and a poorly conditioned table gets `iqt fit`'s line."""
+    from ImageQualityTransferLib.core.errors import IQTWarning
+    from ImageQualityTransferLib.dmri.dti import table_condition
+    from ImageQualityTransferLib.dmri.subject import check_subject_table, load_subject
+
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    fileio.save_dwi(_moved(coarse_phantom, _to_end(coarse_phantom.bvals)), moved / "dwi.nii.gz")
+    with pytest.raises(IQTError, match=SAID):
+        check_subject_table(moved, load_subject(moved))
+    dw = np.flatnonzero(coarse_phantom.bvals > B0_THRESHOLD)
+    b0 = np.flatnonzero(coarse_phantom.bvals <= B0_THRESHOLD)
+    poor = next(np.array(c) for c in itertools.combinations(dw, 7)
+                if 20 < table_condition(coarse_phantom.bvals[list(c)], coarse_phantom.bvecs[list(c)]) < 200)
+    folder = tmp_path / "poor"
+    folder.mkdir()
+    fileio.save_dwi(_moved(coarse_phantom, np.r_[b0, poor], files=True), folder / "dwi.nii.gz")
+    subject = load_subject(folder)
+    with pytest.warns(IQTWarning) as caught:
+        check_subject_table(folder, subject)
+    assert sum("determine the tensor poorly" in str(w.message) for w in caught) == 1, [str(w.message) for w in caught]

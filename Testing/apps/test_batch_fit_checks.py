@@ -312,3 +312,27 @@ def test_a_subject_whose_every_other_volume_disagrees_is_not_a_clean_0(tmp_path)
     assert "every other diffusion-weighted volume disagrees" in row["notes"]
     page = (out / "qc.html").read_text()
     assert 'class="check"' in page and "fit_outlier_volumes every other:" in page
+
+
+@pytest.mark.slow
+def test_a_dwi_subjects_mask_that_cuts_the_brain_is_in_its_notes(tmp_path):
+    """A list line's --mask with a DWI is judged as `iqt fit --mask` judges it (dmri/mask_cut.py), in batch's words."""
+    import dataclasses
+
+    import nibabel as nib
+    from scipy import ndimage
+
+    from ImageQualityTransferLib.dmri.dti import brain_mask
+
+    ds = helpers.make_bids(tmp_path / "bids", ("01",))
+    item = batch.find_items(ds)[0]
+    dwi = fileio.load_dwi(item.path)
+    cut = ndimage.binary_erosion(brain_mask(dwi).data, ndimage.generate_binary_structure(3, 1), iterations=3)
+    nib.save(nib.Nifti1Image(cut.astype(np.uint8), dwi.affine), tmp_path / "cut.nii.gz")
+    out = tmp_path / "deriv"
+    out.mkdir()
+    res = batch.run_cohort([dataclasses.replace(item, mask=str(tmp_path / "cut.nii.gz"))], batch.Settings(method="cubic"),
+                           out, progress=False)
+    said = [n for n in res[0]["notes"] if "cuts the brain" in n]
+    assert res[0]["status"] == "done" and len(said) == 1, res[0]["notes"]
+    assert said[0].startswith(f"the mask {tmp_path / 'cut.nii.gz'} cuts the brain: ") and "give the subject a mask" in said[0]

@@ -234,6 +234,11 @@ def fit_dwi(dwi: Volume, mask: Volume | None = None, progress=None, cancel=None,
     with warnings.catch_warnings(record=True) as said:  # iqt fit's checks, as the run's notes
         warnings.simplefilter("always", IQTWarning)
         dti.check_shells(dwi)
+        if mask is not None:
+            from ..dmri.mask_cut import warn_if_cut
+
+            warn_if_cut(dwi, mask, "the chosen mask", "choose a mask that covers the whole brain, or none to fit in "
+                        "that estimate")
         lr = fit_with_checks(dwi, fit_mask, exclude, fit=fit).tensor
     for w in said:
         if not issubclass(w.category, IQTWarning):

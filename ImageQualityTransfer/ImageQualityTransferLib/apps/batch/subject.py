@@ -204,6 +204,11 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
 
             given = mask
             mask = Volume(block_average(np.asarray(given.data, np.float32), s.factor) > 0, dwi.affine, "mask")
+        if item.mask:
+            from ...dmri.mask_cut import warn_if_cut
+
+            warn_if_cut(dwi, mask, f"the mask {item.mask}", "give the subject a mask that covers the whole brain (e.g. "
+                        "from 'iqt mask'), or none to fit in that estimate")
         # iqt fit's checks, said in the subject's notes and counted in its QC row
         done = fit_with_checks(dwi, mask, s.exclude_outliers, str(item.gradients()[1]))
         lr, found, table = done.tensor, done.outliers, done.gradients

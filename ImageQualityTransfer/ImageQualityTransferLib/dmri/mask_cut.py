@@ -15,9 +15,9 @@ from .dti import brain_mask, fill_slice_holes, mean_b0
 
 MARGIN = 1  # voxels beyond the mask's outline not counted: a mask one voxel tighter than the b0's brain is a fair one
 BRIGHT = 0.7  # of the b0's median over its brain: a voxel this bright is brain, not the partial-volume edge or scalp
-# the share of the b0's brain beyond that margin and that bright said: eroded by 1 voxel at most 0.011, a high-res mask
-# reduced to x2 0.011, dipy's median_otsu with its tutorial settings on x2 low-res b0s from 0.044, eroded by 2 from
-# 0.133 (docs/measurements.md, A mask that cuts the brain)
+# the share of the b0's brain beyond that margin and that bright said, on the 8 real subjects: eroded by 1 voxel at most
+# 0.010, a high-res mask reduced to x2 0.011, dipy's median_otsu with its tutorial settings on x2 low-res b0s from
+# 0.044, eroded by 2 from 0.059 (docs/measurements.md, A mask that cuts the brain)
 CUT_SHARE = 0.022
 MIN_VOXELS = 50  # fewer voxels beyond it are not said, whatever their share (a slab's few)
 
@@ -41,7 +41,7 @@ def brain_cut(dwi: Volume, mask) -> Cut | None:
     """How much of the brain median Otsu finds on `dwi`'s b0 lies outside `mask` (on the DWI's grid), its enclosed
     holes (an `--as-benchmark` mask's ventricles) counted as inside; None where no brain is found on the b0. Beyond
     the margin only voxels as bright as brain count: at x2 of the 3 mm scans the b0's brain takes in the dim outer
-    voxels of a high-res mask reduced to that grid, 3.5-4.9 % of it beyond a voxel (the tutorial mask: 6.7 % from)."""
+    voxels of a high-res mask reduced to that grid, 3.5-4.9 % of it beyond a voxel (the tutorial mask: 6.8 % from)."""
     from scipy import ndimage
 
     try:

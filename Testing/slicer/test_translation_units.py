@@ -345,3 +345,40 @@ def test_the_holes_line_comes_in_the_installed_translator_s_words():
         shown = status("dti_biqt", "the brain was estimated\n" + line, False, None)
         assert shown.split("\n")[-1] == line + ">", shown
     assert {case: said(*case) for case in cases} == english
+
+
+def test_the_exclude_outliers_advice_names_the_panel_s_checkbox_under_a_translator():
+    """A DWI node's fit (slicer/processing.py fit_dwi, in the module's process and in its worker) on a series with a
+    dropped slice pair: the outlier line's advice had been put as the panel's checkbox by matching its English, so
+    under a translator the note told a Slicer user to rerun 'iqt fit' with --exclude-outliers; the option is a
+    placeholder the module fills with its control (processing.module_options). A translator that upper-cases vowels
+    outside placeholders stands for a language; without one the English is as before."""
+    import re
+    import warnings
+
+    import numpy as np
+
+    from ImageQualityTransferLib.core import i18n
+    from ImageQualityTransferLib.dmri.dti import B0_THRESHOLD
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+    from ImageQualityTransferLib.slicer import processing
+
+    dwi = make_phantom(shape=(20, 22, 16), voxel_mm=4.0, n_dirs=12)
+    d = np.array(dwi.data)
+    d[:, :, [8, 9], np.flatnonzero(dwi.bvals > B0_THRESHOLD)[2]] *= 0.2
+
+    def note():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lr = processing.fit_dwi(dwi.replace(data=d))[0]
+        return next(n for n in lr.meta["input_notes"] if "does not fit parts" in n or "dOEs nOt fIt pArts" in n)
+
+    assert note().endswith("check the series for head motion, or tick Inputs > Exclude outliers and apply again to "
+                           "fit without them")
+    i18n.install(lambda context, text: re.sub(r"(\{[^{}]*\})|([aeiou])", lambda m: m[1] or m[2].upper(), text))
+    try:
+        said = note()
+    finally:
+        i18n.install(None)
+    assert said.endswith("chEck thE sErIEs fOr hEAd mOtIOn, Or tIck InpUts > ExclUdE OUtlIErs And Apply AgAIn tO fIt "
+                         "wIthOUt thEm") and "--" not in said, said

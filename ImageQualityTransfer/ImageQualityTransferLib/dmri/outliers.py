@@ -52,7 +52,7 @@ import numpy as np
 
 from ..core import grid
 from ..core.errors import IQTWarning
-from ..core.i18n import _
+from ..core.i18n import _, option
 from ..core.volume import Volume
 from .b0s import check_b0_levels
 from .dti import (B0_THRESHOLD, MIN_DIRECTIONS, POOR_CONDITION, SHELL_STEP, fit_dti, spans_tensor, table_condition,
@@ -649,7 +649,9 @@ def _check_fit(dwi: Volume, mask, tensor: Volume, exclude: bool, stacklevel: int
         said = _("fitted without them")
         tensor = tensor.replace(data=out.tensor, meta={**tensor.meta, "outliers_excluded": describe(out)})
     else:
-        todo = _("check the series for head motion, or rerun 'iqt fit' with --exclude-outliers to fit without them")
+        # the option in the words of the app that runs (core/i18n.py option: the Slicer module's Exclude outliers)
+        todo = _("check the series for head motion, or {rerun_exclude_outliers} to fit without them").format(
+            rerun_exclude_outliers=option("rerun 'iqt fit' with --exclude-outliers"))
         if stuck:
             todo += " " + (_("(slices {slices} may hold more than it can leave out: at most half a slice's directions)")
                            if len(stuck) > 1 else

@@ -231,7 +231,8 @@ def fit_dwi(dwi: Volume, mask: Volume | None = None, progress=None, cancel=None,
             fit_mask = dti.brain_mask(dwi)
     else:
         fit_mask = mask
-    with warnings.catch_warnings(record=True) as said:  # iqt fit's checks, as the run's notes
+    # iqt fit's checks, as the run's notes, their options as the module's controls (in the worker too)
+    with warnings.catch_warnings(record=True) as said, options_named(module_options()):
         warnings.simplefilter("always", IQTWarning)
         dti.check_shells(dwi)
         if mask is not None:
@@ -245,7 +246,7 @@ def fit_dwi(dwi: Volume, mask: Volume | None = None, progress=None, cancel=None,
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     meta = dict(dwi.meta)
     meta["input_notes"] = list(dwi.meta.get("input_notes", [])) + [
-        _fit_in_module_words(str(w.message)) for w in said if issubclass(w.category, IQTWarning)]
+        str(w.message) for w in said if issubclass(w.category, IQTWarning)]
     if mask is None:
         share = f"{100 * np.mean(fit_mask.data):.0f}"
         line = _("no mask was chosen: the tensors were fitted in the region where the DWI is non-zero (it was "
@@ -258,17 +259,6 @@ def fit_dwi(dwi: Volume, mask: Volume | None = None, progress=None, cancel=None,
     # (methods/inputs.py); clipped here, failed fits had been clipped unseen and unsaid (a Slicer audit)
     lr = lr.replace(data=np.asarray(lr.data, np.float32), meta=meta)
     return lr, fit_mask
-
-
-# the panel's control for `iqt fit --exclude-outliers` (Resources/UI/ImageQualityTransfer.ui, excludeOutliersCheckBox)
-EXCLUDE_OUTLIERS_CONTROL = "Inputs > Exclude outliers"
-
-
-def _fit_in_module_words(note: str) -> str:
-    """`iqt fit`'s advice to rerun it with --exclude-outliers, put as what a user of the module can do: tick the
-    panel's Exclude outliers and apply again."""
-    return note.replace("or rerun 'iqt fit' with --exclude-outliers to fit without them",
-                        f"or tick {EXCLUDE_OUTLIERS_CONTROL} and apply again to fit without them")
 
 
 def _fit_in_slabs(dwi: Volume, mask: Volume, progress=None, cancel=None, slabs: int = 8) -> Volume:
@@ -389,11 +379,12 @@ def choose_factors(method: str | None, factor, spacing=None, voxel_size_mm: floa
 
 
 def module_options() -> dict[str, str]:
-    """The module's controls, in the user's language, for the command line's options the factor rule's lines name
-    (core/i18n.py option; methods/factor_choice.py, fileio/model_files.py shipped): filled into their templates, so
-    that a translation holds them where its language puts them."""
+    """The module's controls, in the user's language, for the command line's options that the factor rule's lines and
+    the outlier line's advice name (core/i18n.py option; methods/factor_choice.py, fileio/model_files.py shipped,
+    dmri/outliers.py): filled into their templates, so that a translation holds them where its language puts them."""
     return {"--voxel-size": _("the Target voxel size"), "no coarser --voxel-size": _("no coarser Target voxel size"),
-            "give --model": _("choose an Advanced > Model file")}
+            "give --model": _("choose an Advanced > Model file"),
+            "rerun 'iqt fit' with --exclude-outliers": _("tick Inputs > Exclude outliers and apply again")}
 
 
 def model_refusal(exc, choice, voxel_size_mm: float | None) -> str:

@@ -86,6 +86,16 @@ def test_fit_and_degrade_say_a_cutting_mask_in_one_line(capsys, tmp_path, small_
     assert code == 0 and "cuts the brain" not in err
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("style", ["unmasked", "unmasked-ols"])
+def test_degrade_fitted_over_the_whole_field_says_no_cut(capsys, tmp_path, small_subject, style):
+    """`iqt degrade --style unmasked` fits every voxel whatever the mask: no tensor is left zero, so no line."""
+    _phantom_masks(small_subject)
+    code, _, err = run_cli(capsys, "degrade", small_subject / "dwi.nii.gz", "--mask", small_subject / "cut.nii.gz",
+                           "--style", style, "-o", tmp_path / "cut.nii.gz")
+    assert code == 0 and "cuts the brain" not in err, err
+
+
 def test_the_slicer_modules_fit_says_a_cutting_mask_in_its_notes(small_subject):
     from ImageQualityTransferLib.slicer.processing import fit_dwi
 

@@ -33,6 +33,7 @@ STYLES = {
     "mrtrix": "as tight, in MRtrix dwi2tensor's 4D element order and scanner (RAS) frame (read with --tensor-order mrtrix)",
 }
 FILE_ORDER = {"fsl": "fsl", "mrtrix": "mrtrix"}
+WHOLE_FIELD = ("unmasked", "unmasked-ols")  # styles fitted over the whole field of view: the mask leaves no tensor zero
 
 
 def all_shifts(f):
@@ -150,7 +151,7 @@ def fit_style(lr_dwi: Volume, lr_mask: np.ndarray, style: str, fit: str | None =
         data[~fit_mask] = 0.0
         return data
     method = fit or ("OLS" if style in ("ols", "unmasked-ols") else "WLS")
-    return fit_dti(lr_dwi, None if style in ("unmasked", "unmasked-ols") else lr_mask, method).data
+    return fit_dti(lr_dwi, None if style in WHOLE_FIELD else lr_mask, method).data
 
 
 def lowres_mask(mask: Volume | None, lr: Volume, r, cover: bool = False) -> Volume | None:

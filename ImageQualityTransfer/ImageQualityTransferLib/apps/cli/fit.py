@@ -104,10 +104,12 @@ def _dwi_and_mask(args):
 
         dwi = keep_bmax(dwi, args.bmax)
     if getattr(args, "mask", None):
+        from ...dmri.degrade import WHOLE_FIELD
         from ...dmri.mask_cut import warn_if_cut
 
         mask = fileio.load_mask(args.mask, dwi)
-        warn_if_cut(dwi, mask, f"--mask {args.mask}")  # fit and degrade: the tensors are zero beyond it
+        if getattr(args, "style", None) not in WHOLE_FIELD:  # fit and degrade: the tensors are zero beyond it
+            warn_if_cut(dwi, mask, f"--mask {args.mask}")
     else:
         mask = brain_mask(dwi, fill_slices=not getattr(args, "as_benchmark", False))
     if whole is not dwi:  # read on every volume: a shell --bmax drops may hold the b0s moved

@@ -163,3 +163,17 @@ def test_a_subject_folder_read_by_train_benchmark_or_demo_gets_the_same(coarse_p
     with pytest.warns(IQTWarning) as caught:
         check_subject_table(folder, subject)
     assert sum("determine the tensor poorly" in str(w.message) for w in caught) == 1, [str(w.message) for w in caught]
+
+
+def test_a_mask_mostly_over_a_zero_filled_background_names_no_volume(coarse_phantom):
+    """A scan zero-filled outside the head (as the Elition training scan is in 70 % of its background) given with a mask
+    that mostly misses the brain: every volume's median over it is 0, which had named every diffusion-weighted volume
+    as bright as a b0 ('nanx' their median); the levels tell nothing there, so nothing is named."""
+    brain = brain_mask(coarse_phantom).data
+    zeroed = coarse_phantom.replace(data=np.where(brain[..., None], np.asarray(coarse_phantom.data), 0))
+    shifted = np.roll(brain, brain.shape[0] // 2, axis=0)
+    assert (shifted & ~brain).sum() > (shifted & brain).sum()  # mostly background
+    assert b0s.b0_order(zeroed, shifted)[:2] == ([], [])
+    b0s.check_b0_order(zeroed, shifted)
+    bright, _, _ = b0s.b0_order(_moved(zeroed, _to_end(zeroed.bvals)), brain)  # the brain's own mask still tells
+    assert bright

@@ -128,8 +128,9 @@ def b0_order(dwi: Volume, mask) -> tuple[list[int], list[int], np.ndarray]:
     shell = np.where(b0, 0.0, SHELL_STEP * np.round(b / SHELL_STEP))
     median = {s: float(np.median(level[shell == s])) for s in np.unique(shell[~b0])}
     lowest = median[min(median)]
-    bright = [int(i) for i in np.flatnonzero(~b0) if level[i] >= max(AS_BRIGHT_AS_B0 * median[shell[i]],
-                                                                     level[b0].min())]
+    # a shell at 0 in the mask (a mask mostly over a zero-filled background) tells nothing: every volume is as bright
+    bright = [int(i) for i in np.flatnonzero(~b0) if median[shell[i]] > 0
+              and level[i] >= max(AS_BRIGHT_AS_B0 * median[shell[i]], level[b0].min())]
     dark = [int(j) for j in np.flatnonzero(b0) if BLANK * lowest < level[j] <= lowest]
     return bright, dark, level
 
@@ -143,7 +144,7 @@ def check_b0_order(dwi: Volume, mask) -> None:
         return
     b = np.asarray(dwi.bvals, float)
     b0 = b <= B0_THRESHOLD
-    dw = float(np.median(level[~b0]))
+    dw = float(np.median(level[~b0][level[~b0] > 0]))  # > 0: a volume named is brighter than a shell's median
     said = []
     if bright:
         said.append(f"volume{'s' if len(bright) > 1 else ''} {', '.join(map(str, bright))}, which the bval file calls "

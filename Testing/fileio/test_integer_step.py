@@ -196,3 +196,21 @@ def test_a_scaled_integer_file_in_um2_per_ms_is_told_its_unit(tmp_path, dtype):
     said = _refusal(path)
     assert "multiply them by 1e-3 to get mm^2/s" in said and "not a power of ten" not in said, said
     assert not _read(tmp_path, _auto(data, dtype))[0]
+
+
+@pytest.mark.parametrize("fmt", ["nifti", "nrrd"])
+@pytest.mark.parametrize("scale, told", [(1e6, "multiply them by 1e-6 to get mm^2/s"),
+                                         (1e3, "um^2/ms cast to whole numbers")])
+def test_a_tiny_roi_in_another_unit_is_told_its_unit_not_a_cast_to_zero(tmp_path, fmt, scale, told):
+    """a 6x6x3 ROI kept in its whole field (0.1 % of the voxels, as Slicer's ROI-masked fit) stored in um^2/s or
+    um^2/ms as integers without a scale, read without a mask: its values are hundreds or ones, mostly positive
+    definite, not a cast's zeros and failed fits (docs/measurements.md, Integer files without a scale)."""
+    data = np.zeros((60, 60, 30, 6))
+    data[27:33, 27:33, 14:17] = _brain()[10:16, 10:16, 5:8]
+    if fmt == "nrrd":
+        path = _integer_nrrd(tmp_path, data, lambda x: np.round(x * scale), np.int16)
+    else:
+        path = tmp_path / "t.nii.gz"
+        nib.save(nib.Nifti1Image(np.round(data * scale).astype(np.int16), AFFINE), path)
+    said = _refusal(path)
+    assert told in said and "truncates every value to 0" not in said, said

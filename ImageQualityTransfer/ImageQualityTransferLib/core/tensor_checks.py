@@ -133,6 +133,9 @@ SCORED_ROUNDING = {"prediction": "scoring takes that rounding for the method's e
 # share of the voxels judged that an integer file without a scl_slope (a plain cast, or a NRRD: a step of 1) holds at
 # most for every value to read as cast to zero: a brain's elements (about 1e-3 mm^2/s) truncate to 0, failed fits may not
 CAST_LEFT = 0.01
+# share of those few tensors left positive definite at most for them to read as failed fits that outlived the cast (a
+# small element truncated to 0), not a tiny ROI in another unit: Testing/fileio/test_integer_step.py
+CAST_LEFT_DEFINITE = 0.25
 
 
 def step_cause(step: float, what: str = "input") -> str:
@@ -146,14 +149,15 @@ def step_cause(step: float, what: str = "input") -> str:
 def integer_cause(brain: np.ndarray, step: float, what: str = "input", voxels: int | None = None) -> str | None:
     """Why an integer file whose tensors a check refused is wrong, where its stored `step` (mm^2/s; 1 without a
     scl_slope) is the cause: every value cast to zero (no scl_slope, and at most CAST_LEFT of the `voxels` judged
-    holding a tensor), tensors in um^2/ms cast to whole numbers (no scl_slope, and a brain of a few steps: its unit is
-    what to fix, as its float copy is told), or a brain rounded to a few steps of a real scl_slope (step_cause: one
-    failed fit can stretch an automatic scaling to 0.38 mm^2/s, docs/measurements.md); None where the step is not
-    the cause. `brain`: the tensors (n, 6) judged, not all zero."""
+    holding a tensor, at most CAST_LEFT_DEFINITE of them positive definite), tensors in um^2/ms cast to whole numbers
+    (no scl_slope, and a brain of a few steps: its unit is what to fix, as its float copy is told), or a brain rounded
+    to a few steps of a real scl_slope (step_cause: one failed fit can stretch an automatic scaling to 0.38 mm^2/s,
+    docs/measurements.md); None where the step is not the cause. `brain`: the tensors (n, 6) judged, not all zero."""
     if not step > 0:
         return None
     t = np.asarray(brain, np.float64)
-    if step == 1 and len(t) <= CAST_LEFT * (len(t) if voxels is None else voxels):
+    if step == 1 and len(t) <= CAST_LEFT * (len(t) if voxels is None else voxels) \
+            and (not len(t) or np.mean(eigenvalues(t)[:, 0] > 0) <= CAST_LEFT_DEFINITE):
         held = "every voxel is 0" if not len(t) else f"all but {len(t)} of its {voxels} voxels are 0"
         return (f"the {what} file stores integers without a scl_slope and {held}: tensors in mm^2/s (about 1e-3) or m^2/s cast to integers, which truncates every value to 0; "
                 "save the tensors as float32, or store them scaled (nibabel sets a scl_slope where float tensors are "

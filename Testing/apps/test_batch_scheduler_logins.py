@@ -61,7 +61,8 @@ def test_the_no_workers_line_names_a_proxy_s_path_and_asks_for_the_scheduler_s_o
         "--scheduler ws://u:***@node7:8786/dask/?token=***: no worker joined within 5 s; start workers at the "
         "scheduler's own address, 'dask worker ws://HOST:PORT' (not through the path /dask/: 'dask worker' takes no URL "
         "path), with ImageQualityTransfer installed, as here, or wait longer with --wait-workers SECONDS")
-    assert "(not through the path /***@b/c:" in scheduler._no_workers("wss://proxy/a@b/c", 5, "joined")
+    assert "(not through the path /***@b/c:" in scheduler._no_workers("wss://proxy:8443/a@b/c", 5, "joined")
+    assert "(not through the path /c:" in scheduler._no_workers("wss://proxy/a@b/c", 5, "joined")  # a token's too
     for given, worker in (("ws://node7:8786/", "ws://node7:8786"), ("node7:8786", "tcp://node7:8786")):
         assert f"start workers with 'dask worker {worker}' (with" in scheduler._no_workers(given, 5, "joined")
 
@@ -168,7 +169,6 @@ def test_no_secret_in_any_address_form_reaches_stderr_or_the_output_folder(tmp_p
 @pytest.mark.parametrize("given, said", [
     ("ws://[fe80::1]:8786/a@b", "ws://[fe80::1]:***/***@b"),
     ("ws://host:8786/a@b", "ws://host:***/***@b"),
-    ("wss://host/x@y", "wss://host/***@y"),
 ])
 def test_ws_url_at_signs_in_the_path_or_fragment_leave_the_host_urlsplit_reads(given, said):
     """A ws URL's '@' in its path or fragment (not its userinfo): the host is the one urlsplit (and Dask's ws client)
@@ -275,7 +275,27 @@ def test_paths_words_and_plain_hosts_stay_shown():
     for given in ("runs@node7/scheduler.json", "runs/x@v2.json", "tcp://node7:8786", "node7:8786", "ws://node7:8786/",
                   "ws://[::1]:8786/dask/"):
         assert scheduler.shown(given) == given
-    assert scheduler.shown("wss://host/x@y") == "wss://host/***@y"  # no port after its '@': urlsplit's host
+    assert scheduler.shown("wss://host/x@y") == "wss://***@y"  # read as a token 'host/x' too: test below
+
+
+@pytest.mark.parametrize("given, said", [
+    ("ws://AbC9/xYz7:@proxy.example/", "ws://***@proxy.example/"),
+    ("ws://AbC9/xYz7@proxy.example/", "ws://***@proxy.example/"),
+    ("wss://AbC9+/xYz7==:@hub.example.org/user/x/", "wss://***@hub.example.org/user/x/"),
+    ("ws://AbC9#xYz7@node7:8786/", "ws://***@node7:8786/"),
+    ("ws://AbC9?x=xYz7@node7:8786/", "ws://***@node7:8786/"),
+])
+def test_a_ws_token_holding_a_slash_question_mark_or_hash_shows_no_part_of_itself(given, said):
+    """A token given as a login (TOKEN:@host/) holding '/', '?' or '#' had its first part shown as a host
+    (ws://AbC9/***@proxy.example/, ws://AbC9#***): with no ':' before the first '/', '?' or '#' that text is no user name
+    before a password, so every line masks all of it to the last '@', Dask's own text where it names it as a host too."""
+    import re
+
+    host = re.split(r"[/?#]", given.partition("://")[2])[0]  # as Dask's websocket client reads it
+    lines = [scheduler.shown(given), scheduler.masked_command(["batch", "in", "--scheduler", given]),
+             scheduler.dask_said(f"Timed out trying to connect to {given} ({host}:80)", given)]
+    assert lines[0] == said and said in lines[1] and said in lines[2], lines
+    assert not [line for line in lines if "AbC9" in line or "xYz7" in line], lines
 
 
 @pytest.mark.parametrize("given, said", [

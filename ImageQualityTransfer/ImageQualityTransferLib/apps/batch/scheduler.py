@@ -76,6 +76,8 @@ def shown(address) -> str:
         # a '/' starts there: ws://alice:1/pw@h/ reaches host alice, port 1)
         # to its last '@', whatever the first of '/', '?' or '#' it follows (ws://alice:123?pw@h/ had been shown whole)
         after = rest[len(head):]
+        if _whole_login(head):
+            return _query_masked(f"{scheme}{sep}***@{rest.rpartition('@')[2]}")
         if _query_at(after):  # ws://host:8786/?t=a@b: the query's value, masked as one
             path, q, query = after.partition("?")
             if "@" not in path:
@@ -93,6 +95,15 @@ def shown(address) -> str:
         masked = f"{after[0]}***@{after.rpartition('@')[2]}"
         return _query_masked(f"{scheme}{sep}{_login_masked(_port_masked(head))}{masked}")
     return _query_masked(f"{scheme}{sep}{_login_masked(rest)}")
+
+
+def _whole_login(head: str) -> bool:
+    """Whether a ws URL's text before its first '/', '?' or '#' (whose '@' comes after one of them) holds neither '@'
+    nor ':': as a login to the last '@' it is no user name before a password but a token (or user name) holding '/',
+    '?' or '#', so `shown` masks all of it to that '@' (ws://AbC9/xYz7:@proxy.example/ had shown "AbC9", and
+    ws://T#x@node7:8786/ "T"). The same text read as a host and a path ('wss://host/x@y') loses its host: no text tells
+    the two apart."""
+    return "@" not in head and ":" not in head
 
 
 def _login_to_last_at(rest: str) -> bool:
@@ -251,6 +262,9 @@ def dask_said(text, address) -> str:
     userinfo = head.rpartition("@")[0]
     if head != rest and "@" in rest[len(head):] and not _query_at(rest[len(head):]):  # ws://alice:123/pw@h/'s "alice:123"
         text = text.replace(head, _port_masked(head))
+    if head != rest and "@" in rest[len(head):] and _whole_login(head):  # where it stands as a host ("AbC9:80"), as
+        # `shown` masks it: part of a token
+        text = re.sub(rf"(?<![\w.%~+-]){re.escape(head)}(?=[:/?#])", "***", text)
     if userinfo:  # where it stands as the login: user:password (with its '@' or not), TOKEN@ and TOKEN:@; never a word
         # of Dask's alone (the password "connect" had blanked "trying to *** to"): neither Dask nor tornado, which sends
         # it as a Basic login, quotes a password outside its address

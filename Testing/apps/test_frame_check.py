@@ -173,7 +173,7 @@ def test_upsample_says_in_one_warning_that_noise_left_the_frame_undecided(tmp_pa
     said = " ".join(line.split("noisy.nii.gz: ", 1)[1] for line in lines)
     assert said.startswith("the gradient-table check could not decide") and "glyphs" in said
     assert "check it on the DWI's colour FA" not in said and "colour FA shows a swap, never a flip" in said
-    assert "'iqt fit' checks it" not in said and "new fit of the same DWI" in said
+    assert "'iqt fit' checks it" not in said and "nor can a new fit of this DWI" in said
     assert len(said) < 600, len(said)  # the how-to of the eye's check in docs/inputs.md: it had been 827
 
 

@@ -536,7 +536,7 @@ def test_a_poorly_conditioned_table_is_said(coarse_phantom, tmp_path, capsys):
     b0 = np.flatnonzero(coarse_phantom.bvals <= B0_THRESHOLD)
     poor = next(np.array(c) for c in itertools.combinations(dw, 7)
                 if 20 < table_condition(coarse_phantom.bvals[list(c)], coarse_phantom.bvecs[list(c)]) < 200)
-    said = "diffusion-weighted directions determine the tensor poorly: directions spread evenly over the sphere give"
+    said = "diffusion-weighted directions determine the tensor poorly"  # said over several lines (warning_lines)
     for name, keep in (("poor", np.r_[b0, poor]), ("spread", np.r_[b0, dw])):
         dwi = coarse_phantom.replace(data=np.array(coarse_phantom.data[..., keep]), bvals=coarse_phantom.bvals[keep],
                                      bvecs=coarse_phantom.bvecs[keep])
@@ -545,7 +545,7 @@ def test_a_poorly_conditioned_table_is_said(coarse_phantom, tmp_path, capsys):
         err = capsys.readouterr().err
         condition = table_condition(dwi.bvals, dwi.bvecs)
         if name == "poor":
-            assert err.count(said) == 1 and f"these {condition:.0f} (this line is said above 10)" in err \
+            assert err.count(said) == 1 and f"the fit's design has condition number {condition:.0f} (warned above 10)" in err \
                 and "the 7 diffusion" in err and "check that the bvec file is this series' own" in err, err
         else:
             assert condition < POOR_CONDITION and said not in err, (condition, err)

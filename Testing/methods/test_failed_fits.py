@@ -565,7 +565,7 @@ def test_a_warned_cavity_s_filled_voxels_are_at_the_top_of_every_uncertainty_map
         inside = cavity & np.any(np.asarray(pred.tensor.data) != 0, axis=-1)  # without a mask its core is left out
         assert inside.sum() >= 200
         said = [str(w.message) for w in caught if "failed fit" in str(w.message)]
-        assert len(said) == 1 and "from the nearest fits, any uncertainty map raised to the top there;" in said[0], said
+        assert len(said) == 1 and "from the nearest fits; any uncertainty map raised to the top there;" in said[0], said
         for key, m in maps.items():
             top = RANDOM_AXIS_DEGREES if key == "direction" else np.quantile(m[~cavity], NOISE_QUANTILE)
             assert m[inside].min() >= np.float32(top), (mask is None, key, float(np.median(m[inside])), float(top))

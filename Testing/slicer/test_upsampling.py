@@ -140,8 +140,8 @@ def test_a_run_on_unmasked_tensors_keeps_to_the_estimated_brain_and_notes_it(loa
     out = processing.run_on_nodes(scene, node, "cubic", 2, interpolate=True)["tensor"]
     notes = out.GetAttribute(mrml.NOTES_ATTRIBUTE)
     assert notes and notes.count("estimated from the tensors") == 1, notes  # once, not once per method
-    assert notes.split("\n")[-1].startswith("choose a Brain mask"), notes  # over lines of whole pieces, as iqt
-    # upsample prints it (methods/base.py warning_lines)
+    assert notes.split("\n")[-1].endswith("; choose a Brain mask to leave out scalp and background"), notes  # over lines
+    # of whole pieces, as iqt upsample prints it (methods/base.py warning_lines)
     assert "--mask" not in notes and "choose a Brain mask" in notes  # the module's control, not the command line's
     data = mrml.tensor_volume_from_node(out).data
     assert 0.2 < np.any(data != 0, axis=-1).mean() < 0.8

@@ -430,9 +430,9 @@ def _check_negative_md(md: np.ndarray, what: str, source: str = "", made_by: str
                 "(docs/accuracy.md, Noisy scans)")), IQTWarning, stacklevel=4)
             return
         warnings.warn(source + _("{count} of the {what} tensors in the brain ({share} %) have a mean diffusivity at or "
-                                 "below zero, which no tissue has (sign-inverted, or not fitted): every method's output "
-                                 "there is not a measurement; fit them again from the DWI ('iqt fit') or check the tool "
-                                 "that wrote them").format(**counts), IQTWarning, stacklevel=4)
+                                 "below zero, which no tissue has; such tensors are sign-inverted, or not fitted: every "
+                                 "method's output there is not a measurement; fit them again from the DWI ('iqt fit') "
+                                 "or check the tool that wrote them").format(**counts), IQTWarning, stacklevel=4)
 
 
 def _mostly_one_isotropic(lam: np.ndarray) -> bool:

@@ -62,20 +62,21 @@ NOISE_VERDICT = "not judged (noise)"
 # z-flip by 0.0; in the coronal plane x- and z-flips turn them by 65-68 degrees, a y-flip by 0.0; of those lines in the
 # peduncles and internal capsule 80-100 % rise outward (in the corona radiata 67-100 %): docs/measurements.md
 # Its pieces (split at "; ") each read alone, as a long warning is said over several lines (methods/base.py
-# warning_lines).
-LINES_CHECK = ("check the table by eye on the principal-direction glyphs (docs/inputs.md, Checking a gradient table by "
-               "eye); a left-right or front-back flip turns the glyphs across the forceps around the genu in an axial "
-               "view; an up-down flip turns the glyphs across the rising corticospinal tracts in a coronal view; colour "
-               "FA shows a swap, never a flip; check the same table on a higher-SNR scan of the protocol")
+# warning_lines), each at most PIECE_LIMIT characters there; the higher-SNR scan and the eye's check in one, where two
+# pieces had each said "check the table".
+LINES_CHECK = ("check the same table on a higher-SNR scan of the protocol, or by eye on the principal-direction glyphs "
+               "(docs/inputs.md); a left-right or front-back flip turns the glyphs across the forceps around the genu "
+               "in an axial view; an up-down flip turns the glyphs across the rising corticospinal tracts in a coronal "
+               "view; colour FA shows a swap, never a flip")
 AXES = "xyz"
 
 
 def lines_check_text() -> str:
     """LINES_CHECK in the user's language (core/i18n.py)."""
-    return _("check the table by eye on the principal-direction glyphs (docs/inputs.md, Checking a gradient table by "
-             "eye); a left-right or front-back flip turns the glyphs across the forceps around the genu in an axial "
-             "view; an up-down flip turns the glyphs across the rising corticospinal tracts in a coronal view; colour "
-             "FA shows a swap, never a flip; check the same table on a higher-SNR scan of the protocol")
+    return _("check the same table on a higher-SNR scan of the protocol, or by eye on the principal-direction glyphs "
+             "(docs/inputs.md); a left-right or front-back flip turns the glyphs across the forceps around the genu in "
+             "an axial view; an up-down flip turns the glyphs across the rising corticospinal tracts in a coronal view; "
+             "colour FA shows a swap, never a flip")
 ROWS = ("first", "second", "third")
 
 
@@ -323,9 +324,10 @@ def check_gradients(dwi: Volume, mask, tensor: Volume, table: str | None = None,
         if not say_noise:
             return found
         warnings.warn(dwi.source + _("the gradient table could not be judged: noise ends the fibres tracked from the "
-                                     "white matter within two voxels with the table as given ({given} mm) and with "
-                                     "every correction; a mirrored or swapped table would pass unseen; {check}").format(
-            given=f"{found.scores['given']:.1f}", check=lines_check_text()), IQTWarning, stacklevel=2)
+                                     "white matter within two voxels; with the table as given ({given} mm) and with "
+                                     "every correction, so a mirrored or swapped table would pass unseen; "
+                                     "{check}").format(given=f"{found.scores['given']:.1f}", check=lines_check_text()),
+                      IQTWarning, stacklevel=2)
         return found
     key = found.suspect
     if key is None:

@@ -604,9 +604,9 @@ class Method:
             return None
         # the file named, as the other input warnings name it (a thick-slice audit: the first line of a run had none)
         warnings.warn(lr.source + _("the input holds tensors over the whole field of view (fitted without a brain "
-                                    "mask); the output is kept to the brain and the tissue-like fits around it, "
-                                    "estimated from the tensors' MD ({count} of the field's {total} low-res voxels, "
-                                    "{share} %); give --mask with a brain mask to leave out scalp and background").format(
+                                    "mask); the output is kept to the brain and the tissue-like fits around it ({count} "
+                                    "of the field's {total} low-res voxels, {share} %); both estimated from the "
+                                    "tensors' MD; give --mask with a brain mask to leave out scalp and background").format(
             count=int(brain.data.sum()), total=brain.data.size, share=f"{100 * brain.data.mean():.0f}"),
             IQTWarning, stacklevel=3)
         return brain
@@ -891,6 +891,14 @@ _SOURCE = re.compile(r"^((?:(?:(?:[A-Za-z]:)?[^:;]*?\.(?:nii\.gz|nii|nrrd|nhdr)|
 # (docs/measurements.md, "Long warnings") the gradient table's had run to 531 characters, the whole field's to 307.
 SPLIT_WARNINGS = ("the gradient-table check could not decide", "the gradient table could not be judged",
                   "the input holds tensors over the whole field of view (fitted without a brain mask)")
+# those of them that open with a count: the failed fits (methods/inputs.py, 309 characters with its path), a mean
+# diffusivity at or below zero (core/tensor_checks.py, 324) and iqt fit's poorly conditioned directions
+# (dmri/outliers.py, 628)
+SPLIT_OPENINGS = re.compile(r"\d+ voxels? in .+? holds? a failed fit \(|\d+ of the \S+ tensors in the brain \([\d.]+ %\) "
+                            r"have a mean diffusivity at or below zero, which no tissue has; |the \d+ diffusion-weighted "
+                            r"directions(?: kept by --exclude-outliers(?: in slice \d+)?)? determine the tensor poorly")
+# the most characters, after its file's name, of a line of such a warning said over several: whole pieces up to it
+PIECE_LIMIT = 120
 _OPENING_NAME = re.compile(r"^(?!it )([\w.+-]+) (?:uses|runs|has|may) ")  # a method's part, not "it may …"
 # a noise line's pieces that lean on the one before, as said on a line of their own: "its" named, "instead" and "one"
 # said in full
@@ -902,10 +910,12 @@ _OWN_PIECE = ((re.compile(r"^its uncertainty map"), "{}'s uncertainty map"),
 
 
 def warning_lines(note: str) -> list[str]:
-    """A noise line (`_for_noise`, `noise_clause_once`) or a warning of SPLIT_WARNINGS of more than WARNING_LINE_LIMIT
-    characters as several lines, each holding whole pieces (split at "; "): the first its file and opening (in a noise
-    line the input's noise clause and first piece), each other its file's name and the pieces that fit, a noise line's
-    piece that leans on one away from its line naming what it speaks of (`_OWN_PIECE`). Any other note as it is."""
+    """A noise line (`_for_noise`, `noise_clause_once`) or a warning of SPLIT_WARNINGS (or SPLIT_OPENINGS) of more than
+    WARNING_LINE_LIMIT characters as several lines, each holding whole pieces (split at "; "): the first its file and
+    opening (in a noise line the input's noise clause and first piece), each other its file's name and the pieces that
+    fit (WARNING_LINE_LIMIT characters in all for a noise line, PIECE_LIMIT after the file's name for the others), a
+    noise line's piece that leans on one away from its line naming what it speaks of (`_OWN_PIECE`). Any other note as
+    it is."""
     if len(note) <= WARNING_LINE_LIMIT:
         return [note]
     m = _NOISE_HEAD.match(note)
@@ -915,7 +925,8 @@ def warning_lines(note: str) -> list[str]:
     else:
         source = (_SOURCE.match(note) or [""])[0]
         head, _, rest = note.partition("; ")
-        if not rest or not note[len(source):].startswith(SPLIT_WARNINGS):
+        body = note[len(source):]
+        if not rest or not (body.startswith(SPLIT_WARNINGS) or SPLIT_OPENINGS.match(body)):
             return [note]
     lines, name = [head], None
     for i, piece in enumerate(rest.split("; ")):
@@ -924,7 +935,7 @@ def warning_lines(note: str) -> list[str]:
             for pattern, named in _OWN_PIECE:
                 piece = pattern.sub(named.format(name), piece) if name is not None or "{}" not in named else piece
         joined = f"{lines[-1]}{': ' if m and i == 0 else '; '}{piece}"
-        if (m and i == 0) or len(joined) <= WARNING_LINE_LIMIT:
+        if (m and i == 0) or (len(joined) <= WARNING_LINE_LIMIT if m else len(joined) - len(source) <= PIECE_LIMIT):
             lines[-1] = joined
         else:
             lines.append(f"{source}{piece}")

@@ -299,10 +299,9 @@ def check_frame(lr: Volume, order: str | None = None) -> str | None:
 def warn_frame_noise(lr: Volume) -> None:
     """One warning line where check_frame returned FRAME_NOISE: `iqt upsample` had said nothing, as on a clean table
     (a review; iqt batch's QC table shows the verdict instead)."""
-    warnings.warn(lr.source + _("the gradient-table check could not decide (noise ends the tracked fibres within two "
-                                "voxels whatever the table); a new fit of the same DWI cannot judge the table either; "
-                                "{check}; --no-frame-check skips this check").format(check=lines_check_text()),
-                  IQTWarning, stacklevel=2)
+    warnings.warn(lr.source + _("the gradient-table check could not decide, nor can a new fit of this DWI: noise ends "
+                                "every table's tracked fibres in two voxels; {check}; --no-frame-check skips this "
+                                "check").format(check=lines_check_text()), IQTWarning, stacklevel=2)
 
 
 def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
@@ -585,18 +584,18 @@ def drop_failed_fits(lr: Volume, mask: Volume | None, where: str = "the mask", d
                 high=f"{tensors.PLAUSIBLE_RANGE[1]:g}"))
         cause, usual = _likely_cause(lr, inside, mask, estimated)
         if n == 1:
-            line = _("{count} voxel in {where} holds a failed fit (an eigenvalue outside {low} to {high} mm^2/s): the "
+            line = _("{count} voxel in {where} holds a failed fit (an eigenvalue outside {low} to {high} mm^2/s); the "
                      "learned methods take it as missing and fill it from the nearest fits; interpolation clips "
                      "it{cause}") if usual else \
-                _("{count} voxel in {where} holds a failed fit (an eigenvalue outside {low} to {high} mm^2/s): the "
-                  "learned methods take it as missing and fill it from the nearest fits, any uncertainty map raised to "
+                _("{count} voxel in {where} holds a failed fit (an eigenvalue outside {low} to {high} mm^2/s); the "
+                  "learned methods take it as missing and fill it from the nearest fits; any uncertainty map raised to "
                   "the top there; interpolation clips it{cause}")
         else:
-            line = _("{count} voxels in {where} hold a failed fit (an eigenvalue outside {low} to {high} mm^2/s): the "
+            line = _("{count} voxels in {where} hold a failed fit (an eigenvalue outside {low} to {high} mm^2/s); the "
                      "learned methods take them as missing and fill them from the nearest fits; interpolation clips "
                      "them{cause}") if usual else \
-                _("{count} voxels in {where} hold a failed fit (an eigenvalue outside {low} to {high} mm^2/s): the "
-                  "learned methods take them as missing and fill them from the nearest fits, any uncertainty map "
+                _("{count} voxels in {where} hold a failed fit (an eigenvalue outside {low} to {high} mm^2/s); the "
+                  "learned methods take them as missing and fill them from the nearest fits; any uncertainty map "
                   "raised to the top there; interpolation clips them{cause}")
         line = lr.source + line.format(count=n, where=where, low=f"{tensors.PLAUSIBLE_RANGE[0]:g}",
                                        high=f"{tensors.PLAUSIBLE_RANGE[1]:g}", cause=cause)

@@ -583,12 +583,12 @@ def say_poor_condition(dwi: Volume, out: Outliers | None = None, stacklevel: int
         todo = _("read its FA and principal directions as unreliable, and check that the bvec file is this series' own")
     elif where is None:
         which = _("the {count} diffusion-weighted directions kept by --exclude-outliers")
-        todo = _("read FA and the principal directions as unreliable; without --exclude-outliers every direction is "
-                 "kept, the outliers too")
+        todo = _("read FA and the principal directions as unreliable (without --exclude-outliers every direction is "
+                 "kept, the outliers too)")
     else:
         which = _("the {count} diffusion-weighted directions kept by --exclude-outliers in slice {slice}")
-        todo = _("read FA and the principal directions there as unreliable; without --exclude-outliers every direction "
-                 "is kept, the outliers too")
+        todo = _("read FA and the principal directions there as unreliable (without --exclude-outliers every direction "
+                 "is kept, the outliers too)")
     which = which.format(count=n, slice=where)
     # pieces (split at "; ") of at most PIECE_LIMIT characters, as a long warning is said over several lines
     # (methods/base.py warning_lines): as one line it had run to 628 characters with its path
@@ -601,9 +601,9 @@ def say_poor_condition(dwi: Volume, out: Outliers | None = None, stacklevel: int
           "{limit}), about 1.6 with directions spread evenly over the sphere; so the series' noise is magnified in some "
           "tensor elements, and FA and the principal directions can be far off; the fit's other checks do not see this "
           "(the upsampling may read it as a noisy scan); {todo}")
-    warnings.warn(dwi.source + line.format(directions=which, slice=where, refitted=len(out.pairs) if out is not None
-                                           else 0, condition=f"{condition:.0f}", limit=f"{POOR_CONDITION:g}", todo=todo),
-                  IQTWarning, stacklevel=stacklevel)
+    refitted = len(out.pairs) if out is not None else 0
+    warnings.warn(dwi.source + line.format(directions=which, slice=where, refitted=refitted, condition=f"{condition:.0f}",
+                                           limit=f"{POOR_CONDITION:g}", todo=todo), IQTWarning, stacklevel=stacklevel)
 
 
 def _check_fit(dwi: Volume, mask, tensor: Volume, exclude: bool, stacklevel: int) -> tuple[Volume, Outliers]:

@@ -84,8 +84,8 @@ def check_b0(dwi: Volume, skip=()) -> np.ndarray:
         source = dwi.source
         said = f"{n:.1f}" if round(n, 1) > B0_SHIFT_VOXELS else f"{shown_shift(n):.2f}"
         warnings.warn(source + _("the b0 lies {shift} voxels from the mean of the diffusion-weighted volumes (i {i}, j "
-                                 "{j}, k {k}): the head moved between them (or during the series), so the brain mask "
-                                 "(made from the b0) and the tensors are off near every edge, and the upsampling's "
+                                 "{j}, k {k}); the head moved between them (or during the series), so the brain mask "
+                                 "(made from the b0) and the tensors are off near every edge; the upsampling's "
                                  "uncertainty does not show it (a 4-voxel shift of a 3 mm dev scan's b0 left 14.6 % of "
                                  "the brain out of its mask); correct the motion (e.g. FSL eddy or mcflirt, MRtrix "
                                  "dwifslpreproc) before fitting").format(

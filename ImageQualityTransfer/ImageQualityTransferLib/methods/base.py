@@ -892,11 +892,12 @@ _SOURCE = re.compile(r"^((?:(?:(?:[A-Za-z]:)?[^:;]*?\.(?:nii\.gz|nii|nrrd|nhdr)|
 SPLIT_WARNINGS = ("the gradient-table check could not decide", "the gradient table could not be judged",
                   "the input holds tensors over the whole field of view (fitted without a brain mask)")
 # those of them that open with a count: the failed fits (methods/inputs.py, 309 characters with its path), a mean
-# diffusivity at or below zero (core/tensor_checks.py, 324) and iqt fit's poorly conditioned directions
-# (dmri/outliers.py, 628)
+# diffusivity at or below zero (core/tensor_checks.py, 324), iqt fit's poorly conditioned directions
+# (dmri/outliers.py, 628) and its b0 away from the diffusion-weighted volumes (dmri/motion.py, 511)
 SPLIT_OPENINGS = re.compile(r"\d+ voxels? in .+? holds? a failed fit \(|\d+ of the \S+ tensors in the brain \([\d.]+ %\) "
                             r"have a mean diffusivity at or below zero, which no tissue has; |the \d+ diffusion-weighted "
-                            r"directions(?: kept by --exclude-outliers(?: in slice \d+)?)? determine the tensor poorly")
+                            r"directions(?: kept by --exclude-outliers(?: in slice \d+)?)? determine the tensor poorly|"
+                            r"the b0 lies [\d.]+ voxels from the mean of the diffusion-weighted volumes ")
 # the most characters, after its file's name, of a line of such a warning said over several: whole pieces up to it
 PIECE_LIMIT = 120
 _OPENING_NAME = re.compile(r"^(?!it )([\w.+-]+) (?:uses|runs|has|may) ")  # a method's part, not "it may …"

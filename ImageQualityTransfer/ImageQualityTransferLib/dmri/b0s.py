@@ -25,16 +25,23 @@ MD_RANGE = (0.4e-3, 1.6e-3)  # mm^2/s: the brain's median MD of an in-vivo brain
 # (b = 1000 and 2000), a neonate's about 1.2-1.5e-3; the audit's b0 at half brightness 0.39e-3
 
 
+def volume_levels(dwi: Volume, mask, volumes=slice(None)) -> np.ndarray:
+    """Each volume's median over the brain (those `volumes` picks, all by default)."""
+    m = np.asarray(getattr(mask, "data", mask), bool)
+    return np.median(np.asarray(dwi.data)[..., volumes][m].astype(np.float64), axis=0)
+
+
 def b0_ratios(dwi: Volume, mask) -> np.ndarray:
     """(number of b0s,): each b0's median over the brain of its ratio to the voxel's median b0 (with two b0s, their
     ratios to the brighter over the brain, that one 1: to the first, a blank first b0 left no voxel to judge and
     read as agreeing)."""
-    b0 = np.asarray(dwi.data)[..., np.asarray(dwi.bvals) <= B0_THRESHOLD].astype(np.float64)
+    is_b0 = np.asarray(dwi.bvals) <= B0_THRESHOLD
+    b0 = np.asarray(dwi.data)[..., is_b0].astype(np.float64)
     m = np.asarray(getattr(mask, "data", mask), bool)
     if b0.shape[-1] < 2 or not m.any():
         return np.ones(b0.shape[-1])
     v = b0[m]
-    brighter = int(np.argmax(np.median(v, axis=0))) if b0.shape[-1] == 2 else 0
+    brighter = int(np.argmax(volume_levels(dwi, m, is_b0))) if b0.shape[-1] == 2 else 0
     ref = v[:, brighter:brighter + 1] if b0.shape[-1] == 2 else np.median(v, axis=1, keepdims=True)
     ok = ref[:, 0] > 0
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -103,22 +110,19 @@ def check_b0_levels(dwi: Volume, mask, tensor) -> str:
 
 
 AS_BRIGHT_AS_B0 = 1.5  # a diffusion-weighted volume this many times its shell's median in the brain, and at least as
-# bright as a b0, is a b0 in the wrong place: the 8 shared scans' brightest read 1.01-1.04x, their b0s 2.3-4.8x
-BLANK = 0.05  # a b0 below this share of the lowest shell's median is blank, not named here (check_b0_levels)
-
-
-def volume_levels(dwi: Volume, mask) -> np.ndarray:
-    """(N,): each volume's median over the brain."""
-    m = np.asarray(getattr(mask, "data", mask), bool)
-    return np.median(np.asarray(dwi.data)[m].astype(np.float64), axis=0)
+# bright as a b0, reads like a b0: the 8 shared scans' brightest read 1.01-1.04x, their b0s 2.3-4.8x
+LIKE_DW = (0.4, 1.1)  # a b0 between these shares of its series' darkest and brightest shell medians reads like a
+# diffusion-weighted volume: the brightest one reads 1.04x its shell, a b = 2000 one about 0.47x a b = 1000 shell
+# --bmax kept; a b0 at half its level 1.16x or more on the 8 scans, one with a dropout over half its slices 0.33x or
+# less (docs/measurements.md, Volumes out of the bval/bvec order)
 
 
 def b0_order(dwi: Volume, mask) -> tuple[list[int], list[int], np.ndarray]:
-    """The volumes whose brightness in the brain contradicts the bval file: those it calls diffusion-weighted that are
-    as bright as a b0 (AS_BRIGHT_AS_B0 times their shell's median, and no darker than the darkest b0), those it calls
-    b0s that are no brighter than the median volume of the lowest shell (a blank b0 left to check_b0_levels), and
-    every volume's level. Only the first tell an order from a b0 scaled or of another series (check_b0_levels): a b0
-    at 0.4x reads as dark as a diffusion-weighted volume."""
+    """The volumes whose brightness in the brain says the bval file's lines were not moved with them, and every
+    volume's level: those it calls diffusion-weighted that read like a b0 (AS_BRIGHT_AS_B0 times their shell's median,
+    no darker than the darkest b0) and those it calls b0 that read like a diffusion-weighted volume (LIKE_DW). Both or
+    neither: a moved b0 leaves its line pointing at a diffusion-weighted volume, while one volume scaled too bright, or
+    a b0 scaled or with a dropout, is one volume's fault (dmri/outliers.py, check_b0_levels)."""
     b = np.asarray(dwi.bvals, float)
     m = np.asarray(getattr(mask, "data", mask), bool)
     b0 = b <= B0_THRESHOLD
@@ -127,12 +131,12 @@ def b0_order(dwi: Volume, mask) -> tuple[list[int], list[int], np.ndarray]:
     level = volume_levels(dwi, m)
     shell = np.where(b0, 0.0, SHELL_STEP * np.round(b / SHELL_STEP))
     median = {s: float(np.median(level[shell == s])) for s in np.unique(shell[~b0])}
-    lowest = median[min(median)]
     # a shell at 0 in the mask (a mask mostly over a zero-filled background) tells nothing: every volume is as bright
     bright = [int(i) for i in np.flatnonzero(~b0) if median[shell[i]] > 0
               and level[i] >= max(AS_BRIGHT_AS_B0 * median[shell[i]], level[b0].min())]
-    dark = [int(j) for j in np.flatnonzero(b0) if BLANK * lowest < level[j] <= lowest]
-    return bright, dark, level
+    low, high = LIKE_DW[0] * min(median.values()), LIKE_DW[1] * max(median.values())
+    dark = [int(j) for j in np.flatnonzero(b0) if low <= level[j] <= high and high > 0]
+    return (bright, dark, level) if bright and dark else ([], [], level)
 
 
 def check_b0_order(dwi: Volume, mask) -> None:
@@ -140,22 +144,18 @@ def check_b0_order(dwi: Volume, mask) -> None:
     to the end or the start by a converter or a merge, the files not): the fit would take b0s as diffusion-weighted
     and the reverse, and every tensor would be wrong."""
     bright, dark, level = b0_order(dwi, mask)
-    if not bright:  # dark b0s alone: a b0 scaled or of another series, said after the fit (check_b0_levels)
+    if not bright:
         return
-    b = np.asarray(dwi.bvals, float)
-    b0 = b <= B0_THRESHOLD
-    dw = float(np.median(level[~b0][level[~b0] > 0]))  # > 0: a volume named is brighter than a shell's median
-    said = []
-    if bright:
-        said.append(f"volume{'s' if len(bright) > 1 else ''} {', '.join(map(str, bright))}, which the bval file calls "
-                    f"diffusion-weighted, {'are' if len(bright) > 1 else 'is'} as bright in the brain as a b0 "
-                    f"({', '.join(f'{level[i] / dw:.1f}x' for i in bright)} the diffusion-weighted volumes' median)")
-    if dark:
-        said.append(f"volume{'s' if len(dark) > 1 else ''} {', '.join(map(str, dark))}, which it calls b0, "
-                    f"{'are' if len(dark) > 1 else 'is'} no brighter than the diffusion-weighted volumes "
-                    f"({', '.join(f'{level[j] / dw:.2f}x' for j in dark)} their median)")
+    dw = float(np.median(level[np.asarray(dwi.bvals, float) > B0_THRESHOLD]))
     counted = "counted from 0" + (" among those --bmax kept" if "bmax" in dwi.meta else "")
-    raise IQTError(f"{dwi.source}the bval/bvec order does not match the volumes: {'; '.join(said)} (volumes {counted}), so b0s would be fitted as diffusion-weighted and every tensor would be wrong; the b0s were "
-                   "likely moved (e.g. to the end, by a converter or a merge) without their lines in the bval and bvec "
-                   "files: reorder the bval and bvec files to the volumes (or the volumes to the files, e.g. with "
-                   "mrconvert -coord 3 or fslroi and fslmerge) and run again")
+    raise IQTError(
+        f"{dwi.source}the bval/bvec order does not match the volumes: volume{'s' if len(bright) > 1 else ''} "
+        f"{', '.join(map(str, bright))}, which the bval file calls diffusion-weighted, "
+        f"{'are' if len(bright) > 1 else 'is'} as bright in the brain as a b0 "
+        f"({', '.join(f'{level[i] / dw:.1f}x' for i in bright)} the diffusion-weighted volumes' median), and "
+        f"volume{'s' if len(dark) > 1 else ''} {', '.join(map(str, dark))}, which it calls b0, "
+        f"{'are' if len(dark) > 1 else 'is'} as dark as a diffusion-weighted volume "
+        f"({', '.join(f'{level[j] / dw:.2f}x' for j in dark)} their median) (volumes {counted}), so b0s would be "
+        "fitted as diffusion-weighted and every tensor would be wrong; the b0s were likely moved (e.g. to the end, by "
+        "a converter or a merge) without their lines in the bval and bvec files: reorder the bval and bvec files to "
+        "the volumes (or the volumes to the files, e.g. with mrconvert -coord 3 or fslroi and fslmerge) and run again")

@@ -472,6 +472,14 @@ MODULE_WORDS = (
     (r"if not, give this scan's own\b", "if not, choose this scan's own Brain mask"),
     (r" \(iqt fit, [^)]*\)", ""),  # which commands take --bmax: the module has none of them
     (r"give --bmax (\d+)", r"keep only the b0s and the volumes with b up to \1 s/mm^2 in the DWI volume"),
+    # volumes out of their b-values' order (dmri/b0s.py check_b0_order): the node holds the b-values, not the files
+    (r"the bval/bvec order does not match the volumes", "the DWI volume's b-values and gradients are not in its "
+                                                        "volumes' order"),
+    (r"which the bval file calls", "which its b-values call"),
+    (r"without their lines in the bval and bvec files: reorder the bval and bvec files to the volumes \(or the volumes "
+     r"to the files, (e\.g\. with mrconvert -coord 3 or fslroi and fslmerge)\) and run again",
+     r"without their b-values and gradients: reorder the b-values and gradients of the file the DWI volume was loaded "
+     r"from to its volumes (or its volumes to them, \1), load it again and apply again"),
 )
 
 

@@ -112,8 +112,8 @@ def check_b0_levels(dwi: Volume, mask, tensor) -> str:
 AS_BRIGHT_AS_B0 = 1.5  # a diffusion-weighted volume this many times its shell's median in the brain, and at least as
 # bright as a b0, reads like a b0: the 8 shared scans' brightest read 1.01-1.04x, their b0s 2.3-4.8x
 LIKE_DW = (0.4, 1.1)  # a b0 between these shares of its series' darkest and brightest shell medians reads like a
-# diffusion-weighted volume: the brightest one reads 1.04x its shell, a b = 2000 one about 0.47x a b = 1000 shell
-# --bmax kept; a b0 at half its level 1.16x or more on the 8 scans, one with a dropout over half its slices 0.33x or
+# diffusion-weighted volume: the brightest one reads 1.04x its shell, one of a shell --bmax dropped 0.48-0.65x the
+# kept shell's; a b0 at half its level 1.16x or more on the 8 scans, one with a dropout over half its slices 0.33x or
 # less (docs/measurements.md, Volumes out of the bval/bvec order)
 
 

@@ -76,7 +76,7 @@ def test_the_poorly_conditioned_directions_line_is_said_over_short_lines(capsys)
     bvals = np.r_[0, np.full(7, 1000.0)]
     assert POOR_CONDITION < table_condition(bvals, bvecs) < np.inf
     dwi = Volume(np.ones((2, 2, 2, 8)), np.eye(4), "dwi", bvals=bvals, bvecs=bvecs, meta={"path": "p"})
-    bodies = _printed(capsys, lambda: outliers._say_poor_condition(dwi, None, 2))
+    bodies = _printed(capsys, lambda: outliers.say_poor_condition(dwi, None, 2))
     assert len(bodies) > 1 and max(map(len, bodies)) <= LONGEST, bodies
     assert bodies[0] == "the 7 diffusion-weighted directions determine the tensor poorly", bodies
 

@@ -16,6 +16,7 @@ from ..core.i18n import _
 from ..core.volume import Volume
 from ..dmri.dti import brain_from_tensors, fill_slice_holes
 from ..dmri.gradcheck import LINES_CHECK, NOISE_SHORT_STEPS, NOISE_VERDICT, NOISY_RATIO, lines_check_text
+from .context import CONTEXT_RINGS
 
 log = logging.getLogger(__name__)
 
@@ -647,8 +648,6 @@ def enclosed_holes(lr: Volume, mask: Volume | None, missing: np.ndarray) -> np.n
     brain) a hole counts only where it reaches deeper than HOLE_DEPTH voxels inside the tensors' outline. Failed fits
     alone are the cavity rules' (_likely_cause), and a fit's floor (1e-9) is a tensor: the scattered ones every clean
     scan holds are no hole."""
-    from .context import CONTEXT_RINGS
-
     present = np.any(np.asarray(lr.data) != 0, axis=-1)
     tissue = present if mask is None else present & np.asarray(mask.data, bool)
     # without a mask a face is closed only inside the fit's rings of context: at the skull base they close over the
@@ -667,7 +666,16 @@ def enclosed_holes(lr: Volume, mask: Volume | None, missing: np.ndarray) -> np.n
         return None
     parts, _ = ndimage.label(holes, structure=np.ones((3, 3, 3), bool))
     found = np.unique(parts[held])
-    return np.isin(parts, found[found > 0])
+    found = [k for k in found[found > 0] if not _face_pocket(parts, k)]
+    return np.isin(parts, found) if found else None
+
+
+def _face_pocket(parts: np.ndarray, k: int) -> bool:
+    """Whether hole `k` of `parts` lies in a face slice of the field alone: _border_closed caps a face with that
+    slice's outline filled in 2D, so a pocket of background enclosed only within the face slice (open beyond the cut)
+    read as a hole; on clean fields cut across the brain these were 1-13 low-res voxels (docs/measurements.md)."""
+    where = np.nonzero(parts == k)
+    return any(n > 1 and w.min() == w.max() and w[0] in (0, n - 1) for w, n in zip(where, parts.shape))
 
 
 def warn_holes(lr: Volume, holes: np.ndarray, failed: int = 0, told: bool = False) -> None:
@@ -713,12 +721,14 @@ def warn_mask_holes(lr: Volume, mask: Volume, missing: np.ndarray) -> None:
         return
     n = int(zeroed.sum())
     cm3 = n * float(np.prod(lr.voxel_size)) / 1000
-    line = (_("the mask has holes inside the brain: 1 low-res voxel there holds a tensor but lies beyond the outputs' "
-              "reach of the mask, so the output there is zero; fill the mask's holes (or give none) to upsample it")
+    # the count is what the output loses, not the whole hole: its rim within one voxel of the mask is upsampled
+    line = (_("the mask has holes inside the brain: the output is zero over 1 low-res voxel of them that holds a "
+              "tensor (a hole's part more than one voxel from the mask; the rest is upsampled); fill the mask's holes "
+              "(or give none) to upsample it")
             if n == 1 else
-            _("the mask has holes inside the brain: {count} low-res voxels there ({size} cm^3) hold tensors but lie "
-              "beyond the outputs' reach of the mask, so the output there is zero; fill the mask's holes (or give none) "
-              "to upsample them"))
+            _("the mask has holes inside the brain: the output is zero over {count} low-res voxels of them ({size} "
+              "cm^3) that hold tensors (each hole's part more than one voxel from the mask; the rest is upsampled); "
+              "fill the mask's holes (or give none) to upsample them"))
     warnings.warn(lr.source + line.format(count=n, size=f"{cm3:.1f}"), IQTWarning, stacklevel=3)
 
 
@@ -737,8 +747,6 @@ def warn_noisy_context(lr: Volume, mask: Volume) -> None:
     eigenvalue or a failed fit: noise, not tissue): every method reads them as the brain edge's context, and they had
     moved a dev scan's results near the edge without a word (a tool-inputs audit: cubic's exterior DT-RMSE 20.65 ->
     22.89); zeroed, they are filled from the brain's edge (methods/context.py)."""
-    from .context import CONTEXT_RINGS
-
     inside = np.asarray(mask.data, bool)
     band = ndimage.binary_dilation(inside, iterations=CONTEXT_RINGS) & ~inside & np.any(np.asarray(lr.data) != 0, axis=-1)
     m = int(band.sum())

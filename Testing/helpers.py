@@ -60,6 +60,20 @@ def low_res_case(subject, r, style: str):
 # ---------------------------------------------------------------- small synthetic tensor fields
 
 
+def masked_phantom_fit(folder: Path, name: str) -> Volume:
+    """Write one masked phantom fit as float32 `folder/name` and its mask as `folder/mask.nii.gz` (the integer-file
+    tests store it again in other types); returns the mask."""
+    from ImageQualityTransferLib import fileio
+    from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    dwi = make_phantom(shape=(32, 36, 28), voxel_mm=2.0, n_dirs=12)
+    mask = brain_mask(dwi)
+    fileio.save_tensor(fit_dti(dwi, mask), folder / name)
+    fileio.save_mask(mask, folder / "mask.nii.gz")
+    return mask
+
+
 def changed_copy(src: Path, dst: Path, mask: Path) -> Path:
     """A copy of the reference `src` as a prediction, its first mask voxel holding a tensor (on the brain's edge: the exterior) scaled
     by 1.01: `iqt evaluate` refuses a prediction equal to the reference on every mask voxel, and the interior here

@@ -9,21 +9,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from ImageQualityTransferLib import fileio
-from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
-from ImageQualityTransferLib.dmri.phantom import make_phantom
-
-from helpers import changed_copy, run_cli
+from helpers import changed_copy, masked_phantom_fit, run_cli
 
 
 @pytest.fixture(scope="module")
 def fit(tmp_path_factory):
     """(float32 reference, a prediction changed from it, the fit's mask) of one masked phantom fit."""
     d = tmp_path_factory.mktemp("int_eval")
-    dwi = make_phantom(shape=(32, 36, 28), voxel_mm=2.0, n_dirs=12)
-    mask = brain_mask(dwi)
-    fileio.save_tensor(fit_dti(dwi, mask), d / "truth.nii.gz")
-    fileio.save_mask(mask, d / "mask.nii.gz")
+    masked_phantom_fit(d, "truth.nii.gz")
     changed_copy(d / "truth.nii.gz", d / "pred.nii.gz", d / "mask.nii.gz")  # the reference or its copy is refused
     return d
 

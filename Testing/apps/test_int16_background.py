@@ -13,20 +13,15 @@ import pytest
 
 from ImageQualityTransferLib import fileio
 from ImageQualityTransferLib.fileio.tracts import load_tracts
-from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti
-from ImageQualityTransferLib.dmri.phantom import make_phantom
 
-from helpers import changed_copy, run_cli
+from helpers import changed_copy, masked_phantom_fit, run_cli
 
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     """(float32 file, int16 file, the fit's mask) of one masked phantom fit."""
     d = tmp_path_factory.mktemp("int16")
-    dwi = make_phantom(shape=(32, 36, 28), voxel_mm=2.0, n_dirs=12)
-    mask = brain_mask(dwi)
-    fileio.save_tensor(fit_dti(dwi, mask), d / "f32.nii.gz")
-    fileio.save_mask(mask, d / "mask.nii.gz")
+    mask = masked_phantom_fit(d, "f32.nii.gz")
     img = nib.load(d / "f32.nii.gz")
     small = nib.Nifti1Image(np.asarray(img.dataobj, np.float32), img.affine, img.header)
     small.set_data_dtype(np.int16)

@@ -59,12 +59,14 @@ def test_iqt_fit_with_and_without_bmax(two_shells, tmp_path, capsys):
     assert not (tmp_path / "none.nii.gz").exists()
 
 
-def test_the_slicer_note_names_the_panel_s_way():
+def test_the_slicer_note_names_the_panel_s_way(two_shells):
     pytest.importorskip("slicer", reason="slicer-core is not installed")
-    from ImageQualityTransferLib.slicer.processing import in_module_words
+    from ImageQualityTransferLib.core.i18n import options_named
+    from ImageQualityTransferLib.slicer.processing import in_module_words, module_options
 
-    text = in_module_words("DTI is fitted to all of them; fit the lowest shell only: give --bmax 1000 (iqt fit, mask, "
-                           "degrade, batch; the other commands fit every shell: give them a series of that shell)")
+    with pytest.warns(IQTWarning) as said, options_named(module_options()):  # as the module's fit says it
+        dti.check_shells(two_shells)
+    text = in_module_words(str(said[0].message))
     assert "iqt fit" not in text and "commands" not in text  # the module runs none of them
     assert "--bmax" not in text and "b up to 1000" in text
 

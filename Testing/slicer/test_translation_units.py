@@ -382,3 +382,42 @@ def test_the_exclude_outliers_advice_names_the_panel_s_checkbox_under_a_translat
         i18n.install(None)
     assert said.endswith("chEck thE sErIEs fOr hEAd mOtIOn, Or tIck InpUts > ExclUdE OUtlIErs And Apply AgAIn tO fIt "
                          "wIthOUt thEm") and "--" not in said, said
+
+
+def test_the_shells_advice_names_the_dwi_volume_not_bmax_under_a_translator():
+    """A DWI node with b = 1000 and 3000 shells (slicer/processing.py fit_dwi): the shell line's advice had been put as
+    the module's words by matching its English ("give --bmax"), so under a translator the note told a Slicer user to
+    give --bmax; the advice is a placeholder the module fills (processing.module_options). A translator that upper-cases
+    vowels outside placeholders stands for a language; without one the English is as before."""
+    import re
+    import warnings
+
+    import numpy as np
+
+    from ImageQualityTransferLib.core import i18n
+    from ImageQualityTransferLib.dmri.dti import B0_THRESHOLD
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+    from ImageQualityTransferLib.slicer import processing
+
+    dwi = make_phantom(shape=(20, 22, 16), voxel_mm=4.0, n_dirs=12)
+    bvals = np.array(dwi.bvals, float)
+    weighted = np.flatnonzero(bvals > B0_THRESHOLD)
+    bvals[weighted[::2]] = 3000.0
+    dwi = dwi.replace(bvals=bvals)
+
+    def note():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lr = processing.fit_dwi(dwi)[0]
+        return next(n for n in lr.meta["input_notes"] if "shells" in n or "shElls" in n)
+
+    assert processing.in_module_words(note()).endswith(
+        "fit the lowest shell only, as most DTI studies do: keep only the b0s and the volumes with b up to 1000 "
+        "s/mm^2 in the DWI volume")
+    i18n.install(lambda context, text: re.sub(r"(\{[^{}]*\})|([aeiou])", lambda m: m[1] or m[2].upper(), text))
+    try:
+        said = note()
+    finally:
+        i18n.install(None)
+    assert said.endswith("kEEp Only thE b0s And thE vOlUmEs wIth b Up tO 1000 s/mm^2 In thE DWI vOlUmE") and \
+        "--" not in said, said

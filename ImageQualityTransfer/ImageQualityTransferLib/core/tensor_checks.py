@@ -12,7 +12,7 @@ import contextvars
 import numpy as np
 
 from . import tensors
-from .i18n import _
+from .i18n import _, option
 from .tensors import TISSUE_RANGE, eigenvalues, failed_fits, md_mode_of
 
 
@@ -405,9 +405,10 @@ def _check_negative_md(md: np.ndarray, what: str, source: str = "", made_by: str
                                          "diffusivity at or below zero, which no tissue has: the file is iqt upsample's "
                                          "output ('{made_by}'), whose interpolation overshoots to such tensors where the "
                                          "input's tensors change sharply (an unmasked fit's scalp and background fits, "
-                                         "the brain's edge); they are not measurements: give --mask with the brain "
+                                         "the brain's edge); they are not measurements: {give_mask} with the brain "
                                          "mask, or upsample with logeuclid-cubic, which keeps the tensors positive "
-                                         "definite").format(**counts), IQTWarning, stacklevel=4)
+                                         "definite").format(**counts, give_mask=option("give --mask")), IQTWarning,
+                                       stacklevel=4)
                 return
             # counted in the brain (the mask's, a masked input's, or the one estimated from an unmasked fit: `inside`),
             # they are the model's own prediction, which regresses the six elements, not the eigenvalues: 'upsample

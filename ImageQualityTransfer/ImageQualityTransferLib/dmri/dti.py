@@ -8,7 +8,7 @@ import numpy as np
 
 from ..core import grid
 from ..core.errors import IQTError, IQTWarning
-from ..core.i18n import _
+from ..core.i18n import _, option
 from ..core.volume import Volume
 from ..fileio.gradients import B0_THRESHOLD, check_table  # one value and one check for reading and fitting (s/mm^2)
 
@@ -381,9 +381,11 @@ def check_shells(dwi: Volume) -> None:
         source = dwi.source
         warnings.warn(source + _("the series has {count} shells (b = {shells} s/mm^2) and DTI is fitted to all of "
                                  "them, which lowers MD at high b; fit the lowest shell only, as most DTI studies do: "
-                                 "give --bmax {bmax} (iqt fit, mask, degrade, batch; the other commands fit every shell: "
-                                 "give them a series of that shell)").format(
-            count=len(found), shells=", ".join(f"{v:g}" for v in found), bmax=f"{lower:g}"), IQTWarning, stacklevel=2)
+                                 "{keep_lowest_shell}").format(
+            count=len(found), shells=", ".join(f"{v:g}" for v in found),
+            keep_lowest_shell=option("give --bmax {bmax} (iqt fit, mask, degrade, batch; the other commands fit every "
+                                     "shell: give them a series of that shell)").format(bmax=f"{lower:g}")),
+            IQTWarning, stacklevel=2)
 
 
 def fit_dti(dwi: Volume, mask: Volume | np.ndarray | None = None, method: str = "WLS", say_shells: bool = True) -> Volume:

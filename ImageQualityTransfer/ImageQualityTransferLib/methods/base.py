@@ -17,7 +17,7 @@ import numpy as np
 from ..core import grid, memory, noise_level, tensors
 from ..core.direction import spread
 from ..core.errors import IQTError, IQTWarning
-from ..core.i18n import _
+from ..core.i18n import _, option
 from ..core.orientation import Reorientation
 from ..core.words import listed
 from ..core.volume import Volume
@@ -462,8 +462,8 @@ class Method:
             # each fact once, in about three terminal lines (it had reached 338 characters)
             warnings.warn(lr.source + _("the noise index is unreadable: the brain estimated from the tensors is too "
                                         "small ({count} voxels), as on a scan whose fits are mostly noise (b0 SNR about "
-                                        "1-2), so {runs}; give --mask with a brain mask made from this scan itself to "
-                                        "have it read").format(count=int(brain.sum()), runs=runs),
+                                        "1-2), so {runs}; {give_mask} made from this scan itself to have it read").format(
+                              count=int(brain.sum()), runs=runs, give_mask=option("give --mask with a brain mask")),
                           IQTWarning, stacklevel=4)
         elif said and noise_unreadable(lr, brain):
             # a slab of a b0 SNR 10 scan cut along voxel axis i or j: its clean model ran with no line, its SD map 0.71x
@@ -577,9 +577,9 @@ class Method:
             sizes = "x".join(f"{v:.3g}" for v in np.asarray(lr.voxel_size, float) / np.asarray(f, float))
             warnings.warn(lr.source + _("at {factors} the output voxels are {sizes} mm ({ratio}:1), far from the "
                                         "near-isotropic voxels {method}'s models were trained on (up to 1.4:1): give "
-                                        "factors that make them near-isotropic (iqt upsample's --voxel-size MM picks "
-                                        "them), or use cubic").format(
-                factors=grid.describe(f), sizes=sizes, ratio=f"{ratio:.1f}", method=self.name),
+                                        "factors that make them near-isotropic ({voxel_size_picks}), or use cubic").format(
+                factors=grid.describe(f), sizes=sizes, ratio=f"{ratio:.1f}", method=self.name,
+                voxel_size_picks=option("iqt upsample's --voxel-size MM picks them")),
                 IQTWarning, stacklevel=4)
 
     def for_noisy_inputs(self, f: tuple) -> "Method | None":
@@ -599,15 +599,17 @@ class Method:
         brain = brain_within_box(lr)
         if brain is None:
             warnings.warn(lr.source + _("the input holds tensors over the whole field of view and no background was "
-                                        "found to leave out: the output covers all of it; give --mask to keep it zero "
-                                        "outside the brain"), IQTWarning, stacklevel=3)
+                                        "found to leave out: the output covers all of it; {give_mask} to keep it zero "
+                                        "outside the brain").format(give_mask=option("give --mask")), IQTWarning,
+                          stacklevel=3)
             return None
         # the file named, as the other input warnings name it (a thick-slice audit: the first line of a run had none)
         warnings.warn(lr.source + _("the input holds tensors over the whole field of view (fitted without a brain "
                                     "mask); the output is kept to the brain and the tissue-like fits around it ({count} "
                                     "of the field's {total} low-res voxels, {share} %); both estimated from the "
-                                    "tensors' MD; give --mask with a brain mask to leave out scalp and background").format(
-            count=int(brain.data.sum()), total=brain.data.size, share=f"{100 * brain.data.mean():.0f}"),
+                                    "tensors' MD; {give_mask} to leave out scalp and background").format(
+            count=int(brain.data.sum()), total=brain.data.size, share=f"{100 * brain.data.mean():.0f}",
+            give_mask=option("give --mask with a brain mask")),
             IQTWarning, stacklevel=3)
         return brain
 

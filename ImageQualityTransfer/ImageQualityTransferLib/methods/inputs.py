@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from ..core import grid, noise_level, tensor_checks, tensors
 from ..core.errors import IQTError, IQTWarning
-from ..core.i18n import _
+from ..core.i18n import _, option
 from ..core.volume import Volume
 from ..dmri.dti import brain_from_tensors, fill_slice_holes
 from ..dmri.gradcheck import LINES_CHECK, NOISE_SHORT_STEPS, NOISE_VERDICT, NOISY_RATIO, lines_check_text
@@ -800,8 +800,8 @@ def warn_mask_off_head(lr: Volume, mask: Volume) -> None:
         # said without a figure: its own noise index, read in that shrunk head, had stood beside the noise line's other
         # one (0.17 and 0.161), and the advice had been to give the very mask given (a review)
         give = _("On a scan this noisy the noise also shrinks that head: if it is this scan's own brain mask, keep it; "
-                 "if not, give this scan's own") if index > noise_level.NOISY_INPUT else \
-            _("Give this scan's own brain mask")
+                 "if not, {give_own}").format(give_own=option("give this scan's own")) \
+            if index > noise_level.NOISY_INPUT else option("Give this scan's own brain mask")
         line = _("{count} of the {total} input-grid voxels that {mask} covers ({share} %) lie beyond the head its "
                  "tensors show (the background's noise fits, where every method's output is noise): a mask made from "
                  "another scan, shifted, or reaching well beyond the brain (dilated, a box)? {give} ('iqt mask', 'iqt "

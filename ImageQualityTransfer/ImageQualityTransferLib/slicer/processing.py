@@ -384,7 +384,13 @@ def module_options() -> dict[str, str]:
     dmri/outliers.py): filled into their templates, so that a translation holds them where its language puts them."""
     return {"--voxel-size": _("the Target voxel size"), "no coarser --voxel-size": _("no coarser Target voxel size"),
             "give --model": _("choose an Advanced > Model file"),
-            "rerun 'iqt fit' with --exclude-outliers": _("tick Inputs > Exclude outliers and apply again")}
+            "rerun 'iqt fit' with --exclude-outliers": _("tick Inputs > Exclude outliers and apply again"),
+            "give --mask": _("choose a Brain mask"), "give --mask with a brain mask": _("choose a Brain mask"),
+            "give --bmax {bmax} (iqt fit, mask, degrade, batch; the other commands fit every shell: give them a series "
+            "of that shell)": _("keep only the b0s and the volumes with b up to {bmax} s/mm^2 in the DWI volume"),
+            "iqt upsample's --voxel-size MM picks them": _("Upsampling: Target voxel size picks them"),
+            "--method cubic": _("cubic"), "give this scan's own": _("choose this scan's own Brain mask"),
+            "Give this scan's own brain mask": _("Choose this scan's own Brain mask")}
 
 
 def model_refusal(exc, choice, voxel_size_mm: float | None) -> str:
@@ -451,7 +457,6 @@ MODULE_WORDS = (
     # the panel sets factors as a mode and one number: "--factor 1,1,3" is Through-plane 3, "--factor 3" Isotropic 3;
     # a through-plane model's own factors, along the thick-slice axis (methods/learned.py _use_instead), Through-plane
     (r"use --factor with (\d+) along the input's thick-slice voxel axis \([^)]*\)", r"use Upsampling: Through-plane, factor \1"),
-    (r"(iqt upsample's )?--voxel-size MM picks them", "Upsampling: Target voxel size picks them"),
     (r"--factor (?:1,1,([2-9]|\d{2,})|1,([2-9]|\d{2,}),1|([2-9]|\d{2,}),1,1)(?!\.?\d|,\d)", r"Upsampling: Through-plane, factor \1\2\3"),
     (r"--factor ([2-9]|\d{2,})(?:,\1,\1)?(?!\.?\d|,\d)", r"Upsampling: Isotropic, factor \1"),
     (r"a larger --voxel-size", "a larger Target voxel size"), (r"--voxel-size", "the Target voxel size"), (r"--factor", "the Upsampling factor"),
@@ -467,11 +472,6 @@ MODULE_WORDS = (
     (r"multiply them by 1e(-?\d+) to get mm\^2/s", r"rescale them by 1e\1 to mm^2/s before loading them"),
     (r"check the bval file", "check the DWI volume's b-values as loaded"),
     (r"give a brain mask(, for example from)?", r"choose a Brain mask that holds the brain\1"),
-    # a mask beyond the head of a whole-field input (methods/inputs.py warn_mask_off_head): the panel's mask is chosen
-    (r"Give this scan's own brain mask", "Choose this scan's own Brain mask"),
-    (r"if not, give this scan's own\b", "if not, choose this scan's own Brain mask"),
-    (r" \(iqt fit, [^)]*\)", ""),  # which commands take --bmax: the module has none of them
-    (r"give --bmax (\d+)", r"keep only the b0s and the volumes with b up to \1 s/mm^2 in the DWI volume"),
     # volumes out of their b-values' order (dmri/b0s.py check_b0_order): the node holds the b-values, not the files
     (r"the bval/bvec order does not match the volumes", "the DWI volume's b-values and gradients are not in its "
                                                         "volumes' order"),

@@ -70,7 +70,8 @@ def main(argv=None) -> int:
     from ..core.errors import IQTError
     from ..core.volume import Volume
     from . import mrml
-    from .processing import Request, fit_dwi, predict_volumes
+    from ..core.i18n import options_named
+    from .processing import Request, fit_dwi, module_options, predict_volumes
 
     def progress(fraction, message=None):
         if fraction is not None:
@@ -87,7 +88,8 @@ def main(argv=None) -> int:
             lr, mask = fit_dwi(lr, mask, progress, exclude=args.exclude_outliers)
         request = Request(args.method, grid.factors(args.factor), args.model, args.samples, args.device, args.interpolate,
                           args.tta, args.exclude_outliers)
-        results = predict_volumes(lr, request, mask, progress)
+        with options_named(module_options()):  # the engine's lines name the module's controls, as in its process
+            results = predict_volumes(lr, request, mask, progress)
         out = Path(args.outdir)
         out.mkdir(parents=True, exist_ok=True)
         outputs = {}

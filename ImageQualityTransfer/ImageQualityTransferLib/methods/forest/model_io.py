@@ -17,7 +17,7 @@ import numpy as np
 from ...fileio import model_files
 from ...core import grid
 from ...core.errors import IQTError
-from ...core.i18n import _
+from ...core.i18n import _, option
 from ...fileio.model_files import MODELS_DIR, REGISTRY, read_registry, sidecar_path, write_model  # noqa: F401 (re-exported)
 from . import INPUT_UNITS, MD_REFERENCE, SCALE, tree
 from .features import N_FEATURES
@@ -292,7 +292,8 @@ def check_arrays(a: dict, weights, method) -> None:
 
         warnings.warn(_("{model}: the model's maps (gl_W and its leaves') are all zero, so it gives cubic "
                         "interpolation's result under the name {method}: the file is damaged or was never trained; "
-                        "re-download or retrain the model, or use --method cubic").format(model=weights, method=method),
+                        "re-download or retrain the model, or use {cubic}").format(model=weights, method=method,
+                                                                                  cubic=option("--method cubic")),
                       IQTWarning, stacklevel=3)
 
 

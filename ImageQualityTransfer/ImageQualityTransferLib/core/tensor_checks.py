@@ -158,18 +158,23 @@ def integer_cause(brain: np.ndarray, step: float, what: str = "input", voxels: i
     t = np.asarray(brain, np.float64)
     if step == 1 and len(t) <= CAST_LEFT * (len(t) if voxels is None else voxels) \
             and (not len(t) or np.mean(eigenvalues(t)[:, 0] > 0) <= CAST_LEFT_DEFINITE):
-        held = "every voxel is 0" if not len(t) else f"all but {len(t)} of its {voxels} voxels are 0"
-        return (f"the {what} file stores integers without a scl_slope and {held}: tensors in mm^2/s (about 1e-3) or m^2/s cast to integers, which truncates every value to 0; "
-                "save the tensors as float32, or store them scaled (nibabel sets a scl_slope where float tensors are "
-                "saved after img.set_data_dtype(np.int16))")
+        if not len(t):
+            return _("the {what} file stores integers without a scl_slope and every voxel is 0: tensors in mm^2/s (about "
+                     "1e-3) or m^2/s cast to integers, which truncates every value to 0; save the tensors as float32, or "
+                     "store them scaled (nibabel sets a scl_slope where float tensors are saved after "
+                     "img.set_data_dtype(np.int16))").format(what=what)
+        return _("the {what} file stores integers without a scl_slope and all but {count} of its {voxels} voxels are 0: "
+                 "tensors in mm^2/s (about 1e-3) or m^2/s cast to integers, which truncates every value to 0; save the "
+                 "tensors as float32, or store them scaled (nibabel sets a scl_slope where float tensors are saved after "
+                 "img.set_data_dtype(np.int16))").format(what=what, count=len(t), voxels=voxels)
     if not rounds_to_few_steps(t, step):
         return None
     if step == 1:
         big = float(np.median(np.abs(t[:, [0, 2, 5]]).max(axis=1)))
-        return (f"the {what} tensor values look like they are not in mm^2/s but um^2/ms cast to whole numbers (the file "
-                f"stores integers without a scl_slope, and the brain's largest |Dii| is typically {big:g}; a brain's MD "
-                f"is about 0.7e-3 mm^2/s, 0.7 um^2/ms): {_rescale_hint(0.7)} and save them as float32 (cast to integers "
-                "in um^2/ms, each element keeps only a few steps)")
+        return _("the {what} tensor values look like they are not in mm^2/s but um^2/ms cast to whole numbers (the file "
+                 "stores integers without a scl_slope, and the brain's largest |Dii| is typically {big}; a brain's MD is "
+                 "about 0.7e-3 mm^2/s, 0.7 um^2/ms): {rescale} and save them as float32 (cast to integers in um^2/ms, "
+                 "each element keeps only a few steps)").format(what=what, big=f"{big:g}", rescale=_rescale_hint(0.7))
     return step_cause(step, what)
 
 

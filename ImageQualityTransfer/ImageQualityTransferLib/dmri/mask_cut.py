@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.errors import IQTError, IQTWarning
+from ..core.i18n import _
 from ..core.volume import Volume
 from .dti import B0_THRESHOLD, brain_mask, fill_slice_holes, mean_b0
 
@@ -24,7 +25,6 @@ MIN_VOXELS = 50  # fewer voxels beyond it are not said, whatever their share (a 
 # weighted volumes) under this, in mm^2/s; CSF reads about 3e-3, so a fair mask made on the mean DWI, which leaves out the CSF
 # rim, is not said (docs/measurements.md, A mask that cuts the brain)
 TISSUE_ADC = 1.2e-3
-LEFT_ZERO = "where the tensors are left zero"
 
 
 @dataclass
@@ -80,12 +80,15 @@ def apparent_diffusion(dwi: Volume, where, b0) -> np.ndarray:
 
 
 def warn_if_cut(dwi: Volume, mask, name: str, way: str = "give a mask that covers the whole brain (e.g. from "
-                "'iqt mask'), or leave --mask out to fit in that estimate", left: str = LEFT_ZERO) -> Cut | None:
+                "'iqt mask'), or leave --mask out to fit in that estimate", left: str | None = None) -> Cut | None:
     """One warning where `mask` (called `name`) cuts the brain `dwi`'s b0 shows (`Cut.cuts`); `way`: what to do;
-    `left`: what becomes of the tensors there."""
+    `left`: what becomes of the tensors there (None: they are left zero)."""
     found = brain_cut(dwi, mask)
     if found is not None and found.cuts:
-        warnings.warn(f"{name} cuts the brain: {100 * found.outside:.1f} % of the brain the DWI's b0 shows (median Otsu) "
-                      f"lies outside it ({100 * found.beyond:.1f} % tissue as bright as brain and more than a voxel beyond "
-                      f"its edge), {left}; {way}", IQTWarning, stacklevel=2)
+        left = _("where the tensors are left zero") if left is None else left
+        warnings.warn(_("{name} cuts the brain: {outside} % of the brain the DWI's b0 shows (median Otsu) lies outside "
+                        "it ({beyond} % tissue as bright as brain and more than a voxel beyond its edge), {left}; "
+                        "{way}").format(name=name, outside=f"{100 * found.outside:.1f}",
+                                        beyond=f"{100 * found.beyond:.1f}", left=left, way=way),
+                      IQTWarning, stacklevel=2)
     return found

@@ -238,8 +238,8 @@ def fit_dwi(dwi: Volume, mask: Volume | None = None, progress=None, cancel=None,
         if mask is not None:
             from ..dmri.mask_cut import warn_if_cut
 
-            warn_if_cut(dwi, mask, "the chosen mask", "choose a mask that covers the whole brain, or none to fit in "
-                        "that estimate")
+            warn_if_cut(dwi, mask, _("the chosen mask"), _("choose a mask that covers the whole brain, or none to "
+                                                           "fit in that estimate"))
         lr = fit_with_checks(dwi, fit_mask, exclude, fit=fit).tensor
     for w in said:
         if not issubclass(w.category, IQTWarning):

@@ -105,13 +105,13 @@ def _dwi_and_mask(args):
         dwi = keep_bmax(dwi, args.bmax)
     if getattr(args, "mask", None):
         from ...dmri.degrade import FIT_DILATION, WHOLE_FIELD
-        from ...dmri.mask_cut import LEFT_ZERO, warn_if_cut
+        from ...dmri.mask_cut import warn_if_cut
 
         mask = fileio.load_mask(args.mask, dwi)
         style = getattr(args, "style", None)
         if style not in WHOLE_FIELD:  # fit and degrade: the tensors are zero beyond it
             left = (f"where the low-res tensors are fitted only within {FIT_DILATION} low-res voxels of it and left "
-                    "zero farther out" if style == "own" else LEFT_ZERO)
+                    "zero farther out" if style == "own" else None)
             warn_if_cut(dwi, mask, f"--mask {args.mask}", left=left)
     else:
         mask = brain_mask(dwi, fill_slices=not getattr(args, "as_benchmark", False))

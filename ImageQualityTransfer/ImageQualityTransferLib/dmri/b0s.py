@@ -15,7 +15,7 @@ import numpy as np
 
 from ..core import tensors
 from ..core.errors import IQTError, IQTWarning
-from ..core.i18n import _
+from ..core.i18n import _, option
 from ..core.volume import Volume
 from .dti import B0_THRESHOLD, SHELL_STEP
 
@@ -147,15 +147,24 @@ def check_b0_order(dwi: Volume, mask) -> None:
     if not bright:
         return
     dw = float(np.median(level[np.asarray(dwi.bvals, float) > B0_THRESHOLD]))
-    counted = "counted from 0" + (" among those --bmax kept" if "bmax" in dwi.meta else "")
-    raise IQTError(
-        f"{dwi.source}the bval/bvec order does not match the volumes: volume{'s' if len(bright) > 1 else ''} "
-        f"{', '.join(map(str, bright))}, which the bval file calls diffusion-weighted, "
-        f"{'are' if len(bright) > 1 else 'is'} as bright in the brain as a b0 "
-        f"({', '.join(f'{level[i] / dw:.1f}x' for i in bright)} the diffusion-weighted volumes' median), and "
-        f"volume{'s' if len(dark) > 1 else ''} {', '.join(map(str, dark))}, which it calls b0, "
-        f"{'are' if len(dark) > 1 else 'is'} as dark as a diffusion-weighted volume "
-        f"({', '.join(f'{level[j] / dw:.2f}x' for j in dark)} their median) (volumes {counted}), so b0s would be "
-        "fitted as diffusion-weighted and every tensor would be wrong; the b0s were likely moved (e.g. to the end, by "
-        "a converter or a merge) without their lines in the bval and bvec files: reorder the bval and bvec files to "
-        "the volumes (or the volumes to the files, e.g. with mrconvert -coord 3 or fslroi and fslmerge) and run again")
+    counted = _("counted from 0 among those --bmax kept") if "bmax" in dwi.meta else _("counted from 0")
+    # the files' words in the words of the app that runs (core/i18n.py option: the Slicer module's DWI volume)
+    calls = option("which the bval file calls")
+    bright_said = (_("volumes {volumes}, {which_calls} diffusion-weighted, are as bright in the brain as a b0 ({levels} "
+                     "the diffusion-weighted volumes' median)") if len(bright) > 1 else
+                   _("volume {volumes}, {which_calls} diffusion-weighted, is as bright in the brain as a b0 ({levels} "
+                     "the diffusion-weighted volumes' median)")).format(
+        volumes=", ".join(map(str, bright)), which_calls=calls, levels=", ".join(f"{level[i] / dw:.1f}x" for i in bright))
+    dark_said = (_("volumes {volumes}, which it calls b0, are as dark as a diffusion-weighted volume ({levels} their "
+                   "median)") if len(dark) > 1 else
+                 _("volume {volumes}, which it calls b0, is as dark as a diffusion-weighted volume ({levels} their "
+                   "median)")).format(volumes=", ".join(map(str, dark)),
+                                      levels=", ".join(f"{level[j] / dw:.2f}x" for j in dark))
+    raise IQTError(dwi.source + _(
+        "{order_mismatch}: {bright}, and {dark} (volumes {counted}), so b0s would be fitted as diffusion-weighted and "
+        "every tensor would be wrong; the b0s were likely moved (e.g. to the end, by a converter or a merge) "
+        "{reorder}").format(
+        order_mismatch=option("the bval/bvec order does not match the volumes"), bright=bright_said, dark=dark_said,
+        counted=counted, reorder=option(
+            "without their lines in the bval and bvec files: reorder the bval and bvec files to the volumes (or the "
+            "volumes to the files, e.g. with mrconvert -coord 3 or fslroi and fslmerge) and run again")))

@@ -390,7 +390,16 @@ def module_options() -> dict[str, str]:
             "of that shell)": _("keep only the b0s and the volumes with b up to {bmax} s/mm^2 in the DWI volume"),
             "iqt upsample's --voxel-size MM picks them": _("Upsampling: Target voxel size picks them"),
             "--method cubic": _("cubic"), "give this scan's own": _("choose this scan's own Brain mask"),
-            "Give this scan's own brain mask": _("Choose this scan's own Brain mask")}
+            "Give this scan's own brain mask": _("Choose this scan's own Brain mask"),
+            # volumes out of their b-values' order (dmri/b0s.py check_b0_order): the node holds them, not the files
+            "the bval/bvec order does not match the volumes": _("the DWI volume's b-values and gradients are not in its "
+                                                                "volumes' order"),
+            "which the bval file calls": _("which its b-values call"),
+            "without their lines in the bval and bvec files: reorder the bval and bvec files to the volumes (or the "
+            "volumes to the files, e.g. with mrconvert -coord 3 or fslroi and fslmerge) and run again": _(
+                "without their b-values and gradients: reorder the b-values and gradients of the file the DWI volume "
+                "was loaded from to its volumes (or its volumes to them, e.g. with mrconvert -coord 3 or fslroi and "
+                "fslmerge), load it again and apply again")}
 
 
 def model_refusal(exc, choice, voxel_size_mm: float | None) -> str:
@@ -472,14 +481,6 @@ MODULE_WORDS = (
     (r"multiply them by 1e(-?\d+) to get mm\^2/s", r"rescale them by 1e\1 to mm^2/s before loading them"),
     (r"check the bval file", "check the DWI volume's b-values as loaded"),
     (r"give a brain mask(, for example from)?", r"choose a Brain mask that holds the brain\1"),
-    # volumes out of their b-values' order (dmri/b0s.py check_b0_order): the node holds the b-values, not the files
-    (r"the bval/bvec order does not match the volumes", "the DWI volume's b-values and gradients are not in its "
-                                                        "volumes' order"),
-    (r"which the bval file calls", "which its b-values call"),
-    (r"without their lines in the bval and bvec files: reorder the bval and bvec files to the volumes \(or the volumes "
-     r"to the files, (e\.g\. with mrconvert -coord 3 or fslroi and fslmerge)\) and run again",
-     r"without their b-values and gradients: reorder the b-values and gradients of the file the DWI volume was loaded "
-     r"from to its volumes (or its volumes to them, \1), load it again and apply again"),
 )
 
 

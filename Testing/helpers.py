@@ -5,6 +5,7 @@ Test modules import from here, never from each other or from conftest.py (which 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -58,6 +59,21 @@ def low_res_case(subject, r, style: str):
 
 
 # ---------------------------------------------------------------- small synthetic tensor fields
+
+
+@contextlib.contextmanager
+def vowels_translated():
+    """The engine's lines under a translator that upper-cases vowels outside placeholders (a stand-in language whose
+    words still show where each came from), the English again after."""
+    import re
+
+    from ImageQualityTransferLib.core import i18n
+
+    i18n.install(lambda context, text: re.sub(r"(\{[^{}]*\})|([aeiou])", lambda m: m[1] or m[2].upper(), text))
+    try:
+        yield
+    finally:
+        i18n.install(None)
 
 
 def masked_phantom_fit(folder: Path, name: str) -> Volume:

@@ -230,21 +230,14 @@ def test_the_slicer_module_says_it_under_a_translator(coarse_phantom):
     processing.py module_options): under a translator it had been English, and matching English to put it in the
     module's words would have left 'the bval file' in it. A translator that upper-cases vowels outside placeholders
     stands for a language."""
-    import re
-
     slicer = pytest.importorskip("slicer", reason="slicer-core (or Slicer) is needed for the MRML tests")
-    from helpers import dwi_node
-    from ImageQualityTransferLib.core import i18n
+    from helpers import dwi_node, vowels_translated
     from ImageQualityTransferLib.slicer import processing
 
     scene = slicer.vtkMRMLScene()
     node = dwi_node(scene, _moved(coarse_phantom, _to_end(coarse_phantom.bvals)))
-    i18n.install(lambda context, text: re.sub(r"(\{[^{}]*\})|([aeiou])", lambda m: m[1] or m[2].upper(), text))
-    try:
-        with pytest.raises(IQTError) as said:
-            processing.run_on_nodes(scene, node, "cubic", 2)
-    finally:
-        i18n.install(None)
+    with vowels_translated(), pytest.raises(IQTError) as said:
+        processing.run_on_nodes(scene, node, "cubic", 2)
     text = str(said.value)
     assert "b-vAlUEs And grAdIEnts ArE nOt In Its vOlUmEs' OrdEr" in text and "whIch Its b-vAlUEs cAll" in text, text
     assert "lOAd It AgAIn And Apply AgAIn" in text and "bval" not in text.lower() and "--" not in text, text

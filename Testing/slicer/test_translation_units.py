@@ -15,7 +15,7 @@ import typing
 
 import pytest
 
-from helpers import REPO
+from helpers import REPO, vowels_translated
 
 MODULE_PY = REPO / "ImageQualityTransfer" / "ImageQualityTransfer.py"
 HELPERS = ("factorsText", "methodDescriptionText")
@@ -347,39 +347,40 @@ def test_the_holes_line_comes_in_the_installed_translator_s_words():
     assert {case: said(*case) for case in cases} == english
 
 
+def _fit_note(dwi, *said):
+    """The note of the module's DWI fit (slicer/processing.py fit_dwi) that holds one of `said`."""
+    import warnings
+
+    from ImageQualityTransferLib.slicer import processing
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lr = processing.fit_dwi(dwi)[0]
+    return next(n for n in lr.meta["input_notes"] if any(s in n for s in said))
+
+
 def test_the_exclude_outliers_advice_names_the_panel_s_checkbox_under_a_translator():
     """A DWI node's fit (slicer/processing.py fit_dwi, in the module's process and in its worker) on a series with a
     dropped slice pair: the outlier line's advice had been put as the panel's checkbox by matching its English, so
     under a translator the note told a Slicer user to rerun 'iqt fit' with --exclude-outliers; the option is a
     placeholder the module fills with its control (processing.module_options). A translator that upper-cases vowels
     outside placeholders stands for a language; without one the English is as before."""
-    import re
-    import warnings
-
     import numpy as np
 
-    from ImageQualityTransferLib.core import i18n
     from ImageQualityTransferLib.dmri.dti import B0_THRESHOLD
     from ImageQualityTransferLib.dmri.phantom import make_phantom
-    from ImageQualityTransferLib.slicer import processing
 
     dwi = make_phantom(shape=(20, 22, 16), voxel_mm=4.0, n_dirs=12)
     d = np.array(dwi.data)
     d[:, :, [8, 9], np.flatnonzero(dwi.bvals > B0_THRESHOLD)[2]] *= 0.2
 
     def note():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            lr = processing.fit_dwi(dwi.replace(data=d))[0]
-        return next(n for n in lr.meta["input_notes"] if "does not fit parts" in n or "dOEs nOt fIt pArts" in n)
+        return _fit_note(dwi.replace(data=d), "does not fit parts", "dOEs nOt fIt pArts")
 
     assert note().endswith("check the series for head motion, or tick Inputs > Exclude outliers and apply again to "
                            "fit without them")
-    i18n.install(lambda context, text: re.sub(r"(\{[^{}]*\})|([aeiou])", lambda m: m[1] or m[2].upper(), text))
-    try:
+    with vowels_translated():
         said = note()
-    finally:
-        i18n.install(None)
     assert said.endswith("chEck thE sErIEs fOr hEAd mOtIOn, Or tIck InpUts > ExclUdE OUtlIErs And Apply AgAIn tO fIt "
                          "wIthOUt thEm") and "--" not in said, said
 
@@ -389,12 +390,8 @@ def test_the_shells_advice_names_the_dwi_volume_not_bmax_under_a_translator():
     the module's words by matching its English ("give --bmax"), so under a translator the note told a Slicer user to
     give --bmax; the advice is a placeholder the module fills (processing.module_options). A translator that upper-cases
     vowels outside placeholders stands for a language; without one the English is as before."""
-    import re
-    import warnings
-
     import numpy as np
 
-    from ImageQualityTransferLib.core import i18n
     from ImageQualityTransferLib.dmri.dti import B0_THRESHOLD
     from ImageQualityTransferLib.dmri.phantom import make_phantom
     from ImageQualityTransferLib.slicer import processing
@@ -406,18 +403,12 @@ def test_the_shells_advice_names_the_dwi_volume_not_bmax_under_a_translator():
     dwi = dwi.replace(bvals=bvals)
 
     def note():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            lr = processing.fit_dwi(dwi)[0]
-        return next(n for n in lr.meta["input_notes"] if "shells" in n or "shElls" in n)
+        return _fit_note(dwi, "shells", "shElls")
 
     assert processing.in_module_words(note()).endswith(
         "fit the lowest shell only, as most DTI studies do: keep only the b0s and the volumes with b up to 1000 "
         "s/mm^2 in the DWI volume")
-    i18n.install(lambda context, text: re.sub(r"(\{[^{}]*\})|([aeiou])", lambda m: m[1] or m[2].upper(), text))
-    try:
+    with vowels_translated():
         said = note()
-    finally:
-        i18n.install(None)
     assert said.endswith("kEEp Only thE b0s And thE vOlUmEs wIth b Up tO 1000 s/mm^2 In thE DWI vOlUmE") and \
         "--" not in said, said

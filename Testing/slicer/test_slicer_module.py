@@ -578,11 +578,11 @@ def test_output_messages_name_the_panels_choice():
     import re
     from pathlib import Path
 
-    from ImageQualityTransferLib.slicer import processing
+    from ImageQualityTransferLib.slicer import results
 
-    ui = (Path(processing.__file__).parents[2] / "Resources" / "UI" / "ImageQualityTransfer.ui").read_text()
+    ui = (Path(results.__file__).parents[2] / "Resources" / "UI" / "ImageQualityTransfer.ui").read_text()
     shown = set(re.findall(r'name="noneDisplay">\s*<string>([^<(]+?)\s*(?:\([^<]*\))?</string>', ui))
-    assert processing.AUTOMATIC_OUTPUT.strip("'") in shown, shown
+    assert results.AUTOMATIC_OUTPUT.strip("'") in shown, shown
 
 
 def test_every_progress_message_of_a_run_goes_through_tr(scene):
@@ -727,12 +727,11 @@ def test_the_map_list_is_filled_when_a_scene_is_opened_again():
 
 @pytest.mark.parametrize("said, module", [
     ("(or its sign or element order is wrong: check --tensor-order)", "check the element order of the file the volume"),
-    ("median MD 0.7 mm^2/s: multiply them by 1e-3 to get mm^2/s", "rescale them by 1e-3 to mm^2/s before loading them"),
     ("need at least one b0 (check the bval file)", "(check the DWI volume's b-values as loaded)"),
     ("'m' is empty (no voxel > 0); give a brain mask", "choose a Brain mask that holds the brain")])
 def test_advice_on_files_the_module_has_none_of_names_what_it_has(said, module):
-    """--tensor-order, a bval file, multiplying a file's values: a Slicer user has a loaded volume and a mask node (a
-    module audit)."""
+    """--tensor-order, a bval file: a Slicer user has a loaded volume and a mask node (a module audit; multiplying a
+    file's values is the module's own option, Testing/core/test_i18n_fillers.py)."""
     from ImageQualityTransferLib.slicer.processing import in_module_words
 
     assert module in in_module_words(said) and "--" not in in_module_words(said), in_module_words(said)

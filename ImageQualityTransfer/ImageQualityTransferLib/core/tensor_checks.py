@@ -497,8 +497,9 @@ def _rescale_hint(scale: float) -> str:
     if power == 0:
         return _("rescale them to mm^2/s")
     tool = {-3: _("DTI-TK writes 1e-3 mm^2/s, i.e. um^2/ms"), 6: _("m^2/s, as Camino writes")}.get(power)
-    hint = (_("multiply them by 1e{power} to get mm^2/s ({tool})") if tool else
-            _("multiply them by 1e{power} to get mm^2/s")).format(power=power, tool=tool)
+    # the advice in the words of the app that runs (core/i18n.py option: the Slicer module's volume is loaded already)
+    hint = option("multiply them by 1e{power} to get mm^2/s ({tool})" if tool else
+                  "multiply them by 1e{power} to get mm^2/s").format(power=power, tool=tool)
     if abs(exact - power) > 0.2:  # a brain's MD spans 0.6-1.0e-3, about 0.1 either way in log10: not a unit's step
         off = (_("(they read about {times} times below a brain's, not a power of ten: if no unit slipped, check how "
                  "they were fitted)") if exact > 0 else

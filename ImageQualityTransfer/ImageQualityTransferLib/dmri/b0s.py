@@ -147,7 +147,9 @@ def check_b0_order(dwi: Volume, mask) -> None:
     if not bright:
         return
     dw = float(np.median(level[np.asarray(dwi.bvals, float) > B0_THRESHOLD]))
-    counted = _("counted from 0 among those --bmax kept") if "bmax" in dwi.meta else _("counted from 0")
+    # the option a placeholder: only iqt fit and batch keep shells (dti.keep_bmax), the Slicer module never does
+    counted = _("counted from 0 among those {option} kept").format(option=option("--bmax")) if "bmax" in dwi.meta \
+        else _("counted from 0")
     # the files' words in the words of the app that runs (core/i18n.py option: the Slicer module's DWI volume)
     calls = option("which the bval file calls")
     bright_said = (_("volumes {volumes}, {which_calls} diffusion-weighted, are as bright in the brain as a b0 ({levels} "

@@ -52,7 +52,7 @@ import numpy as np
 
 from ..core import grid
 from ..core.errors import IQTWarning
-from ..core.i18n import _, option
+from ..core.i18n import _, in_english, option
 from ..core.volume import Volume
 from .b0s import check_b0_levels
 from .dti import (B0_THRESHOLD, MIN_DIRECTIONS, POOR_CONDITION, SHELL_STEP, fit_dti, spans_tensor, table_condition,
@@ -159,16 +159,16 @@ def slice_axis_of(dwi: Volume) -> tuple[int | None, str]:
     (None, ""): `find_outliers` then reads each axis (the k of dcm2niix's output had been taken, and a sagittal series
     stored LAS without a sidecar had its dropout missed without a word; a thick-slice audit)."""
     if "slice_axis" in dwi.meta:
-        return int(dwi.meta["slice_axis"]), "the sidecar's SliceEncodingDirection"
+        return int(dwi.meta["slice_axis"]), _("the sidecar's SliceEncodingDirection")
     count = dwi.meta.get("slice_count")
     if count:
         fits = [a for a in range(3) if dwi.shape3[a] == int(count)]
         if len(fits) == 1:
-            return fits[0], f"the one as long as the sidecar's SliceTiming, {int(count)} slices"
+            return fits[0], _("the one as long as the sidecar's SliceTiming, {count} slices").format(count=int(count))
     size = np.asarray(dwi.voxel_size, float)
     k = int(np.argmax(size))
     if size[k] >= THICK * max(np.delete(size, k)):
-        return k, f"its thick-slice axis, {size[k]:.3g} mm"
+        return k, _("its thick-slice axis, {size} mm").format(size=f"{size[k]:.3g}")
     return None, ""
 
 
@@ -283,7 +283,7 @@ def find_outliers(dwi: Volume, mask, tensor, refit: bool = True) -> Outliers:
             along[a] = _read_along(signal, t, mask, q, a, dw, shell, suspect=along[SLICE_AXIS][-1])
         z = {a: float(np.nan_to_num(along[a][3], nan=-np.inf)) for a in range(3)}
         top = max((a for a in range(3) if a != SLICE_AXIS), key=z.get)
-        axis, why = (top, "the one whose slices the fit misfits: no sidecar names it") \
+        axis, why = (top, _("the one whose slices the fit misfits: no sidecar names it")) \
             if z[top] > OTHER_AXIS_Z and z[top] > OTHER_AXIS_RATIO * z[SLICE_AXIS] else (SLICE_AXIS, "")
         read, rows, signs = along[axis][:3]
     else:
@@ -328,9 +328,10 @@ def find_outliers(dwi: Volume, mask, tensor, refit: bool = True) -> Outliers:
             drop.append(v)
         if suspects and len(drop) == len(whole):
             keep = ~np.isin(idx, drop + [suspects[0]])
-            out.unfixable["all"] = (f"volume {suspects[0]} could not be left out too: " + (
-                "at most half the diffusion-weighted volumes are left out" if 2 * (dw & keep).sum() < dw.sum() else
-                "the others would not determine a tensor with a residual left to judge it by"))
+            out.unfixable["all"] = (_("volume {volume} could not be left out too: at most half the diffusion-weighted "
+                                      "volumes are left out") if 2 * (dw & keep).sum() < dw.sum() else
+                                    _("volume {volume} could not be left out too: the others would not determine a "
+                                      "tensor with a residual left to judge it by")).format(volume=suspects[0])
         if len(drop) == len(whole):
             break
         trial = _fit_without(dwi, mask, drop)
@@ -510,27 +511,34 @@ def _ranges(values) -> str:
 
 def _along(out: Outliers) -> str:
     """Which axis the slices were counted along, and why that one."""
-    return f"voxel axis {AXES[out.axis]} ({out.axis_why})" if out.axis_why else "the third voxel axis"
+    return _("voxel axis {axis} ({why})").format(axis=AXES[out.axis], why=out.axis_why) if out.axis_why else \
+        _("the third voxel axis")
 
 
 def describe(out: Outliers) -> str:
-    """The outliers in words: whole volumes, then slices grouped by the volumes left out of them (capped)."""
+    """The outliers in words (each piece a marked template: `in_english` for a record): whole volumes, then slices
+    grouped by the volumes left out of them (capped)."""
     parts = []
     if out.volumes:
         vs = sorted(out.volumes)
-        parts.append(f"volume{'s' if len(vs) > 1 else ''} {_ranges(vs)} in every slice (median robust z-score "
-                     f"{', '.join(f'{out.volumes[v]:.0f}' for v in vs)})")
+        parts.append((_("volumes {volumes} in every slice (median robust z-score {scores})") if len(vs) > 1 else
+                      _("volume {volumes} in every slice (median robust z-score {scores})")).format(
+            volumes=_ranges(vs), scores=", ".join(f"{out.volumes[v]:.0f}" for v in vs)))
     groups: dict = {}
     for s, vols in out.pairs.items():
         groups.setdefault(tuple(sorted(vols)), []).append(s)
     ordered = sorted(groups.items(), key=lambda kv: -max(max(out.pairs[s].values()) for s in kv[1]))
     for vols, slices in ordered[:MAX_LISTED]:
         top = max(out.pairs[s][v] for s in slices for v in vols)
-        parts.append(f"slice{'s' if len(slices) > 1 else ''} {_ranges(slices)} of volume{'s' if len(vols) > 1 else ''} "
-                     f"{', '.join(map(str, vols))} (robust z-score {'up to ' if len(slices) * len(vols) > 1 else ''}{top:.0f})")
+        many = (len(slices) > 1, len(vols) > 1)
+        parts.append({(False, False): _("slice {slices} of volume {volumes} (robust z-score {top})"),
+                      (False, True): _("slice {slices} of volumes {volumes} (robust z-score up to {top})"),
+                      (True, False): _("slices {slices} of volume {volumes} (robust z-score up to {top})"),
+                      (True, True): _("slices {slices} of volumes {volumes} (robust z-score up to {top})")}[many].format(
+            slices=_ranges(slices), volumes=", ".join(map(str, vols)), top=f"{top:.0f}"))
     if len(ordered) > MAX_LISTED:
-        rest = sum(len(s) for _, s in ordered[MAX_LISTED:])
-        parts.append(f"and {rest} more slice{'s' if rest > 1 else ''}")
+        rest = sum(len(s) for _slices, s in ordered[MAX_LISTED:])
+        parts.append((_("and {count} more slices") if rest > 1 else _("and {count} more slice")).format(count=rest))
     return "; ".join(parts)
 
 
@@ -652,7 +660,9 @@ def _check_fit(dwi: Volume, mask, tensor: Volume, exclude: bool, stacklevel: int
             done.append(out.unfixable["all"])
         todo = _("{done}; check the series for head motion").format(done="; ".join(done))
         said = _("fitted without them")
-        tensor = tensor.replace(data=out.tensor, meta={**tensor.meta, "outliers_excluded": describe(out)})
+        with in_english():  # the run record's words, read by tools
+            excluded = describe(out)
+        tensor = tensor.replace(data=out.tensor, meta={**tensor.meta, "outliers_excluded": excluded})
     else:
         # the option in the words of the app that runs (core/i18n.py option: the Slicer module's Exclude outliers)
         todo = _("check the series for head motion, or {rerun_exclude_outliers} to fit without them").format(

@@ -292,8 +292,9 @@ class Method:
         # a brain estimated from whole-field tensors (here or by the caller, e.g. batch) keeps a rim of scalp and
         # background fits around the brain
         estimated = whole and (not given or mask.meta.get("source") == "brain_from_tensors")
-        where = "the mask" if given and not estimated else "the field of view" if mask is None else \
-            "the input's brain" if not estimated else "the brain estimated from the tensors (with the fits around it)"
+        where = _("the mask") if given and not estimated else _("the field of view") if mask is None else \
+            _("the input's brain") if not estimated else _("the brain estimated from the tensors (with the fits around "
+                                                           "it)")
         if given and not estimated:
             warn_noisy_context(lr, mask)
             if whole:
@@ -550,9 +551,12 @@ class Method:
         if context is not None and box is not None:
             thin = [(i, b.stop - b.start) for i, b in enumerate(box) if b.stop - b.start < context]
             if thin:
-                axes = _(" and ").join((_("{count} voxels along voxel axis {axis}") if n > 1 else
-                                        _("{count} voxel along voxel axis {axis}")).format(count=n, axis="ijk"[i])
-                                       for i, n in thin)
+                said = [(_("{count} voxels along voxel axis {axis}") if n > 1 else
+                         _("{count} voxel along voxel axis {axis}")).format(count=n, axis="ijk"[i]) for i, n in thin]
+                # the pieces in one template each number of them: a translator orders them and says "and" as a whole
+                axes = said[0] if len(said) == 1 else _("{first} and {second}").format(first=said[0], second=said[1]) \
+                    if len(said) == 2 else _("{first} and {second} and {third}").format(first=said[0], second=said[1],
+                                                                                        third=said[2])
                 warnings.warn(lr.source + _("the input's brain is {thin}, thinner than the {context} voxels {method} "
                                             "reads around each voxel: there its output comes from edge values it was "
                                             "not trained on, not from the data; use cubic for such a slab").format(

@@ -549,7 +549,7 @@ MOSTLY_FAILED = 0.5  # the share of the brain's tensors beyond which the input i
 # a few per cent (docs/measurements.md, "Failed fits in the input")
 
 
-def drop_failed_fits(lr: Volume, mask: Volume | None, where: str = "the mask", drop: bool = True,
+def drop_failed_fits(lr: Volume, mask: Volume | None, where: str | None = None, drop: bool = True,
                      refuse: bool = True, estimated: bool = False, flagged: bool = False):
     """A learned method's input with its failed fits (tensors.failed_fits) taken as missing: zero, filled from the
     nearest fits as the context beyond a tight mask is (methods/context.py), instead of clipped into bright, strongly
@@ -565,6 +565,7 @@ def drop_failed_fits(lr: Volume, mask: Volume | None, where: str = "the mask", d
     unsure = None
     if not failed.any():
         return (lr, unsure) if flagged else lr
+    where = _("the mask") if where is None else where
     inside = failed if mask is None else failed & np.asarray(mask.data, bool)
     if estimated and mask is not None:  # a cavity at the cortex is carved out of the estimate: looked for in its outline,
         # on thick slices only where the estimate surrounds it (that outline there bridges the background's fits)
@@ -958,7 +959,7 @@ def _likely_cause(lr: Volume, failed: np.ndarray, mask: Volume | None, estimated
     few = failed.sum() <= USUAL_FAILED * (np.count_nonzero(mask.data) if mask is not None else np.count_nonzero(brain))
     largest = 0.0
     if judged.any():
-        parts, _ = ndimage.label(judged, structure=np.ones((3, 3, 3), bool))
+        parts = ndimage.label(judged, structure=np.ones((3, 3, 3), bool))[0]
         largest = int(np.bincount(parts.ravel())[1:].max()) * float(np.prod(lr.voxel_size)) / 1000
         few = few and not np.any(tensors.eigenvalues(t[judged]).min(axis=-1) < tensors.PLAUSIBLE_RANGE[0])
     # a given mask's one-slice blocks not where it leaves out part of a whole-field input: such a wider (dilated) mask
@@ -972,15 +973,26 @@ def _likely_cause(lr: Volume, failed: np.ndarray, mask: Volume | None, estimated
     big = max(largest if largest > USUAL_FAILED_CLUSTER_CM3 else 0.0, cavity if cavity > CAVITY_CM3 else 0.0)
     few = few and not big
     # the cluster's size said: the learned methods fill it with tissue made up from around it, which reads as brain
-    cluster = f"; {big:.1f} {CLUSTER_SAID}, a lesion's or a failed region's size: look at the scan there" \
-        if big else ""
+    # each piece one marked sentence (CLUSTER_SAID's words in it, read by iqt batch's QC in English)
+    cluster = "; " + _("{size} cm^3 of them in one cluster, a lesion's or a failed region's size: look at the scan "
+                       "there").format(size=f"{big:.1f}") if big else ""
     md = float(np.median(tensors.md(t[brain]))) if brain.any() else 0.0
+    every, count = too_fast.all(), int(too_fast.sum())
     if md > tensor_checks.IN_VIVO_MD[1]:  # the whole brain diffuses too fast: its scale's (check_scale's warning), not CSF's
-        return (f"; {'all' if too_fast.all() else int(too_fast.sum())} of them diffuse faster than free water, as the "
-                f"brain's median MD {md * 1e3:.2g}e-3 mm^2/s, above an in-vivo brain's, makes them: not CSF's noise "
-                f"floor{cluster}"), False
-    return (f"; {'all' if too_fast.all() else int(too_fast.sum())} of them diffuse faster than free water, as CSF does where "
-            f"its diffusion-weighted signal sinks to the noise floor{' (usual in a few voxels)' if few else cluster}"), few
+        return "; " + (_("all of them diffuse faster than free water, as the brain's median MD {md}e-3 mm^2/s, above an "
+                         "in-vivo brain's, makes them: not CSF's noise floor{cluster}") if every else
+                       _("{count} of them diffuse faster than free water, as the brain's median MD {md}e-3 mm^2/s, above "
+                         "an in-vivo brain's, makes them: not CSF's noise floor{cluster}")).format(
+            count=count, md=f"{md * 1e3:.2g}", cluster=cluster), False
+    if few:
+        return "; " + (_("all of them diffuse faster than free water, as CSF does where its diffusion-weighted signal "
+                         "sinks to the noise floor (usual in a few voxels)") if every else
+                       _("{count} of them diffuse faster than free water, as CSF does where its diffusion-weighted "
+                         "signal sinks to the noise floor (usual in a few voxels)")).format(count=count), few
+    return "; " + (_("all of them diffuse faster than free water, as CSF does where its diffusion-weighted signal sinks "
+                     "to the noise floor{cluster}") if every else
+                   _("{count} of them diffuse faster than free water, as CSF does where its diffusion-weighted signal "
+                     "sinks to the noise floor{cluster}")).format(count=count, cluster=cluster), few
 
 
 CLUSTER_SAID = "cm^3 of them in one cluster"  # the failed-fit line's cavity, as iqt batch's QC reads it (apps/batch/qc.py)

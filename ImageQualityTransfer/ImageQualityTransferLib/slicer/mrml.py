@@ -179,9 +179,10 @@ def _meta(node) -> dict:
 def tensor_volume_from_node(node) -> Volume:
     """Tensor Volume (X,Y,Z,6) float32, components in voxel axes, from a vtkMRMLDiffusionTensorVolumeNode."""
     if node is None or not node.IsA("vtkMRMLTensorVolumeNode"):
-        got = _("nothing") if node is None else node.GetClassName()
-        raise IQTError(_("expected a diffusion tensor volume node, got {got}; select a DTI volume (estimate it from a DWI "
-                          "first)").format(got=got))
+        raise IQTError(_("expected a diffusion tensor volume node, got nothing; select a DTI volume (estimate it from a "
+                         "DWI first)") if node is None else
+                       _("expected a diffusion tensor volume node, got {got}; select a DTI volume (estimate it from a DWI "
+                         "first)").format(got=node.GetClassName()))
     image, affine = _geometry(node)
     source = _nifti_source(node)
     if source is not None:
@@ -422,8 +423,9 @@ SLAB = 16  # planes per step of _same_tensors
 def scalar_volume_from_node(node) -> Volume:
     """Scalar Volume (X,Y,Z) (or (X,Y,Z,K) for K components) from a scalar or label map volume node."""
     if node is None or not node.IsA("vtkMRMLVolumeNode"):
-        got = _("nothing") if node is None else node.GetClassName()
-        raise IQTError(_("expected a scalar volume node, got {got}; select a scalar volume").format(got=got))
+        raise IQTError(_("expected a scalar volume node, got nothing; select a scalar volume") if node is None else
+                       _("expected a scalar volume node, got {got}; select a scalar volume").format(
+                           got=node.GetClassName()))
     image, affine = _geometry(node)
     scalars = image.GetPointData().GetScalars()
     if scalars is None:

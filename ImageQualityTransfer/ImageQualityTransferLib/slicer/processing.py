@@ -36,8 +36,8 @@ from ..methods.base import warning_lines
 from .legends import NOISE_SCALE_SHOWN
 from .progress import Cancelled as Cancelled  # the module's Logic catches it from here
 from .progress import check_cancel, report_progress, scaled_progress
-from .results import (AUTOMATIC_COMPARISON, AUTOMATIC_OUTPUT, COMPARISON_METHOD, SELECTOR_LABEL, add_result_nodes,
-                      check_target_kind)
+from .results import (COMPARISON_METHOD, add_result_nodes, automatic_comparison, automatic_output, check_target_kind,
+                      selector_label)
 from .separate_process import predict_in_subprocess
 
 
@@ -117,9 +117,10 @@ def dwi_volume_from_node(node) -> Volume:
     from vtk.util import numpy_support as ns
 
     if node is None or not node.IsA("vtkMRMLDiffusionWeightedVolumeNode"):
-        got = _("nothing") if node is None else node.GetClassName()
-        raise IQTError(_("expected a diffusion-weighted volume node, got {got}; load a DWI NRRD (or select a DTI "
-                         "volume)").format(got=got))
+        raise IQTError(_("expected a diffusion-weighted volume node, got nothing; load a DWI NRRD (or select a DTI "
+                         "volume)") if node is None else
+                       _("expected a diffusion-weighted volume node, got {got}; load a DWI NRRD (or select a DTI "
+                         "volume)").format(got=node.GetClassName()))
     vol = mrml.scalar_volume_from_node(node)
     data = np.asarray(vol.data, dtype=np.float32)
     notes = []
@@ -395,6 +396,10 @@ def module_options() -> dict[str, str]:
             "the bval/bvec order does not match the volumes": _("the DWI volume's b-values and gradients are not in its "
                                                                 "volumes' order"),
             "which the bval file calls": _("which its b-values call"),
+            # a tensor volume in another unit (core/tensor_checks.py): the node is loaded already
+            "multiply them by 1e{power} to get mm^2/s": _("rescale them by 1e{power} to mm^2/s before loading them"),
+            "multiply them by 1e{power} to get mm^2/s ({tool})": _("rescale them by 1e{power} to mm^2/s before loading "
+                                                                   "them ({tool})"),
             "without their lines in the bval and bvec files: reorder the bval and bvec files to the volumes (or the "
             "volumes to the files, e.g. with mrconvert -coord 3 or fslroi and fslmerge) and run again": _(
                 "without their b-values and gradients: reorder the b-values and gradients of the file the DWI volume "
@@ -478,7 +483,6 @@ MODULE_WORDS = (
     # advice for files the module has none of: the volume as loaded, its b-values, the mask node (a module audit)
     (r"check --tensor-order", "check the element order of the file the volume was loaded from: Slicer reads a DTI "
                               "NRRD's own, another tool's 4D NIfTI needs converting"),
-    (r"multiply them by 1e(-?\d+) to get mm\^2/s", r"rescale them by 1e\1 to mm^2/s before loading them"),
     (r"check the bval file", "check the DWI volume's b-values as loaded"),
     (r"give a brain mask(, for example from)?", r"choose a Brain mask that holds the brain\1"),
 )
@@ -604,8 +608,8 @@ def _check_targets(targets: dict, input_node, mask_node) -> None:
     for key, node in targets.items():
         if node is None:
             continue
-        choice = AUTOMATIC_COMPARISON if key == "interpolated" else AUTOMATIC_OUTPUT  # as that selector shows it
-        selector = SELECTOR_LABEL.get(key, "output")
+        choice = automatic_comparison() if key == "interpolated" else automatic_output()  # as that selector shows it
+        selector = selector_label(key)
         if node is input_node or (mask_node is not None and node is mask_node):
             raise IQTError(_("the output node '{node}' is an input of this run; choose {choice} in the {selector} "
                              "selector (inputs are never overwritten)").format(node=node.GetName(), choice=choice,
@@ -613,7 +617,7 @@ def _check_targets(targets: dict, input_node, mask_node) -> None:
         if id(node) in seen:
             raise IQTError(_("the node '{node}' is chosen in both the {first} and the {selector} selectors; choose "
                              "{choice} in the {selector} one").format(
-                node=node.GetName(), first=SELECTOR_LABEL.get(seen[id(node)], "output"), selector=selector,
+                node=node.GetName(), first=selector_label(seen[id(node)]), selector=selector,
                 choice=choice))
         seen[id(node)] = key
         # said before the run, not after it (_put_volume checks again)

@@ -20,6 +20,25 @@ AUTOMATIC_COMPARISON = f"'Named <input>_{COMPARISON_METHOD}'"
 # each output selector as the panel labels it, so a refusal names the selector that offers its choice
 SELECTOR_LABEL = {"tensor": "'High-resolution DTI'", "uncertainty": "'Uncertainty'",
                   "interpolated": "'Cubic interpolation (comparison)'"}
+
+
+def automatic_output() -> str:
+    """AUTOMATIC_OUTPUT in the user's language (a refusal's placeholder: marked whole, so a translator sees it)."""
+    return _("'Named after the method'")
+
+
+def automatic_comparison() -> str:
+    """AUTOMATIC_COMPARISON in the user's language."""
+    return _("'Named <input>_{method}'").format(method=COMPARISON_METHOD)
+
+
+def selector_label(key: str | None) -> str:
+    """SELECTOR_LABEL[key] in the user's language; the words for an output selector the panel does not label
+    (`key` None or another) too."""
+    return {"tensor": _("'High-resolution DTI'"), "uncertainty": _("'Uncertainty'"),
+            "interpolated": _("'Cubic interpolation (comparison)'")}.get(key) or _("output")
+
+
 # A run's outputs are found again by a node reference to their input, which MRML remaps when a saved scene is imported
 # next to clashing node IDs (a text attribute holding the input's ID kept patient A's ID, so patient B's run refilled
 # A's results), and by which output of which run they are. Nodes of scenes saved before (an attribute
@@ -120,7 +139,7 @@ def _put(scene, vol: Volume, name: str, input_node, output: str, target=None):
     return node
 
 
-def check_target_kind(node, tensor: bool, choice: str = AUTOMATIC_OUTPUT, selector: str = "output") -> None:
+def check_target_kind(node, tensor: bool, choice: str | None = None, selector: str | None = None) -> None:
     """An output node chosen by the user is a DTI node for a tensor result, else a plain scalar volume: a label map, a
     DTI, DWI or vector volume (all vtkMRMLScalarVolumeNode subclasses) would have its data replaced by a map (a module
     audit: another patient's DTI node given as the uncertainty output became a scalar image without a word)."""
@@ -128,7 +147,8 @@ def check_target_kind(node, tensor: bool, choice: str = AUTOMATIC_OUTPUT, select
     if node.GetClassName() != class_name:
         raise IQTError(_("output node '{node}' is a {kind}, expected a {expected}; choose {choice} in the {selector} "
                          "selector").format(node=node.GetName(), kind=node.GetClassName(), expected=class_name,
-                                            choice=choice, selector=selector))
+                                            choice=automatic_output() if choice is None else choice,
+                                            selector=selector_label(None) if selector is None else selector))
 
 
 def _put_volume(scene, vol: Volume, name: str, input_node, output: str, target=None):

@@ -1,4 +1,5 @@
-"""The engine's side of `iqt view`: the method its page runs first, and the FA it shows of a tensor volume."""
+"""The engine's side of `iqt view`: the method its page runs first, the FA it shows of a tensor volume, and the words its
+runs' notes name its options in."""
 
 from __future__ import annotations
 
@@ -22,3 +23,10 @@ def fa_volume(tensor: Volume) -> Volume:
     from ...core import tensors
 
     return Volume(tensors.fa(np.asarray(tensor.data, np.float64)).astype(np.float32), tensor.affine, "scalar")
+
+
+def viewer_options() -> dict[str, str]:
+    """The command line's words (core/i18n.py option) as a page's run names them: `iqt view` takes --voxel-size itself,
+    so the factor rule's advice names its own, not iqt upsample's; its other options (--mask, --method) are the
+    command line's."""
+    return {"iqt upsample's --voxel-size MM picks them": "--voxel-size MM picks them"}

@@ -23,11 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from ...core.errors import IQTError
+from ...core.i18n import options_named
 from ...slicer import display, legends, mrml, processing
 from ...slicer.render import quiet_vtk_warnings
 from .. import signals
 from . import stopping
-from .engine import fa_volume, first_method
+from .engine import fa_volume, first_method, viewer_options
 from .page import (CONVENTION, DISPLAYS, LABEL_LINE_PX, LEFT, OPACITY, POLL_S, SLIDER_PX, STATUS_LINE_PX,
                    STILL_QUALITY, STOPPED, TOOLBAR_CSS, VIEWS_CSS, import_trame, port_in_use)
 from .stopping import _stop_loop_on_signal, _Worker
@@ -484,9 +485,8 @@ class Viewer:
             await self._send_frames()  # the picture first: the label, "done" and the notes below name what it shows
             with s:
                 s.shown, s.progress, s.runs = method, 100, s.runs + 1
-                # in the page's words: it has --voxel-size of its own (a viewer audit)
-                s.notes = self._shown_notes = [" ".join(n.split()).replace("iqt upsample's --voxel-size", "--voxel-size")
-                                               for n in results["tensor"].meta.get("notes", [])]
+                # in the page's words (engine.viewer_options, in _compute): it has --voxel-size of its own
+                s.notes = self._shown_notes = [" ".join(n.split()) for n in results["tensor"].meta.get("notes", [])]
                 s.has_uncertainty = self.nodes.get("uncertainty") is not None
                 # in the same update as the status: a page that reads "done" has its controls on (CI once saw
                 # "done: biqt" with the opacity slider still off, busy cleared by a later update)
@@ -513,7 +513,9 @@ class Viewer:
     def _compute(self, request) -> tuple[dict, dict]:
         """Worker thread: the method's and cubic's outputs, and their FA, as Volumes (no MRML here)."""
         self._progress = (0.0, "")
-        results = processing.predict_volumes(self.lr, request, self.mask, progress=self._report, cancel=self._stop.is_set)
+        with options_named(viewer_options()):  # in this thread: a context variable does not cross to it
+            results = processing.predict_volumes(self.lr, request, self.mask, progress=self._report,
+                                                 cancel=self._stop.is_set)
         fas = {"iqt": fa_volume(results["tensor"]), "interpolated": fa_volume(results["interpolated"])}
         return results, fas
 

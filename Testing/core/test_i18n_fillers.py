@@ -136,3 +136,33 @@ def test_the_b0_order_line_s_templates_name_no_command_line_option():
     line is Testing/dmri/test_b0_order.py's)."""
     b0s = [t for c, t in i18n.marked_templates() if c == "dmri.b0s"]
     assert b0s and not [t for t in b0s if "--" in t], b0s
+
+
+def test_a_slicer_run_s_tensor_and_mask_refusals_are_the_translator_s():
+    """Refusals a Slicer run reaches with a loaded volume: a sign-inverted or empty fit, NaN in the tensors, an empty
+    mask node (its advice the module's own option); `{what}` ("input") is the caller's word."""
+    slicer = pytest.importorskip("slicer", reason="slicer-core (or Slicer) is needed for the MRML tests")
+    from ImageQualityTransferLib.core import tensor_checks
+    from ImageQualityTransferLib.core.errors import IQTError
+    from ImageQualityTransferLib.methods import inputs
+    from ImageQualityTransferLib.slicer import mrml, processing
+
+    nan = np.ones((4, 4, 4, 6))
+    nan[0, 0, 0, 0] = np.nan
+    scene = slicer.vtkMRMLScene()
+    empty = mrml.add_scalar_node(scene, Volume(np.zeros((4, 4, 4), np.float32), np.eye(4), "scalar"), "m")
+
+    def module_mask():
+        with i18n.options_named(processing.module_options()):
+            mrml.mask_from_node(empty)
+
+    said = []
+    with vowels_translated():
+        for refused in (lambda: tensor_checks.check_scale(np.tile([-7e-4, 0, -7e-4, 0, 0, -7e-4], (500, 1))),
+                        lambda: tensor_checks.check_scale(np.tile([1e-9, 0, 1e-9, 0, 0, 1e-9], (500, 1))),
+                        lambda: inputs.check_tensor_input(Volume(nan, np.eye(4), "tensor")), module_mask):
+            with pytest.raises(IQTError) as caught:
+                refused()
+            said.append(processing.in_module_words(str(caught.value)))
+    assert all(not english_words(s.replace(" input ", " ")) for s in said), said
+    assert said[-1].endswith("chOOsE A BrAIn mAsk thAt hOlds thE brAIn"), said

@@ -283,14 +283,15 @@ def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "inp
     # native scan's brain) are not the volume's unit, and the methods and the evaluation take them as missing
     big = float(np.percentile(np.abs(values[judged][:, [0, 2, 5]]), 99))
     if scale < 1e-5 and _mostly_one_isotropic(lam[judged]):
-        raise IQTError(f"the {what} tensors are all one and the same isotropic value (MD {scale:g} mm^2/s): the floor "
-                       "a DTI fit clips its eigenvalues at where it found no signal to fit, not a unit; refit the DWI "
-                       "after checking its b0 volumes (a blank one, or one of another series)")
+        raise IQTError(_("the {what} tensors are all one and the same isotropic value (MD {md} mm^2/s): the floor a "
+                         "DTI fit clips its eigenvalues at where it found no signal to fit, not a unit; refit the DWI "
+                         "after checking its b0 volumes (a blank one, or one of another series)").format(
+            what=what, md=f"{scale:g}"))
     if scale < 1e-5 and _few_tensors(values[judged]):
-        raise IQTError(f"the {what} tensors are one or two tiny tensors repeated in nearly every voxel (MD {scale:g} "
-                       "mm^2/s): an empty or failed fit (an integer file's intercept, or a fit's floor, everywhere), not a "
-                       "unit to rescale; fit the DWI again ('iqt fit') after checking its b0 volumes (a blank one, or one "
-                       "of another series)")
+        raise IQTError(_("the {what} tensors are one or two tiny tensors repeated in nearly every voxel (MD {md} "
+                         "mm^2/s): an empty or failed fit (an integer file's intercept, or a fit's floor, everywhere), "
+                         "not a unit to rescale; fit the DWI again ('iqt fit') after checking its b0 volumes (a blank "
+                         "one, or one of another series)").format(what=what, md=f"{scale:g}"))
     if few_tissue:  # too few tissue-like in mm^2/s: a unit to name, read off a fit's floor
         scale = _off_floor_median(lam[judged & pd], md[judged & pd], scale)
     if scale <= MAX_MEDIAN_MD:  # a whole-field fit ten times too large: its brain's MD leaves the tissue-like range,
@@ -360,9 +361,10 @@ def _check_sign(lam: np.ndarray, md: np.ndarray, tissue: np.ndarray, what: str) 
     negative = int(((-md > TISSUE_RANGE[0]) & (-md < TISSUE_RANGE[1]) & (lam[:, 2] < 0)).sum())
     positive = int((tissue & (lam[:, 0] > 0)).sum())
     if negative > 0 and negative >= SIGN_INVERTED * (negative + positive):
-        raise IQTError(f"the {what} tensors' sign is inverted: {negative} voxels hold negative-definite tensors of a "
-                       f"tissue's size (MD -1e-4 to -5e-3 mm^2/s) against {positive} positive-definite ones: multiply "
-                       "them by -1 (e.g. 'fslmaths in -mul -1 out'), or fit them again")
+        raise IQTError(_("the {what} tensors' sign is inverted: {negative} voxels hold negative-definite tensors of a "
+                         "tissue's size (MD -1e-4 to -5e-3 mm^2/s) against {positive} positive-definite ones: multiply "
+                         "them by -1 (e.g. 'fslmaths in -mul -1 out'), or fit them again").format(
+            what=what, negative=negative, positive=positive))
 
 
 NEGATIVE_MD_REFUSED = 0.5  # share of the brain's tensors with MD <= 0 above which an input is refused

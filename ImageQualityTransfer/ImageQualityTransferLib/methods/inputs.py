@@ -309,12 +309,12 @@ def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
     """A method's input must be a finite tensor volume in mm^2/s that is mostly positive definite (inside the mask
     when one is given): otherwise every method would return a confident answer from nonsense."""
     if vol.kind != "tensor" or vol.data.ndim != 4 or vol.data.shape[3] != 6:
-        raise IQTError(
-            f"the input is not a diffusion tensor volume (shape {vol.data.shape}); give a DTI volume (fit one from DWIs with 'iqt fit')"
-        )
+        raise IQTError(_("the input is not a diffusion tensor volume (shape {shape}); give a DTI volume (fit one from "
+                         "DWIs with 'iqt fit')").format(shape=vol.data.shape))
     source = vol.source
     if not np.isfinite(vol.data).all():
-        raise IQTError(f"{source}the input tensors hold NaN/Inf values; replace them (0 outside the brain) and retry")
+        raise IQTError(source + _("the input tensors hold NaN/Inf values; replace them (0 outside the brain) and "
+                                  "retry"))
     vol = _stored_zeros_empty(vol)
     where = None if mask is None else np.asarray(mask.data, bool)
     field = whole_field(vol)

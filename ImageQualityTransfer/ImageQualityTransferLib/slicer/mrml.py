@@ -22,7 +22,7 @@ import numpy as np
 
 from ..core import tensor_checks, tensors
 from ..core.errors import IQTError
-from ..core.i18n import _
+from ..core.i18n import _, option
 from ..fileio.nrrd import SPACES, direction_rotation, frame_to_voxel_axes, is_rotation, reexpress
 from ..core.volume import Volume
 
@@ -445,7 +445,8 @@ def mask_from_node(node) -> Volume:
             node=_node_said(node), count=data.shape[3]))
     mask = np.nan_to_num(data.astype(np.float64)) > 0
     if not mask.any():
-        raise IQTError(f"{_node_label(node)} is empty (no voxel > 0); give a brain mask")
+        raise IQTError(_("{node} is empty (no voxel > 0); {give_mask}").format(
+            node=_node_said(node), give_mask=option("give a brain mask")))
     return Volume(mask, vol.affine, "mask", meta=vol.meta)
 
 

@@ -387,6 +387,7 @@ def module_options() -> dict[str, str]:
             "give --model": _("choose an Advanced > Model file"),
             "rerun 'iqt fit' with --exclude-outliers": _("tick Inputs > Exclude outliers and apply again"),
             "give --mask": _("choose a Brain mask"), "give --mask with a brain mask": _("choose a Brain mask"),
+            "give a brain mask": _("choose a Brain mask that holds the brain"),
             "give --bmax {bmax} (iqt fit, mask, degrade, batch; the other commands fit every shell: give them a series "
             "of that shell)": _("keep only the b0s and the volumes with b up to {bmax} s/mm^2 in the DWI volume"),
             "iqt upsample's --voxel-size MM picks them": _("Upsampling: Target voxel size picks them"),

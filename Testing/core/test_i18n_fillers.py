@@ -166,3 +166,18 @@ def test_a_slicer_run_s_tensor_and_mask_refusals_are_the_translator_s():
             said.append(processing.in_module_words(str(caught.value)))
     assert all(not english_words(s.replace(" input ", " ")) for s in said), said
     assert said[-1].endswith("chOOsE A BrAIn mAsk thAt hOlds thE brAIn"), said
+
+
+def test_the_gradient_file_warnings_are_the_translator_s(tmp_path):
+    """A bvec file's directions off unit length (each branch) and an unreadable BIDS sidecar: whole marked lines."""
+    from ImageQualityTransferLib.fileio import gradients, volumes
+
+    g = np.eye(3)[[0, 0, 1, 2, 0, 1, 2]] * np.r_[1, 0.7, 0.8, 0.9, 1.0, 0.75, 0.85][:, None]
+    (tmp_path / "dwi.json").write_text("{not json")
+    with vowels_translated(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        volumes._scale_b_by_length(np.r_[0.0, np.full(6, 1000.0)], g, "dwi.bvec")
+        volumes._scale_b_by_length(np.r_[0.0, np.full(3, 1000.0), np.full(3, 2000.0)], g, "dwi.bvec")
+        gradients.sidecar_slices(tmp_path / "dwi.nii.gz")
+    said = [re.sub(r"^\S+: ", "", str(w.message)) for w in caught]
+    assert len(said) == 3 and all(not english_words(s.replace("JSONDecodeError", "")) for s in said), said

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import IQTError, IQTWarning
+from ..core.i18n import _
 from .paths import not_a_file
 
 SLICE_ENCODING = {"i": 0, "j": 1, "k": 2, "i-": 0, "j-": 1, "k-": 2}  # BIDS SliceEncodingDirection -> voxel axis
@@ -50,15 +51,17 @@ def sidecar_slices(dwi_path) -> tuple[int | None, int | None]:
         doc = json.loads(p.read_bytes())
         value, timing = doc.get("SliceEncodingDirection"), doc.get("SliceTiming")
     except (OSError, ValueError, AttributeError, RecursionError) as e:
-        warnings.warn(f"{p}: not read as a BIDS sidecar ({type(e).__name__}); its SliceEncodingDirection is not used: "
-                      "the slice axis is found as for a series without a sidecar", IQTWarning, stacklevel=3)
+        warnings.warn(_("{file}: not read as a BIDS sidecar ({error}); its SliceEncodingDirection is not used: the "
+                        "slice axis is found as for a series without a sidecar").format(file=p, error=type(e).__name__),
+                      IQTWarning, stacklevel=3)
         return None, None
     count = len(timing) if isinstance(timing, list) and len(timing) > 1 else None
     if value is None:
         return None, count
     if not isinstance(value, str) or value not in SLICE_ENCODING:  # a list or a dict would not even hash
-        warnings.warn(f"{p}: SliceEncodingDirection {value!r} is none of i, j, k (or i-, j-, k-) and is not used: the "
-                      "slice axis is found from its SliceTiming or the voxels", IQTWarning, stacklevel=3)
+        warnings.warn(_("{file}: SliceEncodingDirection {value} is none of i, j, k (or i-, j-, k-) and is not used: "
+                        "the slice axis is found from its SliceTiming or the voxels").format(file=p, value=repr(value)),
+                      IQTWarning, stacklevel=3)
         return None, count
     return SLICE_ENCODING[value], count
 

@@ -149,13 +149,15 @@ def _scale_b_by_length(bvals: np.ndarray, bvecs: np.ndarray, bvec_p) -> tuple[np
     bvecs[weighted] = bvecs[weighted] / lengths[:, None]
     if one_b and np.abs(lengths - 1).max() > 0.05:
         bvals[weighted] = bvals[weighted] * lengths**2
-        said = (f"read as MRtrix reads them, b x |g|^2 with unit directions (b {bvals[weighted].min():.0f} to "
-                f"{bvals[weighted].max():.0f}); if the lengths do not scale b, make the directions unit length")
+        line = _("{file}: directions of length {low} to {high}, not 1: read as MRtrix reads them, b x |g|^2 with unit "
+                 "directions (b {bmin} to {bmax}); if the lengths do not scale b, make the directions unit length")
     else:
-        said = ("each is taken as a direction with its b from the bval file" + (
-            "" if one_b else " (it lists several b-values already)") + "; if their lengths scale b, put b x |g|^2 in "
-                                                                       "the bval file")
-    warnings.warn(f"{bvec_p}: directions of length {lengths.min():.3g} to {lengths.max():.3g}, not 1: {said}",
+        line = _("{file}: directions of length {low} to {high}, not 1: each is taken as a direction with its b from the "
+                 "bval file; if their lengths scale b, put b x |g|^2 in the bval file") if one_b else \
+            _("{file}: directions of length {low} to {high}, not 1: each is taken as a direction with its b from the "
+              "bval file (it lists several b-values already); if their lengths scale b, put b x |g|^2 in the bval file")
+    warnings.warn(line.format(file=bvec_p, low=f"{lengths.min():.3g}", high=f"{lengths.max():.3g}",
+                              bmin=f"{bvals[weighted].min():.0f}", bmax=f"{bvals[weighted].max():.0f}"),
                   IQTWarning, stacklevel=3)
     return bvals, bvecs
 

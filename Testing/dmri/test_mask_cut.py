@@ -78,6 +78,36 @@ def test_a_mask_made_on_the_mean_dwi_that_leaves_out_only_csf_says_nothing(axial
     assert cut.outside > 0.05 and _said(dwi, mask) == [], cut
 
 
+@pytest.fixture(scope="module")
+def noisy_low_res(low_res):
+    """`low_res` with Rician noise at b0 SNR 5 added everywhere, as `iqt degrade --snr 5` adds it."""
+    from ImageQualityTransferLib.dmri.randomise import rician
+
+    data = rician(5, 0)(np.asarray(low_res.data, np.float32), np.asarray(dti.brain_mask(low_res).data, bool))
+    return low_res.replace(data=data)
+
+
+def test_fair_masks_of_a_noisy_scan_say_nothing(noisy_low_res):
+    """At b0 SNR 5 and b=2000 a decayed CSF signal reads at the noise floor, like tissue's: the masks a user makes on
+    the noisy scan (median Otsu on its mean DWI, Otsu on its b0) leave out CSF only and are not said (both were)."""
+    from dipy.segment.mask import median_otsu
+    from dipy.segment.threshold import otsu
+
+    dwi = noisy_low_res
+    mean_dw = np.asarray(dwi.data, np.float64)[..., dwi.bvals > 100].mean(-1)
+    b0 = dti.mean_b0(dwi).astype(np.float64)
+    fair = {"median Otsu on the mean DWI": median_otsu(mean_dw, median_radius=2, numpass=1)[1],
+            "Otsu on the b0": ndimage.binary_fill_holes(b0 > otsu(b0))}
+    for name, mask in fair.items():
+        cut = brain_cut(dwi, mask)
+        assert cut.outside > 0.1 and _said(dwi, mask) == [], (name, cut)
+
+
+def test_a_mask_two_voxels_inside_the_brain_of_a_noisy_scan_is_still_said(noisy_low_res):
+    own = dti.brain_mask(noisy_low_res).data
+    assert len(_said(noisy_low_res, ndimage.binary_erosion(own, BALL, iterations=2))) == 1
+
+
 def _phantom_masks(folder):
     dwi = fileio.load_dwi(folder / "dwi.nii.gz")
     own = dti.brain_mask(dwi).data
@@ -110,14 +140,21 @@ def test_degrade_fitted_over_the_whole_field_says_no_cut(capsys, tmp_path, small
     assert code == 0 and "cuts the brain" not in err, err
 
 
-def test_the_slicer_modules_fit_says_a_cutting_mask_in_its_notes(small_subject):
-    from ImageQualityTransferLib.slicer.processing import fit_dwi
-
+@pytest.fixture(scope="module")
+def phantom_cut(small_subject):
+    """The phantom's DWI and its own mask eroded by 3 voxels, a mask that cuts the brain."""
     dwi = fileio.load_dwi(small_subject / "dwi.nii.gz")
     own = dti.brain_mask(dwi)
-    cut = own.replace(data=ndimage.binary_erosion(own.data, BALL, iterations=3))
+    return dwi, own.replace(data=ndimage.binary_erosion(own.data, BALL, iterations=3))
+
+
+def test_the_slicer_modules_fit_says_a_cutting_mask_in_its_notes(phantom_cut):
+    from ImageQualityTransferLib.slicer.processing import fit_dwi
+
+    dwi, cut = phantom_cut
     with warnings.catch_warnings():
         warnings.simplefilter("error", IQTWarning)  # nothing to the console: said in the notes
         notes = fit_dwi(dwi, cut)[0].meta["input_notes"]
     said = [n for n in notes if "cuts the brain" in n]
     assert len(said) == 1 and said[0].startswith("the chosen mask cuts the brain: ") and "choose a mask" in said[0]
+

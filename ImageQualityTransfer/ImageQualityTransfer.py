@@ -208,6 +208,8 @@ def progressText(message: str) -> str:
     fixed = {
         "reading the input volume": _("reading the input volume"),
         "fitting tensors to the diffusion-weighted volume": _("fitting tensors to the diffusion-weighted volume"),
+        "checking the chosen mask against the brain the b0 shows": _("checking the chosen mask against the brain the b0 "
+                                                                     "shows"),
         "creating output nodes": _("creating output nodes"),
         "done": _("done"),
     }

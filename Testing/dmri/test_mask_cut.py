@@ -158,3 +158,14 @@ def test_the_slicer_modules_fit_says_a_cutting_mask_in_its_notes(phantom_cut):
     said = [n for n in notes if "cuts the brain" in n]
     assert len(said) == 1 and said[0].startswith("the chosen mask cuts the brain: ") and "choose a mask" in said[0]
 
+
+def test_the_slicer_modules_mask_check_is_on_the_progress_bar_and_a_cancel_there_stops_before_the_fit(phantom_cut):
+    """The check's median Otsu (seconds on a fine scan) shows its own message, not the fit's, and a Cancel pressed
+    during it stops the run before any tensor is fitted (in-process; the worker's Cancel kills it within)."""
+    from ImageQualityTransferLib.slicer.processing import Cancelled, fit_dwi
+
+    check = "checking the chosen mask against the brain the b0 shows"
+    steps = []
+    with pytest.raises(Cancelled):
+        fit_dwi(*phantom_cut, progress=lambda f, m: steps.append(m), cancel=lambda: check in steps)
+    assert steps == [check]

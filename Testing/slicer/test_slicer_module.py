@@ -602,6 +602,7 @@ def test_every_progress_message_of_a_run_goes_through_tr(scene):
     messages = [m for _, m in fractions]
     shown = {m for m in messages if m}
     assert {"reading the input volume", "fitting tensors to the diffusion-weighted volume", "done"} <= shown
+    shown.add(sp.CUT_CHECK)  # a DWI with a chosen mask: the mask's check (Testing/dmri/test_mask_cut.py)
     for m in shown:
         text = progress_text(m)
         assert text != m, m  # every phrase translated

@@ -210,6 +210,11 @@ def input_volumes(input_node, mask_node=None, progress=None, cancel=None, fit: b
     return lr, mask
 
 
+# fit_dwi's progress message while it compares a chosen mask with the b0's brain (dmri/mask_cut.py), a cancel checked
+# on each side (the worker's Cancel stops it within)
+CUT_CHECK = "checking the chosen mask against the brain the b0 shows"
+
+
 def fit_dwi(dwi: Volume, mask: Volume | None = None, progress=None, cancel=None,
             exclude: bool = False) -> tuple[Volume, Volume]:
     """(tensors fitted to `dwi` in `mask` or, without one, in a brain mask estimated from its b0, that mask): the
@@ -225,7 +230,7 @@ def fit_dwi(dwi: Volume, mask: Volume | None = None, progress=None, cancel=None,
         check_cancel(cancel)
         return out
 
-    report_progress(progress, 0.02, "fitting tensors to the diffusion-weighted volume")
+    report_progress(progress, 0.02, "fitting tensors to the diffusion-weighted volume" if mask is None else CUT_CHECK)
     if mask is None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", IQTWarning)  # a stripped DWI's line: said below, in the module's words
@@ -236,11 +241,13 @@ def fit_dwi(dwi: Volume, mask: Volume | None = None, progress=None, cancel=None,
     with warnings.catch_warnings(record=True) as said, options_named(module_options()):
         warnings.simplefilter("always", IQTWarning)
         dti.check_shells(dwi)
-        if mask is not None:
+        if mask is not None:  # a median Otsu of the b0 (CUT_CHECK on the bar), seconds on a fine scan
             from ..dmri.mask_cut import warn_if_cut
 
+            check_cancel(cancel)
             warn_if_cut(dwi, mask, _("the chosen mask"), _("choose a mask that covers the whole brain, or none to "
                                                            "fit in that estimate"))
+        check_cancel(cancel)
         lr = fit_with_checks(dwi, fit_mask, exclude, fit=fit).tensor
     for w in said:
         if not issubclass(w.category, IQTWarning):

@@ -251,7 +251,7 @@ def test_negative_md_in_a_learned_method_s_output_is_not_called_interpolation_ov
         warnings.simplefilter("always", IQTWarning)
         check_tensor_input(vol, Volume(np.ones(vol.shape3, bool), np.eye(4), "mask"))
     said = [str(w.message) for w in got if "mean diffusivity at or below zero" in str(w.message)]
-    assert len(said) == 1 and f"('{made}'), and these are global-linear's own prediction (it predicts" in said[0], said
+    assert len(said) == 1 and f"('{made}'); these are global-linear's own prediction; it predicts" in said[0], said
     assert "overshoot" not in said[0] and "upsample with logeuclid-cubic" not in said[0] and "--mask" not in said[0]
 
 

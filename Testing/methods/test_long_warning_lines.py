@@ -2,7 +2,8 @@
 (methods/base.py warning_lines), nothing lost: the failed fits' line (309 characters with its path on an SNR-5 OLS
 input), the mean diffusivity at or below zero (324), the whole field's piece on the output (220), iqt fit's poorly
 conditioned directions (628) had each been one line; the gradient-table check's undecided line, six lines on a noisy
-run, is five."""
+run, is five. Then iqt fit's misfit line (304-427 characters after the file's name), its halves that disagree, the
+tensors' directions looking mirrored and the MD at or below zero of iqt upsample's output (iqt track's lines)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import warnings
 
 import helpers
 import numpy as np
+import pytest
 from ImageQualityTransferLib.apps import cli
 from ImageQualityTransferLib.core.errors import IQTWarning
 from ImageQualityTransferLib.core.volume import Volume
@@ -90,3 +92,67 @@ def test_the_undecided_gradient_line_is_five_short_lines(capsys):
     bodies = _printed(capsys, lambda: inputs.warn_frame_noise(lr))
     assert len(bodies) == 5 and max(map(len, bodies)) <= LONGEST, bodies
     assert sum("check the" in b for b in bodies) == 1 and "nor can a new fit of this DWI" in bodies[0], bodies
+
+
+def test_the_misfit_line_is_said_over_short_lines_with_and_without_exclude_outliers(coarse_phantom, capsys):
+    """A dropout in two slices of one volume and a dead volume: the misfit line, one line of 300-430 characters after
+    the file's name, is said over lines of whole pieces, whether the fit leaves them out or not."""
+    from ImageQualityTransferLib.dmri import outliers
+    from ImageQualityTransferLib.dmri.dti import B0_THRESHOLD, brain_mask, fit_dti
+
+    dw = np.flatnonzero(coarse_phantom.bvals > B0_THRESHOLD)
+    d = np.array(coarse_phantom.data)
+    d[:, :, 14:16, dw[2]] *= 0.2
+    d[..., dw[5]] = 0.0
+    dwi = coarse_phantom.replace(data=d, meta={"path": "p"})
+    mask = brain_mask(dwi)
+    fitted = fit_dti(dwi, mask)
+    for exclude in (False, True):
+        bodies = _printed(capsys, lambda: outliers.check_fit(dwi, mask, fitted, exclude))
+        assert len(bodies) > 2 and max(map(len, bodies)) <= LONGEST, bodies
+        assert bodies[0].startswith("the tensor model does not fit parts of the series"), bodies
+        assert any(b.startswith(f"volume {dw[5]} in every slice") for b in bodies), bodies
+        assert ("fitted without them" in "".join(bodies)) == exclude, bodies
+
+
+def test_the_halves_that_disagree_are_said_over_short_lines(capsys):
+    from ImageQualityTransferLib.dmri import outliers
+    from ImageQualityTransferLib.dmri.dti import B0_THRESHOLD, brain_mask, fit_dti
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    dwi = make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=20)
+    d = np.array(dwi.data)
+    d[..., np.flatnonzero(dwi.bvals > B0_THRESHOLD)[1::2]] *= 1.5  # every other DW volume scaled
+    dwi = dwi.replace(data=d, meta={"path": "p"})
+    mask = brain_mask(dwi)
+    bodies = _printed(capsys, lambda: outliers.check_fit(dwi, mask, fit_dti(dwi, mask), True))
+    assert len(bodies) > 2 and max(map(len, bodies)) <= LONGEST, bodies
+    assert bodies[0] == "the fit's residuals say every other diffusion-weighted volume disagrees with the rest", bodies
+
+
+def test_the_mirrored_directions_line_is_said_over_short_lines(capsys, monkeypatch):
+    from ImageQualityTransferLib.methods import inputs
+
+    monkeypatch.setattr(inputs, "FRAME_SEEDS", 200)  # the ring's verdict in a fifth of the time (test_frame_check.py)
+    ring = helpers.ring_of_fibres(True)
+    ring = ring.replace(meta={**ring.meta, "path": "p"})
+    bodies = _printed(capsys, lambda: inputs.check_frame(ring, "fsl"))
+    assert len(bodies) > 2 and max(map(len, bodies)) <= LONGEST, bodies
+    assert bodies[0].startswith("the tensors' directions look mirrored or turned on this grid"), bodies
+    assert bodies[-1] == "--no-frame-check skips this check", bodies
+
+
+@pytest.mark.parametrize("made_by", ["iqt cubic factor 2", "iqt global-linear factor 2",
+                                     "iqt global-linear_noisy factor 2"])
+def test_the_md_at_or_below_zero_lines_of_an_upsampled_output_are_said_over_short_lines(capsys, made_by):
+    """What iqt track (or any command reading iqt upsample's output) says of its MD at or below zero: an interpolation's
+    overshoot, or a learned method's own prediction (from its model for noisy inputs or not)."""
+    from ImageQualityTransferLib.core import tensor_checks
+
+    md = np.full(1000, 0.7e-3)
+    md[:20] = -1e-4
+    bodies = _printed(capsys, lambda: tensor_checks._check_negative_md(md, "input", "p: ", made_by))
+    assert len(bodies) > 2 and max(map(len, bodies)) <= LONGEST, bodies
+    assert bodies[0] == "20 of the input tensors in the brain (2.0 %) have a mean diffusivity at or below zero, which no " \
+                        "tissue has", bodies
+    assert bodies[1].startswith(f"the file is iqt upsample's output ('{made_by}')"), bodies

@@ -408,34 +408,36 @@ def _check_negative_md(md: np.ndarray, what: str, source: str = "", made_by: str
             # of clean fits, advising 'iqt fit'; docs/measurements.md)
             method = made_by.split()[1].removesuffix("+tta") if len(made_by.split()) > 1 else ""
             if method in INTERPOLATION_METHODS:  # a learned method's are not an interpolation's overshoot (a review)
+                # pieces (split at "; ") of at most PIECE_LIMIT characters, as a long warning is said over several
+                # lines (methods/base.py warning_lines), as are the two below
                 warnings.warn(source + _("{count} of the {what} tensors in the brain ({share} %) have a mean "
-                                         "diffusivity at or below zero, which no tissue has: the file is iqt upsample's "
-                                         "output ('{made_by}'), whose interpolation overshoots to such tensors where the "
-                                         "input's tensors change sharply (an unmasked fit's scalp and background fits, "
-                                         "the brain's edge); they are not measurements: {give_mask} with the brain "
-                                         "mask, or upsample with logeuclid-cubic, which keeps the tensors positive "
-                                         "definite").format(**counts, give_mask=option("give --mask")), IQTWarning,
-                                       stacklevel=4)
+                                         "diffusivity at or below zero, which no tissue has; the file is iqt upsample's "
+                                         "output ('{made_by}'); its interpolation overshoots to such tensors where the "
+                                         "input's tensors change sharply; they change so at an unmasked fit's scalp and "
+                                         "background fits and at the brain's edge; they are not measurements; "
+                                         "{give_mask} with the brain mask, or upsample with logeuclid-cubic, which "
+                                         "keeps the tensors positive definite").format(
+                    **counts, give_mask=option("give --mask")), IQTWarning, stacklevel=4)
                 return
             # counted in the brain (the mask's, a masked input's, or the one estimated from an unmasked fit: `inside`),
             # they are the model's own prediction, which regresses the six elements, not the eigenvalues: 'upsample
             # again with --mask' had been advised where --mask was given to both commands (own-style SNR-5 inputs hold
             # none, global-linear's outputs 2.0-2.7 % of the brain; a review; docs/accuracy.md, Noisy scans)
             line = _("{count} of the {what} tensors in the brain ({share} %) have a mean diffusivity at or below "
-                     "zero, which no tissue has: the file is iqt upsample's output ('{made_by}'), and these are "
-                     "{method}'s own prediction from a noisy input (its model for noisy inputs ran; it predicts the six "
-                     "elements, not the eigenvalues, and noise can take them below zero), most near the brain's edge, "
-                     "not an unmasked fit's background: tracking reads them as no tissue (FA 0), where streamlines "
-                     "stop; {fewer}") if "_noisy" in made_by else \
+                     "zero, which no tissue has; the file is iqt upsample's output ('{made_by}'); these are "
+                     "{method}'s own prediction from a noisy input, its model for noisy inputs having run; it predicts "
+                     "the six elements, not the eigenvalues, and noise can take them below zero; most lie near the "
+                     "brain's edge, not in an unmasked fit's background; tracking reads them as no tissue (FA 0), "
+                     "where streamlines stop; {fewer}") if "_noisy" in made_by else \
                 _("{count} of the {what} tensors in the brain ({share} %) have a mean diffusivity at or below zero, "
-                  "which no tissue has: the file is iqt upsample's output ('{made_by}'), and these are {method}'s own "
-                  "prediction (it predicts the six elements, not the eigenvalues, and noise can take them below zero), "
-                  "most near the brain's edge, not an unmasked fit's background: tracking reads them as no tissue (FA "
-                  "0), where streamlines stop; {fewer}")
+                  "which no tissue has; the file is iqt upsample's output ('{made_by}'); these are {method}'s own "
+                  "prediction; it predicts the six elements, not the eigenvalues, and noise can take them below zero; "
+                  "most lie near the brain's edge, not in an unmasked fit's background; tracking reads them as no "
+                  "tissue (FA 0), where streamlines stop; {fewer}")
             warnings.warn(source + line.format(**counts, method=method, fewer=_(
-                "deep (the default) and espcn gave at most 8 such voxels on noisy masked inputs of the 4 dev scans "
-                "where global-linear gave 2.6-4.8 %, and logeuclid-cubic keeps every tensor positive definite "
-                "(docs/accuracy.md, Noisy scans)")), IQTWarning, stacklevel=4)
+                "deep (the default) and espcn gave at most 8 such voxels on noisy masked inputs of the 4 dev scans; "
+                "global-linear gave 2.6-4.8 % there (docs/accuracy.md, Noisy scans); logeuclid-cubic keeps every "
+                "tensor positive definite")), IQTWarning, stacklevel=4)
             return
         warnings.warn(source + _("{count} of the {what} tensors in the brain ({share} %) have a mean diffusivity at or "
                                  "below zero, which no tissue has; such tensors are sign-inverted, or not fitted: every "

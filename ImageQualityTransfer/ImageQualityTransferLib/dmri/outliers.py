@@ -627,16 +627,19 @@ def _check_fit(dwi: Volume, mask, tensor: Volume, exclude: bool, stacklevel: int
     out.b0_levels = levels
     say_poor_condition(dwi, out if exclude and out.tensor is not None else None, stacklevel + 1)
     if out.halves_disagree:  # not named: which half is right the residuals cannot tell (ALTERNATE_Z)
-        line = _("the fit's residuals say every other diffusion-weighted volume disagrees with the rest (each half "
-                 "misfits the fit of the other: median robust z-score {low} and {high}): head motion or a change of "
-                 "scale between alternate volumes; which half is right the check cannot tell, so none is named or left "
-                 "out and the tensors blend both: check alternate volumes by eye for head motion, and the scanner's or "
-                 "conversion's scaling of each volume (two series of different scale interleaved)") if exclude else \
-            _("the fit's residuals say every other diffusion-weighted volume disagrees with the rest (each half "
-              "misfits the fit of the other: median robust z-score {low} and {high}): head motion or a change of "
-              "scale between alternate volumes; which half is right the check cannot tell, so none is named and the "
-              "tensors blend both: check alternate volumes by eye for head motion, and the scanner's or conversion's "
-              "scaling of each volume (two series of different scale interleaved)")
+        # pieces (split at "; ") of at most PIECE_LIMIT characters, as a long warning is said over several lines
+        # (methods/base.py warning_lines): as one line it had run to 469 characters after the file's name
+        line = _("the fit's residuals say every other diffusion-weighted volume disagrees with the rest; each half "
+                 "misfits the fit of the other (median robust z-score {low} and {high}); head motion or a change of "
+                 "scale between alternate volumes does this; which half is right the check cannot tell, so none is "
+                 "named or left out and the tensors blend both; check alternate volumes by eye for head motion; check "
+                 "the scanner's or conversion's scaling of each volume (two series of different scale interleaved)") \
+            if exclude else \
+            _("the fit's residuals say every other diffusion-weighted volume disagrees with the rest; each half "
+              "misfits the fit of the other (median robust z-score {low} and {high}); head motion or a change of "
+              "scale between alternate volumes does this; which half is right the check cannot tell, so none is named "
+              "and the tensors blend both; check alternate volumes by eye for head motion; check the scanner's or "
+              "conversion's scaling of each volume (two series of different scale interleaved)")
         warnings.warn(dwi.source + line.format(low=f"{min(out.alternate.values()):.0f}",
                                                high=f"{max(out.alternate.values()):.0f}"),
                       IQTWarning, stacklevel=stacklevel)
@@ -658,8 +661,8 @@ def _check_fit(dwi: Volume, mask, tensor: Volume, exclude: bool, stacklevel: int
                            "never so many that the rest would not determine a tensor)")).format(slices=_ranges(stuck)))
         if "all" in out.unfixable:
             done.append(out.unfixable["all"])
-        todo = _("{done}; check the series for head motion").format(done="; ".join(done))
-        said = _("fitted without them")
+        said = _("fitted without them: {done}").format(done="; ".join(done))
+        todo = _("check the series for head motion")
         with in_english():  # the run record's words, read by tools
             excluded = describe(out)
         tensor = tensor.replace(data=out.tensor, meta={**tensor.meta, "outliers_excluded": excluded})
@@ -668,15 +671,17 @@ def _check_fit(dwi: Volume, mask, tensor: Volume, exclude: bool, stacklevel: int
         todo = _("check the series for head motion, or {rerun_exclude_outliers} to fit without them").format(
             rerun_exclude_outliers=option("rerun 'iqt fit' with --exclude-outliers"))
         if stuck:
-            todo += " " + (_("(slices {slices} may hold more than it can leave out: at most half a slice's directions)")
-                           if len(stuck) > 1 else
-                           _("(slice {slices} may hold more than it can leave out: at most half a slice's "
-                             "directions)")).format(slices=_ranges(stuck))
-        said = _("the tensors there are wrong and the upsampling's uncertainty does not show it (a dead or moved "
-                 "volume also roughens every tensor, which the learned methods may read as a noisy scan)") \
+            todo += "; " + (_("slices {slices} may hold more than the exclusion can leave out: at most half a slice's "
+                              "directions") if len(stuck) > 1 else
+                            _("slice {slices} may hold more than the exclusion can leave out: at most half a slice's "
+                              "directions")).format(slices=_ranges(stuck))
+        said = _("the tensors there are wrong and the upsampling's uncertainty does not show it; a dead or moved "
+                 "volume also roughens every tensor, which the learned methods may read as a noisy scan") \
             if out.volumes else _("the tensors there are wrong and the upsampling's uncertainty does not show it")
+    # pieces (split at "; ") of at most PIECE_LIMIT characters, as a long warning is said over several lines
+    # (methods/base.py warning_lines): as one line it had run to 547 characters after the file's name
     warnings.warn(source + _("the tensor model does not fit parts of the series (signal dropout, or a volume dead or "
-                             "moved): {found} (volumes counted from 0, slices along {axis} from 0); {said}: "
+                             "moved); {found}; volumes are counted from 0, slices along {axis} from 0; {said}; "
                              "{todo}").format(found=describe(out), axis=_along(out), said=said, todo=todo),
                   IQTWarning, stacklevel=stacklevel)
     return tensor, out

@@ -894,11 +894,17 @@ WARNING_LINE_LIMIT = 200
 _SOURCE = re.compile(r"^((?:(?:(?:[A-Za-z]:)?[^:;]*?\.(?:nii\.gz|nii|nrrd|nhdr)|[^\s:;]+)(?: \([^()]*\))?: )+)")
 # the other warnings said over several lines where long, after their file: those whose pieces (split at "; ") are
 # worded to read alone (each names what it speaks of). Of the warnings over WARNING_LINE_LIMIT that real inputs gave
-# (docs/measurements.md, "Long warnings") the gradient table's had run to 531 characters, the whole field's to 307.
+# (docs/measurements.md, "Long warnings") the gradient table's had run to 531 characters, the whole field's to 307;
+# then the tensors' directions looking mirrored (methods/inputs.py), iqt fit's halves that disagree and its misfit
+# line (dmri/outliers.py, the misfit line 304-547 characters after the file's name).
 SPLIT_WARNINGS = ("the gradient-table check could not decide", "the gradient table could not be judged",
-                  "the input holds tensors over the whole field of view (fitted without a brain mask)")
+                  "the input holds tensors over the whole field of view (fitted without a brain mask)",
+                  "the tensors' directions look mirrored or turned on this grid, as a wrong gradient table leaves them; ",
+                  "the fit's residuals say every other diffusion-weighted volume disagrees with the rest; ",
+                  "the tensor model does not fit parts of the series (signal dropout, or a volume dead or moved); ")
 # those of them that open with a count: the failed fits (methods/inputs.py, 309 characters with its path), a mean
-# diffusivity at or below zero (core/tensor_checks.py, 324), iqt fit's poorly conditioned directions
+# diffusivity at or below zero (core/tensor_checks.py, 324; and as iqt upsample's output, read by iqt track), iqt
+# fit's poorly conditioned directions
 # (dmri/outliers.py, 628) and its b0 away from the diffusion-weighted volumes (dmri/motion.py, 511)
 SPLIT_OPENINGS = re.compile(r"\d+ voxels? in .+? holds? a failed fit \(|\d+ of the \S+ tensors in the brain \([\d.]+ %\) "
                             r"have a mean diffusivity at or below zero, which no tissue has; |the \d+ diffusion-weighted "

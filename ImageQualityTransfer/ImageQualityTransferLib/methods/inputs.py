@@ -285,13 +285,16 @@ def check_frame(lr: Volume, order: str | None = None) -> str | None:
         return FRAME_NOISE if found.scores["given"] < short else "ok"
     c = found.candidates[key]
     read = _("{given} mm as read with --tensor-order {order}") if order else _("{given} mm as read")
+    # pieces (split at "; ") of at most PIECE_LIMIT characters, as a long warning is said over several lines
+    # (methods/base.py warning_lines): as one line it had run to 685 characters after the file's name
     warnings.warn(lr.source + _("the tensors' directions look mirrored or turned on this grid, as a wrong gradient table "
-                                "leaves them ({what}): fibres tracked from the white matter run {best} mm on average "
-                                "with that corrected against {read}, and every output direction follows the input's; if "
-                                "the fit was given bvecs not flipped for a neurological-storage DWI, or the file is in "
-                                "another tool's frame (MRtrix's scanner frame reads with --tensor-order mrtrix), fit "
-                                "again from the DWI with the right table ('iqt fit' checks it) or read it in its own "
-                                "order; --no-frame-check skips this check").format(
+                                "leaves them; {what}; fibres tracked from the white matter run {best} mm on average "
+                                "with that corrected against {read}; every output direction follows the input's; if "
+                                "the fit was given bvecs not flipped for a neurological-storage DWI, fit again from the "
+                                "DWI with the right table; 'iqt fit' checks the table; if the file is in another tool's "
+                                "frame (MRtrix's scanner frame reads with --tensor-order mrtrix), read it in its own "
+                                "order; "
+                                "--no-frame-check skips this check").format(
         what=c.what, best=f"{found.scores[key]:.1f}",
         read=read.format(given=f"{found.scores['given']:.1f}", order=order)), IQTWarning, stacklevel=2)
     return key

@@ -305,6 +305,19 @@ def frame_record(lr, s: Settings) -> str:
 
 
 FRAME_NOTE_END = "--no-frame-check skips this check"  # how the frame check's warning ends (methods/inputs.py)
+FRAME_NOTE_OPENING = "the tensors' directions look mirrored or turned on this grid"  # and how it opens
+
+
+def _without_frame_warning(notes: list) -> list:
+    """`notes` without the frame check's warning: every note from the one that opens it to the one that ends it, as it
+    is said over several (methods/base.py warning_lines); a note of an earlier run holding all of it, that one."""
+    out, inside = [], False
+    for note in notes:
+        inside = inside or FRAME_NOTE_OPENING in str(note)
+        if not inside:
+            out.append(note)
+        inside = inside and not str(note).endswith(FRAME_NOTE_END)
+    return out
 
 
 def _frame_on_skip(item: Item, s: Settings, qc: dict, notes: list) -> tuple[dict, list]:
@@ -314,7 +327,7 @@ def _frame_on_skip(item: Item, s: Settings, qc: dict, notes: list) -> tuple[dict
     its input, which is the one its outputs came from (the skip compared its hashes), without redoing it: the row and
     notes of this run say the verdict, its sidecar keeps what its own run recorded."""
     if not s.frame_check:
-        return qc, [n for n in notes if not str(n).endswith(FRAME_NOTE_END)]
+        return qc, _without_frame_warning(notes)
     if item.kind != "dti" or qc.get("bvec_check") != "not checked":
         return qc, notes
     from ... import fileio
@@ -330,7 +343,8 @@ def _frame_on_skip(item: Item, s: Settings, qc: dict, notes: list) -> tuple[dict
             return qc, notes
     said = [item.as_typed(_in_batch_words(" ".join(str(w.message).split()))) for w in caught
             if issubclass(w.category, IQTWarning)]  # the input's other notes were stored when it ran
-    return {**qc, "bvec_check": verdict}, notes + [n for n in said if n.endswith(FRAME_NOTE_END)]
+    return {**qc, "bvec_check": verdict}, notes + [line for n in said if n.endswith(FRAME_NOTE_END)
+                                                   for line in warning_lines(n)]  # as its run says it (run_subject)
 
 
 def qc_figure(vols: dict, s: Settings, item: Item, path: Path, estimated: bool = False) -> None:

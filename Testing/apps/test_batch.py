@@ -2039,9 +2039,9 @@ def test_an_at_sign_in_a_ws_url_s_path_or_query_is_not_taken_for_a_login():
 
     for given in ("ws://127.0.0.1:8786/a@b", "ws://node7:8786/?t=a@b", "ws://[::1]:8786/a@b"):
         assert scheduler.check_address(given) == given
-        # a query's values masked, and the path's text before its '@' and the port (a password typed with a '/',
-        # ws://alice:1/pw@h/, is read the same way), never the host
-        assert scheduler.shown(given) == given.replace("?t=a@b", "?t=***").replace(":8786/a@b", ":***/***@b")
+        # a query's values masked, and the path's text before its '@' and the port (a password typed with a '/' or
+        # '?', ws://alice:1/pw@h/, is read the same way), never the host
+        assert scheduler.shown(given) == given.replace(":8786/?t=a@b", ":***/?t=***").replace(":8786/a@b", ":***/***@b")
         assert scheduler.host_port(given) == urlsplit(given).netloc
     with pytest.raises(batch.IQTError, match="ends the host early"):
         scheduler.check_address("ws://user:p?w@node7:8786/")

@@ -62,7 +62,7 @@ def test_the_no_workers_line_names_a_proxy_s_path_and_asks_for_the_scheduler_s_o
         "scheduler's own address, 'dask worker ws://HOST:PORT' (not through the path /dask/: 'dask worker' takes no URL "
         "path), with ImageQualityTransfer installed, as here, or wait longer with --wait-workers SECONDS")
     assert "(not through the path /***@b/c:" in scheduler._no_workers("wss://proxy:8443/a@b/c", 5, "joined")
-    assert "(not through the path /c:" in scheduler._no_workers("wss://proxy/a@b/c", 5, "joined")  # a token's too
+    assert "(not through the path /***@b/c:" in scheduler._no_workers("wss://proxy/a@b/c", 5, "joined")  # a token's too
     for given, worker in (("ws://node7:8786/", "ws://node7:8786"), ("node7:8786", "tcp://node7:8786")):
         assert f"start workers with 'dask worker {worker}' (with" in scheduler._no_workers(given, 5, "joined")
 
@@ -275,20 +275,21 @@ def test_paths_words_and_plain_hosts_stay_shown():
     for given in ("runs@node7/scheduler.json", "runs/x@v2.json", "tcp://node7:8786", "node7:8786", "ws://node7:8786/",
                   "ws://[::1]:8786/dask/"):
         assert scheduler.shown(given) == given
-    assert scheduler.shown("wss://host/x@y") == "wss://***@y"  # read as a token 'host/x' too: test below
+    assert scheduler.shown("wss://host/x@y") == "wss://***/***@y"  # read as a token 'host/x' too: test below
 
 
 @pytest.mark.parametrize("given, said", [
-    ("ws://AbC9/xYz7:@proxy.example/", "ws://***@proxy.example/"),
-    ("ws://AbC9/xYz7@proxy.example/", "ws://***@proxy.example/"),
-    ("wss://AbC9+/xYz7==:@hub.example.org/user/x/", "wss://***@hub.example.org/user/x/"),
-    ("ws://AbC9#xYz7@node7:8786/", "ws://***@node7:8786/"),
-    ("ws://AbC9?x=xYz7@node7:8786/", "ws://***@node7:8786/"),
+    ("ws://AbC9/xYz7:@proxy.example/", "ws://***/***@proxy.example/"),
+    ("ws://AbC9/xYz7@proxy.example/", "ws://***/***@proxy.example/"),
+    ("wss://AbC9+/xYz7==:@hub.example.org/user/x/", "wss://***/***@hub.example.org/user/x/"),
+    ("ws://AbC9#xYz7@node7:8786/", "ws://***#***@node7:8786/"),
+    ("ws://AbC9?x=xYz7@node7:8786/", "ws://***?x=***"),  # a query's value as urlsplit reads it: its '@' too
 ])
 def test_a_ws_token_holding_a_slash_question_mark_or_hash_shows_no_part_of_itself(given, said):
     """A token given as a login (TOKEN:@host/) holding '/', '?' or '#' had its first part shown as a host
     (ws://AbC9/***@proxy.example/, ws://AbC9#***): with no ':' before the first '/', '?' or '#' that text is no user name
-    before a password, so every line masks all of it to the last '@', Dask's own text where it names it as a host too."""
+    before a password, so every line masks all of it to the last '@' (the host and the text after it, each as it stands:
+    no login is said where urlsplit reads none), Dask's own text where it names it as a host too."""
     import re
 
     host = re.split(r"[/?#]", given.partition("://")[2])[0]  # as Dask's websocket client reads it
@@ -360,3 +361,59 @@ def test_a_password_holding_a_dotted_name_and_a_slash_shows_no_part_of_itself(gi
                  scheduler.dask_said(f"Timed out trying to connect to {given} after 20 s", given)):
         assert not [w for w in ("Xk7", "Wm5", "Pq3", "10.0.0.5") if w in said], said
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("given, said", [
+    ("wss://hub.example.org/user/alice@uni.edu/", "wss://***/***@uni.edu/"),
+    ("wss://hub.example.org/user/alice@uni.edu/proxy/8786/?token=T", "wss://***/***@uni.edu/proxy/8786/?token=***"),
+    ("wss://hub.example.org:443/user/alice@uni.edu/", "wss://hub.example.org:***/***@uni.edu/"),
+    ("ws://node7:8786/?token=a@b", "ws://node7:***/?token=***"),
+    ("ws://node7/?token=a@b", "ws://***/?token=***"),
+    ("wss://[::1]:8786/?token=a@b", "wss://[::1]:***/?token=***"),
+    ("ws://[::1]/user/a@b/", "ws://[::1]/***@b/"),
+    ("wss://hub.example.org/user/alice@uni.edu/?token=x@y", "wss://***/***@uni.edu/?token=***"),
+])
+def test_an_at_after_the_host_is_said_as_a_path_s_or_a_query_s_not_as_a_login_s(given, said):
+    """An '@' only after the host (a JupyterHub user name that is an e-mail, a token holding '@' in the query) is the
+    path's or the query's, as urlsplit and Dask read it: the line had said a login where none is given
+    (wss://***@uni.edu/) and, without a port, shown the query value's text after its '@' as a host (ws://***@b); with a
+    port it showed the port, where a password typed with a '/' or '?' would start (ws://alice:123/pw@h/ reads
+    ws://alice:***/***@h/)."""
+    assert scheduler.shown(given) == said
+    assert "@" not in said.partition("://")[2].split("/")[0].split("?")[0].split("#")[0]  # no login said
+
+
+SECRET_LOGINS = ("", "alice:SECpw@", "SECtok:@", "SEC@tok:@", "alice:SEC@pw@")
+SECRET_HOSTS = ("node7", "node7:8786", "hub.example.org", "[::1]", "[::1]:8786", "127.0.0.1:8786")
+SECRET_PATHS = ("", "/", "/dask/", "/user/alice@uni.edu/")
+SECRET_QUERIES = ("", "?token=SECq", "?token=SECa@SECb", "?t=SECa@SECb&u=1")
+
+
+@pytest.mark.parametrize("scheme", ["ws", "wss"])
+def test_no_ws_form_shows_a_password_or_token_and_none_without_a_login_says_one(scheme):
+    """Every ws/wss form of a login (none, user:password, a token, '@' in either), a host (a name, with a port, IPv6, an
+    IP address), a path (an '@' in it or not) and a query (a token, '@' in it): no line (the address as shown, the
+    refusal, Dask's text as quoted) holds any of the password's or token's text (here each holds "SEC"), and where no
+    login is given none is said (the text before the first '/', '?' or '#' holds no '@')."""
+    from urllib.parse import urlsplit
+
+    from ImageQualityTransferLib.core.errors import IQTError
+
+    seen = 0
+    for login in SECRET_LOGINS:
+        for host in SECRET_HOSTS:
+            for path in SECRET_PATHS:
+                for query in SECRET_QUERIES:
+                    given = f"{scheme}://{login}{host}{path}{query}"
+                    said = scheduler.shown(given)
+                    try:
+                        scheduler.check_address(given)
+                        refusal = ""
+                    except IQTError as e:
+                        refusal = str(e)
+                    dask = scheduler.dask_said(f"Timed out trying to connect to {given} after 5 s", given)
+                    assert "SEC" not in said + refusal + dask, (given, said, refusal, dask)
+                    if not login:
+                        assert "@" not in urlsplit(said).netloc, (given, said)
+                    seen += 1
+    assert seen == len(SECRET_LOGINS) * len(SECRET_HOSTS) * len(SECRET_PATHS) * len(SECRET_QUERIES)

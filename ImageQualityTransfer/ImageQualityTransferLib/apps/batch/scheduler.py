@@ -76,33 +76,35 @@ def shown(address) -> str:
         # a '/' starts there: ws://alice:1/pw@h/ reaches host alice, port 1)
         # to its last '@', whatever the first of '/', '?' or '#' it follows (ws://alice:123?pw@h/ had been shown whole)
         after = rest[len(head):]
-        if _whole_login(head):
-            return _query_masked(f"{scheme}{sep}***@{rest.rpartition('@')[2]}")
-        if _query_at(after):  # ws://host:8786/?t=a@b: the query's value, masked as one
+        # the host masked whole where it may begin a token (`_whole_login`): said as a host, not as a login
+        # (wss://hub.example.org/user/alice@uni.edu/ had read wss://***@uni.edu/, a login where none is given)
+        host = "***" if _whole_login(head) else _login_masked(_port_masked(head))
+        if _query_at(after):  # ws://host:8786/?t=a@b: the query's value, masked as one, and the port as above (the
+            # port had been shown, and without a port the value's text after its '@' as a host: ws://***@b)
             path, q, query = after.partition("?")
             if "@" not in path:
-                return _query_masked(f"{scheme}{sep}{_login_masked(head)}{after}")
+                return _query_masked(f"{scheme}{sep}{host}{after}")
             # ws://h:1/a@b?t=x@y: the path's own '@' masked as above (its 'a' had been shown)
             if "@" in head:  # ws://u:p@h:1/a@b?t=x@y (refused by check_address): 'h' may be the password's
                 return _query_masked(f"{scheme}{sep}***@{path.rpartition('@')[2]}{q}{query}")
             path = f"{path[0]}***@{path.rpartition('@')[2]}"
-            return _query_masked(f"{scheme}{sep}{_login_masked(_port_masked(head))}{path}{q}{query}")
+            return _query_masked(f"{scheme}{sep}{host}{path}{q}{query}")
         if _login_to_last_at(rest) or _login_host_unclear(rest):  # ws://user:p@ss/w0rd@host/, ws://T/x@y@host:8786
             # (refused by check_address): "ss" and "T" may be a password's or a token's, shown as urlsplit's host, so
             # all of it to the last '@' is masked, as a tcp address's is; a host that reads as one too
             # (wss://alice:tok@hub.example.org/user/alice@uni.edu/ is also the password "tok@hub.example.org/user/alice")
             return _query_masked(f"{scheme}{sep}***@{rest.rpartition('@')[2]}")
-        masked = f"{after[0]}***@{after.rpartition('@')[2]}"
-        return _query_masked(f"{scheme}{sep}{_login_masked(_port_masked(head))}{masked}")
+        tail = _query_masked(f"x://h/{after.rpartition('@')[2]}")[len("x://h/"):]  # its own query's values masked
+        return f"{scheme}{sep}{host}{after[0]}***@{tail}"  # a '?' or '#' before the '@' kept as typed (ws://***#***@h/)
     return _query_masked(f"{scheme}{sep}{_login_masked(rest)}")
 
 
 def _whole_login(head: str) -> bool:
     """Whether a ws URL's text before its first '/', '?' or '#' (whose '@' comes after one of them) holds neither '@'
     nor ':': as a login to the last '@' it is no user name before a password but a token (or user name) holding '/',
-    '?' or '#', so `shown` masks all of it to that '@' (ws://AbC9/xYz7:@proxy.example/ had shown "AbC9", and
-    ws://T#x@node7:8786/ "T"). The same text read as a host and a path ('wss://host/x@y') loses its host: no text tells
-    the two apart."""
+    '?' or '#', so `shown` masks all of it to that '@', the host too, said as a host and a path as urlsplit reads them
+    (ws://***/***@proxy.example/; ws://AbC9/xYz7:@proxy.example/ had shown "AbC9", and ws://T#x@node7:8786/ "T"). The
+    same text read as a host and a path ('wss://host/x@y') loses its host: no text tells the two apart."""
     return "@" not in head and ":" not in head
 
 
@@ -260,7 +262,7 @@ def dask_said(text, address) -> str:
     text = text.replace(address, said).replace(rest, said.partition("://")[2] or said)  # with its scheme or without
     head = re.split(r"[/?#]", rest, maxsplit=1)[0] if _path_at(rest) else rest
     userinfo = head.rpartition("@")[0]
-    if head != rest and "@" in rest[len(head):] and not _query_at(rest[len(head):]):  # ws://alice:123/pw@h/'s "alice:123"
+    if head != rest and "@" in rest[len(head):]:  # ws://alice:123/pw@h/'s "alice:123", ws://h:8786/?t=a@b's "h:8786"
         text = text.replace(head, _port_masked(head))
     if head != rest and "@" in rest[len(head):] and _whole_login(head):  # where it stands as a host ("AbC9:80"), as
         # `shown` masks it: part of a token

@@ -655,10 +655,10 @@ def _check_fit(dwi: Volume, mask, tensor: Volume, exclude: bool, stacklevel: int
             done.append((_("{count} slices refitted without theirs") if len(out.pairs) > 1 else
                          _("{count} slice refitted without theirs")).format(count=len(out.pairs)))
         if stuck:
-            done.append((_("slices {slices} may hold more, but at most half a slice's directions are left out (and "
-                           "never so many that the rest would not determine a tensor)") if len(stuck) > 1 else
-                         _("slice {slices} may hold more, but at most half a slice's directions are left out (and "
-                           "never so many that the rest would not determine a tensor)")).format(slices=_ranges(stuck)))
+            done.append((_("slices {slices} may hold more, but at most half a slice's directions are left out; "
+                           "never so many are left out that the rest would not determine a tensor") if len(stuck) > 1 else
+                         _("slice {slices} may hold more, but at most half a slice's directions are left out; never "
+                           "so many are left out that the rest would not determine a tensor")).format(slices=_ranges(stuck)))
         if "all" in out.unfixable:
             done.append(out.unfixable["all"])
         said = _("fitted without them: {done}").format(done="; ".join(done))

@@ -1,7 +1,8 @@
 """`iqt evaluate` reads a prediction or reference stored as integers through the input's step check
-(methods/inputs.py integer_cause, warn_integer_step): a coarse step is said, with what it does to the scores, where
-it had been scored as if exact; a plain cast that truncated every value to 0 is named, where the reference's had been
-told its mask was another fit's; tensors in um^2/ms cast to whole numbers are told their unit and the cast."""
+(core/tensor_checks.py integer_cause, methods/inputs.py warn_integer_step): a coarse step is said, with what it does
+to the scores, where it had been scored as if exact; a plain cast that truncated every value to 0 is named, where the
+reference's had been told its mask was another fit's; tensors in um^2/ms cast to whole numbers are told their unit
+and the cast."""
 
 from __future__ import annotations
 

@@ -214,3 +214,103 @@ def test_a_tiny_roi_in_another_unit_is_told_its_unit_not_a_cast_to_zero(tmp_path
         nib.save(nib.Nifti1Image(np.round(data * scale).astype(np.int16), AFFINE), path)
     said = _refusal(path)
     assert told in said and "truncates every value to 0" not in said, said
+
+
+def test_an_unmasked_field_cast_from_um2_per_ms_is_told_its_unit_not_a_positive_definite_share(tmp_path):
+    """a whole field in um^2/ms truncated to int16 (its air to 0, its scalp's noise fits tens of steps) read without a
+    mask: its brain is the median tensor, not a stored zero; read off it, the noise fits alone had been judged and the
+    file told 'only 5 % ... positive definite' (the Achieva's and dStream's unmasked x2 inputs: docs/measurements.md)."""
+    rng = np.random.default_rng(1)
+    data = np.zeros((40, 44, 24, 6))
+    data[10:30, 11:33, 6:18] = _brain() * 1.6  # MD about 1.2e-3: most diagonal elements truncate to 1, not 0
+    shell = np.zeros(data.shape[:3], bool)
+    shell[6:34, 7:37, 3:21] = True
+    shell[10:30, 11:33, 6:18] = False
+    noise = shell & (rng.random(shell.shape) < 0.08)  # 795 noise fits beside 3,696 brain voxels
+    data[noise] = rng.normal(scale=20e-3, size=(int(noise.sum()), 6))
+    path = tmp_path / "t.nii.gz"
+    with np.errstate(invalid="ignore"):
+        nib.save(nib.Nifti1Image((data * 1e3).astype(np.int16), AFFINE), path)
+    said = _refusal(path)
+    assert "not in mm^2/s but um^2/ms cast to whole numbers" in said and "positive definite" not in said, said
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_a_scaled_unmasked_field_whose_air_is_a_minority_is_told_its_unit():
+    """the dStream's unmasked x1,1,2 input (its zeroed air a fifth of the field) in um^2/ms as int16 and in um^2/s as
+    uint16, nibabel's scaling: its air, the stored zero, reads within half a step of 0 and is read as its float copy's
+    empty air; it had been told 'only 0 % ... positive definite' and 'multiply them by 1e-4'."""
+    import tempfile
+    from pathlib import Path
+
+    from helpers import TRAIN, need_data
+
+    from ImageQualityTransferLib.dmri import degrade as deg
+    from ImageQualityTransferLib.dmri.dti import brain_mask
+    from ImageQualityTransferLib.dmri.subject import dwi_path
+
+    dwi = fileio.load_dwi(dwi_path(need_data(TRAIN / "philips_achieva_dstream_3mm")))
+    pair = deg.degrade(dwi, brain_mask(dwi, fill_slices=False).data, (1, 1, 2), (1, 0, 1), "unmasked")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "f.nii.gz"
+        fileio.save_tensor(pair.tensor, path, order="dipy")
+        img = nib.load(path)
+        for scale, dtype, told in ((1e3, np.int16, "multiply them by 1e-3 to get mm^2/s"),
+                                   (1e6, np.uint16, "multiply them by 1e-6 to get mm^2/s")):
+            scaled = nib.Nifti1Image(img.get_fdata() * scale, img.affine, img.header)
+            scaled.set_data_dtype(dtype)
+            nib.save(scaled, Path(tmp) / "i.nii.gz")
+            said = _refusal(Path(tmp) / "i.nii.gz")
+            assert told in said and "not a power of ten" not in said, said
+
+
+def _wrapped(tmp_path, fmt, layout="4d"):
+    """A brain in um^2/ms (MD about 1.5) rounded and cast to uint16 with numpy: its -1 off-diagonals stored as 65535."""
+    x = np.round(_brain() * 2e3)
+    assert (x < 0).any()
+    with np.errstate(invalid="ignore"):
+        if fmt == "nrrd":
+            return _integer_nrrd(tmp_path, _brain(), lambda v: np.round(v * 2e3), np.uint16)
+        raw = x.astype(np.uint16)
+    path = tmp_path / "t.nii.gz"
+    nib.save(nib.Nifti1Image(raw[..., None, :] if layout == "5d" else raw, AFFINE), path)
+    return path
+
+
+@pytest.mark.parametrize("fmt, layout", [("nifti", "4d"), ("nifti", "5d"), ("nrrd", "4d")])
+def test_a_uint16_cast_whose_negative_elements_wrapped_is_told_so(tmp_path, fmt, layout):
+    """numpy's cast of signed tensors to uint16 wraps -1 to 65535: a 4D file of them had been told it was a DWI series
+    (its 'brain' the wrapped values, median 65534; 6-10 of 80 real inputs: docs/measurements.md)."""
+    path = _wrapped(tmp_path, fmt, layout)
+    with pytest.raises(IQTError) as refused:
+        fileio.load_tensor(path, "nifti" if fmt == "nrrd" else "dipy")
+    said = str(refused.value)
+    assert "negative elements (its off-diagonals) wrap there" in said and "uint16, largest 65535" in said, said
+    assert "DWI series" not in said and said.count("\n") == 0, said
+
+
+def test_a_uint16_dwi_with_saturated_voxels_is_still_told_a_dwi_series(tmp_path):
+    """six volumes of DWI-like intensities (median 600) with 3 % of the values saturated at 65535: not wrapped tensors."""
+    rng = np.random.default_rng(2)
+    raw = rng.normal(600, 150, size=(20, 22, 12, 6)).clip(1, None)
+    raw[rng.random(raw.shape) < 0.03] = 65535
+    path = tmp_path / "t.nii.gz"
+    nib.save(nib.Nifti1Image(raw.astype(np.uint16), AFFINE), path)
+    with pytest.raises(IQTError) as refused:
+        fileio.load_tensor(path, "dipy")
+    assert "is a DWI series" in str(refused.value) and "wrap" not in str(refused.value), str(refused.value)
+
+
+def test_a_cast_to_zero_read_in_a_mask_counts_the_voxels_inside_it(tmp_path):
+    """a plain int16 cast in mm^2/s leaves only failed fits (a few mm^2/s: 3 voxels); read with the brain mask, the line
+    says it counts the mask's voxels (it had said 'of its N voxels', N the mask's, not the file's)."""
+    data = _brain()
+    data[5:8, 5, 5] = tensors.from_matrix(np.diag([-2.0, 3.0, 3.0]))  # failed fits that outlive the cast
+    path = tmp_path / "t.nii.gz"
+    nib.save(nib.Nifti1Image(data.astype(np.int16), AFFINE), path)
+    inside = np.any(data != 0, axis=-1)
+    said = _refusal(path, Volume(inside, AFFINE, "mask"))
+    assert f"all but 3 of the {int(inside.sum())} voxels inside the mask are 0" in said, said
+    said = _refusal(path)
+    assert f"all but 3 of its {inside.size} voxels are 0" in said, said

@@ -112,18 +112,23 @@ def rounds_to_few_steps(brain: np.ndarray, step: float, few: float = FEW_STEPS) 
     tensors that are not the file's stored zero (each element within 1.5 steps of the elements' median) where they
     are STORED_BRAIN of them: a tight fit read in a wrong order or sign is taken for a whole field, its stored-zero
     background for brain, and had been refused for its step in place of its order or sign (a review: 5,445 brain voxels
-    of 23,328 on the 3 mm ortho dev scan); a brain that rounds to the stored zero leaves only its failed fits."""
+    of 23,328 on the 3 mm ortho dev scan); a brain that rounds to the stored zero leaves only its failed fits. Only
+    where that median is a stored zero (every element within STORED_ZERO steps of 0): an unmasked field cast from
+    um^2/ms, its background truncated to 0, has its brain as its median, and read off it had kept only its noise fits
+    (tens of steps) and been told a positive-definite share (docs/measurements.md, Integer files without a scale)."""
     if not step > 0 or not len(brain):
         return False
     t = np.asarray(brain, np.float64)
-    kept = ~(np.abs(t - np.median(t, axis=0)) <= 1.5 * step).all(axis=1)
-    if kept.sum() >= STORED_BRAIN * len(t):
+    ref = np.median(t, axis=0)
+    kept = ~(np.abs(t - ref) <= 1.5 * step).all(axis=1)
+    if np.abs(ref).max() <= STORED_ZERO * step and kept.sum() >= STORED_BRAIN * len(t):
         t = t[kept]
     big = np.abs(t[:, [0, 2, 5]]).max(axis=1)
     return float(np.median(big)) < few * step
 
 
 STORED_BRAIN = 0.05  # share of the tensors off an integer file's stored zero above which they are read as its brain
+STORED_ZERO = 0.51  # steps: an integer file's zero reads within half a step of 0 (its intercept's rounding)
 
 
 # what a tensor file's rounding does where `iqt evaluate` scores it (its prediction or reference), said after each line
@@ -146,27 +151,42 @@ def step_cause(step: float, what: str = "input") -> str:
              "the tensors as float32").format(step=f"{step:.3g}", scored=scored)
 
 
-def integer_cause(brain: np.ndarray, step: float, what: str = "input", voxels: int | None = None) -> str | None:
-    """Why an integer file whose tensors a check refused is wrong, where its stored `step` (mm^2/s; 1 without a
-    scl_slope) is the cause: every value cast to zero (no scl_slope, and at most CAST_LEFT of the `voxels` judged
-    holding a tensor, at most CAST_LEFT_DEFINITE of them positive definite), tensors in um^2/ms cast to whole numbers
-    (no scl_slope, and a brain of a few steps: its unit is what to fix, as its float copy is told), or a brain rounded
-    to a few steps of a real scl_slope (step_cause: one failed fit can stretch an automatic scaling to 0.38 mm^2/s,
-    docs/measurements.md); None where the step is not the cause. `brain`: the tensors (n, 6) judged, not all zero."""
+def filled_in(data: np.ndarray, where=None) -> np.ndarray:
+    """The tensors (n, 6) of the grid `data` (X,Y,Z,6) in `where` (all voxels where None) that are not all zero."""
+    filled = np.any(data != 0, axis=-1)
+    return data[filled if where is None else filled & where]
+
+
+def integer_cause(data: np.ndarray, where, step: float, what: str = "input") -> str | None:
+    """Why an integer file whose tensors `data` (X,Y,Z,6), judged in `where` (all voxels where None), a check refused
+    is wrong, where its stored `step` (mm^2/s; 1 without a scl_slope, 0 for a float file) is the cause: every value
+    cast to zero (no scl_slope, and at most CAST_LEFT of the voxels judged holding a tensor, at most
+    CAST_LEFT_DEFINITE of them positive definite), tensors in um^2/ms cast to whole numbers (no scl_slope, and a brain
+    of a few steps: its unit is what to fix, as its float copy is told), or a brain rounded to a few steps of a real
+    scl_slope (step_cause: one failed fit can stretch an automatic scaling to 0.38 mm^2/s, docs/measurements.md); None
+    where the step is not the cause. For every command that reads a tensor file (`what`: "input", or iqt evaluate's
+    "prediction" and "reference")."""
     if not step > 0:
         return None
-    t = np.asarray(brain, np.float64)
-    if step == 1 and len(t) <= CAST_LEFT * (len(t) if voxels is None else voxels) \
+    t = np.asarray(filled_in(data, where), np.float64)
+    voxels = int(np.prod(data.shape[:3])) if where is None else int(np.count_nonzero(where))
+    if step == 1 and len(t) <= CAST_LEFT * voxels \
             and (not len(t) or np.mean(eigenvalues(t)[:, 0] > 0) <= CAST_LEFT_DEFINITE):
         if not len(t):
             return _("the {what} file stores integers without a scl_slope and every voxel is 0: tensors in mm^2/s (about "
                      "1e-3) or m^2/s cast to integers, which truncates every value to 0; save the tensors as float32, or "
                      "store them scaled (nibabel sets a scl_slope where float tensors are saved after "
                      "img.set_data_dtype(np.int16))").format(what=what)
-        return _("the {what} file stores integers without a scl_slope and all but {count} of its {voxels} voxels are 0: "
+        # counted in the mask where one is given: the line had said "of its N voxels", N the mask's count
+        line = _("the {what} file stores integers without a scl_slope and all but {count} of its {voxels} voxels are 0: "
                  "tensors in mm^2/s (about 1e-3) or m^2/s cast to integers, which truncates every value to 0; save the "
                  "tensors as float32, or store them scaled (nibabel sets a scl_slope where float tensors are saved after "
-                 "img.set_data_dtype(np.int16))").format(what=what, count=len(t), voxels=voxels)
+                 "img.set_data_dtype(np.int16))") if where is None else \
+            _("the {what} file stores integers without a scl_slope and all but {count} of the {voxels} voxels inside "
+              "the mask are 0: tensors in mm^2/s (about 1e-3) or m^2/s cast to integers, which truncates every value to "
+              "0; save the tensors as float32, or store them scaled (nibabel sets a scl_slope where float tensors are "
+              "saved after img.set_data_dtype(np.int16))")
+        return line.format(what=what, count=len(t), voxels=voxels)
     if not rounds_to_few_steps(t, step):
         return None
     if step == 1:
@@ -225,6 +245,45 @@ def warn_saturated(raw: np.ndarray, dtype: np.dtype, step: float, intercept: flo
                              "step {step}, its scl_slope) in an element: those tensors were clipped when stored, and read "
                              "wrong; save the tensors as float32").format(
         count=n, dtype=np.dtype(dtype).name, step=f"{step:.3g}"), IQTWarning, stacklevel=3)
+
+
+def wrapped_cause(raw: np.ndarray, dtype: np.dtype, intercept: float = 0.0) -> str | None:
+    """The refusal of a tensor file of an unsigned integer type whose negative elements wrapped to the top of its range
+    when cast (-1 stored as 65535 in uint16): over WRAPPED_SHARE of its non-zero stored values (at least WRAPPED_MIN)
+    lie above half the range, most of them within WRAPPED_TOP of the range's top, and the values below half the range
+    are typically at most WRAPPED_MIRROR times the magnitudes the wrapped ones stood for (a tensor's positive and
+    negative elements are of a size; a saturated DWI's bright voxels all read 1 under the top, its brain hundreds). Read as they are, they are huge positive elements: uint16 casts of um^2/ms tensors had been
+    told they were a DWI series (6-10 of 80 inputs at x2 and x1,1,2: docs/measurements.md, Integer files without a
+    scale). None for any other file (a signed type, or an intercept: nibabel's scaling stores negatives without wrapping)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind != "u" or intercept != 0:
+        return None
+    top = int(np.iinfo(dtype).max)
+    values = np.asarray(raw)
+    values = values[values != 0]
+    high = values > top // 2
+    n = int(high.sum())
+    if n < max(WRAPPED_MIN, WRAPPED_SHARE * values.size):
+        return None
+    below = top + 1 - values[high].astype(np.int64)  # the magnitude each wrapped value stood for
+    low = values[~high]
+    if float(np.median(below)) > top * WRAPPED_TOP or \
+            (low.size and float(np.median(low)) > WRAPPED_MIRROR * float(np.median(below))):
+        return None
+    return _("{count} of the file's {total} non-zero stored values lie just under the top of its unsigned integer "
+             "type ({dtype}, largest {top}): a tensor's negative elements (its off-diagonals) wrap there when tensors "
+             "are cast to an unsigned type (read as signed, they are -{largest} to -1), and read as huge positive "
+             "elements; save the tensors as float32, or as int16 with a scl_slope (nibabel sets one where float "
+             "tensors are saved after img.set_data_dtype(np.int16))").format(
+        count=n, total=values.size, dtype=dtype.name, top=top, largest=int(below.max()))
+
+
+WRAPPED_SHARE = 0.01  # share of an unsigned file's non-zero values above half its range for them to read as wrapped
+WRAPPED_MIN = 10
+# share of the type's range from its top within which the median wrapped value lies (1,023 for uint16): a tensor's
+# negative elements are small beside the range; a DWI's bright voxels are not wrapped values
+WRAPPED_TOP = 1 / 64
+WRAPPED_MIRROR = 30.0
 
 
 def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "input",

@@ -433,6 +433,9 @@ def load_tensor_nrrd(path) -> Volume:
     domain = [i for i in range(4) if i != rax]
     affine, flip, space = _geometry(hdr, domain, rax, path)
 
+    wrapped = tensor_checks.wrapped_cause(data, data.dtype)  # a NRRD stores no scale: an unsigned cast wraps
+    if wrapped is not None:
+        raise IQTError(f"{path}: {wrapped}")
     # components -> lower-triangular in the measurement frame
     comps = np.moveaxis(data, rax, -1).astype(np.float64)
     if kind == "3d-matrix":

@@ -224,6 +224,18 @@ def _dwi_series_line(img, path, data: np.ndarray | None = None) -> str | None:
             f"{fit}, and give that file")
 
 
+def _wrapped_line(img, path) -> str | None:
+    """The refusal of a NIfTI of an unsigned integer type whose tensors' negative elements wrapped when cast
+    (tensor_checks.wrapped_cause); None otherwise."""
+    dtype = img.get_data_dtype()
+    if dtype.kind != "u" or not hasattr(img.dataobj, "get_unscaled"):
+        return None
+    inter = float(getattr(img.dataobj, "inter", 0.0) or 0.0)
+    cause = tensor_checks.wrapped_cause(np.asarray(img.dataobj.get_unscaled()), dtype,
+                                        inter if np.isfinite(inter) else 0.0)
+    return None if cause is None else f"{path}: {cause}"
+
+
 def load_tensor(path, order: str = "nifti", stated: bool | None = None) -> Volume:
     """Tensor volume from NIfTI (5D SYMMATRIX, or 4D 6-volume in `order` "fsl", "mrtrix" or "dipy") or Slicer NRRD.
     `stated`: whether the user gave `order` (--tensor-order): a 5D file whose frame only that can tell is refused where
@@ -250,10 +262,14 @@ def load_tensor(path, order: str = "nifti", stated: bool | None = None) -> Volum
             raise IQTError(f"{path}: a 5D NIfTI SYMMATRIX file has the element order its format fixes; --tensor-order "
                            f"{order} is for 4D six-volume files: leave it out (or give dipy for dipy_fit_dti's file)")
         data = read_data(img, path, np.float64)[:, :, :, 0, :]
+        if (wrapped := _wrapped_line(img, path)) is not None:
+            raise IQTError(wrapped)
         file_order = order
         _check_frame(img, path, order, stated)
     elif len(shape) == 4 and shape[3] == 6:
         data = read_data(img, path, np.float64)
+        if not all(p.is_file() for p in bval_bvec_paths(path)) and (wrapped := _wrapped_line(img, path)) is not None:
+            raise IQTError(wrapped)  # a .bval and .bvec beside it tell a DWI series (_dwi_series_line)
         dwi = _dwi_series_line(img, path, data)
         if dwi is not None:
             raise IQTError(dwi)

@@ -166,7 +166,7 @@ def _negligible_zeroed(lr: Volume) -> Volume:
     beside = filled - int(tiny.sum())
     if beside == 0:  # nothing beside them: a failed fit's one value, which the input checks name, not a background
         return lr
-    if beside < BRAIN_BESIDE_TINY * filled and not _one_fill(t[tiny], lr.meta.get("step", 0.0)):
+    if beside < BRAIN_BESIDE_TINY * filled and not _one_fill(t[tiny], stored_step(lr)):
         return lr
     return lr.replace(data=np.where(tiny[..., None], 0, t).astype(t.dtype, copy=False))
 
@@ -334,7 +334,7 @@ def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
                                   source=source, made_by=vol.meta.get("made_by"), inside=_estimated_brain(vol, where),
                                   estimated=estimated)
     except IQTError as exc:
-        cause = integer_cause(data, where, step)
+        cause = tensor_checks.integer_cause(data, where, step)
         raise IQTError(source + (cause or str(exc) + order_hint(vol, where, str(exc)))) from None
     # over the brain the engine estimates where no mask is given, as the scale check reads it
     warn_integer_step(data, where if where is not None else estimated, step, source)
@@ -346,25 +346,11 @@ def stored_step(vol: Volume) -> float:
     return float(vol.meta.get("step", 0.0) or 0.0)
 
 
-def integer_cause(data: np.ndarray, where, step: float, what: str = "input") -> str | None:
-    """The line refusing an integer file's tensors `data` (X,Y,Z,6) judged in `where` (all voxels where None) where
-    its `step` is why a check refused them (tensor_checks.integer_cause), else None: for every command that reads a
-    tensor file (`what`: "input", or iqt evaluate's "prediction" and "reference")."""
-    voxels = int(np.prod(data.shape[:3])) if where is None else int(np.count_nonzero(where))
-    return tensor_checks.integer_cause(_filled(data, where), step, what, voxels) if step > 0 else None
-
-
 def warn_integer_step(data: np.ndarray, where, step: float, source: str = "", what: str = "input") -> None:
     """An integer file's step said where it is coarse against the brain's tensors in `where` (tensor_checks
     .warn_coarse_step); nothing for a float file (`step` 0)."""
     if step > 0:
-        tensor_checks.warn_coarse_step(_filled(data, where), step, source, what)
-
-
-def _filled(t: np.ndarray, where) -> np.ndarray:
-    """The tensors (n, 6) of `t` in `where` (all voxels where None) that are not all zero."""
-    filled = np.any(t != 0, axis=-1)
-    return t[filled if where is None else filled & where]
+        tensor_checks.warn_coarse_step(tensor_checks.filled_in(data, where), step, source, what)
 
 
 def _estimated_brain(vol: Volume, where) -> object:
@@ -397,14 +383,18 @@ def _stored_zeros_empty(vol: Volume) -> Volume:
     if step <= 0 or not filled.any():
         return vol
     negligible = bool(tensors.negligible(t[filled]).all())
-    ref = np.median(t[filled], axis=0)
-    if np.ptp(ref) > 1.5 * step:  # not one value in all six elements: no intercept's stored zeros
-        return vol
-    # nor zero within its rounding (half a step): a file without a scl_slope stores its zeros as 0, and its brain in
-    # um^2/ms, rounded, is as near its median tensor as a stored zero is
-    if not negligible and np.abs(ref).max() > STORED_ZERO * step:
-        return vol
-    fill = filled & (np.abs(t - ref) <= 1.5 * step).all(axis=-1)
+    ref, band = np.median(t[filled], axis=0), 1.5 * step
+    # the median is no stored zero where it is not one value in all six elements, nor zero within its rounding (half
+    # a step: a file without a scl_slope stores its zeros as 0, and its brain in um^2/ms, rounded, is as near its
+    # median tensor as a stored zero is)
+    if np.ptp(ref) > 1.5 * step or (not negligible and np.abs(ref).max() > tensor_checks.STORED_ZERO * step):
+        if negligible:
+            return vol
+        # a whole field's brain and noise fits outnumber its zeroed air: the stored zeros are the voxels within half a
+        # step of 0 (the dStream's unmasked x1,1,2 input in um^2/ms, int16 with nibabel's scaling, had been told
+        # "only 0 % ... positive definite", its air's rounding read as tissue; docs/measurements.md)
+        ref, band = np.zeros(t.shape[-1]), tensor_checks.STORED_ZERO * step
+    fill = filled & (np.abs(t - ref) <= band).all(axis=-1)
     rest = filled & ~fill
     if not rest.any() or _one_fill(t[rest], step):  # an empty fit, or a failed one's floor: the checks name them
         return vol
@@ -413,7 +403,6 @@ def _stored_zeros_empty(vol: Volume) -> Volume:
     return vol.replace(data=np.where(fill[..., None], 0, t).astype(t.dtype, copy=False))
 
 
-STORED_ZERO = 0.51  # steps: an integer file's zero reads within half a step of 0 (its intercept's rounding)
 # mm^2/s: a typical largest |Dii| no brain reaches in mm^2/s (about 1-3e-3), over which an integer file's brain is in
 # another unit, to be refused as such (tensor_checks.check_scale reads a 99th percentile over 0.1 as a unit slip too)
 OTHER_UNIT_DII = 0.1

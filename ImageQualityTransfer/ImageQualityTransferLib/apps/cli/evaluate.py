@@ -95,7 +95,7 @@ def run(args):
     from ...dmri import degrade, fit_noise
     from ...fileio.records import along_axes, recorded_axes
     from ...fileio.sizes import check_inputs
-    from ...methods.inputs import integer_cause, order_hint, stored_step, warn_integer_step, without_tiny_background
+    from ...methods.inputs import order_hint, stored_step, warn_integer_step, without_tiny_background
 
     f = grid.factors(args.factor) if args.factor is not None else None
     if getattr(args, "uncertainty_unit", None) and not args.uncertainty:  # it would be ignored (a review)
@@ -182,7 +182,7 @@ def run(args):
     try:
         missing, unscored = _missing_reference(args.truth, t, m, held[box])  # said once the files are known to score
     except IQTError:  # most of the mask without a reference tensor: an integer file's cast or step, where it is why
-        cause = integer_cause(t, m, stored_step(truth), "reference")
+        cause = tensor_checks.integer_cause(t, m, stored_step(truth), "reference")
         if cause:
             raise IQTError(f"{args.truth}: {cause}") from None
         raise
@@ -219,7 +219,7 @@ def run(args):
         vol, path = (pred, args.pred) if which == "prediction" else (truth, args.truth)
         inside = np.asarray(mask.data, bool) if which == "reference" or mask.shape3 == vol.shape3 else None
         # an integer file's step, where it is the cause, as upsample names it (methods/inputs.py check_tensor_input)
-        cause = integer_cause(vol.data, inside, stored_step(vol), which)
+        cause = tensor_checks.integer_cause(vol.data, inside, stored_step(vol), which)
         raise IQTError(f"{path}: " + (cause or f"{exc}{order_hint(vol, inside, str(exc), evaluation.INPUT_OPTIONS[which])}")) from None
     if unscored is not None:
         raise unscored

@@ -266,12 +266,13 @@ def test_a_scaled_unmasked_field_whose_air_is_a_minority_is_told_its_unit():
 
 
 def _wrapped(tmp_path, fmt, layout="4d"):
-    """A brain in um^2/ms (MD about 1.5) rounded and cast to uint16 with numpy: its -1 off-diagonals stored as 65535."""
-    x = np.round(_brain() * 2e3)
+    """A brain in um^2/s rounded and cast to uint16 with numpy: its negative off-diagonals (-1 to about -400) stored
+    as 65,535 down to about 65,100."""
+    x = np.round(_brain() * 1e6)
     assert (x < 0).any()
     with np.errstate(invalid="ignore"):
         if fmt == "nrrd":
-            return _integer_nrrd(tmp_path, _brain(), lambda v: np.round(v * 2e3), np.uint16)
+            return _integer_nrrd(tmp_path, _brain(), lambda v: np.round(v * 1e6), np.uint16)
         raw = x.astype(np.uint16)
     path = tmp_path / "t.nii.gz"
     nib.save(nib.Nifti1Image(raw[..., None, :] if layout == "5d" else raw, AFFINE), path)
@@ -291,9 +292,12 @@ def test_a_uint16_cast_whose_negative_elements_wrapped_is_told_so(tmp_path, fmt,
 
 
 def test_a_uint16_dwi_with_saturated_voxels_is_still_told_a_dwi_series(tmp_path):
-    """six volumes of DWI-like intensities (median 600) with 3 % of the values saturated at 65535: not wrapped tensors."""
+    """six volumes of DWI-like intensities (brain 200, a background of noise about 10) with 3 % of the values clipped
+    at 65535: not wrapped tensors (the 3 mm ortho and Trio scans' first six volumes clipped so had been read as wrapped
+    by a first rule without WRAPPED_AT_TOP: docs/measurements.md)."""
     rng = np.random.default_rng(2)
-    raw = rng.normal(600, 150, size=(20, 22, 12, 6)).clip(1, None)
+    raw = rng.normal(200, 50, size=(20, 22, 12, 6)).clip(1, None)
+    raw[:, :15] = rng.normal(10, 3, size=raw[:, :15].shape).clip(1, None)  # most of the field: its background
     raw[rng.random(raw.shape) < 0.03] = 65535
     path = tmp_path / "t.nii.gz"
     nib.save(nib.Nifti1Image(raw.astype(np.uint16), AFFINE), path)

@@ -318,3 +318,19 @@ def test_a_cast_to_zero_read_in_a_mask_counts_the_voxels_inside_it(tmp_path):
     assert f"all but 3 of the {int(inside.sum())} voxels inside the mask are 0" in said, said
     said = _refusal(path)
     assert f"all but 3 of its {inside.size} voxels are 0" in said, said
+
+
+@pytest.mark.parametrize("fmt", ["nifti", "nrrd"])
+def test_a_uint16_cast_to_zero_whose_failed_fits_wrapped_is_told_the_cast(tmp_path, fmt):
+    """mm^2/s cast to uint16: every brain value truncates to 0, and 5 failed fits' negative elements wrap to 65534;
+    the cast is what to fix, and is named (the Achieva's unmasked x1,1,2 NRRD had been told 16 wrapped values)."""
+    data = _brain()
+    data[5:10, 5, 5] = [3.0, -2.0, 3.0, -2.0, -2.0, 3.0]  # dipy's order: the off-diagonals negative
+    if fmt == "nrrd":
+        path = _integer_nrrd(tmp_path, data, lambda x: x, np.uint16)
+    else:
+        path = tmp_path / "t.nii.gz"
+        with np.errstate(invalid="ignore"):
+            nib.save(nib.Nifti1Image(data.astype(np.uint16), AFFINE), path)
+    said = _refusal(path)
+    assert "stores integers without a scl_slope and all but 5 of its" in said and "wrap" not in said, said

@@ -211,6 +211,8 @@ def _dwi_series_line(img, path, data: np.ndarray | None = None) -> str | None:
         if np.any(data < 0):  # NaN compares False
             return None
         peak = data.max(axis=-1)  # a voxel's largest value; NaN where any is
+        if np.count_nonzero(peak) <= tensor_checks.CAST_LEFT * peak.size:  # a tensor cast that truncated nearly
+            return None  # every value to 0, its failed fits wrapped (tensor_checks.integer_cause names it); a DWI is not
         seen = peak[np.isfinite(peak)]
         brain = seen[seen > 0.1 * np.percentile(seen, 99)] if seen.size else seen  # above a tenth of the bright end
         if brain.size == 0 or np.median(brain) < DWI_INTENSITY_FLOOR:

@@ -253,10 +253,11 @@ def wrapped_cause(raw: np.ndarray, dtype: np.dtype, intercept: float = 0.0) -> s
     lie above half the range, most of them within WRAPPED_TOP of the range's top, and the values below half the range
     are typically at most WRAPPED_MIRROR times the magnitudes the wrapped ones stood for (a tensor's positive and
     negative elements are of a size), and at most WRAPPED_AT_TOP of them are the type's largest value (a DWI clipped
-    there holds nothing else above half the range; the unmasked fields' wrapped um^2/ms casts held 30-34 % of -1, the
-    3 mm Prisma's at x1,1,2 93.6 %). Read as they are, they are huge positive elements: uint16 casts of um^2/ms tensors had been
-    told they were a DWI series (6-10 of 80 inputs at x2 and x1,1,2: docs/measurements.md, Integer files without a
-    scale). None for any other file (a signed type, or an intercept: nibabel's scaling stores negatives without wrapping)."""
+    there holds nothing else above half the range; the unmasked fields' wrapped um^2/ms casts held 30-34 % of -1, the 3
+    mm Prisma's at x1,1,2 93.6 %). Read as they are, they are huge positive elements: uint16 casts of um^2/ms tensors
+    had been told they were a DWI series (6-10 of 80 inputs at x2 and x1,1,2: docs/measurements.md, Integer files
+    without a scale). None for any other file (a signed type, or an intercept: nibabel's scaling stores negatives
+    without wrapping)."""
     dtype = np.dtype(dtype)
     if dtype.kind != "u" or intercept != 0:
         return None

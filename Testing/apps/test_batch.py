@@ -1748,6 +1748,34 @@ def test_a_dwi_line_s_mask_on_the_output_grid_is_taken(tmp_path):
     assert not np.any(t.data[~hr]) and np.all(np.any(t.data[hr] != 0, axis=-1))
 
 
+def test_with_bmax_and_a_mask_on_the_output_grid_the_order_is_read_on_every_volume(tmp_path):
+    """A b = 500 shell first and the phantom's b0s moved to the file's end, in the b = 1000 shell's lines that --bmax 500
+    drops, the files not: the subject fails with the order's line also where its list line's mask is on the output's
+    grid (only the kept volumes, which hold no b0, had been read there, and the series fitted)."""
+    from ImageQualityTransferLib.core.grid import hr_affine
+    from ImageQualityTransferLib.core.volume import Volume
+    from ImageQualityTransferLib.dmri.dti import B0_THRESHOLD, brain_mask
+
+    dwi = make_phantom(shape=(20, 22, 16), voxel_mm=4.0, n_dirs=12)
+    d, b = np.asarray(dwi.data, np.float64), np.asarray(dwi.bvals, float)
+    b0, dw = b <= B0_THRESHOLD, b > B0_THRESHOLD
+    half = np.sqrt(d[..., b0].mean(-1, keepdims=True) * d[..., dw])
+    data, bvals = np.concatenate([half, d], -1), np.r_[b[dw] / 2, b]
+    order = np.r_[np.flatnonzero(bvals > B0_THRESHOLD), np.flatnonzero(bvals <= B0_THRESHOLD)]
+    folder = tmp_path / "P01"
+    folder.mkdir()
+    fileio.save_dwi(dwi.replace(data=data[..., order].astype(np.float32), bvals=bvals,
+                                bvecs=np.r_[dwi.bvecs[dw], dwi.bvecs]), folder / "dwi.nii.gz")
+    hr = np.asarray(brain_mask(dwi).data, bool).repeat(2, 0).repeat(2, 1).repeat(2, 2)
+    fileio.save_mask(Volume(hr, hr_affine(dwi.affine, 2), "mask"), tmp_path / "hr.nii.gz")
+    (tmp_path / "list.txt").write_text("P01 --mask hr.nii.gz\n")
+    res = batch.run_cohort(batch.find_items(tmp_path / "list.txt"), batch.Settings(method="cubic", bmax=500.0),
+                           tmp_path / "o", progress=False)
+    assert res[0]["status"] == "failed" and "the bval/bvec order does not match the volumes" in res[0]["reason"], res
+    n = len(bvals)
+    assert f"volumes {n - 2}, {n - 1}, which the bval file calls diffusion-weighted" in res[0]["reason"], res
+
+
 @pytest.mark.parametrize("setting", [{"exclude_outliers": True}, {"bmax": 1000.0}])
 def test_a_run_whose_outputs_are_tensor_files_keeps_its_generated_by_entry(tmp_path, setting):
     """--exclude-outliers and --bmax act on DWIs and a tensor file's sidecar records neither: its run's entry had been

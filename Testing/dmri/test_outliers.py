@@ -635,3 +635,24 @@ def test_six_directions_are_said_to_leave_the_check_blind(coarse_phantom, tmp_pa
             assert err.count("iqt: warning:") == 1 and said in err and "at least 7 directions" in err, err
         else:
             assert said not in err and f"of volume {b0s + 2}" in err, err
+
+
+def test_with_bmax_the_line_names_the_file_s_volumes(coarse_phantom, tmp_path, capsys):
+    """A b = 2000 shell first in the file and --bmax 1000 keeping the phantom's own volumes after it: a dead volume and a
+    dropout are named by their number in the file, where a user looks them up (they had been counted among the
+    volumes kept, naming other volumes of the file)."""
+    d = np.asarray(coarse_phantom.data, np.float64)
+    b = np.asarray(coarse_phantom.bvals, float)
+    b0, dw = b <= B0_THRESHOLD, np.flatnonzero(b > B0_THRESHOLD)
+    s0 = d[..., b0].mean(-1, keepdims=True)
+    high = s0 * np.clip(d[..., dw] / np.maximum(s0, 1e-6), 0, 1) ** 2
+    two = coarse_phantom.replace(data=np.concatenate([high, d], -1).astype(np.float32), bvals=np.r_[2 * b[dw], b],
+                                 bvecs=np.r_[coarse_phantom.bvecs[dw], coarse_phantom.bvecs])
+    first = len(dw)  # the phantom's volume v is the file's first + v
+    fileio.save_dwi(_corrupted(two, dropout=[first + dw[2]], slices=[14, 15], zeroed=[first + dw[5]]),
+                    tmp_path / "bad.nii.gz")
+    assert cli.main(["fit", str(tmp_path / "bad.nii.gz"), "--bmax", "1000", "-o", str(tmp_path / "dti.nii.gz")]) == 0
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if "does not fit parts of the series" in line]
+    assert len(said) == 1, err
+    assert f"volume {first + dw[5]} in every slice" in said[0] and f"slices 14-15 of volume {first + dw[2]}" in said[0], said

@@ -17,7 +17,7 @@ from ..core import tensors
 from ..core.errors import IQTError, IQTWarning
 from ..core.i18n import _, option
 from ..core.volume import Volume
-from .dti import B0_THRESHOLD, SHELL_STEP
+from .dti import B0_THRESHOLD, SHELL_STEP, file_volumes
 
 B0_RATIO = 1.25  # a b0 brighter or darker than the others' median by more than this factor in the brain is said
 FAILED_MD = 1e-5  # mm^2/s: a brain median MD below this is no tissue's (ex vivo 0.1-0.3e-3): the fit failed
@@ -61,7 +61,7 @@ def check_b0_levels(dwi: Volume, mask, tensor) -> str:
     "b0 21 0.40x; MD 0.38e-3"."""
     said, short = [], []
     r = b0_ratios(dwi, mask)
-    index = np.flatnonzero(np.asarray(dwi.bvals) <= B0_THRESHOLD)
+    index = file_volumes(dwi)[np.asarray(dwi.bvals) <= B0_THRESHOLD]
     dim = int(np.argmin(r)) if len(r) == 2 else 1
     if len(r) == 2 and not 1 / B0_RATIO <= r[dim] <= B0_RATIO:
         said.append((_("the two b0 volumes ({first} and {second}) differ in brightness: the second is {ratio}x the "
@@ -147,26 +147,25 @@ def check_b0_order(dwi: Volume, mask) -> None:
     if not bright:
         return
     dw = float(np.median(level[np.asarray(dwi.bvals, float) > B0_THRESHOLD]))
-    # the option a placeholder: only iqt fit and batch keep shells (dti.keep_bmax), the Slicer module never does
-    counted = _("counted from 0 among those {option} kept").format(option=option("--bmax")) if "bmax" in dwi.meta \
-        else _("counted from 0")
+    number = file_volumes(dwi)  # the file's numbers, where --bmax kept some of its volumes
     # the files' words in the words of the app that runs (core/i18n.py option: the Slicer module's DWI volume)
     calls = option("which the bval file calls")
     bright_said = (_("volumes {volumes}, {which_calls} diffusion-weighted, are as bright in the brain as a b0 ({levels} "
                      "the diffusion-weighted volumes' median)") if len(bright) > 1 else
                    _("volume {volumes}, {which_calls} diffusion-weighted, is as bright in the brain as a b0 ({levels} "
                      "the diffusion-weighted volumes' median)")).format(
-        volumes=", ".join(map(str, bright)), which_calls=calls, levels=", ".join(f"{level[i] / dw:.1f}x" for i in bright))
+        volumes=", ".join(str(number[i]) for i in bright), which_calls=calls,
+        levels=", ".join(f"{level[i] / dw:.1f}x" for i in bright))
     dark_said = (_("volumes {volumes}, which it calls b0, are as dark as a diffusion-weighted volume ({levels} their "
                    "median)") if len(dark) > 1 else
                  _("volume {volumes}, which it calls b0, is as dark as a diffusion-weighted volume ({levels} their "
-                   "median)")).format(volumes=", ".join(map(str, dark)),
+                   "median)")).format(volumes=", ".join(str(number[j]) for j in dark),
                                       levels=", ".join(f"{level[j] / dw:.2f}x" for j in dark))
     raise IQTError(dwi.source + _(
-        "{order_mismatch}: {bright}, and {dark} (volumes {counted}), so b0s would be fitted as diffusion-weighted and "
-        "every tensor would be wrong; the b0s were likely moved (e.g. to the end, by a converter or a merge) "
+        "{order_mismatch}: {bright}, and {dark} (volumes counted from 0), so b0s would be fitted as diffusion-weighted "
+        "and every tensor would be wrong; the b0s were likely moved (e.g. to the end, by a converter or a merge) "
         "{reorder}").format(
         order_mismatch=option("the bval/bvec order does not match the volumes"), bright=bright_said, dark=dark_said,
-        counted=counted, reorder=option(
+        reorder=option(
             "without their lines in the bval and bvec files: reorder the bval and bvec files to the volumes (or the "
             "volumes to the files, e.g. with mrconvert -coord 3 or fslroi and fslmerge) and run again")))

@@ -369,7 +369,13 @@ def keep_bmax(dwi: Volume, bmax: float) -> Volume:
                        f"to it (shells at b = {', '.join(f'{v:g}' for v in shells(b))} s/mm^2); a tensor needs at least "
                        f"{MIN_DIRECTIONS}: give a higher --bmax")
     return Volume(np.asarray(dwi.data)[..., keep], dwi.affine, "dwi", bvals=b[keep], bvecs=np.asarray(dwi.bvecs)[keep],
-                  meta={**dwi.meta, "bmax": float(bmax)})
+                  meta={**dwi.meta, "bmax": float(bmax), "file_volumes": file_volumes(dwi)[keep]})
+
+
+def file_volumes(dwi: Volume) -> np.ndarray:
+    """(N,): each volume's number in the file it was read from (counted from 0): its own index, or after `keep_bmax`
+    the kept volumes' places, so that a line naming a volume names the one a user finds in the file."""
+    return np.asarray(dwi.meta.get("file_volumes", np.arange(len(dwi.bvals))), int)
 
 
 def check_shells(dwi: Volume) -> None:

@@ -55,8 +55,8 @@ from ..core.errors import IQTWarning
 from ..core.i18n import _, in_english, option
 from ..core.volume import Volume
 from .b0s import check_b0_levels
-from .dti import (B0_THRESHOLD, MIN_DIRECTIONS, POOR_CONDITION, SHELL_STEP, fit_dti, spans_tensor, table_condition,
-                  unit_design)
+from .dti import (B0_THRESHOLD, MIN_DIRECTIONS, POOR_CONDITION, SHELL_STEP, file_volumes, fit_dti, spans_tensor,
+                  table_condition, unit_design)
 
 SLICE_AXIS = 2  # k: the slice axis of a 2D acquisition as converted (dcm2niix), on every real subject here; a series
 # whose sidecar says otherwise is read along its own (slice_axis_of)
@@ -331,7 +331,8 @@ def find_outliers(dwi: Volume, mask, tensor, refit: bool = True) -> Outliers:
             out.unfixable["all"] = (_("volume {volume} could not be left out too: at most half the diffusion-weighted "
                                       "volumes are left out") if 2 * (dw & keep).sum() < dw.sum() else
                                     _("volume {volume} could not be left out too: the others would not determine a "
-                                      "tensor with a residual left to judge it by")).format(volume=suspects[0])
+                                      "tensor with a residual left to judge it by")).format(
+                volume=file_volumes(dwi)[suspects[0]])
         if len(drop) == len(whole):
             break
         trial = _fit_without(dwi, mask, drop)
@@ -515,15 +516,19 @@ def _along(out: Outliers) -> str:
         _("the third voxel axis")
 
 
-def describe(out: Outliers) -> str:
+def describe(out: Outliers, number=None) -> str:
     """The outliers in words (each piece a marked template: `in_english` for a record): whole volumes, then slices
-    grouped by the volumes left out of them (capped)."""
+    grouped by the volumes left out of them (capped); volume `v` named `number[v]` (the file's numbers of a series
+    --bmax kept some of: dti.file_volumes), else `v`."""
+    def named(vols):
+        return [int(v) if number is None else int(number[v]) for v in vols]
+
     parts = []
     if out.volumes:
         vs = sorted(out.volumes)
         parts.append((_("volumes {volumes} in every slice (median robust z-score {scores})") if len(vs) > 1 else
                       _("volume {volumes} in every slice (median robust z-score {scores})")).format(
-            volumes=_ranges(vs), scores=", ".join(f"{out.volumes[v]:.0f}" for v in vs)))
+            volumes=_ranges(named(vs)), scores=", ".join(f"{out.volumes[v]:.0f}" for v in vs)))
     groups: dict = {}
     for s, vols in out.pairs.items():
         groups.setdefault(tuple(sorted(vols)), []).append(s)
@@ -535,7 +540,7 @@ def describe(out: Outliers) -> str:
                       (False, True): _("slice {slices} of volumes {volumes} (robust z-score up to {top})"),
                       (True, False): _("slices {slices} of volume {volumes} (robust z-score up to {top})"),
                       (True, True): _("slices {slices} of volumes {volumes} (robust z-score up to {top})")}[many].format(
-            slices=_ranges(slices), volumes=", ".join(map(str, vols)), top=f"{top:.0f}"))
+            slices=_ranges(slices), volumes=", ".join(map(str, named(vols))), top=f"{top:.0f}"))
     if len(ordered) > MAX_LISTED:
         rest = sum(len(s) for _slices, s in ordered[MAX_LISTED:])
         parts.append((_("and {count} more slices") if rest > 1 else _("and {count} more slice")).format(count=rest))
@@ -646,10 +651,11 @@ def _check_fit(dwi: Volume, mask, tensor: Volume, exclude: bool, stacklevel: int
     if not out:
         return tensor, out
     source = dwi.source
+    number = file_volumes(dwi)  # the file's numbers, where --bmax kept some of its volumes
     stuck = [s for s in out.unfixable if s != "all"]
     if exclude and out.tensor is not None:
         done = [(_("volumes {volumes} left out of every slice") if len(out.volumes) > 1 else
-                 _("volume {volumes} left out of every slice")).format(volumes=_ranges(out.volumes))] \
+                 _("volume {volumes} left out of every slice")).format(volumes=_ranges(number[list(out.volumes)]))] \
             if out.volumes else []
         if out.pairs:
             done.append((_("{count} slices refitted without theirs") if len(out.pairs) > 1 else
@@ -664,7 +670,7 @@ def _check_fit(dwi: Volume, mask, tensor: Volume, exclude: bool, stacklevel: int
         said = _("fitted without them: {done}").format(done="; ".join(done))
         todo = _("check the series for head motion")
         with in_english():  # the run record's words, read by tools
-            excluded = describe(out)
+            excluded = describe(out, number)
         tensor = tensor.replace(data=out.tensor, meta={**tensor.meta, "outliers_excluded": excluded})
     else:
         # the option in the words of the app that runs (core/i18n.py option: the Slicer module's Exclude outliers)
@@ -682,6 +688,6 @@ def _check_fit(dwi: Volume, mask, tensor: Volume, exclude: bool, stacklevel: int
     # (methods/base.py warning_lines): as one line it had run to 547 characters after the file's name
     warnings.warn(source + _("the tensor model does not fit parts of the series (signal dropout, or a volume dead or "
                              "moved); {found}; volumes are counted from 0, slices along {axis} from 0; {said}; "
-                             "{todo}").format(found=describe(out), axis=_along(out), said=said, todo=todo),
+                             "{todo}").format(found=describe(out, number), axis=_along(out), said=said, todo=todo),
                   IQTWarning, stacklevel=stacklevel)
     return tensor, out

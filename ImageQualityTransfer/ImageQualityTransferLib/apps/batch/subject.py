@@ -191,19 +191,17 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
 
             dwi = keep_bmax(dwi, s.bmax)
         mask = fileio.load_mask(item.mask, dwi, s.factor) if item.mask else brain_mask(dwi)
-        if whole is not dwi and mask.shape3 == dwi.shape3:
-            # read on every volume: a shell --bmax drops may hold the moved b0s (a mask on the output's grid: only the
-            # volumes kept are read, by fit_with_checks)
-            from ...dmri.b0s import check_b0_order
-
-            check_b0_order(whole, mask)
-        del whole
         if mask.shape3 != dwi.shape3:  # the line's mask on the output's grid (as a tensor subject's may be, and as the
             # README says; it had been refused): fitted in every block it touches, the output then kept to it
             from ...dmri.degrade import block_average
 
             given = mask
             mask = Volume(block_average(np.asarray(given.data, np.float32), s.factor) > 0, dwi.affine, "mask")
+        if whole is not dwi:  # read on every volume: a shell --bmax drops may hold the moved b0s
+            from ...dmri.b0s import check_b0_order
+
+            check_b0_order(whole, mask)
+        del whole
         if item.mask:
             from ...dmri.mask_cut import warn_if_cut
 

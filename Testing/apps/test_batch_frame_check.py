@@ -98,3 +98,30 @@ def test_a_5d_file_refusing_the_command_line_s_order_says_how_to_keep_it_for_the
     (tmp_path / "list.txt").write_text("a_dti.nii.gz --tensor-order nifti\n")
     res = batch.run_cohort(batch.find_items(tmp_path / "list.txt"), fsl, out, progress=False)
     assert res[0]["status"] == "done", res
+
+
+def test_no_frame_check_on_a_skipped_subject_drops_every_line_of_its_frame_warning_and_no_other_note(monkeypatch):
+    """The frame warning is stored as several notes (methods/base.py warning_lines): a rerun with --no-frame-check drops
+    each of them, from its opening to its end, and keeps the subject's notes before and after it (only its last note
+    had been dropped, which a test asking for the opening's words alone would not see)."""
+    import warnings
+
+    from ImageQualityTransferLib.apps.batch import subject
+    from ImageQualityTransferLib.methods import inputs
+    from ImageQualityTransferLib.methods.base import warning_lines
+
+    monkeypatch.setattr(inputs, "FRAME_SEEDS", 200)  # the ring's verdict in a fifth of the time (test_frame_check.py)
+    ring = helpers.ring_of_fibres(True)
+    ring = ring.replace(meta={**ring.meta, "path": "bad/dti.nii.gz"})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        inputs.check_frame(ring, "fsl")
+    [said] = [str(w.message) for w in caught]
+    frame = warning_lines(subject._in_batch_words(said))  # as run_subject stores it
+    assert len(frame) > 2 and frame[-1].endswith(subject.FRAME_NOTE_END), frame
+    before, after = "bad/dti.nii.gz: a note said before it", "bad/dti.nii.gz: a note said after it"
+    for notes, kept in (([before, *frame, after], [before, after]), ([*frame], []),
+                        ([before, subject._in_batch_words(said)], [before]),  # an earlier build's one note
+                        ([before, after], [before, after])):
+        _, left = subject._frame_on_skip(None, batch.Settings(method="linear", frame_check=False), {}, notes)
+        assert left == kept, left

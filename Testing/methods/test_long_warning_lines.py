@@ -94,6 +94,7 @@ def test_the_undecided_gradient_line_is_five_short_lines(capsys):
     assert sum("check the" in b for b in bodies) == 1 and "nor can a new fit of this DWI" in bodies[0], bodies
 
 
+@pytest.mark.slow  # two fits of the coarse phantom: 2-3 s
 def test_the_misfit_line_is_said_over_short_lines_with_and_without_exclude_outliers(coarse_phantom, capsys):
     """A dropout in two slices of one volume and a dead volume: the misfit line, one line of 300-430 characters after
     the file's name, is said over lines of whole pieces, whether the fit leaves them out or not."""

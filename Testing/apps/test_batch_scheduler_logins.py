@@ -417,3 +417,17 @@ def test_no_ws_form_shows_a_password_or_token_and_none_without_a_login_says_one(
                         assert "@" not in urlsplit(said).netloc, (given, said)
                     seen += 1
     assert seen == len(SECRET_LOGINS) * len(SECRET_HOSTS) * len(SECRET_PATHS) * len(SECRET_QUERIES)
+
+
+@pytest.mark.parametrize("given, said", [
+    ("ws://node7:8786?SECa@SECb", "ws://node7:***?***"),
+    ("wss://127.0.0.1:8786?x=1&SECa@SECb", "wss://127.0.0.1:***?***"),
+    ("ws://[::1]:8786?tok@en=SECv", "ws://[::1]:***?***@en=***"),
+    ("ws://node7:8786#t=SECa@SECb", "ws://node7:***#***"),
+])
+def test_an_at_in_the_query_or_fragment_right_after_a_port_shows_none_of_their_values(given, said):
+    """host:port followed at once by '?' or '#' whose '@' is a bare query part's, a query key's or the fragment's: the
+    query or fragment is masked whole, as `_query_masked` masks such parts (its text after the '@' had been shown as a
+    host: ws://node7:***?***@SECb, and a value after '=': ws://[::1]:***?***@en=SECv)."""
+    assert scheduler.shown(given) == said
+    assert "SEC" not in scheduler.dask_said(f"Timed out trying to connect to {given} after 5 s", given)

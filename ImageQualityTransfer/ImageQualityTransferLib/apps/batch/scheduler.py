@@ -94,6 +94,9 @@ def shown(address) -> str:
             # all of it to the last '@' is masked, as a tcp address's is; a host that reads as one too
             # (wss://alice:tok@hub.example.org/user/alice@uni.edu/ is also the password "tok@hub.example.org/user/alice")
             return _query_masked(f"{scheme}{sep}***@{rest.rpartition('@')[2]}")
+        if not _whole_login(head):  # host:port?a@b, host:port#t=a@b: the '@' is the query's or the fragment's, masked
+            # whole with its text after the '@' (ws://node7:***?***@b had shown it, and a value: ?tok@en=***)
+            return _query_masked(f"{scheme}{sep}{host}{after[0]}***@{after.rpartition('@')[2]}")
         tail = _query_masked(f"x://h/{after.rpartition('@')[2]}")[len("x://h/"):]  # its own query's values masked
         return f"{scheme}{sep}{host}{after[0]}***@{tail}"  # a '?' or '#' before the '@' kept as typed (ws://***#***@h/)
     return _query_masked(f"{scheme}{sep}{_login_masked(rest)}")

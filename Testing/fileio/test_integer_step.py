@@ -334,3 +334,22 @@ def test_a_uint16_cast_to_zero_whose_failed_fits_wrapped_is_told_the_cast(tmp_pa
             nib.save(nib.Nifti1Image(data.astype(np.uint16), AFFINE), path)
     said = _refusal(path)
     assert "stores integers without a scl_slope and all but 5 of its" in said and "wrap" not in said, said
+
+
+@pytest.mark.realdata
+def test_a_real_dwi_clipped_under_the_uint16_top_is_told_a_dwi_series(tmp_path):
+    """the dStream's DWIs after its b0 rescaled (their 99.9th percentile to 3 x 65,535) and clipped at 65,000, saved as
+    uint16 and given as a tensor file: its clipped voxels pile at 65,000, not at the top where a wrap stores -1; it had
+    been told its negative elements wrapped (6 of the 8 subjects' scans clipped so, tensor_checks.WRAPPED_AT_CLIP)."""
+    from helpers import TRAIN, need_data
+
+    from ImageQualityTransferLib.dmri.subject import dwi_path
+
+    img = nib.load(dwi_path(need_data(TRAIN / "philips_achieva_dstream_3mm")))
+    v = np.asarray(img.dataobj[..., 1:7], np.float64)
+    raw = np.clip(np.round(v / np.percentile(v[v > 0], 99.9) * 3 * 65535), 0, 65000).astype(np.uint16)
+    path = tmp_path / "t.nii.gz"
+    nib.save(nib.Nifti1Image(raw, img.affine), path)
+    with pytest.raises(IQTError) as refused:
+        fileio.load_tensor(path, "dipy")
+    assert "is a DWI series" in str(refused.value) and "wrap" not in str(refused.value), str(refused.value)

@@ -254,7 +254,8 @@ def wrapped_cause(raw: np.ndarray, dtype: np.dtype, intercept: float = 0.0) -> s
     are typically at most WRAPPED_MIRROR times the magnitudes the wrapped ones stood for (a tensor's positive and
     negative elements are of a size), and at most WRAPPED_AT_TOP of them are the type's largest value (a DWI clipped
     there holds nothing else above half the range; the unmasked fields' wrapped um^2/ms casts held 30-34 % of -1, the 3
-    mm Prisma's at x1,1,2 93.6 %). Read as they are, they are huge positive elements: uint16 casts of um^2/ms tensors
+    mm Prisma's at x1,1,2 93.6 %), nor over WRAPPED_AT_CLIP of them their largest value where it is under the top (a DWI
+    clipped there). Read as they are, they are huge positive elements: uint16 casts of um^2/ms tensors
     had been told they were a DWI series (6-10 of 80 inputs at x2 and x1,1,2: docs/measurements.md, Integer files
     without a scale). None for any other file (a signed type, or an intercept: nibabel's scaling stores negatives
     without wrapping)."""
@@ -272,8 +273,9 @@ def wrapped_cause(raw: np.ndarray, dtype: np.dtype, intercept: float = 0.0) -> s
     n = int(high.sum())
     if n < max(WRAPPED_MIN, WRAPPED_SHARE * values.size):
         return None
-    if float(np.mean(values[high] == top)) > WRAPPED_AT_TOP:  # clipped at the top: a saturated DWI, not a wrap
-        return None
+    peak = values[high].max()
+    if float(np.mean(values[high] == peak)) > (WRAPPED_AT_TOP if peak == top else WRAPPED_AT_CLIP):
+        return None  # clipped at the top or under it: a saturated DWI, not a wrap (-1 is stored at the top)
     below = top + 1 - values[high].astype(np.int64)  # the magnitude each wrapped value stood for
     low = values[~high]
     if float(np.median(below)) > top * WRAPPED_TOP or \
@@ -294,6 +296,9 @@ WRAPPED_MIN = 10
 WRAPPED_TOP = 1 / 64
 WRAPPED_MIRROR = 30.0
 WRAPPED_AT_TOP = 0.99
+# share of them at their largest value, where that is under the top, above which they read as a DWI clipped there: real
+# DWIs rescaled and clipped at 65,000-65,534 that read as wrapped held 49-83 % there; a wrap's largest is -1, the top
+WRAPPED_AT_CLIP = 0.25
 
 
 def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "input",

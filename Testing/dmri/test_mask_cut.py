@@ -14,7 +14,7 @@ from ImageQualityTransferLib.core.errors import IQTWarning
 from ImageQualityTransferLib.core.volume import Volume
 from ImageQualityTransferLib.dmri import dti
 from ImageQualityTransferLib.dmri.degrade import block_average, block_majority
-from ImageQualityTransferLib.dmri.mask_cut import brain_cut, warn_if_cut
+from ImageQualityTransferLib.dmri.mask_cut import CUT_SHARE, TISSUE_ADC, apparent_diffusion, brain_cut, warn_if_cut
 
 from helpers import run_cli
 
@@ -87,25 +87,21 @@ def noisy_low_res(low_res):
     return low_res.replace(data=data)
 
 
-def test_fair_masks_of_a_noisy_scan_say_nothing(noisy_low_res):
-    """At b0 SNR 5 and b=2000 a decayed CSF signal reads at the noise floor, like tissue's: the masks a user makes on
-    the noisy scan (median Otsu on its mean DWI, Otsu on its b0) leave out CSF only and are not said (both were)."""
+def test_a_mask_made_on_the_mean_dwi_of_a_noisy_scan_that_leaves_out_tissue_is_said(noisy_low_res, low_res):
+    """At b0 SNR 5 the noisy mean DWI's median Otsu mask is tighter than the clean one's: what it leaves out beyond a
+    voxel, bright on the b0, is tissue by the clean scan's ADC too (1.8 % of the brain, over CUT_SHARE), so the line is true and said."""
     from dipy.segment.mask import median_otsu
-    from dipy.segment.threshold import otsu
 
     dwi = noisy_low_res
     mean_dw = np.asarray(dwi.data, np.float64)[..., dwi.bvals > 100].mean(-1)
-    b0 = dti.mean_b0(dwi).astype(np.float64)
-    fair = {"median Otsu on the mean DWI": median_otsu(mean_dw, median_radius=2, numpass=1)[1],
-            "Otsu on the b0": ndimage.binary_fill_holes(b0 > otsu(b0))}
-    for name, mask in fair.items():
-        cut = brain_cut(dwi, mask)
-        assert cut.outside > 0.1 and not cut.cuts, (name, cut)
-
-
-def test_a_mask_two_voxels_inside_the_brain_of_a_noisy_scan_is_still_said(noisy_low_res):
-    own = dti.brain_mask(noisy_low_res).data
-    assert len(_said(noisy_low_res, ndimage.binary_erosion(own, BALL, iterations=2))) == 1
+    mask = median_otsu(mean_dw, median_radius=2, numpass=1)[1]
+    own = np.asarray(dti.brain_mask(dwi).data, bool)
+    b0 = dti.mean_b0(dwi)
+    near = ndimage.binary_dilation(dti.fill_slice_holes(ndimage.binary_fill_holes(mask)), BALL)
+    bright = own & ~near & (b0 >= 0.7 * np.median(b0[own]))
+    clean = np.count_nonzero(apparent_diffusion(low_res, bright, dti.mean_b0(low_res)) < TISSUE_ADC) / own.sum()
+    said = _said(dwi, mask)
+    assert clean >= CUT_SHARE and len(said) == 1 and "cuts the brain" in said[0], (clean, said)
 
 
 def _phantom_masks(folder):
@@ -169,3 +165,4 @@ def test_the_slicer_modules_mask_check_is_on_the_progress_bar_and_a_cancel_there
     with pytest.raises(Cancelled):
         fit_dwi(*phantom_cut, progress=lambda f, m: steps.append(m), cancel=lambda: check in steps)
     assert steps == [check]
+

@@ -25,11 +25,6 @@ MIN_VOXELS = 50  # fewer voxels beyond it are not said, whatever their share (a 
 # weighted volumes) under this, in mm^2/s; CSF reads about 3e-3, so a fair mask made on the mean DWI, which leaves out the CSF
 # rim, is not said (docs/measurements.md, A mask that cuts the brain)
 TISSUE_ADC = 1.2e-3
-# a voxel's mean S^2 over its n DW volumes counts as signal only this many standard errors (floor / sqrt(n), Rician
-# noise without signal) above the background's: at b0 SNR 5 and b=2000 CSF and tissue alike read at the floor
-FLOOR_Z = 3.0
-BACKGROUND_SAMPLE = 20000  # background voxels read for the floor, evenly spaced: its median settles long before
-SCALP = 3  # voxels around the b0's brain left out of the background (skull and scalp have signal)
 
 
 @dataclass
@@ -67,32 +62,13 @@ def brain_cut(dwi: Volume, mask) -> Cut | None:
     near = ndimage.binary_dilation(m, ndimage.generate_binary_structure(3, 1), iterations=MARGIN)
     b0 = mean_b0(dwi)
     bright = own & ~near & (b0 >= BRIGHT * float(np.median(b0[own])))
-    floor = noise_power(dwi, ndimage.binary_dilation(own, ndimage.generate_binary_structure(3, 1), iterations=SCALP))
-    beyond = int(np.count_nonzero(apparent_diffusion(dwi, bright, b0, floor) < TISSUE_ADC))
+    beyond = int(np.count_nonzero(apparent_diffusion(dwi, bright, b0) < TISSUE_ADC))
     return Cut(n, float((own & ~m).sum()) / n, beyond / n, beyond)
 
 
-def noise_power(dwi: Volume, head) -> float:
-    """The mean square a diffusion-weighted volume reads where there is no signal: the median over the background
-    (voxels beyond `head`, up to BACKGROUND_SAMPLE of them) of each voxel's mean S^2 over the DW volumes, 2 sigma^2 for
-    Rician noise; 0 where the background is zero (a skull-stripped or scanner-zeroed series), so nothing is taken off."""
-    dw = dwi.bvals > B0_THRESHOLD
-    head = np.asarray(head, bool)
-    where = np.flatnonzero(~head)
-    if not dw.any() or where.size == 0:
-        return 0.0
-    where = where[np.linspace(0, where.size - 1, min(where.size, BACKGROUND_SAMPLE)).astype(np.intp)]
-    # indexed by coordinates: a reshape of nibabel's Fortran-ordered data would copy the whole series
-    s = np.asarray(dwi.data[np.unravel_index(where, head.shape)][:, dw], np.float64)
-    return float(np.median((s * s).mean(axis=1)))
-
-
-def apparent_diffusion(dwi: Volume, where, b0, floor: float = 0.0) -> np.ndarray:
+def apparent_diffusion(dwi: Volume, where, b0) -> np.ndarray:
     """Each voxel of `where`: the mean over diffusion-weighted volumes of -ln(S / b0) / b (mm^2/s), a signal at or
-    under zero read as CSF-like (infinite). Noise lifts a signal that has decayed (CSF's) to its floor, where it reads
-    like tissue's: with the background's mean square `floor` (`noise_power`), a voxel whose mean S^2 does not stand
-    FLOOR_Z standard errors above it is CSF-like too, and the ADC of the rest is at least that of its signal with the
-    floor taken off (sqrt(mean S^2 - floor)). Cheap: only the voxels beyond a mask are read."""
+    under zero read as CSF-like (infinite): cheap, as only the voxels beyond a mask are read."""
     dw = dwi.bvals > B0_THRESHOLD
     if not dw.any():
         return np.full(int(np.count_nonzero(where)), np.inf)
@@ -100,13 +76,7 @@ def apparent_diffusion(dwi: Volume, where, b0, floor: float = 0.0) -> np.ndarray
     ref = np.asarray(b0[where], np.float64)[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
         adc = -np.log(s / ref) / dwi.bvals[dw].astype(np.float64)
-        adc = np.nan_to_num(adc, nan=np.inf, posinf=np.inf, neginf=np.inf).mean(axis=1)
-        if floor > 0:
-            excess = (s * s).mean(axis=1) - floor
-            above = -np.log(np.sqrt(np.clip(excess, 0, None)) / ref[:, 0]) / float(dwi.bvals[dw].mean())
-            above = np.nan_to_num(above, nan=np.inf, posinf=np.inf, neginf=np.inf)
-            adc = np.where(excess > FLOOR_Z * floor / np.sqrt(dw.sum()), np.maximum(adc, above), np.inf)
-    return adc
+    return np.nan_to_num(adc, nan=np.inf, posinf=np.inf, neginf=np.inf).mean(axis=1)
 
 
 def warn_if_cut(dwi: Volume, mask, name: str, way: str = "give a mask that covers the whole brain (e.g. from "

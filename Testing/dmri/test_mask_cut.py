@@ -166,3 +166,26 @@ def test_the_slicer_modules_mask_check_is_on_the_progress_bar_and_a_cancel_there
         fit_dwi(*phantom_cut, progress=lambda f, m: steps.append(m), cancel=lambda: check in steps)
     assert steps == [check]
 
+
+def test_a_cancel_pressed_during_the_slicer_modules_mask_check_stops_before_the_fit(phantom_cut, monkeypatch):
+    """A Cancel pressed while the check runs is seen as soon as it ends: no step of the fit (its b0 checks, the fit)
+    starts. The real check and fit run, watched: the check's end turns the Cancel on, the fit's start is recorded."""
+    from ImageQualityTransferLib.dmri import fit_checks, mask_cut
+    from ImageQualityTransferLib.slicer.processing import Cancelled, fit_dwi
+
+    done, fitted = [], []
+
+    def check(*args, **kw):
+        mask_cut_check(*args, **kw)
+        done.append(True)
+
+    def fit(*args, **kw):
+        fitted.append(True)
+        return fit_with_checks(*args, **kw)
+
+    mask_cut_check, fit_with_checks = mask_cut.warn_if_cut, fit_checks.fit_with_checks
+    monkeypatch.setattr(mask_cut, "warn_if_cut", check)
+    monkeypatch.setattr(fit_checks, "fit_with_checks", fit)
+    with pytest.raises(Cancelled):
+        fit_dwi(*phantom_cut, cancel=lambda: bool(done))
+    assert done and not fitted

@@ -2030,7 +2030,7 @@ def test_a_refused_scheduler_address_never_says_its_password():
             ("ws://user:pw@node7:99999/", "--scheduler ws://user:***@node7:99999/: port '99999' is not a number from 1 "
                                           "to 65535; give the scheduler's port, e.g. ws://node7:8786 (the default port "
                                           "of 'dask scheduler')"),
-            ("ws://user:p/w@node7/", "--scheduler ws://user:***@node7/: an '@' after the first '/', '?' or '#': a user "
+            ("ws://user:p/w@node7/", "--scheduler ws://***: an '@' after the first '/', '?' or '#': a user "
                                      "name or password holding one of these ends the host early, and Dask's websocket "
                                      "client sends a login as written ('%2F' as '%2F', not '/'); give one without '/', "
                                      "'?' or '#', e.g. a token as ws://TOKEN:@host/"),
@@ -2067,13 +2067,13 @@ def test_an_at_sign_in_a_ws_url_s_path_or_query_is_not_taken_for_a_login():
 
     for given in ("ws://127.0.0.1:8786/a@b", "ws://node7:8786/?t=a@b", "ws://[::1]:8786/a@b"):
         assert scheduler.check_address(given) == given
-        # a query's values masked, and the path's text before its '@' and the port (a password typed with a '/' or
-        # '?', ws://alice:1/pw@h/, is read the same way), never the host
-        assert scheduler.shown(given) == given.replace(":8786/?t=a@b", ":***/?t=***").replace(":8786/a@b", ":***/***@b")
+        # all after the host masked, and node7:8786 too (apps/batch/ws_shown.py: one label and digits read as a user
+        # name and a password's start, ws://alice:1/pw@h/); a host that reads strictly as one shown with its port
+        assert scheduler.shown(given) == ("ws://***" if "node7" in given else given.replace("a@b", "***"))
         assert scheduler.host_port(given) == urlsplit(given).netloc
     with pytest.raises(batch.IQTError, match="ends the host early"):
         scheduler.check_address("ws://user:p?w@node7:8786/")
-    assert scheduler.shown("ws://user:p/w@node7/") == "ws://user:***@node7/"
+    assert scheduler.shown("ws://user:p/w@node7/") == "ws://***"
 
 
 def test_a_ws_login_dask_cannot_send_is_refused_and_one_it_sends_is_taken_with_nothing_secret_said():
@@ -2281,6 +2281,27 @@ def test_the_ws_probe_is_a_websocket_handshake_with_the_url_s_login():
         assert time.monotonic() - start < scheduler.WS_ANSWER_S  # no probe waited out its timeout (had been 1 s)
 
 
+def test_what_answers_at_a_ws_address_is_said_with_its_path_and_host_as_every_line_masks_them():
+    """A 404 or 401 at a ws address whose '@' follows the host (a token holding '/' before a host, a path's '@') had
+    quoted its path whole ("nothing answers at the path /SECa@b/c", "give it in the URL, ws://USER:PASSWORD@...
+    /SECa@b/c"), and the host and port where the address's line masks them: both as ws_shown's rule writes them."""
+    import socket
+
+    from ImageQualityTransferLib.apps.batch import scheduler
+
+    name = socket.gethostname()  # one label, resolving to this machine: ws_shown masks it (it may be a token's start)
+    local = "." not in name and socket.gethostbyname(name) == "127.0.0.1"
+    for status in (404, 401):
+        with _answering(lambda request: status) as base:
+            port = base.rpartition(":")[2]
+            for given in [f"{base}/SECa@b/c", f"{base}/?SECa@SECb"] + ([f"ws://{name}:{port}/SECa@b/"] if local else []):
+                with pytest.raises(batch.IQTError) as err:
+                    scheduler._reachable(scheduler.check_address(given))
+                line = str(err.value)
+                assert line.startswith(f"--scheduler {scheduler.shown(given)}: ") and f"HTTP {status}" in line, line
+                assert "SEC" not in line and (given.startswith(base) or f"{name}:{port}" not in line), line
+
+
 def test_a_login_proxy_s_401_is_said_at_once_as_the_login_refused():
     """A login proxy answering 401 to the handshake (the login Dask's Client sends, refused) had been tried for 20 s,
     then said as "cannot connect (...); start one with 'dask scheduler'" to a user whose scheduler was running (a
@@ -2392,9 +2413,10 @@ def test_scheduler_messages_mask_the_login_not_letters_of_dask_s_words_nor_a_pat
             scheduler.check_address(given)  # tcp://TOKEN:8786", part of the token, had been said of them)
         assert str(err.value) == (f"--scheduler {said}: a tcp:// address holds no user name (user@); give "
                                   "tcp://node7:8786"), err.value
-    assert scheduler.shown("ws://alice:123/secret@proxy.example/") == "ws://alice:***/***@proxy.example/"
+    assert scheduler.shown("ws://alice:123/secret@proxy.example/") == "ws://***"  # apps/batch/ws_shown.py's rule
     assert scheduler.check_address("ws://u:pw@h:8786/?t=a@b") == "ws://u:pw@h:8786/?t=a@b"
-    assert scheduler.shown("ws://u:pw@h:8786/?t=a@b") == "ws://u:***@h:8786/?t=***"
+    assert scheduler.shown("ws://u:pw@h:8786/?t=a@b") == "ws://***"
+    assert scheduler.shown("ws://u:pw@h.example.org:8786/?t=a@b") == "ws://***@h.example.org:8786/***"
     for given, give in (("tcp://u@node7:abc", "give tcp://HOST:PORT, no user@"), ("tcp://u@::1", "give tcp://[::1]:8786")):
         with pytest.raises(batch.IQTError) as err:
             scheduler.check_address(given)

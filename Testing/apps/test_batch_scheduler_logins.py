@@ -4,6 +4,8 @@ no-workers line names a proxy's path; Dask's own text is masked where the login 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 pytest.importorskip("distributed")
@@ -26,8 +28,9 @@ def test_a_login_holding_a_slash_before_host_port_shows_nothing_before_its_at_si
         with pytest.raises(batch.IQTError) as err:
             scheduler.check_address(given)
         assert str(err.value).startswith(f"--scheduler {said}: ") and "alice" not in str(err.value), err.value
-    # a ws URL's path is one (Dask's Client connects to host alice, port 123): its hosts are said, nothing of the password
-    assert scheduler.shown("ws://alice:123/secret@proxy.example/") == "ws://alice:***/***@proxy.example/"
+    # a ws URL's path is one (Dask's Client connects to host alice, port 123), but "alice:123" reads as a user name and
+    # a password's start, not strictly as a host (apps/batch/ws_shown.py): nothing of it shown
+    assert scheduler.shown("ws://alice:123/secret@proxy.example/") == "ws://***"
 
 
 def test_a_home_or_drive_path_is_a_scheduler_file_and_an_address_s_login_is_still_masked(tmp_path, capsys, monkeypatch):
@@ -61,8 +64,10 @@ def test_the_no_workers_line_names_a_proxy_s_path_and_asks_for_the_scheduler_s_o
         "--scheduler ws://u:***@node7:8786/dask/?token=***: no worker joined within 5 s; start workers at the "
         "scheduler's own address, 'dask worker ws://HOST:PORT' (not through the path /dask/: 'dask worker' takes no URL "
         "path), with ImageQualityTransfer installed, as here, or wait longer with --wait-workers SECONDS")
-    assert "(not through the path /***@b/c:" in scheduler._no_workers("wss://proxy:8443/a@b/c", 5, "joined")
-    assert "(not through the path /***@b/c:" in scheduler._no_workers("wss://proxy/a@b/c", 5, "joined")  # a token's too
+    assert "(not through the path /***:" in scheduler._no_workers("wss://proxy.example.org:8443/a@b/c", 5, "joined")
+    for given in ("wss://proxy:8443/a@b/c", "wss://proxy/a@b/c"):  # one label before an '@': maybe a token's, unsaid
+        line = scheduler._no_workers(given, 5, "joined")
+        assert "'dask worker wss://HOST:PORT'" in line and "proxy" not in line, line
     for given, worker in (("ws://node7:8786/", "ws://node7:8786"), ("node7:8786", "tcp://node7:8786")):
         assert f"start workers with 'dask worker {worker}' (with" in scheduler._no_workers(given, 5, "joined")
 
@@ -88,18 +93,21 @@ def test_a_drive_form_is_a_login_where_there_are_no_drives(monkeypatch):
 
 
 def test_a_ws_password_with_digits_before_its_slash_shows_none_of_them():
-    """ws://localhost:1/S3cret@127.0.0.1:8786/ (the password "1/S3cret") had been said as ws://localhost:1/***@...,
-    its "1" shown: Dask reads host localhost, port 1, so its line shows both hosts and masks that port too."""
+    """ws://localhost:1/S3cret@127.0.0.1:8786/ (the password "1/S3cret" of a user "localhost"): Dask reads host
+    localhost, port 1, which reads strictly as a host, so its line shows that host and port (ws_shown's rule: a port is
+    shown with its host, a review) and nothing after them; alice:12 reads as a user name and a password's start."""
     from ImageQualityTransferLib.apps.batch import dask_client
 
     given = "ws://localhost:1/S3cret@127.0.0.1:8786/"
-    said = "ws://localhost:***/***@127.0.0.1:8786/"
-    assert scheduler.shown(given) == said and scheduler.shown("wss://alice:12/pw@node7/?t=x") == "wss://alice:***/***@node7/?t=***"
+    said = "ws://localhost:1/***"
+    assert scheduler.shown(given) == said and scheduler.shown("wss://alice:12/pw@node7/?t=x") == "wss://***"
     assert scheduler.dask_said(f"Timed out trying to connect to {given} (localhost:1)", given) == (
-        f"Timed out trying to connect to {said} (localhost:***)")
+        f"Timed out trying to connect to {said} (localhost:1)")
+    assert scheduler.dask_said("Timed out trying to connect to (alice:12)", "wss://alice:12/pw@node7/") == (
+        "Timed out trying to connect to (***)")
     with pytest.raises(batch.IQTError) as err:  # nothing listens at localhost:1: the line iqt batch prints
         dask_client.start_client(scheduler=given, wait_workers=1)
-    assert str(err.value).startswith(f"--scheduler {said}: cannot connect (") and ":1/" not in str(err.value), err.value
+    assert str(err.value).startswith(f"--scheduler {said}: cannot connect ("), err.value
     assert "S3cret" not in str(err.value)
 
 
@@ -167,12 +175,12 @@ def test_no_secret_in_any_address_form_reaches_stderr_or_the_output_folder(tmp_p
 
 
 @pytest.mark.parametrize("given, said", [
-    ("ws://[fe80::1]:8786/a@b", "ws://[fe80::1]:***/***@b"),
-    ("ws://host:8786/a@b", "ws://host:***/***@b"),
+    ("ws://[fe80::1]:8786/a@b", "ws://[fe80::1]:8786/***"),
+    ("ws://host.example.org:8786/a@b", "ws://host.example.org:8786/***"),
 ])
 def test_ws_url_at_signs_in_the_path_or_fragment_leave_the_host_urlsplit_reads(given, said):
     """A ws URL's '@' in its path or fragment (not its userinfo): the host is the one urlsplit (and Dask's ws client)
-    reads, shown; the port and the text up to the last '@' after it are masked."""
+    reads, shown with its port where it reads strictly as a host (ws_shown's rule); all after it masked."""
     from urllib.parse import urlsplit
 
     assert scheduler.shown(given) == said
@@ -227,8 +235,8 @@ def test_no_secret_of_a_path_fragment_or_login_leaks_whatever_the_host():
                         continue
                     said = _everything_said(given)
                     assert not [s for s in said if secret in s], (given, said)
-                    if scheme.startswith("ws") and not scheduler._login_host_unclear(given[len(scheme):]):  # a ws
-                        # URL's host as urlsplit reads it; tcp/tls/http(s) and an unclear login masked to the last '@'
+                    if scheme.startswith("ws") and urlsplit(said[0]).hostname != "***":  # a ws URL's host, where
+                        # shown, as urlsplit reads it (ws_shown's rule); tcp/tls/http(s) masked to the last '@'
                         assert urlsplit(said[0]).hostname == urlsplit(given).hostname, (given, said[0])
 
 
@@ -245,8 +253,8 @@ def _everything_said(given: str) -> list:
 
 
 @pytest.mark.parametrize("given, said", [
-    ("ws://user:p@ss/w0rd@host:8786", "ws://***@host:8786"),
-    ("wss://user:p@ss/w0rd@host:8786/?t=Zq9Secret", "wss://***@host:8786/?t=***"),
+    ("ws://user:p@ss/w0rd@host:8786", "ws://***"),
+    ("wss://user:p@ss/w0rd@host:8786/?t=Zq9Secret", "wss://***"),
     ("tcp://host:8786#Zq9Secret", "tcp://host:8786#***"),
     ("ws://host:8786/?a=1#Zq9Secret", "ws://host:8786/?a=***#***"),
     ("ws://host:8786/?Zq9Secret", "ws://host:8786/?***"),
@@ -275,23 +283,20 @@ def test_paths_words_and_plain_hosts_stay_shown():
     for given in ("runs@node7/scheduler.json", "runs/x@v2.json", "tcp://node7:8786", "node7:8786", "ws://node7:8786/",
                   "ws://[::1]:8786/dask/"):
         assert scheduler.shown(given) == given
-    assert scheduler.shown("wss://host/x@y") == "wss://***/***@y"  # read as a token 'host/x' too: test below
+    assert scheduler.shown("wss://host/x@y") == "wss://***"  # read as a token 'host/x' too: test below
 
 
 @pytest.mark.parametrize("given, said", [
-    ("ws://AbC9/xYz7:@proxy.example/", "ws://***/***@proxy.example/"),
-    ("ws://AbC9/xYz7@proxy.example/", "ws://***/***@proxy.example/"),
-    ("wss://AbC9+/xYz7==:@hub.example.org/user/x/", "wss://***/***@hub.example.org/user/x/"),
-    ("ws://AbC9#xYz7@node7:8786/", "ws://***#***@node7:8786/"),
-    ("ws://AbC9?x=xYz7@node7:8786/", "ws://***?x=***"),  # a query's value as urlsplit reads it: its '@' too
+    ("ws://AbC9/xYz7:@proxy.example/", "ws://***"),
+    ("ws://AbC9/xYz7@proxy.example/", "ws://***"),
+    ("wss://AbC9+/xYz7==:@hub.example.org/user/x/", "wss://***"),
+    ("ws://AbC9#xYz7@node7:8786/", "ws://***"),
+    ("ws://AbC9?x=xYz7@node7:8786/", "ws://***"),  # a query's value as urlsplit reads it: its '@' too
 ])
 def test_a_ws_token_holding_a_slash_question_mark_or_hash_shows_no_part_of_itself(given, said):
     """A token given as a login (TOKEN:@host/) holding '/', '?' or '#' had its first part shown as a host
-    (ws://AbC9/***@proxy.example/, ws://AbC9#***): with no ':' before the first '/', '?' or '#' that text is no user name
-    before a password, so every line masks all of it to the last '@' (the host and the text after it, each as it stands:
-    no login is said where urlsplit reads none), Dask's own text where it names it as a host too."""
-    import re
-
+    (ws://AbC9/***@proxy.example/, ws://AbC9#***): that text reads as one label, not strictly as a host, so every line
+    masks all of it (ws_shown's rule: ws://***), Dask's own text where it names it as a host too."""
     host = re.split(r"[/?#]", given.partition("://")[2])[0]  # as Dask's websocket client reads it
     lines = [scheduler.shown(given), scheduler.masked_command(["batch", "in", "--scheduler", given]),
              scheduler.dask_said(f"Timed out trying to connect to {given} ({host}:80)", given)]
@@ -300,22 +305,23 @@ def test_a_ws_token_holding_a_slash_question_mark_or_hash_shows_no_part_of_itsel
 
 
 @pytest.mark.parametrize("given, said", [
-    ("ws://user:p@ss/w0rd@127.0.0.1:1", "ws://***@127.0.0.1:1"),
-    ("ws://user:p@ss/w0rd@host/", "ws://***@host/"),
-    ("ws://user:pw@127.0.0.1:1/route@gw:8786/", "ws://***@gw:8786/"),
-    ("ws://T/x@y@host:8786", "ws://***@host:8786"),
-    ("ws://Zq9@Xk7/Wm5@host:8786", "ws://***@host:8786"),
-    ("wss://Zq9@Xk7/Wm5@[::1]:8786/dask/?t=1", "wss://***@[::1]:8786/dask/?t=***"),
-    ("wss://u:p@host/x@y", "wss://***@y"),
-    ("ws://u:Zq9@h:1/a@b?t=x@y", "ws://***@b?t=***"),
+    ("ws://user:p@ss/w0rd@127.0.0.1:1", "ws://***"),
+    ("ws://user:p@ss/w0rd@host/", "ws://***"),
+    ("ws://user:pw@127.0.0.1:1/route@gw:8786/", "ws://***@127.0.0.1:1/***"),
+    ("ws://T/x@y@host:8786", "ws://***"),
+    ("ws://Zq9@Xk7/Wm5@host:8786", "ws://***"),
+    ("wss://Zq9@Xk7/Wm5@[::1]:8786/dask/?t=1", "wss://***"),
+    ("wss://u:p@host/x@y", "wss://***"),
+    ("ws://u:Zq9@h:1/a@b?t=x@y", "ws://***"),
 ])
 def test_a_ws_address_whose_login_and_host_are_unclear_is_refused_showing_none_of_its_login(given, said, tmp_path,
                                                                                            capsys):
     """More than one '@', one after a '/', '?' or '#': ws://user:p@ss/w0rd@127.0.0.1:1 had been shown as
     ws://***@127.0.0.1:1 while Dask looked up the host "ss", ws://user:pw@127.0.0.1:1/route@gw:8786/ as ws://***@gw:8786/
     while Dask connected to 127.0.0.1:1, and ws://T/x@y@host:8786 and ws://user:p@ss/w0rd@host/ showed 'T' and 'ss' (a
-    review). Refused in one line, nothing written, no text of the login shown; Dask's websocket client sends a login as
-    written, so the line does not offer %40 or %2F for one."""
+    review). Refused in one line, nothing written, no text of the login shown (ws_shown's rule: the host before the
+    first '/' only where it reads strictly as one, 127.0.0.1:1; "ss" reads as one label); Dask's websocket client sends
+    a login as written, so the line does not offer %40 or %2F for one."""
     import shlex
 
     ds = helpers.make_bids(tmp_path / "bids", subjects=("01",), corrupt=None, shape=(8, 8, 8))
@@ -327,17 +333,17 @@ def test_a_ws_address_whose_login_and_host_are_unclear_is_refused_showing_none_o
 
 
 @pytest.mark.parametrize("given, said, which", [
-    ("wss://alice:Zq9@hub.example.org/user/alice@uni.edu/proxy/8786/", "wss://***@uni.edu/proxy/8786/",
+    ("wss://alice:Zq9@hub.example.org/user/alice@uni.edu/proxy/8786/", "wss://***@hub.example.org/***",
      "the '@' before 'uni.edu/proxy/8786/'"),
-    ("ws://u:Zq9@node7:8786/user/a@b.org/x@lab.org/?token=Zq9", "ws://***@lab.org/?token=***",
+    ("ws://u:Zq9@node7:8786/user/a@b.org/x@lab.org/?token=Zq9", "ws://***",
      "each of the 2 '@' after it (the last before 'lab.org/')"),
 ])
 def test_a_ws_address_with_a_login_and_an_at_sign_in_its_path_names_the_at_sign_to_write(
         given, said, which, tmp_path, capsys):
     """A JupyterHub user name that is an e-mail, after a login (wss://alice:tok@hub.example.org/user/alice@uni.edu/...):
     refused, it had been told to write "a path's or query's '@'" as %40. The line names the '@' to write %40 by the text
-    after it and where Dask's websocket client ends the host, and that form is accepted. It shows nothing before the
-    last '@': the same text is a password holding '@' and '/' before the host uni.edu."""
+    after it and where Dask's websocket client ends the host, and that form is accepted. It shows the host before the
+    first '/' where it reads strictly as one (ws_shown's rule), nothing of the login nor of the path."""
     ds = helpers.make_bids(tmp_path / "bids", subjects=("01",), corrupt=None, shape=(8, 8, 8))
     line = helpers.refused_line(capsys, ["batch", ds, "-o", tmp_path / "o", "--method", "cubic", "--scheduler", given],
                                 f"--scheduler {said}: more than one '@', one after a '/', '?' or '#'")
@@ -350,35 +356,38 @@ def test_a_ws_address_with_a_login_and_an_at_sign_in_its_path_names_the_at_sign_
 
 @pytest.mark.parametrize("given", ["wss://alice:Xk7@Wm5.example.org/Pq3@uni.edu/proxy/8786/",
                                    "ws://Xk7@Wm5.org:8786/Pq3@node7/", "ws://alice:Xk7@10.0.0.5/Pq3@uni.edu/?t=1"])
-def test_a_password_holding_a_dotted_name_and_a_slash_shows_no_part_of_itself(given, tmp_path, capsys):
+def test_a_password_holding_a_dotted_name_and_a_slash_shows_only_the_host_dask_reaches(given, tmp_path, capsys):
     """A password typed with '@', a dotted name and a '/' (alice's "Xk7@Wm5.example.org/Pq3" before the host uni.edu)
-    reads as the host Dask's websocket client reaches: shown as that host, its "Wm5.example.org" had been printed (a
-    review). Every line masks all of it to the last '@'."""
+    reads as a login before the host Dask's websocket client reaches (Wm5.example.org): no text tells the two apart,
+    and ws_shown's rule shows a host that reads strictly as one (the host a reader must see where the address is a
+    login and a path's '@', a review), so that name is shown as the host; nothing of the text before it or after the
+    first '/' is, and the address is refused."""
     ds = helpers.make_bids(tmp_path / "bids", subjects=("01",), corrupt=None, shape=(8, 8, 8))
+    host = re.split(r"[/?#]", given.partition("://")[2])[0].rpartition("@")[2]
+    said = f"{given.partition('://')[0]}://***@{host}/***"
     line = helpers.refused_line(capsys, ["batch", ds, "-o", tmp_path / "o", "--method", "cubic", "--scheduler", given],
-                                f"--scheduler {given.partition('://')[0]}://***@")
-    for said in (line, scheduler.shown(given), scheduler.masked_command(["batch", "in", "--scheduler", given]),
-                 scheduler.dask_said(f"Timed out trying to connect to {given} after 20 s", given)):
-        assert not [w for w in ("Xk7", "Wm5", "Pq3", "10.0.0.5") if w in said], said
+                                f"--scheduler {said}: ")
+    for shown in (line, scheduler.shown(given), scheduler.masked_command(["batch", "in", "--scheduler", given]),
+                  scheduler.dask_said(f"Timed out trying to connect to {given} after 20 s", given)):
+        assert said in shown and not [w for w in ("Xk7", "Pq3") if w in shown], shown
     assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("given, said", [
-    ("wss://hub.example.org/user/alice@uni.edu/", "wss://***/***@uni.edu/"),
-    ("wss://hub.example.org/user/alice@uni.edu/proxy/8786/?token=T", "wss://***/***@uni.edu/proxy/8786/?token=***"),
-    ("wss://hub.example.org:443/user/alice@uni.edu/", "wss://hub.example.org:***/***@uni.edu/"),
-    ("ws://node7:8786/?token=a@b", "ws://node7:***/?token=***"),
-    ("ws://node7/?token=a@b", "ws://***/?token=***"),
-    ("wss://[::1]:8786/?token=a@b", "wss://[::1]:***/?token=***"),
-    ("ws://[::1]/user/a@b/", "ws://[::1]/***@b/"),
-    ("wss://hub.example.org/user/alice@uni.edu/?token=x@y", "wss://***/***@uni.edu/?token=***"),
+    ("wss://hub.example.org/user/alice@uni.edu/", "wss://hub.example.org/***"),
+    ("wss://hub.example.org/user/alice@uni.edu/proxy/8786/?token=T", "wss://hub.example.org/***"),
+    ("wss://hub.example.org:443/user/alice@uni.edu/", "wss://hub.example.org:443/***"),
+    ("ws://node7:8786/?token=a@b", "ws://***"),
+    ("ws://node7/?token=a@b", "ws://***"),
+    ("wss://[::1]:8786/?token=a@b", "wss://[::1]:8786/***"),
+    ("ws://[::1]/user/a@b/", "ws://[::1]/***"),
+    ("wss://hub.example.org/user/alice@uni.edu/?token=x@y", "wss://hub.example.org/***"),
 ])
 def test_an_at_after_the_host_is_said_as_a_path_s_or_a_query_s_not_as_a_login_s(given, said):
-    """An '@' only after the host (a JupyterHub user name that is an e-mail, a token holding '@' in the query) is the
-    path's or the query's, as urlsplit and Dask read it: the line had said a login where none is given
-    (wss://***@uni.edu/) and, without a port, shown the query value's text after its '@' as a host (ws://***@b); with a
-    port it showed the port, where a password typed with a '/' or '?' would start (ws://alice:123/pw@h/ reads
-    ws://alice:***/***@h/)."""
+    """An '@' only after the host (a JupyterHub user name that is an e-mail, a token holding '@' in the query): the line
+    had said a login where none is given (wss://***@uni.edu/), and shown the query value's text after its '@' as a host
+    (ws://***@b). ws_shown's rule: the host and its port shown where they read strictly as a host, everything after
+    them /***; one label (node7), which a token or a user name before a password's start reads as, masked whole."""
     assert scheduler.shown(given) == said
     assert "@" not in said.partition("://")[2].split("/")[0].split("?")[0].split("#")[0]  # no login said
 
@@ -420,14 +429,14 @@ def test_no_ws_form_shows_a_password_or_token_and_none_without_a_login_says_one(
 
 
 @pytest.mark.parametrize("given, said", [
-    ("ws://node7:8786?SECa@SECb", "ws://node7:***?***"),
-    ("wss://127.0.0.1:8786?x=1&SECa@SECb", "wss://127.0.0.1:***?***"),
-    ("ws://[::1]:8786?tok@en=SECv", "ws://[::1]:***?***@en=***"),
-    ("ws://node7:8786#t=SECa@SECb", "ws://node7:***#***"),
+    ("ws://node7:8786?SECa@SECb", "ws://***"),
+    ("wss://127.0.0.1:8786?x=1&SECa@SECb", "wss://127.0.0.1:8786/***"),
+    ("ws://[::1]:8786?tok@en=SECv", "ws://[::1]:8786/***"),
+    ("ws://node7:8786#t=SECa@SECb", "ws://***"),
 ])
 def test_an_at_in_the_query_or_fragment_right_after_a_port_shows_none_of_their_values(given, said):
-    """host:port followed at once by '?' or '#' whose '@' is a bare query part's, a query key's or the fragment's: the
-    query or fragment is masked whole, as `_query_masked` masks such parts (its text after the '@' had been shown as a
-    host: ws://node7:***?***@SECb, and a value after '=': ws://[::1]:***?***@en=SECv)."""
+    """host:port followed at once by '?' or '#' whose '@' is a bare query part's, a query key's or the fragment's: all
+    after the host masked (its text after the '@' had been shown as a host: ws://node7:***?***@SECb, and a value after
+    '=': ws://[::1]:***?***@en=SECv); the host and port shown where they read strictly as a host (ws_shown's rule)."""
     assert scheduler.shown(given) == said
     assert "SEC" not in scheduler.dask_said(f"Timed out trying to connect to {given} after 5 s", given)

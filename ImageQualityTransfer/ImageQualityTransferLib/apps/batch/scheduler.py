@@ -9,6 +9,9 @@ import ssl
 from pathlib import Path
 
 from ...core.errors import TORCH_CPU_INDEX, TORCH_PIN, IQTError
+from .ws_shown import hidden_host, reads_as_host, ws_shown
+from .ws_shown import login_masked as _login_masked
+from .ws_shown import query_masked as _query_masked
 
 
 WAIT_WORKERS_S = 120  # --wait-workers: how long a run waits for a scheduler's first worker, or for one to come back
@@ -62,6 +65,8 @@ def shown(address) -> str:
             return text if os.path.exists(os.path.expanduser(text)) else _query_masked(f"x://{text}")[len("x://"):]
         # masked as its tcp:// form is (alice:123/w@node7:8786 had shown alice:***@, tcp://alice:123/w@... ***@)
         return shown(f"tcp://{text}")[len("tcp://"):]
+    if scheme.lower() in ("ws", "wss"):  # one rule over where the '@' stands (ws_shown's docstring)
+        return ws_shown(scheme, rest)
     head = re.split(r"[/?#]", rest, maxsplit=1)[0]  # the URL's netloc, as urlsplit reads it
     if sep and _path_at(rest) and scheme.lower() not in ("ws", "wss"):
         # no path in a tcp/tls/http(s) address (each such one is refused), so its '@' after a '/', '?' or '#' may end a
@@ -71,79 +76,32 @@ def shown(address) -> str:
         if _query_at(rest[len(head):]):
             return f"{scheme}{sep}***"
         return _query_masked(f"{scheme}{sep}***@{rest.rpartition('@')[2]}")
-    if sep and _path_at(rest):  # a ws URL's '@' in the path, query or fragment: the host is urlsplit's, shown (Dask's
-        # ws client connects there), the text from the path to the last '@' masked, and the port (a password typed with
-        # a '/' starts there: ws://alice:1/pw@h/ reaches host alice, port 1)
-        # to its last '@', whatever the first of '/', '?' or '#' it follows (ws://alice:123?pw@h/ had been shown whole)
-        after = rest[len(head):]
-        # the host masked whole where it may begin a token (`_whole_login`): said as a host, not as a login
-        # (wss://hub.example.org/user/alice@uni.edu/ had read wss://***@uni.edu/, a login where none is given)
-        host = "***" if _whole_login(head) else _login_masked(_port_masked(head))
-        if _query_at(after):  # ws://host:8786/?t=a@b: the query's value, masked as one, and the port as above (the
-            # port had been shown, and without a port the value's text after its '@' as a host: ws://***@b)
-            path, q, query = after.partition("?")
-            if "@" not in path:
-                return _query_masked(f"{scheme}{sep}{host}{after}")
-            # ws://h:1/a@b?t=x@y: the path's own '@' masked as above (its 'a' had been shown)
-            if "@" in head:  # ws://u:p@h:1/a@b?t=x@y (refused by check_address): 'h' may be the password's
-                return _query_masked(f"{scheme}{sep}***@{path.rpartition('@')[2]}{q}{query}")
-            path = f"{path[0]}***@{path.rpartition('@')[2]}"
-            return _query_masked(f"{scheme}{sep}{host}{path}{q}{query}")
-        if _login_to_last_at(rest) or _login_host_unclear(rest):  # ws://user:p@ss/w0rd@host/, ws://T/x@y@host:8786
-            # (refused by check_address): "ss" and "T" may be a password's or a token's, shown as urlsplit's host, so
-            # all of it to the last '@' is masked, as a tcp address's is; a host that reads as one too
-            # (wss://alice:tok@hub.example.org/user/alice@uni.edu/ is also the password "tok@hub.example.org/user/alice")
-            return _query_masked(f"{scheme}{sep}***@{rest.rpartition('@')[2]}")
-        if not _whole_login(head):  # host:port?a@b, host:port#t=a@b: the '@' is the query's or the fragment's, masked
-            # whole with its text after the '@' (ws://node7:***?***@b had shown it, and a value: ?tok@en=***)
-            return _query_masked(f"{scheme}{sep}{host}{after[0]}***@{after.rpartition('@')[2]}")
-        tail = _query_masked(f"x://h/{after.rpartition('@')[2]}")[len("x://h/"):]  # its own query's values masked
-        return f"{scheme}{sep}{host}{after[0]}***@{tail}"  # a '?' or '#' before the '@' kept as typed (ws://***#***@h/)
     return _query_masked(f"{scheme}{sep}{_login_masked(rest)}")
-
-
-def _whole_login(head: str) -> bool:
-    """Whether a ws URL's text before its first '/', '?' or '#' (whose '@' comes after one of them) holds neither '@'
-    nor ':': as a login to the last '@' it is no user name before a password but a token (or user name) holding '/',
-    '?' or '#', so `shown` masks all of it to that '@', the host too, said as a host and a path as urlsplit reads them
-    (ws://***/***@proxy.example/; ws://AbC9/xYz7:@proxy.example/ had shown "AbC9", and ws://T#x@node7:8786/ "T"). The
-    same text read as a host and a path ('wss://host/x@y') loses its host: no text tells the two apart."""
-    return "@" not in head and ":" not in head
-
-
-def _login_to_last_at(rest: str) -> bool:
-    """Whether a ws URL's part after the scheme holds an '@' before its first '/', '?' or '#' and host:port after its
-    last '@' (ws://user:p@ss/w0rd@host:8786): masked by `shown` as a login holding '@' and '/' to that '@' (such an
-    address is refused, `_login_host_unclear`)."""
-    head = re.split(r"[/?#]", rest, maxsplit=1)[0]
-    after = rest[len(head):]  # a query value's last '@' (ws://T@h:1/?t=a@b:2) is no login's
-    return "@" in head and not _query_at(after) and re.match(r"(\[[^\]]*\]|[^/?#:@\[\]]+):\d+([/?#]|$)",
-                                                             after.rpartition("@")[2]) is not None
 
 
 def _host_clear(rest: str) -> bool:
     """Whether a ws URL whose login and host are unclear (`_login_host_unclear`) has a login before its first '/', '?'
-    or '#' and a host there that reads as one (a dotted name, an IP address or a host:port) and no host:port after its
-    last '@' (wss://alice:tok@hub.example.org/user/alice@uni.edu/proxy/8786/, a JupyterHub user name that is an e-mail):
-    its refusal tells where Dask's websocket client ends the host. `shown` still masks all of it to the last '@': the
-    same text is a password holding '@' and '/' (tok@hub.example.org/user/alice) before the host uni.edu."""
+    or '#', a host there that reads as one (ws_shown's `reads_as_host`), an '@' in its path and no
+    host:port after the path's last '@' (wss://alice:tok@hub.example.org/user/alice@uni.edu/proxy/8786/, a JupyterHub
+    user name that is an e-mail): its refusal names the path's '@' to write %40."""
     head = re.split(r"[/?#]", rest, maxsplit=1)[0]
     host = head.rpartition("@")[2]
-    return "@" in head and _login_host_unclear(rest) and not _login_to_last_at(rest) and not _query_at(
-        rest[len(head):]) and re.fullmatch(r"(\[[^\]]*\]|[\w-]+(\.[\w-]+)+|[\w.-]+:\d+)(:\d+)?", host) is not None
+    path = re.split(r"[?#]", rest[len(head):], maxsplit=1)[0]
+    return "@" in head and "@" in path and _login_host_unclear(rest) and reads_as_host(host) and \
+        re.match(r"(\[[^\]]*\]|[^/?#:@\[\]]+):\d+([/?#]|$)", path.rpartition("@")[2]) is None
 
 
 def _path_at_advice(loc: str) -> str:
-    """The refusal's words for a `_host_clear` ws URL: where Dask's websocket client ends the host (not the host itself,
-    which may be part of a password), and the path's '@' to write %40 (JupyterHub reads /user/alice%40uni.edu/ as
-    alice@uni.edu's), named by the text after it, not before it (which `shown` masks)."""
-    path = loc[len(re.split(r"[/?#]", loc, maxsplit=1)[0]):]
-    n, tail = path.count("@"), re.split(r"[?#]", path.rpartition("@")[2], maxsplit=1)[0]  # a query's values unsaid
+    """The refusal's words for a `_host_clear` ws URL: where Dask's websocket client ends the host, and the path's '@'
+    to write %40 (JupyterHub reads /user/alice%40uni.edu/ as alice@uni.edu's), named by the path's text after it: in
+    either reading (a path's '@', or a password's holding '/') no text of a login, as a query's or fragment's may be."""
+    path = re.split(r"[?#]", loc[len(re.split(r"[/?#]", loc, maxsplit=1)[0]):], maxsplit=1)[0]  # a query's unsaid
+    n, tail = path.count("@"), path.rpartition("@")[2]
     before = f" before '{tail}'" if tail else " at its end"
     which = f"the '@'{before}" if n == 1 else f"each of the {n} '@' after it (the last{before})"
     return (f"more than one '@', one after a '/', '?' or '#', so which text is a login and which the host is unclear; "
             "Dask's websocket client reaches the text between the login's last '@' and the first '/', '?' or '#' as "
-            "the host (masked here, as it may be part of a password)"
+            "the host"
             f": if that is the host, write {which} as %40 and keep the login's as typed (a password holding "
             "'/', '?' or '#' cannot be sent: Dask's websocket client sends a login as written)")
 
@@ -165,22 +123,6 @@ def _query_at(after: str) -> bool:
     ?t=***), where its host is the URL's; any other '@' there may end a password holding '/', '?' or '#'."""
     before = after.rpartition("@")[0]
     return "?" in before and "=" in re.split(r"[?&;]", before)[-1]
-
-
-def _port_masked(head: str) -> str:
-    """A ws URL's host:port whose path holds an '@' (ws://alice:123/pw@node7/) with its port masked: Dask reads host
-    alice, port 123, but as typed it is a login whose password holds a '/', and "123" had been shown (a review)."""
-    return head if "@" in head else re.sub(r":\d+$", ":***", head)
-
-
-def _login_masked(rest: str) -> str:
-    """`rest` (a URL's part after the scheme) with its user:password@ (the text to its last '@') masked."""
-    userinfo, at, after = rest.rpartition("@")
-    if not at:
-        return rest
-    user, colon, password = userinfo.partition(":")  # a user name alone may be a token: masked too, as is one given
-    login = f"{user}:***" if colon and password else "***:" if colon else "***"  # with an empty password (TOKEN:@)
-    return f"{login}@{after}"
 
 
 DRIVES = os.name == "nt"  # whether C:\ and C:/ name a drive: Windows only
@@ -240,21 +182,6 @@ def masked_command(argv) -> str:
     return shlex.join(["iqt", *out])
 
 
-def _query_masked(text: str) -> str:
-    """A URL's query and fragment values masked (wss://host/?token=***, host:8786#token=***), and each of their parts
-    without '=' whole (tcp://host:8786#***): a proxy's token passed there had been echoed whole."""
-    head, q, tail = re.match(r"([^?#]*)([?#]?)(.*)", text, re.S).groups()
-    if not q or "://" not in head:
-        return text
-    query, hash_, fragment = tail.partition("#") if q == "?" else ("", q, tail)
-
-    def values(part: str) -> str:
-        return re.sub(r"(?<![^&;])[^&;=]+(?=[&;]|$)", "***", re.sub(r"=[^&;]*", "=***", part))
-
-    return f"{head}{q}{values(query)}" if q == "?" and not hash_ else \
-        f"{head}{q}{values(query)}{hash_}{values(fragment)}" if q == "?" else f"{head}#{values(fragment)}"
-
-
 def dask_said(text, address) -> str:
     """Dask's own text (an error's) on one line, with `address` as `shown` writes it and its password or token nowhere:
     "cannot connect (Timed out trying to connect to ws://alice:pw@host/ ...)" had quoted it whole (a review). The
@@ -263,13 +190,13 @@ def dask_said(text, address) -> str:
     text, address = str(text), str(address)
     rest, said = address.partition("://")[2] or address, shown(address)
     text = text.replace(address, said).replace(rest, said.partition("://")[2] or said)  # with its scheme or without
-    head = re.split(r"[/?#]", rest, maxsplit=1)[0] if _path_at(rest) else rest
+    ws = address.partition("://")[0].lower() in ("ws", "wss")
+    head = re.split(r"[/?#]", rest, maxsplit=1)[0] if ws or _path_at(rest) else rest
     userinfo = head.rpartition("@")[0]
-    if head != rest and "@" in rest[len(head):]:  # ws://alice:123/pw@h/'s "alice:123", ws://h:8786/?t=a@b's "h:8786"
-        text = text.replace(head, _port_masked(head))
-    if head != rest and "@" in rest[len(head):] and _whole_login(head):  # where it stands as a host ("AbC9:80"), as
-        # `shown` masks it: part of a token
-        text = re.sub(rf"(?<![\w.%~+-]){re.escape(head)}(?=[:/?#])", "***", text)
+    if ws and (hidden := hidden_host(rest)):  # where Dask names the host `shown` masks ("alice:1" of ws://alice:1/pw@h/)
+        text = re.sub(rf"(?<![\w.%~+-]){re.escape(hidden)}(?![\w.%~+-])", "***", text)
+    if not ws and head != rest and "@" in rest[len(head):]:  # tcp://h:8786/a@b's "h:8786" (refused): its port masked
+        text = text.replace(head, re.sub(r":\d+$", ":***", head))
     if userinfo:  # where it stands as the login: user:password (with its '@' or not), TOKEN@ and TOKEN:@; never a word
         # of Dask's alone (the password "connect" had blanked "trying to *** to"): neither Dask nor tornado, which sends
         # it as a Basic login, quotes a password outside its address
@@ -623,9 +550,12 @@ def _no_workers(scheduler: str, wait_s: float, what: str) -> str:
     from urllib.parse import urlsplit
 
     scheme = str(scheduler).partition("://")[0].lower() if "://" in str(scheduler) else "tcp"
-    path = urlsplit(shown(scheduler)).path if scheme in ("ws", "wss") else ""  # masked as the line's address
+    said = urlsplit(shown(scheduler)) if scheme in ("ws", "wss") else None  # masked as the line's address
+    path = said.path if said else ""
     start = (f"start workers with 'dask worker {scheme}://{host_port(scheduler)}' (with ImageQualityTransfer installed, "
-             "as here)") if path in ("", "/") else (  # a proxy's path: 'dask worker' fails reading its port ('8786/p')
+             "as here)") if path in ("", "/") and not (said and said.hostname == "***") else (
+        f"start workers at the scheduler's own address, 'dask worker {scheme}://HOST:PORT' (with ImageQualityTransfer "
+        "installed, as here)") if path in ("", "/") else (  # a proxy's path: 'dask worker' fails reading its port ('8786/p')
         f"start workers at the scheduler's own address, 'dask worker {scheme}://HOST:PORT' (not through the path {path}: "
         "'dask worker' takes no URL path), with ImageQualityTransfer installed, as here")
     return f"--scheduler {shown(scheduler)}: no worker {what} within {wait_s:g} s; {start}, or wait longer with " \
@@ -700,6 +630,13 @@ def _answers_as_ws(address: str, url, security=None) -> None:
         conn.close()
     host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
     where = f"{host}:{url.port}" if url.port else host  # no user:password in a message
+    rest = address.partition("://")[2]
+    if "@" in rest[len(re.split(r"[/?#]", rest, maxsplit=1)[0]):]:  # as `shown` writes it (ws_shown's rule): its path
+        from urllib.parse import urlsplit
+
+        url = url._replace(path=urlsplit(shown(address)).path or "/")  # masked, and its host where it masks it
+        if hidden_host(rest):
+            host, where = "HOST", "HOST:PORT"
     if 200 <= status < 400:
         raise IQTError(f"--scheduler {shown(address)}: a web page answers there (HTTP {status}), not a Dask scheduler: the "
                        f"address of its dashboard? give the scheduler's, tcp://{host}:8786 by default (ws://HOST:PORT/ "

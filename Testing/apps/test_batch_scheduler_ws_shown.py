@@ -1,0 +1,87 @@
+"""`iqt batch --scheduler ws://...`: the one rule its lines write a ws/wss address by (apps/batch/ws_shown.py), as a
+property over a grid of logins, tokens, hosts, ports, paths, queries and fragments: no secret text in any line, and
+the host and port shown wherever the rule says."""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+import pytest
+
+pytest.importorskip("distributed")
+
+from ImageQualityTransferLib.apps.batch import scheduler  # noqa: E402
+from ImageQualityTransferLib.core.errors import IQTError  # noqa: E402
+
+# every secret holds "Zq9": passwords, tokens (holding '/', '?', '#', '@', ':', '=', '.'), query values, fragments
+LOGINS = ("", "alice:Zq9pw@", "Zq9tok:@", "Zq9@tok:@", "alice:Zq9@pw@", "alice:Zq9a/Zq9b@", "Zq9a/Zq9.b:@",
+          "Zq9a?Zq9b:@", "Zq9a#Zq9b:@", "Zq9a=Zq9b:@", "alice:Zq9a@Zq9b/Zq9c@", "alice:Zq99:x=1@", "Zq99.x1/Zq9b:@")
+HOSTS = ("node7", "node7:8786", "hub.example.org", "hub.example.org:443", "localhost", "localhost:8786", "127.0.0.1",
+         "127.0.0.1:8786", "[::1]", "[::1]:8786")
+PATHS = ("", "/", "/dask/", "/user/Zq9a@uni.edu/", "/x/Zq9a@b/c")
+QUERIES = ("", "?token=Zq9q", "?token=Zq9a@Zq9b", "?t=Zq9a@Zq9b&u=1", "?Zq9a@Zq9b", "?tok@Zq9k=Zq9v", "#t=Zq9a@Zq9b",
+           "?token=Zq9q#Zq9a@Zq9b", "?x=1&Zq9a@Zq9b", "#Zq9f")
+STRICT = ("hub.example.org", "localhost", "127.0.0.1", "[::1]")  # read as a host by name alone, not as a token
+
+
+def _lines(given: str) -> list:
+    """Every line `iqt batch` may print or record of `given`: shown, the recorded command, Dask's quoting of it (the
+    address and its host:port as Dask names them), the no-workers line, the refusal if any."""
+    head = re.split(r"[/?#]", given.partition("://")[2], maxsplit=1)[0]
+    lines = [scheduler.shown(given), shlex.split(scheduler.masked_command(["batch", "in", "--scheduler", given]))[-1],
+             scheduler.dask_said(f"Timed out trying to connect to {given} ({head.rpartition('@')[2]}) after 5 s", given),
+             scheduler._no_workers(given, 5, "joined")]
+    try:
+        scheduler.check_address(given)
+    except IQTError as err:
+        lines.append(str(err))
+    return lines
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheme", ["ws", "wss"])
+def test_no_line_shows_a_secret_and_the_host_is_shown_where_the_rule_says(scheme):
+    """No Zq9 text in any line; the host and its port shown where no '@' follows the host (the login before it is
+    clear), or where one does and the text before the first '/', '?' or '#' after the login's last '@' is the host and
+    reads strictly as one (a dotted name, an IP address, localhost); otherwise scheme://*** (the earlier rules had shown
+    'en=Zq9v' of ?tok@en=Zq9v, and hidden localhost in ws://localhost/?token=a@b)."""
+    seen = shown_host = 0
+    for login in LOGINS:
+        for host in HOSTS:
+            for path in PATHS:
+                for query in QUERIES:
+                    given = f"{scheme}://{login}{host}{path}{query}"
+                    lines = _lines(given)
+                    assert not [line for line in lines if "Zq9" in line], (given, lines)
+                    rest = given.partition("://")[2]
+                    head = re.split(r"[/?#]", rest, maxsplit=1)[0]
+                    name = host.rpartition(":")[0] if re.search(r":\d+$", host) else host
+                    if "@" not in rest[len(head):] or (head.rpartition("@")[2] == host and name in STRICT):
+                        assert re.match(rf"{scheme}://([^/?#]*@)?{re.escape(host)}([/?#]|$)", lines[0]), (given, lines[0])
+                        shown_host += 1
+                    else:
+                        assert lines[0] == f"{scheme}://***", (given, lines[0])
+                    seen += 1
+    assert seen == len(LOGINS) * len(HOSTS) * len(PATHS) * len(QUERIES) and shown_host > seen // 3
+
+
+@pytest.mark.parametrize("given, said", [
+    ("ws://node7:8786/", "ws://node7:8786/"),
+    ("ws://u:pw@node7:8786/dask/?token=T", "ws://u:***@node7:8786/dask/?token=***"),
+    ("ws://Zq9tok:@node7/", "ws://***:@node7/"),
+    ("wss://hub.example.org/user/alice@uni.edu/", "wss://hub.example.org/***"),
+    ("wss://hub.example.org:443/user/alice@uni.edu/?token=x@y", "wss://hub.example.org:443/***"),
+    ("ws://localhost/?token=a@b", "ws://localhost/***"),
+    ("ws://127.0.0.1:8786/?tok@en=Zq9v", "ws://127.0.0.1:8786/***"),
+    ("ws://node7:8786/?token=a@b", "ws://***"),
+    ("ws://alice:123/pw@node7/", "ws://***"),
+    ("ws://user:p@ss/w0rd@host:8786", "ws://***"),
+    ("wss://alice:tok@hub.example.org/user/alice@uni.edu/proxy/8786/", "wss://***@hub.example.org/***"),
+])
+def test_each_form_of_the_rule(given, said):
+    """One form of each case: no '@' after the host (login masked, path shown, query values masked); an '@' only after a
+    host that reads strictly as one (shown with its port, all after it /***) or after one label, which a token or a
+    user name with its password's start reads as (ws://***); a login and an '@' after it ("ss" of the password p@ss/w0rd
+    would read as one label)."""
+    assert scheduler.shown(given) == said

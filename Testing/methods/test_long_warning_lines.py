@@ -158,6 +158,8 @@ def test_the_mirrored_directions_line_is_said_over_short_lines(capsys, monkeypat
     assert len(bodies) > 2 and max(map(len, bodies)) <= LONGEST, bodies
     assert bodies[0].startswith("the tensors' directions look mirrored or turned on this grid"), bodies
     assert bodies[-1] == "--no-frame-check skips this check", bodies
+    # each line reads alone: the tracked fibres' line had leant on "that" of the line before ("with that corrected")
+    assert [b for b in bodies if b.startswith("fibres tracked with the directions corrected run ")], bodies
 
 
 @pytest.mark.parametrize("made_by", ["iqt cubic factor 2", "iqt global-linear factor 2",

@@ -288,8 +288,8 @@ def check_frame(lr: Volume, order: str | None = None) -> str | None:
     # pieces (split at "; ") of at most PIECE_LIMIT characters, as a long warning is said over several lines
     # (methods/base.py warning_lines): as one line it had run to 685 characters after the file's name
     warnings.warn(lr.source + _("the tensors' directions look mirrored or turned on this grid, as a wrong gradient table "
-                                "leaves them; {what}; fibres tracked from the white matter run {best} mm on average "
-                                "with that corrected against {read}; every output direction follows the input's; if "
+                                "leaves them; {what}; fibres tracked with the directions corrected run {best} mm on "
+                                "average, against {read}; every output direction follows the input's; if "
                                 "the fit was given bvecs not flipped for a neurological-storage DWI, fit again from the "
                                 "DWI with the right table; 'iqt fit' checks the table; if the file is in another tool's "
                                 "frame (MRtrix's scanner frame reads with --tensor-order mrtrix), read it in its own "

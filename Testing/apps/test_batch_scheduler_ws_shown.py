@@ -85,3 +85,12 @@ def test_each_form_of_the_rule(given, said):
     user name with its password's start reads as (ws://***); a login and an '@' after it ("ss" of the password p@ss/w0rd
     would read as one label)."""
     assert scheduler.shown(given) == said
+
+
+def test_dask_s_text_masks_a_hidden_host_where_it_stands_never_a_word_of_its_own():
+    """Dask names the host it reached ("(to:80)"): masked there where the rule masks it, while its own words stay ("trying
+    to connect" for the token "to/x"), and a host the rule shows stays shown."""
+    assert scheduler.dask_said("Timed out trying to connect to ws://to/x@y (to:80) after 5 s", "ws://to/x@y") == (
+        "Timed out trying to connect to ws://*** (***:80) after 5 s")
+    assert scheduler.dask_said("cannot connect (alice:12)", "wss://alice:12/pw@node7/") == "cannot connect (***)"
+    assert scheduler.dask_said("cannot connect (localhost:1)", "ws://localhost:1/a@b") == "cannot connect (localhost:1)"

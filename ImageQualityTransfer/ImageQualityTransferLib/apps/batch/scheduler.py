@@ -193,10 +193,14 @@ def dask_said(text, address) -> str:
     ws = address.partition("://")[0].lower() in ("ws", "wss")
     head = re.split(r"[/?#]", rest, maxsplit=1)[0] if ws or _path_at(rest) else rest
     userinfo = head.rpartition("@")[0]
-    if ws and (hidden := hidden_host(rest)):  # where Dask names the host `shown` masks ("alice:1" of ws://alice:1/pw@h/)
-        text = re.sub(rf"(?<![\w.%~+-]){re.escape(hidden)}(?![\w.%~+-])", "***", text)
-    if not ws and head != rest and "@" in rest[len(head):]:  # tcp://h:8786/a@b's "h:8786" (refused): its port masked
-        text = text.replace(head, re.sub(r":\d+$", ":***", head))
+    if ws and (hidden := hidden_host(rest)):  # where Dask names the host `shown` masks ("alice:1" of ws://alice:1/pw@h/),
+        # a bare name only before a port, a path or a closing mark: never a word of Dask's (the token "to/x", "trying to")
+        end = r"(?![\w.%~+-])" if ":" in hidden else r"(?=[:/?#)\]'\"]|$)"
+        text = re.sub(rf"(?<![\w.%~+-]){re.escape(hidden)}{end}", "***", text)
+    if not ws and head != rest and "@" in rest[len(head):]:  # tcp://h:8786/a@b's "h:8786" (refused): its port masked,
+        text = text.replace(head, re.sub(r":\d+$", ":***", head))  # and a head that may begin a token (tcp://T/x@h)
+        if "@" not in head and ":" not in head:
+            text = re.sub(rf"(?<![\w.%~+-]){re.escape(head)}(?=[:/?#])", "***", text)
     if userinfo:  # where it stands as the login: user:password (with its '@' or not), TOKEN@ and TOKEN:@; never a word
         # of Dask's alone (the password "connect" had blanked "trying to *** to"): neither Dask nor tornado, which sends
         # it as a Basic login, quotes a password outside its address

@@ -655,3 +655,17 @@ def test_with_bmax_the_line_names_the_file_s_volumes(coarse_phantom, tmp_path, c
     err = capsys.readouterr().err
     assert err.count("does not fit parts of the series") == 1, err  # one warning, said over short lines
     assert f"volume {first + dw[5]} in every slice" in err and f"slices 14-15 of volume {first + dw[2]}" in err, err
+
+
+def test_a_fit_without_its_outliers_keeps_the_fit_s_metadata(coarse_phantom):
+    """--exclude-outliers changes the tensors, not what the fit's volume says of itself: the outliers are told in the
+    warning line, and the run record keeps the option (fileio/records.py); a key nothing reads had been added."""
+    dw = np.flatnonzero(coarse_phantom.bvals > B0_THRESHOLD)
+    bad = _corrupted(coarse_phantom, dropout=[dw[2]], slices=[14, 15], zeroed=[dw[5]])
+    mask = brain_mask(bad)
+    fitted = fit_dti(bad, mask)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = outliers.check_fit(bad, mask, fitted, exclude=True)
+    assert any("fitted without them" in str(w.message) for w in caught)
+    assert not np.array_equal(out.data, fitted.data) and out.meta == fitted.meta, sorted(set(out.meta) - set(fitted.meta))

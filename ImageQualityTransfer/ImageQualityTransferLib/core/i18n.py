@@ -26,7 +26,7 @@ _translator: Callable[[str, str], str] | None = None
 def _(template: str) -> str:
     """`template` in the user's language where a translator is installed (one that returns "" or fails, or whose
     placeholders are not the template's, leaves the English), else as it is."""
-    if _translator is None or _english.get():
+    if _translator is None:
         return template
     return _translated(context_of(sys._getframe(1).f_globals.get("__name__", "")), template)
 
@@ -56,20 +56,6 @@ def _placeholders(text: str) -> set | None:
                 if name is not None}
     except ValueError:
         return None
-
-
-_english: contextvars.ContextVar[bool] = contextvars.ContextVar("iqt_english", default=False)
-
-
-@contextlib.contextmanager
-def in_english():
-    """`_` says the English within this block, whatever translator is installed: for a text kept in a record (the run
-    record's outliers, read by tools) that a line also says in the user's language."""
-    token = _english.set(True)
-    try:
-        yield
-    finally:
-        _english.reset(token)
 
 
 _options: contextvars.ContextVar[dict | None] = contextvars.ContextVar("iqt_option_words", default=None)

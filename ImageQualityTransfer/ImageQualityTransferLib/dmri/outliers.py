@@ -52,7 +52,7 @@ import numpy as np
 
 from ..core import grid
 from ..core.errors import IQTWarning
-from ..core.i18n import _, in_english, option
+from ..core.i18n import _, option
 from ..core.volume import Volume
 from .b0s import check_b0_levels
 from .dti import (B0_THRESHOLD, MIN_DIRECTIONS, POOR_CONDITION, SHELL_STEP, file_volumes, fit_dti, spans_tensor,
@@ -517,9 +517,9 @@ def _along(out: Outliers) -> str:
 
 
 def describe(out: Outliers, number=None) -> str:
-    """The outliers in words (each piece a marked template: `in_english` for a record): whole volumes, then slices
-    grouped by the volumes left out of them (capped); volume `v` named `number[v]` (the file's numbers of a series
-    --bmax kept some of: dti.file_volumes), else `v`."""
+    """The outliers in words (each piece a marked template): whole volumes, then slices grouped by the volumes left
+    out of them (capped); volume `v` named `number[v]` (the file's numbers of a series --bmax kept some of:
+    dti.file_volumes), else `v`."""
     def named(vols):
         return [int(v) if number is None else int(number[v]) for v in vols]
 
@@ -669,9 +669,7 @@ def _check_fit(dwi: Volume, mask, tensor: Volume, exclude: bool, stacklevel: int
             done.append(out.unfixable["all"])
         said = _("fitted without them: {done}").format(done="; ".join(done))
         todo = _("check the series for head motion")
-        with in_english():  # the run record's words, read by tools
-            excluded = describe(out, number)
-        tensor = tensor.replace(data=out.tensor, meta={**tensor.meta, "outliers_excluded": excluded})
+        tensor = tensor.replace(data=out.tensor)
     else:
         # the option in the words of the app that runs (core/i18n.py option: the Slicer module's Exclude outliers)
         todo = _("check the series for head motion, or {rerun_exclude_outliers} to fit without them").format(

@@ -716,3 +716,13 @@ def test_a_one_slice_block_a_given_mask_surrounds_in_a_whole_field_fit_is_warned
         drop_failed_fits(lr, Volume(mask, lr.affine, "mask"))
     warned = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
     assert len(warned) == 1 and "1.3 cm^3 of them in one cluster" in warned[0], warned
+
+
+def test_the_cluster_piece_s_marked_template_holds_the_words_batch_qc_reads():
+    """iqt batch's QC turns a subject's row orange where its notes hold CLUSTER_SAID (apps/batch/qc.py); the piece
+    that says the cluster is a marked template, a literal of its own (Testing/core/test_i18n.py), so a rewording of
+    one had left the other behind with no test to tell."""
+    from ImageQualityTransferLib.core import i18n
+
+    cluster = [t for c, t in i18n.marked_templates() if c == "methods.inputs" and "cm^3" in t and "cluster" in t]
+    assert len(cluster) == 1 and cluster[0].startswith("{size} " + inputs.CLUSTER_SAID), cluster

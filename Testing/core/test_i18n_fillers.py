@@ -179,3 +179,26 @@ def test_the_gradient_file_warnings_are_the_translator_s(tmp_path):
         gradients.sidecar_slices(tmp_path / "dwi.nii.gz")
     said = [re.sub(r"^\S+: ", "", str(w.message)) for w in caught]
     assert len(said) == 3 and all(not english_words(s.replace("JSONDecodeError", "")) for s in said), said
+
+
+def test_each_selector_label_is_translated_once_in_the_panel_s_context():
+    """A refusal names an output selector by the panel's label (Resources/UI/ImageQualityTransfer.ui), in the panel's
+    translation: the label had been marked again in slicer.results, so a translator translated it twice and the two
+    could differ."""
+    from ImageQualityTransferLib.slicer import results
+
+    asked = []
+
+    def translator(context, text):
+        asked.append((context, text))
+        return "Etikett" if context == results.UI_CONTEXT else None
+
+    i18n.install(translator)
+    try:
+        said = {key: results.selector_label(key) for key in results.SELECTOR_UI_LABEL}
+    finally:
+        i18n.install(None)
+    assert said == dict.fromkeys(results.SELECTOR_UI_LABEL, "'Etikett'"), said
+    assert sorted(asked) == sorted((results.UI_CONTEXT, label) for label in results.SELECTOR_UI_LABEL.values()), asked
+    words = {label.rstrip(":") for label in results.SELECTOR_UI_LABEL.values()}
+    assert not [t for c, t in i18n.marked_templates() if c == "slicer.results" and t.strip("'") in words]

@@ -33,11 +33,11 @@ def test_the_comparison_selector_says_cubic_not_the_method():
     for text in (label, none, tip):  # translatable text (uic gives it to tr())
         assert text.get("notr") != "true", text.text
         assert results.COMPARISON_METHOD in text.text.lower(), text.text
-    assert "method (" not in none.text and none.text.startswith(results.AUTOMATIC_COMPARISON.strip("'")), none.text
+    assert "method (" not in none.text and none.text.startswith(results.automatic_comparison().strip("'")), none.text
     assert "whatever method runs" in tip.text
     # the other two outputs are named after the method, as their selectors say
     for name in ("outputSelector", "uncertaintySelector"):
-        assert _property(_widget(root, name), "noneDisplay").text.startswith(results.AUTOMATIC_OUTPUT.strip("'"))
+        assert _property(_widget(root, name), "noneDisplay").text.startswith(results.automatic_output().strip("'"))
 
 
 def test_a_wrong_comparison_node_is_refused_naming_that_selectors_choice():
@@ -57,10 +57,10 @@ def test_a_wrong_comparison_node_is_refused_naming_that_selectors_choice():
             processing.run_on_nodes(scene, node, "linear", 2, targets=targets)
         message = str(caught.value)
         assert "\n" not in message
-        choice = results.AUTOMATIC_COMPARISON if "interpolated" in targets else results.AUTOMATIC_OUTPUT
+        choice = results.automatic_comparison() if "interpolated" in targets else results.automatic_output()
         assert choice in message, message
         # the selector that offers that choice, by its panel label (the Output one never offers the comparison's)
-        assert results.SELECTOR_LABEL[next(iter(targets))] + " selector" in message, message
+        assert results.selector_label(next(iter(targets))) + " selector" in message, message
     # one node in two selectors: both said by their panel labels, not the internal keys
     other = mrml.add_tensor_node(scene, Volume(data, np.diag([1.0, 1.0, 1.0, 1.0]), "tensor"), "other_dti")
     with pytest.raises(IQTError) as caught:
@@ -68,8 +68,8 @@ def test_a_wrong_comparison_node_is_refused_naming_that_selectors_choice():
     message = str(caught.value)
     assert "\n" not in message and "interpolated output" not in message, message
     for key in ("tensor", "interpolated"):
-        assert results.SELECTOR_LABEL[key] in message, message
-    assert f"choose {results.AUTOMATIC_COMPARISON} in the {results.SELECTOR_LABEL['interpolated']}" in message, message
+        assert results.selector_label(key) in message, message
+    assert f"choose {results.automatic_comparison()} in the {results.selector_label('interpolated')}" in message, message
 
 
 def test_the_selector_labels_in_messages_are_the_panels_labels():
@@ -78,7 +78,8 @@ def test_the_selector_labels_in_messages_are_the_panels_labels():
     root = ET.parse(UI).getroot()
     for key, name in (("tensor", "outputSelectorLabel"), ("uncertainty", "uncertaintySelectorLabel"),
                       ("interpolated", "interpolatedSelectorLabel")):
-        assert results.SELECTOR_LABEL[key] == "'" + _property(_widget(root, name), "text").text.rstrip(":") + "'"
+        assert results.SELECTOR_UI_LABEL[key] == _property(_widget(root, name), "text").text
+        assert results.selector_label(key) == "'" + results.SELECTOR_UI_LABEL[key].rstrip(":") + "'"
 
 
 def test_the_compare_buttons_tooltips_name_the_cubic_comparison():

@@ -37,6 +37,12 @@ def context_of(module: str) -> str:
     return ".".join(module.split(".")[-2:])
 
 
+def translated(context: str, text: str) -> str:
+    """`text` as the installed translator says it in `context` (an app's own text, as a panel's .ui in its class's
+    context), or as it is: one translation for words the engine names too."""
+    return _translated(context, text)
+
+
 def _translated(context: str, template: str) -> str:
     if _translator is None:
         return template

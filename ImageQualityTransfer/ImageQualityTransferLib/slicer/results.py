@@ -6,37 +6,37 @@ from __future__ import annotations
 from . import mrml
 from ..core import grid
 from ..core.errors import IQTError
-from ..core.i18n import _
+from ..core.i18n import _, translated
 from ..core.volume import Volume
 from ..fileio.records import SUPPORT_KEY, support_json
 
 COMPARISON_METHOD = "cubic"  # the interpolation shown beside every result
 
-# the output selectors' empty choice, as the panel names it (Resources/UI/ImageQualityTransfer.ui, noneDisplay)
-AUTOMATIC_OUTPUT = "'Named after the method'"
-# the comparison selector's: its node is the cubic interpolation whatever method runs (`<input>_cubic`), and a
-# radiologist had read "Named after the method" there as the method chosen
-AUTOMATIC_COMPARISON = f"'Named <input>_{COMPARISON_METHOD}'"
-# each output selector as the panel labels it, so a refusal names the selector that offers its choice
-SELECTOR_LABEL = {"tensor": "'High-resolution DTI'", "uncertainty": "'Uncertainty'",
-                  "interpolated": "'Cubic interpolation (comparison)'"}
+# the panel's class in Resources/UI/ImageQualityTransfer.ui: Qt translates the panel's texts in this context
+UI_CONTEXT = "ImageQualityTransfer"
+# each output selector's label on the panel (Resources/UI/ImageQualityTransfer.ui), so a refusal names the selector
+# that offers its choice in the panel's own words, translated once, as the panel shows them
+SELECTOR_UI_LABEL = {"tensor": "High-resolution DTI:", "uncertainty": "Uncertainty:",
+                     "interpolated": "Cubic interpolation (comparison):"}
 
 
 def automatic_output() -> str:
-    """AUTOMATIC_OUTPUT in the user's language (a refusal's placeholder: marked whole, so a translator sees it)."""
+    """The output selectors' empty choice, as the panel names it (its noneDisplay), in the user's language (a
+    refusal's placeholder: marked whole, so a translator sees it)."""
     return _("'Named after the method'")
 
 
 def automatic_comparison() -> str:
-    """AUTOMATIC_COMPARISON in the user's language."""
+    """The comparison selector's empty choice: its node is the cubic interpolation whatever method runs
+    (`<input>_cubic`), and a radiologist had read "Named after the method" there as the method chosen."""
     return _("'Named <input>_{method}'").format(method=COMPARISON_METHOD)
 
 
 def selector_label(key: str | None) -> str:
-    """SELECTOR_LABEL[key] in the user's language; the words for an output selector the panel does not label
-    (`key` None or another) too."""
-    return {"tensor": _("'High-resolution DTI'"), "uncertainty": _("'Uncertainty'"),
-            "interpolated": _("'Cubic interpolation (comparison)'")}.get(key) or _("output")
+    """The panel's label of the output selector `key`, quoted, in the user's language (the panel's own translation);
+    the words for an output selector the panel does not label (`key` None or another) too."""
+    label = SELECTOR_UI_LABEL.get(key)
+    return "'" + translated(UI_CONTEXT, label).rstrip().rstrip(":").rstrip() + "'" if label else _("output")
 
 
 # A run's outputs are found again by a node reference to their input, which MRML remaps when a saved scene is imported

@@ -134,9 +134,9 @@ def test_a_run_says_the_noisy_context_line_in_the_translator_s_words():
     english = said()
     assert english[0].startswith("920 of the 920 tensors within 2 voxels beyond the mask (100 %) are not physical"), english
     i18n.install(lambda context, text: {("methods.inputs", template): "{share} % von {total} ({count}) in {rings} "
-                                                                      "Ringen: Rauschen"}.get((context, text)))
+                                                                      "Ringen: Rauschen ({fslmaths})"}.get((context, text)))
     try:
-        assert said() == ["100 % von 920 (920) in 2 Ringen: Rauschen"]
+        assert said() == ["100 % von 920 (920) in 2 Ringen: Rauschen (fslmaths DTI -mas MASK)"]
     finally:
         i18n.install(None)
     assert said() == english
@@ -265,3 +265,32 @@ def test_the_engine_s_clause_helpers_say_their_constants_without_a_translator():
              tensor_checks.MISSING_AS_REFERENCE]
     assert [tensor_checks.missing_fate_text(f) for f in fates] == fates
     assert gradcheck.lines_check_text() == gradcheck.LINES_CHECK
+
+
+# a command a user types, or a program's name: kept out of a marked template's words, as a placeholder
+COMMAND = re.compile(r"'iqt |\biqt (fit|upsample|mask|degrade|seal|train|view|batch|track)\b|\b(fslmaths|fslroi|fslmerge|"
+                     r"mrconvert|dipy_fit_dti)\b")
+
+
+def test_no_marked_template_holds_a_command_outside_its_placeholders():
+    """A translator translates a template's words: a command in them (the sign refusal's 'fslmaths in -mul -1 out')
+    came out changed under a translation, so each is a placeholder the engine fills."""
+    held = [(c, t) for c, t in i18n.marked_templates() if COMMAND.search(re.sub(r"\{\w*\}", "", t))]
+    assert not held, held
+
+
+def test_the_sign_refusal_s_command_is_kept_under_a_translator():
+    from helpers import vowels_translated
+
+    from ImageQualityTransferLib.core.errors import IQTError
+    from ImageQualityTransferLib.core.tensor_checks import check_scale
+
+    from ImageQualityTransferLib.core import tensors
+
+    rng = np.random.default_rng(3)  # a negated fit: tissue-sized tensors, every one negative definite
+    lam = rng.uniform(0.3e-3, 1.5e-3, size=(512, 3))
+    rot = np.linalg.qr(rng.normal(size=(512, 3, 3)))[0]
+    t = -tensors.from_matrix(rot @ (lam[:, :, None] * np.eye(3)) @ np.swapaxes(rot, 1, 2)).reshape(8, 8, 8, 6)
+    with vowels_translated(), pytest.raises(IQTError) as caught:
+        check_scale(t, what="input")
+    assert "'fslmaths in -mul -1 out'" in str(caught.value) and "mUltIply" in str(caught.value), str(caught.value)

@@ -162,7 +162,9 @@ def test_a_slicer_run_s_tensor_and_mask_refusals_are_the_translator_s():
             with pytest.raises(IQTError) as caught:
                 refused()
             said.append(processing.in_module_words(str(caught.value)))
-    assert all(not english_words(s.replace(" input ", " ")) for s in said), said
+    # the sign refusal's command is a placeholder: kept as typed, not translated
+    assert "'fslmaths in -mul -1 out'" in said[0], said
+    assert all(not english_words(s.replace(" input ", " ").replace("'fslmaths in -mul -1 out'", "")) for s in said), said
     assert said[-1].endswith("chOOsE A BrAIn mAsk thAt hOlds thE brAIn"), said
 
 

@@ -508,8 +508,8 @@ def test_nifti_tensor_node_refusal_in_the_installed_translator_s_words(tmp_path,
     table = {"node '{name}'": "Knoten »{name}«",
              "{node} was changed since it was read from {file}, whose tensor components Slicer's reader gets wrong; "
              "{fix}": "{file}: {node} geändert; {fix}",
-             "load it as NRRD instead ('iqt fit … -o dti.nrrd' writes one) or run 'iqt upsample' on the file itself":
-                 "als NRRD laden"}
+             "load it as NRRD instead ({iqt_fit} writes one) or run {iqt_upsample} on the file itself":
+                 "als NRRD laden ({iqt_fit}) oder {iqt_upsample}"}
     i18n.install(lambda context, text: table.get(text) if context == "slicer.mrml" else None)
     try:
         with pytest.raises(IQTError) as said:
@@ -518,7 +518,8 @@ def test_nifti_tensor_node_refusal_in_the_installed_translator_s_words(tmp_path,
             mrml.tensor_volume_from_node(None)
     finally:
         i18n.install(None)
-    assert str(said.value) == f"dti.nii.gz: Knoten »{node.GetName()}« geändert; als NRRD laden"
+    assert str(said.value) == f"dti.nii.gz: Knoten »{node.GetName()}« geändert; als NRRD laden ('iqt fit … -o " \
+        "dti.nrrd') oder 'iqt upsample'"
     assert str(none.value).startswith("expected a diffusion tensor volume node, got nothing;")  # no entry: English
 
 

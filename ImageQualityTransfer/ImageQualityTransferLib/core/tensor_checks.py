@@ -364,8 +364,8 @@ def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "inp
     if scale < 1e-5 and _few_tensors(values[judged]):
         raise IQTError(_("the {what} tensors are one or two tiny tensors repeated in nearly every voxel (MD {md} "
                          "mm^2/s): an empty or failed fit (an integer file's intercept, or a fit's floor, everywhere), "
-                         "not a unit to rescale; fit the DWI again ('iqt fit') after checking its b0 volumes (a blank "
-                         "one, or one of another series)").format(what=what, md=f"{scale:g}"))
+                         "not a unit to rescale; fit the DWI again ({iqt_fit}) after checking its b0 volumes (a blank "
+                         "one, or one of another series)").format(what=what, md=f"{scale:g}", iqt_fit="'iqt fit'"))
     if few_tissue:  # too few tissue-like in mm^2/s: a unit to name, read off a fit's floor
         scale = _off_floor_median(lam[judged & pd], md[judged & pd], scale)
     if scale <= MAX_MEDIAN_MD:  # a whole-field fit ten times too large: its brain's MD leaves the tissue-like range,
@@ -437,8 +437,8 @@ def _check_sign(lam: np.ndarray, md: np.ndarray, tissue: np.ndarray, what: str) 
     if negative > 0 and negative >= SIGN_INVERTED * (negative + positive):
         raise IQTError(_("the {what} tensors' sign is inverted: {negative} voxels hold negative-definite tensors of a "
                          "tissue's size (MD -1e-4 to -5e-3 mm^2/s) against {positive} positive-definite ones: multiply "
-                         "them by -1 (e.g. 'fslmaths in -mul -1 out'), or fit them again").format(
-            what=what, negative=negative, positive=positive))
+                         "them by -1 (e.g. {fslmaths}), or fit them again").format(
+            what=what, negative=negative, positive=positive, fslmaths="'fslmaths in -mul -1 out'"))
 
 
 NEGATIVE_MD_REFUSED = 0.5  # share of the brain's tensors with MD <= 0 above which an input is refused
@@ -465,8 +465,8 @@ def _check_negative_md(md: np.ndarray, what: str, source: str = "", made_by: str
 
         raise IQTError(_("{share} % of the {what} tensors in the brain have a mean diffusivity at or below zero, which "
                          "no tissue has: their sign is inverted or they are not a diffusion tensor fit; fit them again "
-                         "from the DWI ('iqt fit') or check the tool that wrote them").format(
-            share=f"{100 * share:.0f}", what=what))
+                         "from the DWI ({iqt_fit}) or check the tool that wrote them").format(
+            share=f"{100 * share:.0f}", what=what, iqt_fit="'iqt fit'"))
     if share > NEGATIVE_MD_SAID and n >= NEGATIVE_MD_MIN and inside is not None:
         # counted in the brain only: 96-100 % of those of cubic outputs of the 8 subjects' unmasked fits lay in the
         # scalp and background fits kept around it (0.9-1.7 % of every voxel, 0-0.04 % of the brain; a review)
@@ -485,38 +485,39 @@ def _check_negative_md(md: np.ndarray, what: str, source: str = "", made_by: str
                 # pieces (split at "; ") of at most PIECE_LIMIT characters, as a long warning is said over several
                 # lines (methods/base.py warning_lines), as are the two below
                 warnings.warn(source + _("{count} of the {what} tensors in the brain ({share} %) have a mean "
-                                         "diffusivity at or below zero, which no tissue has; the file is iqt upsample's "
+                                         "diffusivity at or below zero, which no tissue has; the file is {iqt_upsample}'s "
                                          "output ('{made_by}'); its interpolation overshoots to such tensors where the "
                                          "input's tensors change sharply; they change so at an unmasked fit's scalp and "
                                          "background fits and at the brain's edge; they are not measurements; "
                                          "{give_mask} with the brain mask, or upsample with logeuclid-cubic, which "
                                          "keeps the tensors positive definite").format(
-                    **counts, give_mask=option("give --mask")), IQTWarning, stacklevel=4)
+                    **counts, give_mask=option("give --mask"), iqt_upsample="iqt upsample"), IQTWarning, stacklevel=4)
                 return
             # counted in the brain (the mask's, a masked input's, or the one estimated from an unmasked fit: `inside`),
             # they are the model's own prediction, which regresses the six elements, not the eigenvalues: 'upsample
             # again with --mask' had been advised where --mask was given to both commands (own-style SNR-5 inputs hold
             # none, global-linear's outputs 2.0-2.7 % of the brain; a review; docs/accuracy.md, Noisy scans)
             line = _("{count} of the {what} tensors in the brain ({share} %) have a mean diffusivity at or below "
-                     "zero, which no tissue has; the file is iqt upsample's output ('{made_by}'); these are "
+                     "zero, which no tissue has; the file is {iqt_upsample}'s output ('{made_by}'); these are "
                      "{method}'s own prediction from a noisy input, its model for noisy inputs having run; it predicts "
                      "the six elements, not the eigenvalues, and noise can take them below zero; most lie near the "
                      "brain's edge, not in an unmasked fit's background; tracking reads them as no tissue (FA 0), "
                      "where streamlines stop; {fewer}") if "_noisy" in made_by else \
                 _("{count} of the {what} tensors in the brain ({share} %) have a mean diffusivity at or below zero, "
-                  "which no tissue has; the file is iqt upsample's output ('{made_by}'); these are {method}'s own "
+                  "which no tissue has; the file is {iqt_upsample}'s output ('{made_by}'); these are {method}'s own "
                   "prediction; it predicts the six elements, not the eigenvalues, and noise can take them below zero; "
                   "most lie near the brain's edge, not in an unmasked fit's background; tracking reads them as no "
                   "tissue (FA 0), where streamlines stop; {fewer}")
-            warnings.warn(source + line.format(**counts, method=method, fewer=_(
+            warnings.warn(source + line.format(**counts, method=method, iqt_upsample="iqt upsample", fewer=_(
                 "deep (the default) and espcn gave at most 8 such voxels on noisy masked inputs of the 4 dev scans; "
                 "global-linear gave 2.6-4.8 % there (docs/accuracy.md, Noisy scans); logeuclid-cubic keeps every "
                 "tensor positive definite")), IQTWarning, stacklevel=4)
             return
         warnings.warn(source + _("{count} of the {what} tensors in the brain ({share} %) have a mean diffusivity at or "
                                  "below zero, which no tissue has; such tensors are sign-inverted, or not fitted: every "
-                                 "method's output there is not a measurement; fit them again from the DWI ('iqt fit') "
-                                 "or check the tool that wrote them").format(**counts), IQTWarning, stacklevel=4)
+                                 "method's output there is not a measurement; fit them again from the DWI ({iqt_fit}) "
+                                 "or check the tool that wrote them").format(**counts, iqt_fit="'iqt fit'"),
+                      IQTWarning, stacklevel=4)
 
 
 def _mostly_one_isotropic(lam: np.ndarray) -> bool:

@@ -22,6 +22,8 @@ from .dti import B0_THRESHOLD, SHELL_STEP, file_volumes
 B0_RATIO = 1.25  # a b0 brighter or darker than the others' median by more than this factor in the brain is said
 FAILED_MD = 1e-5  # mm^2/s: a brain median MD below this is no tissue's (ex vivo 0.1-0.3e-3): the fit failed
 MD_RANGE = (0.4e-3, 1.6e-3)  # mm^2/s: the brain's median MD of an in-vivo brain; the 8 shared subjects 0.69-0.89e-3
+# the commands a marked line names to leave a b0 out: placeholders, so a translation cannot change them
+LEAVE_OUT_TOOLS = {"fslroi": "fslroi", "mrconvert": "mrconvert -coord 3"}
 # (b = 1000 and 2000), a neonate's about 1.2-1.5e-3; the audit's b0 at half brightness 0.39e-3
 
 
@@ -81,13 +83,13 @@ def check_b0_levels(dwi: Volume, mask, tensor) -> str:
     if np.isfinite(md) and md < FAILED_MD:  # no tissue's: the fit's eigenvalue floor, written as if it were tensors
         line = _("the fit failed: the brain's median MD is {md} mm^2/s, no brain's (in vivo about 0.7e-3, ex vivo "
                  "0.1-0.3e-3); {found}: check the b0 volumes (a blank one, or one of another series: leave it out, "
-                 "e.g. with fslroi or mrconvert -coord 3, and its line from the bval and bvec files) and that the "
+                 "e.g. with {fslroi} or {mrconvert}, and its line from the bval and bvec files) and that the "
                  "b-values are in s/mm^2") if said else \
             _("the fit failed: the brain's median MD is {md} mm^2/s, no brain's (in vivo about 0.7e-3, ex vivo "
               "0.1-0.3e-3): check the b0 volumes (a blank one, or one of another series: leave it out, e.g. with "
-              "fslroi or mrconvert -coord 3, and its line from the bval and bvec files) and that the b-values are in "
+              "{fslroi} or {mrconvert}, and its line from the bval and bvec files) and that the b-values are in "
               "s/mm^2")
-        raise IQTError(dwi.source + line.format(md=f"{md:.2g}", found="; ".join(said)))
+        raise IQTError(dwi.source + line.format(md=f"{md:.2g}", found="; ".join(said), **LEAVE_OUT_TOOLS))
     if np.isfinite(md) and not MD_RANGE[0] <= md <= MD_RANGE[1]:
         said.append(_("the brain's median MD is {md}e-3 mm^2/s, outside the {low}e-3 to {high}e-3 of an in-vivo "
                       "brain").format(md=f"{md * 1e3:.2g}", low=f"{MD_RANGE[0] * 1e3:g}", high=f"{MD_RANGE[1] * 1e3:g}"))
@@ -103,8 +105,8 @@ def check_b0_levels(dwi: Volume, mask, tensor) -> str:
         source = dwi.source
         warnings.warn(source + _("{found}: the tensors' scale comes from the b0, so MD and FA are off in every voxel "
                                  "if a b0 is another series' or scaled differently (check the series; leave such a b0 "
-                                 "out, e.g. with fslroi or mrconvert -coord 3, and its line from the bval and bvec "
-                                 "files)").format(found="; ".join(said)),
+                                 "out, e.g. with {fslroi} or {mrconvert}, and its line from the bval and bvec "
+                                 "files)").format(found="; ".join(said), **LEAVE_OUT_TOOLS),
                       IQTWarning, stacklevel=3)
     return "; ".join(short) or "ok"
 

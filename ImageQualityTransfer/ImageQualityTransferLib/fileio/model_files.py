@@ -191,8 +191,9 @@ def _say_unsealed(meta: dict, sp: Path) -> None:
         from ..core.errors import IQTWarning
 
         warnings.warn(_("{sidecar}: a model sidecar from before this version (no {seal}), so its settings cannot be "
-                        "verified; if you trust the file as it is, seal it with 'iqt seal {sidecar}' (or retrain the "
-                        "model)").format(sidecar=sp, seal=SEAL), IQTWarning, stacklevel=4)
+                        "verified; if you trust the file as it is, seal it with {seal_command} (or retrain the "
+                        "model)").format(sidecar=sp, seal=SEAL, seal_command=f"'iqt seal {sp}'"),
+                      IQTWarning, stacklevel=4)
 
 
 _UNSEALED_NOTE = ": a model sidecar from before this version (no "

@@ -429,10 +429,10 @@ def _check_frame(img, path, order: str, stated: bool | None) -> None:
             "left-right mirror of every fibre that nothing in the file shows")
     if stated is None:
         warnings.warn(_("{file}: a 5D tensor file on a grid whose affine has a positive determinant: its components "
-                        "are in voxel axes if ANTs or 'iqt fit' wrote it, in FSL's bvec frame if dipy did "
-                        "(dipy_fit_dti), and the two differ by a left-right mirror of every fibre that nothing in the "
+                        "are in voxel axes if ANTs or {iqt_fit} wrote it, in FSL's bvec frame if dipy did "
+                        "({dipy_fit_dti}), and the two differ by a left-right mirror of every fibre that nothing in the "
                         "file shows; read in voxel axes: if dipy wrote it, read it with --tensor-order dipy").format(
-            file=path), IQTWarning, stacklevel=3)
+            file=path, iqt_fit="'iqt fit'", dipy_fit_dti="dipy_fit_dti"), IQTWarning, stacklevel=3)
         return
     raise IQTError(f"{path}: {said}; say which: --tensor-order nifti (voxel axes) or --tensor-order dipy")
 

@@ -291,12 +291,13 @@ def check_frame(lr: Volume, order: str | None = None) -> str | None:
                                 "leaves them; {what}; fibres tracked with the directions corrected run {best} mm on "
                                 "average, against {read}; every output direction follows the input's; if "
                                 "the fit was given bvecs not flipped for a neurological-storage DWI, fit again from the "
-                                "DWI with the right table; 'iqt fit' checks the table; if the file is in another tool's "
+                                "DWI with the right table; {iqt_fit} checks the table; if the file is in another tool's "
                                 "frame (MRtrix's scanner frame reads with --tensor-order mrtrix), read it in its own "
                                 "order; "
                                 "--no-frame-check skips this check").format(
         what=c.what, best=f"{found.scores[key]:.1f}",
-        read=read.format(given=f"{found.scores['given']:.1f}", order=order)), IQTWarning, stacklevel=2)
+        read=read.format(given=f"{found.scores['given']:.1f}", order=order), iqt_fit="'iqt fit'"),
+        IQTWarning, stacklevel=2)
     return key
 
 
@@ -313,7 +314,7 @@ def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
     when one is given): otherwise every method would return a confident answer from nonsense."""
     if vol.kind != "tensor" or vol.data.ndim != 4 or vol.data.shape[3] != 6:
         raise IQTError(_("the input is not a diffusion tensor volume (shape {shape}); give a DTI volume (fit one from "
-                         "DWIs with 'iqt fit')").format(shape=vol.data.shape))
+                         "DWIs with {iqt_fit})").format(shape=vol.data.shape, iqt_fit="'iqt fit'"))
     source = vol.source
     if not np.isfinite(vol.data).all():
         raise IQTError(source + _("the input tensors hold NaN/Inf values; replace them (0 outside the brain) and "
@@ -572,8 +573,8 @@ def drop_failed_fits(lr: Volume, mask: Volume | None, where: str | None = None, 
             raise IQTError(lr.source + _("{count} of the {total} tensors in {where} ({share} %) are failed fits (an "
                                          "eigenvalue outside {low} to {high} mm^2/s): the volume is not a diffusion "
                                          "tensor fit of this brain in mm^2/s; check its unit (brain MD about 0.7e-3 "
-                                         "mm^2/s) and element order (--tensor-order), or fit it again from the DWI ('iqt "
-                                         "fit')").format(
+                                         "mm^2/s) and element order (--tensor-order), or fit it again from the DWI "
+                                         "({iqt_fit})").format(iqt_fit="'iqt fit'", 
                 count=n, total=held, where=where, share=f"{100 * n / held:.0f}", low=f"{tensors.PLAUSIBLE_RANGE[0]:g}",
                 high=f"{tensors.PLAUSIBLE_RANGE[1]:g}"))
         cause, usual = _likely_cause(lr, inside, mask, estimated)
@@ -751,9 +752,10 @@ def warn_noisy_context(lr: Volume, mask: Volume) -> None:
         warnings.warn(lr.source + _("{count} of the {total} tensors within {rings} voxels beyond the mask ({share} %) "
                                      "are not physical (a negative eigenvalue or a failed fit: noise, not tissue): every "
                                      "method reads them as the brain edge's context and its outputs near the edge follow "
-                                     "them; zero the tensors outside the mask (e.g. fslmaths DTI -mas MASK), which the "
+                                     "them; zero the tensors outside the mask (e.g. {fslmaths}), which the "
                                      "methods then fill from the brain's edge").format(
-            count=n, total=m, rings=CONTEXT_RINGS, share=f"{100 * n / m:.0f}"), IQTWarning, stacklevel=3)
+            count=n, total=m, rings=CONTEXT_RINGS, share=f"{100 * n / m:.0f}", fslmaths="fslmaths DTI -mas MASK"),
+            IQTWarning, stacklevel=3)
 
 
 # share of a given mask's voxels outside the brain estimated from a whole-field input's tensors (which keeps scalp and the
@@ -797,15 +799,16 @@ def warn_mask_off_head(lr: Volume, mask: Volume) -> None:
             if index > noise_level.NOISY_INPUT else option("Give this scan's own brain mask")
         line = _("{count} of the {total} input-grid voxels that {mask} covers ({share} %) lie beyond the head its "
                  "tensors show (the background's noise fits, where every method's output is noise): a mask made from "
-                 "another scan, shifted, or reaching well beyond the brain (dilated, a box)? {give} ('iqt mask', 'iqt "
-                 "degrade --mask-out'), or none") if "reduced_from" in mask.meta else \
+                 "another scan, shifted, or reaching well beyond the brain (dilated, a box)? {give} ({iqt_mask}, "
+                 "{iqt_degrade}), or none") if "reduced_from" in mask.meta else \
             _("{count} of the {total} voxels of {mask} ({share} %) lie beyond the head its tensors show (the "
               "background's noise fits, where every method's output is noise): a mask made from another scan, "
-              "shifted, or reaching well beyond the brain (dilated, a box)? {give} ('iqt mask', 'iqt degrade "
-              "--mask-out'), or none")
+              "shifted, or reaching well beyond the brain (dilated, a box)? {give} ({iqt_mask}, {iqt_degrade}), "
+              "or none")
         # one decimal: the rule is over 5 %, which "(5 %)" had said of 5.5 %
         warnings.warn(lr.source + line.format(count=n, total=total, mask=named, share=f"{100 * n / total:.1f}",
-                                              give=give), IQTWarning, stacklevel=3)
+                                              give=give, iqt_mask="'iqt mask'", iqt_degrade="'iqt degrade --mask-out'"),
+                      IQTWarning, stacklevel=3)
 
 
 # share of the mask's voxels up to which failed fits that diffuse faster than free water, in a brain of in-vivo MD, are

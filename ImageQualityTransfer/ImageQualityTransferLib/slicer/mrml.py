@@ -284,14 +284,14 @@ def _warn_slicer_reads_otherwise(node, name: str, hdr: dict, slicer_mf: np.ndarr
     axes = {(1.0, 1.0, 1.0): "RAS", (-1.0, -1.0, 1.0): "LPS"}.get(tuple(np.round(np.diag(slicer_mf), 6)), "other")
     if node.IsA("vtkMRMLDiffusionWeightedVolumeNode"):
         line = _("{node}: {file} has no 'measurement frame' line, so its gradients are read in its space ({space}) "
-                  "as the NRRD format and 'iqt upsample' read them, where Slicer's own reader took {axes} axes: "
+                  "as the NRRD format and {iqt_upsample} read them, where Slicer's own reader took {axes} axes: "
                   "Slicer's view of the input differs from the output's; add the line to the header to say which")
     else:
         line = _("{node}: {file} has no 'measurement frame' line, so its tensors are read in its space ({space}) "
-                  "as the NRRD format and 'iqt upsample' read them, where Slicer's own reader took {axes} axes: "
+                  "as the NRRD format and {iqt_upsample} read them, where Slicer's own reader took {axes} axes: "
                   "Slicer's view of the input differs from the output's; add the line to the header to say which")
-    warnings.warn(line.format(node=_node_said(node), file=os.path.basename(name), space=hdr["space"], axes=axes),
-                  IQTWarning, stacklevel=2)
+    warnings.warn(line.format(node=_node_said(node), file=os.path.basename(name), space=hdr["space"], axes=axes,
+                              iqt_upsample="'iqt upsample'"), IQTWarning, stacklevel=2)
 
 
 def _read_from(node, suffixes: tuple) -> str | None:
@@ -317,7 +317,8 @@ def _warn_if_gapped(node, affine) -> None:
 
 def _nifti_fix() -> str:
     """The fix for a tensor node read from a NIfTI file the engine cannot read for it."""
-    return _("load it as NRRD instead ('iqt fit … -o dti.nrrd' writes one) or run 'iqt upsample' on the file itself")
+    return _("load it as NRRD instead ({iqt_fit} writes one) or run {iqt_upsample} on the file itself").format(
+        iqt_fit="'iqt fit … -o dti.nrrd'", iqt_upsample="'iqt upsample'")
 
 
 def _nifti_source(node) -> str | None:
@@ -353,9 +354,10 @@ def _tensor_volume_from_nifti(node, path: str, affine: np.ndarray) -> Volume:
         except IQTError as exc:
             if "no standard component order" in str(exc):
                 raise IQTError(_("{node} was read from {file}, a 4D six-volume tensor file whose component order only "
-                                  "its maker knows; write it as NRRD with 'iqt upsample {file} --tensor-order "
-                                  "fsl|mrtrix|dipy -o OUT.nrrd' (or fit it with 'iqt fit … -o dti.nrrd') and load "
-                                  "that").format(node=said, file=name)) from None
+                                  "its maker knows; write it as NRRD with {iqt_upsample} (or fit it with {iqt_fit}) "
+                                  "and load that").format(
+                    node=said, file=name, iqt_upsample=f"'iqt upsample {name} --tensor-order fsl|mrtrix|dipy -o OUT.nrrd'",
+                    iqt_fit="'iqt fit … -o dti.nrrd'")) from None
             raise
     if _may_be_dipy_frame(path, vol):  # the engine's reader warned 'add --tensor-order dipy', which the module lacks
         raise IQTError(f"{label} was read from {name}, a 5D tensor file on a positive-determinant grid that iqt did not "

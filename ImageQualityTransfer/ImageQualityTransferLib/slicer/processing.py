@@ -171,11 +171,11 @@ def _refuse_trace(node, b, dw) -> None:
     if trace.size and np.ptp(b) > 0:
         line = _("node '{node}': volumes {volumes} (counted from 0) have b = {b} s/mm^2 but a zero gradient: usually the "
                  "scanner's trace (isotropic) image, which would be fitted as a b0; remove them from the DWI (e.g. in "
-                 "its NIfTI with its bval and bvec, with fslroi) and load it again") if trace.size > 1 else \
+                 "its NIfTI with its bval and bvec, with {fslroi}) and load it again") if trace.size > 1 else \
             _("node '{node}': volume {volumes} (counted from 0) has b = {b} s/mm^2 but a zero gradient: usually the "
               "scanner's trace (isotropic) image, which would be fitted as a b0; remove it from the DWI (e.g. in its "
-              "NIfTI with its bval and bvec, with fslroi) and load it again")
-        raise IQTError(line.format(node=node.GetName(), b=f"{b[trace[0]]:g}",
+              "NIfTI with its bval and bvec, with {fslroi}) and load it again")
+        raise IQTError(line.format(node=node.GetName(), b=f"{b[trace[0]]:g}", fslroi="fslroi",
                                    volumes=", ".join(map(str, trace[:6])) + (" ..." if trace.size > 6 else "")))
 
 
@@ -411,8 +411,9 @@ def module_options() -> dict[str, str]:
             "without their lines in the bval and bvec files: reorder the bval and bvec files to the volumes (or the "
             "volumes to the files, e.g. with mrconvert -coord 3 or fslroi and fslmerge) and run again": _(
                 "without their b-values and gradients: reorder the b-values and gradients of the file the DWI volume "
-                "was loaded from to its volumes (or its volumes to them, e.g. with mrconvert -coord 3 or fslroi and "
-                "fslmerge), load it again and apply again")}
+                "was loaded from to its volumes (or its volumes to them, e.g. with {mrconvert} or {fslroi} and "
+                "{fslmerge}), load it again and apply again").format(
+                mrconvert="mrconvert -coord 3", fslroi="fslroi", fslmerge="fslmerge")}
 
 
 def model_refusal(exc, choice, voxel_size_mm: float | None) -> str:

@@ -1009,6 +1009,30 @@ def test_the_picker_names_the_method_shown_after_a_failure_and_a_pick_while_busy
     assert runs["polled"] and all("pick nearest again" in st for st in runs["polled"]), runs
 
 
+OPTION_WORDS = """
+import asyncio, json, sys
+from ImageQualityTransferLib.apps import view
+viewer = view.Viewer(sys.argv[1], "global-linear", (1, 1, 3), sys.argv[2], server_name="test-option-words")
+viewer._load()
+asyncio.run(viewer._run("global-linear"))
+print(json.dumps({"status": viewer.server.state.status, "notes": list(viewer.server.state.notes)}))
+sys.stdout.flush()
+"""
+
+
+@pytest.mark.slow
+def test_the_page_s_notes_name_iqt_view_s_own_voxel_size(child, lowres):
+    """A real run through the page's own path (Viewer._run: its worker thread, then the notes the page shows) on 8 mm
+    voxels at factors 1,1,3 (8x8x2.7 mm, far from the training's near-isotropic voxels): the factor rule's advice
+    names `iqt view`'s --voxel-size, as it is this command's option, not iqt upsample's (apps/view/engine.py
+    viewer_options). In a child process: its off-screen views are its own."""
+    pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
+    lr, mask = lowres
+    got = child.run(OPTION_WORDS, lr, mask)
+    picks = [n for n in got["notes"] if "picks them" in n]
+    assert got["status"] == "done: global-linear" and len(picks) == 1, got
+    assert "(--voxel-size MM picks them)" in picks[0] and "iqt upsample" not in picks[0], got
+
 RUNNING = """
 import asyncio, json, sys
 from ImageQualityTransferLib.apps import view

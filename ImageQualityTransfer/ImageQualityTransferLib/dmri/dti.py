@@ -21,7 +21,7 @@ def _no_b0(bvals, source: str = ""):
 def gradient_table(dwi: Volume):
     from dipy.core.gradients import gradient_table as dipy_gtab
 
-    check_gradients(dwi.bvals, dwi.bvecs, dwi.source)
+    check_gradients(dwi.bvals, dwi.bvecs, dwi.source, file_volumes(dwi))
     bvecs = np.array(dwi.bvecs, dtype=float)
     norms = np.linalg.norm(bvecs, axis=1)
     # a low-b volume (0 < b <= B0_THRESHOLD) keeps its direction and b-value in the fit, as dipy, FSL and MRtrix fit
@@ -33,11 +33,12 @@ def gradient_table(dwi: Volume):
     return dipy_gtab(dwi.bvals, bvecs=bvecs, b0_threshold=B0_THRESHOLD)
 
 
-def check_gradients(bvals, bvecs, source: str = "") -> None:
+def check_gradients(bvals, bvecs, source: str = "", number=None) -> None:
     """What `gradient_table` refuses in a series' b-values and directions (fewer than 6 diffusion-weighted volumes, no
     b0, a weighted volume without a direction, directions that determine no tensor); reads neither data nor dipy, so
     `iqt train` runs it on each subject's header before preparing any (apps/cli/train.py). `source`: "<file>: " to
-    start a message with, where the series came from one."""
+    start a message with, where the series came from one; `number`: each volume's number in that file
+    (`file_volumes`), else its index."""
     bvals = np.asarray(bvals, float)
     bvecs = np.array(bvecs, dtype=float)
     b0 = bvals <= B0_THRESHOLD
@@ -48,6 +49,8 @@ def check_gradients(bvals, bvecs, source: str = "") -> None:
     if not b0.any():
         _no_b0(bvals, source)
     zero = np.flatnonzero(~b0 & (norms < 1e-6))
+    if number is not None:
+        zero = np.asarray(number)[zero]
     if zero.size:
         raise IQTError(f"{source}diffusion-weighted volume{'s' if zero.size > 1 else ''} "
                        f"{', '.join(map(str, zero[:6]))}{' ...' if zero.size > 6 else ''} (counted from 0) "

@@ -132,10 +132,11 @@ def test_training_on_a_multi_shell_subject_says_it_once(two_shells, tmp_path, ca
     assert len(said) == 1 and str(subject / "dwi.nii.gz") in said[0], err
 
 
-def test_with_bmax_a_zero_gradient_is_named_by_its_number_in_the_file(two_shells, tmp_path, capsys):
+@pytest.mark.parametrize("command", [["fit"], ["degrade", "--factor", "2"]])
+def test_with_bmax_a_zero_gradient_is_named_by_its_number_in_the_file(two_shells, tmp_path, capsys, command):
     """The b = 3000 shell first in the file and a b = 1000 volume with no direction (a trace image): `iqt fit --bmax
-    1000` refuses it naming its number in the file, where a user removes it (it had named its place among the volumes
-    --bmax kept, another volume of the file)."""
+    1000` and `iqt degrade --bmax 1000` refuse it naming its number in the file, where a user removes it (they had
+    named its place among the volumes --bmax kept, another volume of the file)."""
     b = np.asarray(two_shells.bvals, float)
     order = np.r_[np.flatnonzero(b > 2000), np.flatnonzero(b <= 2000)]  # the high shell first, then b0 and b = 1000
     bvecs = np.asarray(two_shells.bvecs, float)[order]
@@ -143,7 +144,7 @@ def test_with_bmax_a_zero_gradient_is_named_by_its_number_in_the_file(two_shells
     bvecs[trace] = 0.0
     fileio.save_dwi(two_shells.replace(data=np.asarray(two_shells.data)[..., order], bvals=b[order], bvecs=bvecs),
                     tmp_path / "dwi.nii.gz")
-    code = cli.main(["fit", str(tmp_path / "dwi.nii.gz"), "--bmax", "1000", "-o", str(tmp_path / "t.nii.gz")])
+    code = cli.main([*command, str(tmp_path / "dwi.nii.gz"), "--bmax", "1000", "-o", str(tmp_path / "t.nii.gz")])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert f"volume {trace} (counted from 0) has a zero gradient direction" in err, err

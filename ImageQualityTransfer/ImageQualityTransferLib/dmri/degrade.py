@@ -129,9 +129,10 @@ def degrade(dwi: Volume, hr_mask: np.ndarray, r, shift=(0, 0, 0), style: str = "
     if noise is not None:
         lr_dwi = noise(lr_dwi, lr_mask).astype(np.float32)
     aff = grid.lr_affine(dwi.affine, f, shift, gap)
-    # the source's path kept: its multi-shell warning is then the one already given, not a second, unnamed one
+    # the source's path kept: its multi-shell warning is then the one already given, not a second, unnamed one; and
+    # its volumes' numbers in the file (dti.file_volumes, after --bmax), which the fit's refusals name them by
     lr_dwi_vol = Volume(lr_dwi, aff, "dwi", bvals=dwi.bvals, bvecs=dwi.bvecs,
-                        meta={k: dwi.meta[k] for k in ("path",) if k in dwi.meta})
+                        meta={k: dwi.meta[k] for k in ("path", "file_volumes") if k in dwi.meta})
     data = fit_style(lr_dwi_vol, lr_mask, style, fit)
     meta = {"factor": grid.record(f), "shift": tuple(shift), "style": style, **({"slice_gap": int(slice_gap)} if slice_gap else {})}
     return LowResPair(

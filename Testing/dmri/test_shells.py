@@ -149,3 +149,13 @@ def test_with_bmax_a_zero_gradient_is_named_by_its_number_in_the_file(two_shells
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert f"volume {trace} (counted from 0) has a zero gradient direction" in err, err
     assert not (tmp_path / "t.nii.gz").exists()
+
+
+def test_file_numbers_carried_onto_a_series_of_another_length_are_refused(two_shells):
+    """keep_bmax's file numbers copied (Volume.replace copies meta) onto a series cut again would name other volumes of
+    the file: refused, never read."""
+    low = dti.keep_bmax(two_shells, 1000)
+    assert list(dti.file_volumes(low)) == list(np.flatnonzero(np.asarray(two_shells.bvals) <= 1000 + dti.SHELL_STEP / 2))
+    cut = low.replace(data=np.asarray(low.data)[..., 1:], bvals=np.asarray(low.bvals)[1:], bvecs=np.asarray(low.bvecs)[1:])
+    with pytest.raises(ValueError, match="carries the file numbers"):
+        dti.file_volumes(cut)

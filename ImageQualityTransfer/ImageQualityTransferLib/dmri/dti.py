@@ -377,8 +377,13 @@ def keep_bmax(dwi: Volume, bmax: float) -> Volume:
 
 def file_volumes(dwi: Volume) -> np.ndarray:
     """(N,): each volume's number in the file it was read from (counted from 0): its own index, or after `keep_bmax`
-    the kept volumes' places, so that a line naming a volume names the one a user finds in the file."""
-    return np.asarray(dwi.meta.get("file_volumes", np.arange(len(dwi.bvals))), int)
+    the kept volumes' places, so that a line naming a volume names the one a user finds in the file. Numbers carried
+    (Volume.replace copies meta) onto a series of another length are refused, never read as another volume's."""
+    numbers = np.asarray(dwi.meta.get("file_volumes", np.arange(len(dwi.bvals))), int)
+    if len(numbers) != len(dwi.bvals):
+        raise ValueError(f"the series holds {len(dwi.bvals)} volumes but carries the file numbers of {len(numbers)}: "
+                         "a series cut after keep_bmax must carry its own numbers (dmri/dti.py keep_bmax)")
+    return numbers
 
 
 def check_shells(dwi: Volume) -> None:

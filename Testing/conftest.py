@@ -11,11 +11,6 @@ import sys
 # Before any test module loads torch: OpenMP threads wait without spinning, as in the `iqt` process
 # (core/threads.py wait_passively); with `-n 2` on two cores the spinning workers took turns with each other.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# One BLAS/OpenMP thread per pool where unset, before numpy loads: in this process and in each one it starts (xdist's
-# workers, `iqt` and python children, Dask workers), as one_blas_thread below holds for the modules. Under `-n 2` on
-# CI's two cores each child had started a pool per core beside the workers. A test about threads sets its own count.
-for _pool in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_pool, "1")
 
 import pytest  # noqa: E402
 
@@ -35,7 +30,7 @@ def one_blas_thread():
     small dense solves and gained no wall time (fit_dti and find_outliers on the 3 mm dev scan: 2.4 s of CPU -> 1.3 s,
     tensors bit-identical; test_forest 74 -> 26 CPU s; test_report, test_failed_fits and test_benchmark together
     76 -> 64 CPU s), and the two workers' spare threads took CPU from each other. A test that checks thread counts sets
-    its own (threadpool_limits inside it); a child process starts on one (OPENBLAS_NUM_THREADS above)."""
+    its own (threadpool_limits inside it); a child process keeps its own."""
     from ImageQualityTransferLib.core.threads import small_solves
 
     with small_solves():

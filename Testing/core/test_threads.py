@@ -54,17 +54,6 @@ def test_every_test_module_runs_on_one_blas_thread(request):
     assert {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"} == {1}
 
 
-def test_a_process_a_test_starts_runs_its_pools_on_one_thread():
-    """Testing/conftest.py sets OMP_NUM_THREADS, OPENBLAS_NUM_THREADS and MKL_NUM_THREADS to 1 where unset, so every
-    `iqt` or python a test starts inherits one thread per pool: under `-n 2` on CI's two cores each child had started a
-    pool per core beside the two workers. A test about threads sets its own (--threads, threadpool_limits)."""
-    code = ("import numpy\nfrom threadpoolctl import threadpool_info\n{}"
-            "print(*sorted({{lib['num_threads'] for lib in threadpool_info()}}))")
-    assert _python(code.format("")) == ["1"]
-    capped = "from ImageQualityTransferLib.core import threads\nthreads.apply(2)\n"  # as --threads 2 sets it
-    assert _python(code.format(capped)) == ["2"]  # a test's --threads still raises the pools above the one
-
-
 def _pools() -> list:
     from threadpoolctl import threadpool_info
 

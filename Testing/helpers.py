@@ -577,3 +577,14 @@ def module_functions(tr, *names) -> dict:
     exec(compile(ast.Module([f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name in wanted], []),
                  str(path), "exec"), space)
     return {name: space[name] for name in names}
+
+
+def tensor_node_and_a_scalar_node(slicer, scene):
+    """A small 2 mm tensor node ("dti"), an empty scalar volume node in `scene` (an input and a node of the wrong kind
+    for the output selectors' refusals) and the tensors' array."""
+    from ImageQualityTransferLib.slicer import mrml
+
+    data = np.zeros((6, 6, 4, 6))
+    data[..., 0] = data[..., 3] = data[..., 5] = 1e-3
+    node = mrml.add_tensor_node(scene, Volume(data, np.diag([2.0, 2.0, 2.0, 1.0]), "tensor"), "dti")
+    return node, scene.AddNode(slicer.vtkMRMLScalarVolumeNode()), data

@@ -14,7 +14,7 @@ import pytest
 from ImageQualityTransferLib.core import i18n
 from ImageQualityTransferLib.core.volume import Volume
 
-from helpers import vowels_translated
+from helpers import tensor_node_and_a_scalar_node, vowels_translated
 
 def english_words(text: str) -> list[str]:
     """The words of `text` (after its file's name) that a translator upper-casing vowels left as they were: words of
@@ -67,10 +67,7 @@ def test_the_output_selectors_are_named_in_the_translator_s_words():
     from ImageQualityTransferLib.slicer import mrml, processing
 
     scene = slicer.vtkMRMLScene()
-    data = np.zeros((6, 6, 4, 6))
-    data[..., 0] = data[..., 3] = data[..., 5] = 1e-3
-    node = mrml.add_tensor_node(scene, Volume(data, np.diag([2.0, 2.0, 2.0, 1.0]), "tensor"), "dti")
-    wrong = scene.AddNode(slicer.vtkMRMLScalarVolumeNode())
+    node, wrong, data = tensor_node_and_a_scalar_node(slicer, scene)
     other = mrml.add_tensor_node(scene, Volume(data, np.diag([1.0, 1.0, 1.0, 1.0]), "tensor"), "other_dti")
     said = []
     with vowels_translated():

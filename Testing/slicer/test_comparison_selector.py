@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from helpers import REPO
+from helpers import REPO, tensor_node_and_a_scalar_node
 
 UI = REPO / "ImageQualityTransfer" / "Resources" / "UI" / "ImageQualityTransfer.ui"
 
@@ -48,10 +48,7 @@ def test_a_wrong_comparison_node_is_refused_naming_that_selectors_choice():
     import numpy as np
 
     scene = slicer.vtkMRMLScene()
-    data = np.zeros((6, 6, 4, 6))
-    data[..., 0] = data[..., 3] = data[..., 5] = 1e-3
-    node = mrml.add_tensor_node(scene, Volume(data, np.diag([2.0, 2.0, 2.0, 1.0]), "tensor"), "dti")
-    wrong = scene.AddNode(slicer.vtkMRMLScalarVolumeNode())
+    node, wrong, data = tensor_node_and_a_scalar_node(slicer, scene)
     for targets in ({"interpolated": wrong}, {"interpolated": node}, {"tensor": wrong}):
         with pytest.raises(IQTError) as caught:
             processing.run_on_nodes(scene, node, "linear", 2, targets=targets)

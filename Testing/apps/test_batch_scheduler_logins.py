@@ -94,15 +94,15 @@ def test_a_drive_form_is_a_login_where_there_are_no_drives(monkeypatch):
 
 def test_a_ws_password_with_digits_before_its_slash_shows_none_of_them():
     """ws://localhost:1/S3cret@127.0.0.1:8786/ (the password "1/S3cret" of a user "localhost"): Dask reads host
-    localhost, port 1, which reads strictly as a host, so its line shows that host and port (ws_shown's rule: a port is
-    shown with its host, a review) and nothing after them; alice:12 reads as a user name and a password's start."""
+    localhost, port 1, but a host and port follow the '@', so the text before it may be a login's and none of it is
+    shown (ws_shown's rule), where "localhost:1" had been; alice:12 reads as a user name and a password's start."""
     from ImageQualityTransferLib.apps.batch import dask_client
 
     given = "ws://localhost:1/S3cret@127.0.0.1:8786/"
-    said = "ws://localhost:1/***"
+    said = "ws://***"
     assert scheduler.shown(given) == said and scheduler.shown("wss://alice:12/pw@node7/?t=x") == "wss://***"
     assert scheduler.dask_said(f"Timed out trying to connect to {given} (localhost:1)", given) == (
-        f"Timed out trying to connect to {said} (localhost:1)")
+        f"Timed out trying to connect to {said} (***)")
     assert scheduler.dask_said("Timed out trying to connect to (alice:12)", "wss://alice:12/pw@node7/") == (
         "Timed out trying to connect to (***)")
     with pytest.raises(batch.IQTError) as err:  # nothing listens at localhost:1: the line iqt batch prints
@@ -307,7 +307,7 @@ def test_a_ws_token_holding_a_slash_question_mark_or_hash_shows_no_part_of_itsel
 @pytest.mark.parametrize("given, said", [
     ("ws://user:p@ss/w0rd@127.0.0.1:1", "ws://***"),
     ("ws://user:p@ss/w0rd@host/", "ws://***"),
-    ("ws://user:pw@127.0.0.1:1/route@gw:8786/", "ws://***@127.0.0.1:1/***"),
+    ("ws://user:pw@127.0.0.1:1/route@gw:8786/", "ws://***"),
     ("ws://T/x@y@host:8786", "ws://***"),
     ("ws://Zq9@Xk7/Wm5@host:8786", "ws://***"),
     ("wss://Zq9@Xk7/Wm5@[::1]:8786/dask/?t=1", "wss://***"),
@@ -320,8 +320,8 @@ def test_a_ws_address_whose_login_and_host_are_unclear_is_refused_showing_none_o
     ws://***@127.0.0.1:1 while Dask looked up the host "ss", ws://user:pw@127.0.0.1:1/route@gw:8786/ as ws://***@gw:8786/
     while Dask connected to 127.0.0.1:1, and ws://T/x@y@host:8786 and ws://user:p@ss/w0rd@host/ showed 'T' and 'ss' (a
     review). Refused in one line, nothing written, no text of the login shown (ws_shown's rule: the host before the
-    first '/' only where it reads strictly as one, 127.0.0.1:1; "ss" reads as one label); Dask's websocket client sends
-    a login as written, so the line does not offer %40 or %2F for one."""
+    first '/' only where it is certainly the host: not 127.0.0.1:1, gw:8786 following; "ss" reads as one label); Dask's
+    websocket client sends a login as written, so the line does not offer %40 or %2F for one."""
     import shlex
 
     ds = helpers.make_bids(tmp_path / "bids", subjects=("01",), corrupt=None, shape=(8, 8, 8))
@@ -377,8 +377,8 @@ def test_a_password_holding_a_dotted_name_and_a_slash_shows_only_the_host_dask_r
     ("wss://hub.example.org/user/alice@uni.edu/", "wss://hub.example.org/***"),
     ("wss://hub.example.org/user/alice@uni.edu/proxy/8786/?token=T", "wss://hub.example.org/***"),
     ("wss://hub.example.org:443/user/alice@uni.edu/", "wss://hub.example.org:443/***"),
-    ("ws://node7:8786/?token=a@b", "ws://***"),
-    ("ws://node7/?token=a@b", "ws://***"),
+    ("ws://node7:8786/?token=a@b", "ws://node7:8786/***"),
+    ("ws://node7/?token=a@b", "ws://node7/***"),
     ("wss://[::1]:8786/?token=a@b", "wss://[::1]:8786/***"),
     ("ws://[::1]/user/a@b/", "ws://[::1]/***"),
     ("wss://hub.example.org/user/alice@uni.edu/?token=x@y", "wss://hub.example.org/***"),
@@ -432,11 +432,12 @@ def test_no_ws_form_shows_a_password_or_token_and_none_without_a_login_says_one(
     ("ws://node7:8786?SECa@SECb", "ws://***"),
     ("wss://127.0.0.1:8786?x=1&SECa@SECb", "wss://127.0.0.1:8786/***"),
     ("ws://[::1]:8786?tok@en=SECv", "ws://[::1]:8786/***"),
-    ("ws://node7:8786#t=SECa@SECb", "ws://***"),
+    ("ws://node7:8786#t=SECa@SECb", "ws://node7:8786/***"),
 ])
 def test_an_at_in_the_query_or_fragment_right_after_a_port_shows_none_of_their_values(given, said):
     """host:port followed at once by '?' or '#' whose '@' is a bare query part's, a query key's or the fragment's: all
     after the host masked (its text after the '@' had been shown as a host: ws://node7:***?***@SECb, and a value after
-    '=': ws://[::1]:***?***@en=SECv); the host and port shown where they read strictly as a host (ws_shown's rule)."""
+    '=': ws://[::1]:***?***@en=SECv); the host and port shown where they read strictly as a host, or as one label before
+    a query's or fragment's value holding the '@' (ws_shown's rule)."""
     assert scheduler.shown(given) == said
     assert "SEC" not in scheduler.dask_said(f"Timed out trying to connect to {given} after 5 s", given)

@@ -23,6 +23,7 @@ PATHS = ("", "/", "/dask/", "/user/Zq9a@uni.edu/", "/x/Zq9a@b/c")
 QUERIES = ("", "?token=Zq9q", "?token=Zq9a@Zq9b", "?t=Zq9a@Zq9b&u=1", "?Zq9a@Zq9b", "?tok@Zq9k=Zq9v", "#t=Zq9a@Zq9b",
            "?token=Zq9q#Zq9a@Zq9b", "?x=1&Zq9a@Zq9b", "#Zq9f")
 STRICT = ("hub.example.org", "localhost", "127.0.0.1", "[::1]")  # read as a host by name alone, not as a token
+VALUE_AT = ("?token=Zq9a@Zq9b", "?t=Zq9a@Zq9b&u=1", "#t=Zq9a@Zq9b")  # the first '@' after the host a query value's
 
 
 def _lines(given: str) -> list:
@@ -44,8 +45,9 @@ def _lines(given: str) -> list:
 def test_no_line_shows_a_secret_and_the_host_is_shown_where_the_rule_says(scheme):
     """No Zq9 text in any line; the host and its port shown where no '@' follows the host (the login before it is
     clear), or where one does and the text before the first '/', '?' or '#' after the login's last '@' is the host and
-    reads strictly as one (a dotted name, an IP address, localhost); otherwise scheme://*** (the earlier rules had shown
-    'en=Zq9v' of ?tok@en=Zq9v, and hidden localhost in ws://localhost/?token=a@b)."""
+    reads strictly as one (a dotted name, an IP address, localhost), or is one label and the first '@' after it a
+    query value's; otherwise scheme://*** (the earlier rules had shown 'en=Zq9v' of ?tok@en=Zq9v, and hidden localhost
+    in ws://localhost/?token=a@b, then node7 in ws://node7:8786/?token=a@b, where Dask connects)."""
     seen = shown_host = 0
     for login in LOGINS:
         for host in HOSTS:
@@ -57,7 +59,8 @@ def test_no_line_shows_a_secret_and_the_host_is_shown_where_the_rule_says(scheme
                     rest = given.partition("://")[2]
                     head = re.split(r"[/?#]", rest, maxsplit=1)[0]
                     name = host.rpartition(":")[0] if re.search(r":\d+$", host) else host
-                    if "@" not in rest[len(head):] or (head.rpartition("@")[2] == host and name in STRICT):
+                    value_at = "@" not in path and query in VALUE_AT
+                    if "@" not in rest[len(head):] or (head.rpartition("@")[2] == host and (name in STRICT or value_at)):
                         assert re.match(rf"{scheme}://([^/?#]*@)?{re.escape(host)}([/?#]|$)", lines[0]), (given, lines[0])
                         shown_host += 1
                     else:
@@ -74,7 +77,7 @@ def test_no_line_shows_a_secret_and_the_host_is_shown_where_the_rule_says(scheme
     ("wss://hub.example.org:443/user/alice@uni.edu/?token=x@y", "wss://hub.example.org:443/***"),
     ("ws://localhost/?token=a@b", "ws://localhost/***"),
     ("ws://127.0.0.1:8786/?tok@en=Zq9v", "ws://127.0.0.1:8786/***"),
-    ("ws://node7:8786/?token=a@b", "ws://***"),
+    ("ws://node7:8786/?token=a@b", "ws://node7:8786/***"),
     ("ws://alice:123/pw@node7/", "ws://***"),
     ("ws://user:p@ss/w0rd@host:8786", "ws://***"),
     ("wss://alice:tok@hub.example.org/user/alice@uni.edu/proxy/8786/", "wss://***@hub.example.org/***"),
@@ -94,3 +97,61 @@ def test_dask_s_text_masks_a_hidden_host_where_it_stands_never_a_word_of_its_own
         "Timed out trying to connect to ws://*** (***:80) after 5 s")
     assert scheduler.dask_said("cannot connect (alice:12)", "wss://alice:12/pw@node7/") == "cannot connect (***)"
     assert scheduler.dask_said("cannot connect (localhost:1)", "ws://localhost:1/a@b") == "cannot connect (localhost:1)"
+
+
+def _dask_connects_to(given: str, monkeypatch) -> str:
+    """The host[:port] Dask's own ws connector (tornado's websocket client) opens a socket to for `given`, recorded at
+    tornado's TCPClient.connect, which fails there at once."""
+    import asyncio
+
+    import tornado.tcpclient
+    from distributed.comm import parse_address
+    from distributed.comm.registry import get_backend
+
+    seen = []
+
+    async def record(self, host, port, *args, **kwargs):
+        seen.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        raise OSError("recorded")
+
+    monkeypatch.setattr(tornado.tcpclient.TCPClient, "connect", record)
+    proto, loc = parse_address(given)
+
+    async def connect():
+        try:
+            await asyncio.wait_for(get_backend(proto).get_connector().connect(loc), 5)
+        except Exception:  # noqa: BLE001 - the recorded OSError, as Dask wraps it
+            pass
+
+    asyncio.run(connect())
+    return seen[0]
+
+
+@pytest.mark.parametrize("given, said, reached", [
+    # a token or password reading as a dotted name, before a path's '@' and a host and port: nothing of it shown
+    ("ws://Zq9tok.example.org/x@127.0.0.1:8871/", "ws://***", "Zq9tok.example.org:80"),
+    ("wss://Zq9.example.org/x@[::1]:8786/", "wss://***", "Zq9.example.org:443"),
+    ("ws://alice:Zq9@pw.example.org/x@localhost/", "ws://***", "pw.example.org:80"),
+    # one label before a query's or fragment's value holding the '@': the host and port Dask connects to
+    ("ws://node7:8786/?token=a@b", "ws://node7:8786/***", "node7:8786"),
+    ("wss://u:Zq9@node7:8786/?t=a@b", "wss://***@node7:8786/***", "node7:8786"),
+    ("ws://node7:8786#t=a@b", "ws://node7:8786/***", "node7:8786"),
+    # one label that may be a login's start before the '@': still hidden
+    ("ws://alice:123?Zq9@node7/", "ws://***", "alice:123"),
+    ("ws://Zq9a?t=Zq9b:@node7/", "ws://***", "Zq9a:80"),
+    # an IDN host, as Dask connects to it
+    ("ws://alice:Zq9@bücher.example/a@b", "ws://***@bücher.example/***", "bücher.example:80"),
+    ("wss://例え.jp:8443/user/a@b/", "wss://例え.jp:8443/***", "例え.jp:8443"),
+])
+def test_the_host_is_shown_where_dask_connects_to_it_and_no_secret_reading_as_one(given, said, reached, monkeypatch):
+    """Dask connects to the text before the first '/', '?' or '#' after the login's last '@': shown where it is certainly
+    the host (a one-label host before a query value's '@', an IDN name, had read ws://***), hidden where a host and port
+    after a path's '@' make it a login's possibly (ws://Zq9tok.example.org/x@127.0.0.1:8871/ had shown the token); no
+    Zq9 text in any line."""
+    assert _dask_connects_to(given, monkeypatch) == reached
+    lines = _lines(given)
+    assert lines[0] == said and not [line for line in lines if "Zq9" in line], lines
+    host = reached.rpartition(":")[0]
+    assert "Zq9" not in scheduler.dask_said(f"cannot connect to {given} ({reached}): refused", given)
+    if said.endswith("://***"):
+        assert host not in scheduler.dask_said(f"Name or service not known ({reached})", given)

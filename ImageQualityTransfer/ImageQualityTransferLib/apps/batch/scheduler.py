@@ -9,7 +9,7 @@ import ssl
 from pathlib import Path
 
 from ...core.errors import TORCH_CPU_INDEX, TORCH_PIN, IQTError
-from .ws_shown import hidden_host, reads_as_host, ws_shown
+from .ws_shown import hidden_host, is_ip, reads_as_host, ws_shown
 from .ws_shown import login_masked as _login_masked
 from .ws_shown import query_masked as _query_masked
 
@@ -144,7 +144,7 @@ def _a_path(text: str) -> bool:
     if re.match(rf"(~[^/\\:@]*{drive})[/\\]", userinfo) and ":" not in after:  # ~/runs/sched@node7,
         return True  # C:\runs\sched@node7: a home folder's or a drive's path before a host without a port (a review)
     bare = after[:-1] if after.endswith("/") else after  # an IPv6 host, [::1]:8786 or ::1, had been read as a file's
-    ipv6 = _ipv6(bare) or re.fullmatch(r"\[[^\]/\\]*\](:\d+)?", bare) is not None  # name and its login echoed
+    ipv6 = is_ip(bare, 6) or re.fullmatch(r"\[[^\]/\\]*\](:\d+)?", bare) is not None  # name and its login echoed
     if (re.fullmatch(r"[^/\\:]+(:\d+)?", bare) or ipv6) and (":" in userinfo or re.search(r":\d+$", bare) or ipv6):
         return False  # user:password@host[:port], TOKEN@host:port, a '/' in the login (echoed whole: reviews)
     if re.search(r"[/\\]", userinfo) and os.path.isdir(os.path.expanduser(re.split(r"[/\\]", userinfo)[0] or "/")):
@@ -313,7 +313,7 @@ def check_address(scheduler: str) -> str:
             host = host.rpartition("@")[2]
         else:
             bare = host.rpartition("@")[2]  # "give tcp://node7" had then been refused for its missing port
-            bare = f"[{bare}]" if _ipv6(bare) else bare  # tcp://u@::1 had been told "give tcp://::1", refused next
+            bare = f"[{bare}]" if is_ip(bare, 6) else bare  # tcp://u@::1 had been told "give tcp://::1", refused next
             if not re.fullmatch(r"(\[[^\]]*\]|[^:\[\]]*):\d+", bare) and not (bare.count(":") > 1 and bare[:1] != "["):
                 bare = bare.rstrip(":") + ":8786"
             try:  # suggested only where it is taken (tcp://u@node7:abc had been told "give tcp://node7:abc:8786")
@@ -326,8 +326,8 @@ def check_address(scheduler: str) -> str:
         ip, close, after = host[1:].partition("]")
         if not close or after and not after.startswith(":"):
             raise IQTError(f"--scheduler {shown(scheduler)}: not a scheduler address: an IPv6 host in brackets is followed by "
-                           f"a colon and the port; give e.g. {proto}://[{ip if _ipv6(ip) else '::1'}]:8786")
-        if close and ip and not _ipv6(ip):  # [localhost]:8786 had passed: brackets hold an IPv6 address only
+                           f"a colon and the port; give e.g. {proto}://[{ip if is_ip(ip, 6) else '::1'}]:8786")
+        if close and ip and not is_ip(ip, 6):  # [localhost]:8786 had passed: brackets hold an IPv6 address only
             raise IQTError(f"--scheduler {shown(scheduler)}: brackets belong only around an IPv6 address, not '{ip}'; drop "
                            f"them: give {proto}://{ip}{after or ':8786'}")
     # a colon, no port after it: said as none given (tcp://[::1]: had been "cannot connect (invalid literal for int()")
@@ -335,20 +335,20 @@ def check_address(scheduler: str) -> str:
         bare = host[:-1]
         if bare in ("", "[]"):
             raise IQTError(_no_host(scheduler, proto, ""))
-        if not (bare.startswith("[") and bare.endswith("]") and _ipv6(bare[1:-1])):
+        if not (bare.startswith("[") and bare.endswith("]") and is_ip(bare[1:-1], 6)):
             raise IQTError(f"--scheduler {shown(scheduler)}: no port after the colon; give the scheduler's port, e.g. "
                            f"{proto}://{bare}:8786 (the default port of 'dask scheduler')")
         host = bare
     if host.count(":") > 1 and not host.startswith("["):  # an IPv6 host: its port is told from it by the brackets
         ip, _, port = host.rpartition(":")
-        if port.isdigit() and _ipv6(ip):
+        if port.isdigit() and is_ip(ip, 6):
             raise IQTError(f"--scheduler {shown(scheduler)}: an IPv6 address is written in brackets before its port; give "
                            f"{proto}://[{ip}]:{port}")
-        if _ipv6(host):  # no port after the address (::1): its last group had been taken for one, tcp://[:]:1
+        if is_ip(host, 6):  # no port after the address (::1): its last group had been taken for one, tcp://[:]:1
             raise IQTError(f"--scheduler {shown(scheduler)}: an IPv6 address without a port; give it in brackets before the "
                            f"scheduler's port, e.g. {proto}://[{host}]:8786 (the default port of 'dask scheduler')")
         raise IQTError(f"--scheduler {shown(scheduler)}: not a scheduler address this command connects to; give {ADDRESS_FORMS}")
-    if proto in ("tcp", "tls") and host.startswith("[") and host.endswith("]") and _ipv6(host[1:-1]):  # [::1]: said as
+    if proto in ("tcp", "tls") and host.startswith("[") and host.endswith("]") and is_ip(host[1:-1], 6):  # [::1]: said as
         # cannot connect (no port); a ws/wss URL without one is the scheme's (ws://[::1]/, port 80), as below
         raise IQTError(f"--scheduler {shown(scheduler)}: an IPv6 address without a port; give the scheduler's port after the "
                        f"brackets, e.g. {proto}://{host}:8786 (the default port of 'dask scheduler')")
@@ -414,16 +414,6 @@ def _not_the_dashboard(scheduler: str, proto, loc: str) -> None:
 def _no_host(scheduler: str, proto: str, port: str) -> str:
     return (f"--scheduler {shown(scheduler)}: no host{' before the port' if port else ''}; give the scheduler's machine, e.g. "
             f"{proto}://127.0.0.1:{port or 8786} for this one")
-
-
-def _ipv6(text: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.IPv6Address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def client_security(scheduler: str):

@@ -1,17 +1,19 @@
 """How a ws:// or wss:// scheduler address is written in every message and record: one rule over where its '@' stands.
 
-With `rest` the text after "scheme://" and `head` its text up to the first '/', '?' or '#' (the host Dask's websocket
-client reaches, a login before it):
+With `rest` the text after "scheme://" and `head` its text up to the first '/', '?' or '#' (Dask's websocket client,
+tornado's, connects to `head` after its last '@', a login before it):
 - no '@' after `head`: the login's password masked (user:***@, a token login ***:@), the host, port and path shown,
   the query's and fragment's values masked;
-- an '@' in `head` and after it (a password or token holding '/', '?' or '#', or a path's '@' after a login):
-  scheme://***@HOST[:PORT]/***, HOST being `head` after its last '@', where it reads strictly as a host, else
-  scheme://*** (the password p@ss/w0rd puts "ss" there);
-- an '@' only after `head` (a token holding '/', '?' or '#' given as a login, or a path's, query's or fragment's '@'):
-  scheme://HEAD/*** where `head` reads strictly as a host, else scheme://***.
-Strictly: a dotted name whose last label is letters only, an IP address ([IPv6]) or localhost, with :PORT or not. A
-token, a user name, or a password's piece reads as one label (or one label and digits); one reading as a dotted name
-(x@Wm5.example.org/y) cannot be told from a host, and is shown as one.
+- an '@' after `head` (a password or token holding '/', '?' or '#' given as a login, a path's, query's or fragment's
+  '@'): scheme://[***@]HOST[:PORT]/***, HOST being `head` after its last '@', where that is certainly the host (below),
+  else scheme://*** (the password p@ss/w0rd puts "ss" there).
+Certainly the host: no text after an '@' past `head` reads as an address's host (HOST:PORT, an IP address or
+localhost: in ws://TOKEN.example.org/x@127.0.0.1:8786/ the text before it may be a token typed as a login), and it
+reads strictly as a host (a dotted name, an IDN one too, whose last label is letters only; an IP address ([IPv6]);
+localhost; with :PORT or not), or as one label where the first '@' after it stands in a query's or fragment's value
+(ws://node7:8786/?token=a@b). A token, a user name, or a password's piece reads as one label (or one label and
+digits) before a path's '@'; one reading as a dotted name (x@Wm5.example.org/y) cannot be told from a host, and is
+shown as one.
 """
 
 from __future__ import annotations
@@ -20,30 +22,41 @@ import ipaddress
 import re
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_DOTTED = rf"(?:{_LABEL}\.)+[A-Za-z]{{2,63}}"  # a DNS name whose last label is letters only, as a top-level domain is
+_DOTTED = rf"(?:{_LABEL}\.)+(?:[A-Za-z]{{2,63}}|xn--[A-Za-z0-9-]{{1,59}})"  # a DNS name whose last label is a top-level
+# domain's: letters only, or an IDN one's ASCII form
 _PORT = r"(?::\d{1,5})?"
 
 
-def _ip(text: str) -> bool:
+def is_ip(text: str, version: int = 0) -> bool:
+    """Whether `text` is an IP address (of `version` 4 or 6 only, where given), as Python's ipaddress reads it."""
     try:
-        ipaddress.ip_address(text)
+        return version in (0, ipaddress.ip_address(text).version)
     except ValueError:
         return False
-    return True
+
+
+def _name_port(text: str) -> tuple:
+    """HOST[:PORT] `text` split at its port's ':' ([::1]:8786 at the one after ']'); the port '' where none."""
+    name = text.rpartition("]")[0] + "]" if text.startswith("[") else text.rpartition(":")[0] if re.search(
+        r":\d{1,5}$", text) else text
+    return name, text[len(name):]
 
 
 def reads_as_host(text: str, strict: bool = False) -> bool:
     """Whether `text` is HOST[:PORT]: a dotted DNS name, an IPv4 address, [IPv6] or localhost, or (not `strict`) one
     label. `strict` leaves out one label: a token or a user name reads as one (ws://TOKEN/x@h/, ws://alice:1/pw@h/)."""
-    name = text.rpartition("]")[0] + "]" if text.startswith("[") else text.rpartition(":")[0] if re.search(
-        r":\d{1,5}$", text) else text
-    port = text[len(name):]
+    name, port = _name_port(text)
     if not re.fullmatch(_PORT, port):
         return False
     if name.startswith("[") and name.endswith("]"):
-        return ":" in name and _ip(name[1:-1])
+        return is_ip(name[1:-1], 6)
     if re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}", name):
-        return _ip(name)
+        return is_ip(name)
+    if not name.isascii():  # an IDN host (bücher.example), which Dask looks up in its ASCII form as Python encodes it
+        try:
+            name = name.encode("idna").decode("ascii")
+        except UnicodeError:
+            return False
     return name.lower() == "localhost" or re.fullmatch(_DOTTED if strict else f"{_DOTTED}|{_LABEL}", name) is not None
 
 
@@ -79,22 +92,51 @@ def split(rest: str) -> tuple:
     return head, rest[len(head):]
 
 
+def _host_after(after: str) -> bool:
+    """Whether the text after an '@' in `after` (the address past its host) reads as an address's host: HOST:PORT, an IP
+    address or localhost, with a port or not (ws://TOKEN.example.org/x@127.0.0.1:8786/): the text before may then be a
+    login's. A dotted name alone is a path's e-mail (wss://hub.example.org/user/alice@uni.edu/), not counted."""
+    for piece in after.split("@")[1:]:
+        where = re.split(r"[/?#]", piece, maxsplit=1)[0]
+        name, port = _name_port(where)
+        if reads_as_host(where) and (port or re.fullmatch(_DOTTED, name) is None and reads_as_host(name, strict=True)):
+            return True
+    return False
+
+
+def _value_at(after: str) -> bool:
+    """Whether the first '@' in `after` (the address past its host) stands in a query's or fragment's value (?token=a@b,
+    #t=a@b): no login's, but for a password holding '?' or '#' and then '=' before its '@'."""
+    before = after.partition("@")[0]
+    mark = re.search(r"[?#]", before)
+    value = re.split(r"[?#&;]", before)[-1]
+    return mark is not None and "=" in value and not value.endswith(":")
+
+
+def _host_certain(head: str, after: str) -> bool:
+    """Whether `head`'s text after its last '@' is certainly the host Dask connects to, `after` holding an '@' (the
+    module's rule)."""
+    host = head.rpartition("@")[2]
+    if _host_after(after):
+        return False
+    return reads_as_host(host, strict=True) or reads_as_host(host) and _value_at(after)
+
+
 def ws_shown(scheme: str, rest: str) -> str:
     """The ws/wss address `scheme`://`rest` as every message writes it (the module's rule)."""
     head, after = split(rest)
     if "@" not in after:
         return query_masked(f"{scheme}://{login_masked(head)}{after}")
-    if "@" in head:
-        host = head.rpartition("@")[2]
-        return f"{scheme}://***@{host}/***" if reads_as_host(host, strict=True) else f"{scheme}://***"
-    return f"{scheme}://{head}/***" if reads_as_host(head, strict=True) else f"{scheme}://***"
+    if not _host_certain(head, after):
+        return f"{scheme}://***"
+    login = "***@" if "@" in head else ""
+    return f"{scheme}://{login}{head.rpartition('@')[2]}/***"
 
 
 def hidden_host(rest: str) -> str:
     """The host[:port] text of a ws address that `ws_shown` masks ('' where it shows it or there is none): Dask's own
     text names it where it stands (connecting to alice:1 for ws://alice:1/pw@h/), masked there too."""
     head, after = split(rest)
-    if "@" not in after:
+    if "@" not in after or _host_certain(head, after):
         return ""
-    host = head.rpartition("@")[2]
-    return "" if reads_as_host(host, strict=True) else host
+    return head.rpartition("@")[2]

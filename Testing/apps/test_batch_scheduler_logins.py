@@ -378,7 +378,7 @@ def test_a_password_holding_a_dotted_name_and_a_slash_shows_only_the_host_dask_r
     ("wss://hub.example.org/user/alice@uni.edu/proxy/8786/?token=T", "wss://hub.example.org/***"),
     ("wss://hub.example.org:443/user/alice@uni.edu/", "wss://hub.example.org:443/***"),
     ("ws://node7:8786/?token=a@b", "ws://node7:8786/***"),
-    ("ws://node7/?token=a@b", "ws://node7/***"),
+    ("ws://node7/?token=a@b", "ws://***"),
     ("wss://[::1]:8786/?token=a@b", "wss://[::1]:8786/***"),
     ("ws://[::1]/user/a@b/", "ws://[::1]/***"),
     ("wss://hub.example.org/user/alice@uni.edu/?token=x@y", "wss://hub.example.org/***"),

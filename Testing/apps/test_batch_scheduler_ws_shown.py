@@ -45,8 +45,8 @@ def _lines(given: str) -> list:
 def test_no_line_shows_a_secret_and_the_host_is_shown_where_the_rule_says(scheme):
     """No Zq9 text in any line; the host and its port shown where no '@' follows the host (the login before it is
     clear), or where one does and the text before the first '/', '?' or '#' after the login's last '@' is the host and
-    reads strictly as one (a dotted name, an IP address, localhost), or is one label and the first '@' after it a
-    query value's; otherwise scheme://*** (the earlier rules had shown 'en=Zq9v' of ?tok@en=Zq9v, and hidden localhost
+    reads strictly as one (a dotted name, an IP address, localhost), or is one label and a port and the first '@'
+    after it a query value's; otherwise scheme://*** (the earlier rules had shown 'en=Zq9v' of ?tok@en=Zq9v, and hidden localhost
     in ws://localhost/?token=a@b, then node7 in ws://node7:8786/?token=a@b, where Dask connects)."""
     seen = shown_host = 0
     for login in LOGINS:
@@ -59,7 +59,7 @@ def test_no_line_shows_a_secret_and_the_host_is_shown_where_the_rule_says(scheme
                     rest = given.partition("://")[2]
                     head = re.split(r"[/?#]", rest, maxsplit=1)[0]
                     name = host.rpartition(":")[0] if re.search(r":\d+$", host) else host
-                    value_at = "@" not in path and query in VALUE_AT
+                    value_at = "@" not in path and query in VALUE_AT and re.search(r":\d+$", host)
                     if "@" not in rest[len(head):] or (head.rpartition("@")[2] == host and (name in STRICT or value_at)):
                         assert re.match(rf"{scheme}://([^/?#]*@)?{re.escape(host)}([/?#]|$)", lines[0]), (given, lines[0])
                         shown_host += 1
@@ -132,13 +132,18 @@ def _dask_connects_to(given: str, monkeypatch) -> str:
     ("ws://Zq9tok.example.org/x@127.0.0.1:8871/", "ws://***", "Zq9tok.example.org:80"),
     ("wss://Zq9.example.org/x@[::1]:8786/", "wss://***", "Zq9.example.org:443"),
     ("ws://alice:Zq9@pw.example.org/x@localhost/", "ws://***", "pw.example.org:80"),
-    # one label before a query's or fragment's value holding the '@': the host and port Dask connects to
+    # one label and a port before a query's or fragment's value holding the '@': the host and port Dask connects to
     ("ws://node7:8786/?token=a@b", "ws://node7:8786/***", "node7:8786"),
     ("wss://u:Zq9@node7:8786/?t=a@b", "wss://***@node7:8786/***", "node7:8786"),
     ("ws://node7:8786#t=a@b", "ws://node7:8786/***", "node7:8786"),
     # one label that may be a login's start before the '@': still hidden
     ("ws://alice:123?Zq9@node7/", "ws://***", "alice:123"),
     ("ws://Zq9a?t=Zq9b:@node7/", "ws://***", "Zq9a:80"),
+    # one label without a port before a query's or fragment's '@': a token login (TOKEN@) holding '?', '#' or '/?'
+    ("ws://Zq9tok?k=v@node7/", "ws://***", "Zq9tok:80"),
+    ("wss://Zq9tok#k=v@hub.example.org/", "wss://***", "Zq9tok:443"),
+    ("ws://Zq9tok/?k=Zq9v@gw.example.org/dask/", "ws://***", "Zq9tok:80"),
+    ("ws://node7/?token=a@b", "ws://***", "node7:80"),
     # an IDN host, as Dask connects to it
     ("ws://alice:Zq9@bücher.example/a@b", "ws://***@bücher.example/***", "bücher.example:80"),
     ("wss://例え.jp:8443/user/a@b/", "wss://例え.jp:8443/***", "例え.jp:8443"),

@@ -10,10 +10,11 @@ tornado's, connects to `head` after its last '@', a login before it):
 Certainly the host: no text after an '@' past `head` reads as an address's host (HOST:PORT, an IP address or
 localhost: in ws://TOKEN.example.org/x@127.0.0.1:8786/ the text before it may be a token typed as a login), and it
 reads strictly as a host (a dotted name, an IDN one too, whose last label is letters only; an IP address ([IPv6]);
-localhost; with :PORT or not), or as one label where the first '@' after it stands in a query's or fragment's value
-(ws://node7:8786/?token=a@b). A token, a user name, or a password's piece reads as one label (or one label and
-digits) before a path's '@'; one reading as a dotted name (x@Wm5.example.org/y) cannot be told from a host, and is
-shown as one.
+localhost; with :PORT or not), or as one label and its port where the first '@' after it stands in a query's or
+fragment's value (ws://node7:8786/?token=a@b; without a port, a token login holding '?' reads the same:
+ws://TOKEN?k=v@node7/). A token, a user name, or a password's piece reads as one label (or one label and digits)
+before a path's '@'; one reading as a dotted name (x@Wm5.example.org/y) cannot be told from a host, and is shown as
+one.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def _host_certain(head: str, after: str) -> bool:
     host = head.rpartition("@")[2]
     if _host_after(after):
         return False
-    return reads_as_host(host, strict=True) or reads_as_host(host) and _value_at(after)
+    return reads_as_host(host, strict=True) or reads_as_host(host) and _name_port(host)[1] != "" and _value_at(after)
 
 
 def ws_shown(scheme: str, rest: str) -> str:

@@ -260,6 +260,21 @@ def synthetic_items(n=3, shape=(14, 14, 14), r=2, patch=6, halo=2):
     return items
 
 
+def table_looks_wrong(lines) -> list[str]:
+    """The gradient table's "looks wrong" warnings among `lines` (stderr's, or a run's notes), each said over several
+    lines (methods/base.py warning_lines) joined into one: from its first line to the one that ends it."""
+    said, open_ = [], None
+    for line in lines:
+        if "the gradient table looks wrong" in line:
+            open_ = [line]
+        elif open_ is not None:
+            open_.append(line)
+        if open_ is not None and line.endswith("the fit is as the table says"):
+            said.append(" ".join(open_))
+            open_ = None
+    return said
+
+
 def run_notes(node) -> list[str]:
     """The engine's notes the Slicer module keeps on a run's tensor output (mrml.NOTES_ATTRIBUTE), one per line."""
     from ImageQualityTransferLib.slicer import mrml

@@ -23,7 +23,7 @@ def flipped(tmp_path_factory):
 
 
 def _said(err: str) -> list[str]:
-    return [line for line in err.splitlines() if "gradient table looks wrong" in line]
+    return helpers.table_looks_wrong(err.splitlines())
 
 
 def test_benchmark_says_a_subject_s_table_looks_wrong(flipped, capsys):

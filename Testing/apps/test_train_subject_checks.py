@@ -118,7 +118,7 @@ def test_a_training_subject_whose_bvec_looks_like_another_frame_is_said_once(tmp
     out = tmp_path / "model.npz"
     code = cli.main(["--threads", "1", "train", "--method", "global-linear", "--subjects", str(small_subject), str(bad),
                      "--factor", "2", "-o", str(out)])
-    said = [line for line in capsys.readouterr().err.splitlines() if "gradient table looks wrong" in line]
+    said = helpers.table_looks_wrong(capsys.readouterr().err.splitlines())
     assert code == 0 and len(said) == 1, said
     assert str(bad / "dwi.nii.gz") in said[0] and f"negate the first row (x) of {bvec}" in said[0]
 

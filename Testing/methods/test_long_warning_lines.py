@@ -3,7 +3,10 @@
 input), the mean diffusivity at or below zero (324), the whole field's piece on the output (220), iqt fit's poorly
 conditioned directions (628) had each been one line; the gradient-table check's undecided line, six lines on a noisy
 run, is five. Then iqt fit's misfit line (304-427 characters after the file's name), its halves that disagree, the
-tensors' directions looking mirrored and the MD at or below zero of iqt upsample's output (iqt track's lines)."""
+tensors' directions looking mirrored and the MD at or below zero of iqt upsample's output (iqt track's lines); then
+iqt track's whole-field line (439 characters after the file's name), the gradient table looking wrong (563-651 after
+the name) and iqt fit's poorly conditioned line's last piece with --exclude-outliers (127). Under a stand-in translator
+each is said as one whole line."""
 
 from __future__ import annotations
 
@@ -35,6 +38,18 @@ def _printed(capsys, call) -> list[str]:
     bodies = [line.removeprefix(SOURCE) for line in printed]
     assert "; ".join(bodies) == said.removeprefix(SOURCE), bodies  # nothing lost, added or reworded
     return bodies
+
+
+def _whole_under_a_translator(capsys, call) -> None:
+    """The one warning `call` gives, under the stand-in translator (helpers.vowels_translated), printed whole on one
+    line: its pieces are joined in one marked template, which a translation need not split where the English does."""
+    with helpers.vowels_translated(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        call()
+    [said] = [" ".join(str(w.message).split()) for w in caught if issubclass(w.category, IQTWarning)]
+    cli._show_warning(said, IQTWarning, __file__, 1)
+    assert capsys.readouterr().err.splitlines() == [f"iqt: warning: {said}"]
+    assert "thE" in said, said  # translated
 
 
 def test_the_failed_fits_line_is_said_over_short_lines(capsys):
@@ -176,3 +191,58 @@ def test_the_md_at_or_below_zero_lines_of_an_upsampled_output_are_said_over_shor
     assert bodies[0] == "20 of the input tensors in the brain (2.0 %) have a mean diffusivity at or below zero, which no " \
                         "tissue has", bodies
     assert bodies[1].startswith(f"the file is iqt upsample's output ('{made_by}')"), bodies
+
+
+def test_track_s_whole_field_line_is_said_over_short_lines(capsys):
+    """iqt track on iqt upsample's output of a fit without a brain mask, no --mask given: said on every such real run,
+    one line of 439 characters after the file's name."""
+    from types import SimpleNamespace
+
+    from ImageQualityTransferLib.apps.cli.track import warn_whole_field
+    from ImageQualityTransferLib.dmri.dti import ESTIMATED_SUPPORT
+
+    dti = SimpleNamespace(meta={"support": ESTIMATED_SUPPORT})
+    bodies = _printed(capsys, lambda: warn_whole_field(dti, "p", False))
+    assert len(bodies) > 3 and max(map(len, bodies)) <= base.PIECE_LIMIT, bodies
+    assert bodies[0] == "the tensors reach beyond the brain and no --mask was given", bodies
+    assert bodies[-1] == "give --mask with a brain mask (on this grid or the low-res one) to keep them in the brain", bodies
+    _whole_under_a_translator(capsys, lambda: warn_whole_field(dti, "p", False))
+
+
+def test_the_gradient_table_looking_wrong_is_said_over_short_lines(monkeypatch, capsys):
+    """iqt fit's table whose x row looks negated, named with its fix on a cohort's bvec path: one line of 563-651
+    characters after the file's name had said it."""
+    from types import SimpleNamespace
+
+    from ImageQualityTransferLib.dmri import gradcheck
+
+    cands = {c.key: c for c in gradcheck.candidates(np.diag([2.0, 2.0, 2.0, 1.0]))}
+    found = gradcheck.GradCheck(scores={"given": 10.2, "x-flipped": 25.3},
+                                candidates={k: cands[k] for k in ("given", "x-flipped")}, white_matter=5000, step_mm=2.0)
+    monkeypatch.setattr(gradcheck, "gradient_scores", lambda tensor, mask: found)
+    bvec = SOURCE.removesuffix("_desc-unmasked_dti.nii.gz: ") + "_dwi.bvec"
+    check = lambda: gradcheck.check_gradients(SimpleNamespace(source="p: "), None, None, bvec)  # noqa: E731
+    bodies = _printed(capsys, check)
+    assert len(bodies) > 3 and max(map(len, bodies)) <= LONGEST, bodies
+    assert bodies[0] == "the gradient table looks wrong", bodies
+    assert bodies[1].startswith("the x components look negated, or the directions look like scanner"), bodies
+    assert f"or negate the first row (x) of {bvec}, and fit again" in bodies, bodies
+    _whole_under_a_translator(capsys, check)
+
+
+def test_the_poorly_conditioned_line_s_advice_with_exclude_outliers_is_said_over_short_lines(monkeypatch, capsys):
+    """iqt fit --exclude-outliers on a series left poorly conditioned (the whole series', or a refitted slice's): its
+    last piece, "read FA ... (without --exclude-outliers every direction is kept, the outliers too)", had stood alone at
+    121 and 127 characters."""
+    from types import SimpleNamespace
+
+    from ImageQualityTransferLib.dmri import outliers
+
+    dwi = Volume(np.ones((2, 2, 2, 8)), np.eye(4), "dwi", meta={"path": "p"})
+    for where, pairs in ((None, {}), (14, {14: [2], 15: [2]})):
+        monkeypatch.setattr(outliers, "fitted_condition", lambda dwi, out, where=where: (40.0, 7, where))
+        out = SimpleNamespace(volumes=[5], pairs=pairs)
+        bodies = _printed(capsys, lambda: outliers.say_poor_condition(dwi, out, 2))
+        assert len(bodies) > 1 and max(map(len, bodies)) <= base.PIECE_LIMIT, bodies
+        assert bodies[-1].endswith("without --exclude-outliers every direction is kept, the outliers too"), bodies
+    _whole_under_a_translator(capsys, lambda: outliers.say_poor_condition(dwi, out, 2))

@@ -338,11 +338,13 @@ def check_gradients(dwi: Volume, mask, tensor: Volume, table: str | None = None,
     # a DWI node's gradients are read through its measurement frame: the file's edit does not say what to do there
     fix = c.fix.replace("the bvec file", table) if table else _("load the DWI again from a conversion whose gradients "
                                                                 "and measurement frame are right")
-    warnings.warn(source + _("the gradient table looks wrong ({what}): the fibres are far more continuous with it "
-                             "corrected so (tracking from the white matter follows them {best} mm on average against "
-                             "{given} mm with the table as given); a wrong table turns or mirrors every tensor's "
-                             "direction without any other sign, and the upsampling's uncertainty does not show it: check "
-                             "how the table was converted, or {fix}, and fit again (a heuristic, as MRtrix's "
-                             "dwigradcheck: the fit is as the table says)").format(
+    # pieces (split at "; ") of at most PIECE_LIMIT characters, as a long warning is said over several lines
+    # (methods/base.py warning_lines): as one line it had run to 563-651 characters after the file's name
+    warnings.warn(source + _("the gradient table looks wrong; {what}; the fibres are far more continuous with the "
+                             "table corrected so; tracking from the white matter follows them {best} mm on average "
+                             "corrected, against {given} mm with the table as given; a wrong table turns or mirrors "
+                             "every tensor's direction without any other sign; the upsampling's uncertainty does not "
+                             "show a wrong table; check how the table was converted; or {fix}, and fit again; this "
+                             "check is a heuristic, as MRtrix's dwigradcheck: the fit is as the table says").format(
         what=c.what, best=f"{best:.1f}", given=f"{given:.1f}", fix=fix), IQTWarning, stacklevel=2)
     return found

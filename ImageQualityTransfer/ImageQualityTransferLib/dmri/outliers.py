@@ -596,12 +596,12 @@ def say_poor_condition(dwi: Volume, out: Outliers | None = None, stacklevel: int
         todo = _("read its FA and principal directions as unreliable, and check that the bvec file is this series' own")
     elif where is None:
         which = _("the {count} diffusion-weighted directions kept by --exclude-outliers")
-        todo = _("read FA and the principal directions as unreliable (without --exclude-outliers every direction is "
-                 "kept, the outliers too)")
+        todo = _("read FA and the principal directions as unreliable; without --exclude-outliers every direction is "
+                 "kept, the outliers too")
     else:
         which = _("the {count} diffusion-weighted directions kept by --exclude-outliers in slice {slice}")
-        todo = _("read FA and the principal directions there as unreliable (without --exclude-outliers every direction "
-                 "is kept, the outliers too)")
+        todo = _("read FA and the principal directions there as unreliable; without --exclude-outliers every "
+                 "direction is kept, the outliers too")
     which = which.format(count=n, slice=where)
     # pieces (split at "; ") of at most PIECE_LIMIT characters, as a long warning is said over several lines
     # (methods/base.py warning_lines): as one line it had run to 628 characters with its path

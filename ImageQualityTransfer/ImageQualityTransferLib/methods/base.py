@@ -896,9 +896,13 @@ _SOURCE = re.compile(r"^((?:(?:(?:[A-Za-z]:)?[^:;]*?\.(?:nii\.gz|nii|nrrd|nhdr)|
 # worded to read alone (each names what it speaks of). Of the warnings over WARNING_LINE_LIMIT that real inputs gave
 # (docs/measurements.md, "Long warnings") the gradient table's had run to 531 characters, the whole field's to 307;
 # then the tensors' directions looking mirrored (methods/inputs.py), iqt fit's halves that disagree and its misfit
-# line (dmri/outliers.py, the misfit line 304-547 characters after the file's name).
+# line (dmri/outliers.py, the misfit line 304-547 characters after the file's name); the gradient table looking wrong
+# (dmri/gradcheck.py, 563-651 characters after the file's name) and iqt track's whole field of an upsampled output
+# (apps/cli/track.py, 439 after the file's name).
 SPLIT_WARNINGS = ("the gradient-table check could not decide", "the gradient table could not be judged",
+                  "the gradient table looks wrong; ",
                   "the input holds tensors over the whole field of view (fitted without a brain mask)",
+                  "the tensors reach beyond the brain and no --mask was given; ",
                   "the tensors' directions look mirrored or turned on this grid, as a wrong gradient table leaves them; ",
                   "the fit's residuals say every other diffusion-weighted volume disagrees with the rest; ",
                   "the tensor model does not fit parts of the series (signal dropout, or a volume dead or moved); ")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 from ...core.errors import IQTWarning
+from ...core.i18n import _
 from ...core.words import counted
 from ...fileio.staging import say  # 'wrote' lines: printed once the run's outputs are in place
 from . import options
@@ -100,12 +101,16 @@ def warn_whole_field(dti, input_path, whole: bool) -> None:
     from ...dmri.dti import ESTIMATED_SUPPORT
 
     if dti.meta.get("support") == ESTIMATED_SUPPORT:
-        warnings.warn(f"{input_path}: the tensors reach beyond the brain: iqt upsample made them from a fit without a "
-                      "brain mask and kept them to the brain estimated from the tensors' MD with the scalp and "
-                      "background fits around it (as the file's header records), and no --mask was given: streamlines "
-                      "seeded or passing there are tracked through the scalp and the background's noise fits; give "
-                      "--mask with a brain mask (on this grid or the low-res one) to keep them in the brain",
-                      IQTWarning, stacklevel=2)
+        # pieces (split at "; ") of at most PIECE_LIMIT characters, as a long warning is said over several lines
+        # (methods/base.py warning_lines): as one line it had run to 439 characters after the file's name
+        warnings.warn(f"{input_path}: " + _("the tensors reach beyond the brain and no --mask was given; {iqt_upsample} "
+                                            "made them from a fit without a brain mask (as the file's header records); "
+                                            "{iqt_upsample} kept them to the brain estimated from the tensors' MD with "
+                                            "the scalp and background fits around it; streamlines seeded or passing "
+                                            "there, beyond the brain, are tracked through the scalp and the "
+                                            "background's noise fits; give "
+                                            "--mask with a brain mask (on this grid or the low-res one) to keep them in "
+                                            "the brain").format(iqt_upsample="iqt upsample"), IQTWarning, stacklevel=2)
         return
     if not whole:
         return

@@ -73,7 +73,7 @@ def test_evaluate_says_what_scoring_does_with_a_predictions_nan_voxels(capsys, t
     out, err = capsys.readouterr()
     assert code == 0, err
     lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 2, err  # the prediction's line, and the reference's folded into evaluate's count
+    assert len(lines) == 3, err  # the prediction's line, and the reference's folded into evaluate's count (two lines)
     said = next(line for line in lines if "pred." in line)
     assert "4 voxels inside the tensors hold NaN in every element" in said, said
     assert "score them as a zero tensor" in said and "uncertainty figures leave them out" in said, said

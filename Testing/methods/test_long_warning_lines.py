@@ -246,3 +246,21 @@ def test_the_poorly_conditioned_line_s_advice_with_exclude_outliers_is_said_over
         assert len(bodies) > 1 and max(map(len, bodies)) <= base.PIECE_LIMIT, bodies
         assert bodies[-1].endswith("without --exclude-outliers every direction is kept, the outliers too"), bodies
     _whole_under_a_translator(capsys, lambda: outliers.say_poor_condition(dwi, out, 2))
+
+
+def test_evaluate_s_mask_voxels_without_a_reference_are_said_over_short_lines(capsys):
+    """iqt evaluate against a fit holding its floor in some mask voxels and nothing in others: one line of 323
+    characters after the file's name on a real subject's fit had said them."""
+    from ImageQualityTransferLib.apps.cli import evaluate
+
+    t = np.zeros((10, 10, 10, 6))
+    t[..., 0] = t[..., 2] = t[..., 5] = 7e-4
+    t.reshape(-1, 6)[:31] = 0
+    held = np.ones((10, 10, 10), bool)
+    held.reshape(-1)[10:31] = False  # 10 of them held a floor before it was read as none
+    line, refusal = evaluate._missing_reference("p", t, np.ones((10, 10, 10), bool), held)
+    bodies = _printed(capsys, lambda: warnings.warn(line, IQTWarning, stacklevel=1))
+    assert refusal is None and len(bodies) > 3 and max(map(len, bodies)) <= base.PIECE_LIMIT, bodies
+    assert bodies[0] == "31 of the mask's 1000 voxels (3.1 %) hold no reference tensor and are left out of every figure"
+    assert bodies[-1] == "the others are zero, or NaN in every element: outside the mask the reference was fitted in, or " \
+                         "failed fits", bodies

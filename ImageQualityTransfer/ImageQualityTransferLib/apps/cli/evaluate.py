@@ -308,13 +308,16 @@ def _missing_reference(path, truth, mask, held=None) -> tuple[str | None, IQTErr
             raise refusal
         return None, refusal
     shown = f"{100 * share:.2g}" if share < 0.01 else f"{100 * share:.1f}"  # 21 of 47,669 had read "0.0 %"
-    what = (f"{tiny} of them only tensors below {NEGLIGIBLE:g} mm^2/s, read as none: a fit's floor where a voxel has "
-            "no diffusion signal (its b0 at or near 0) or its fit failed (diffusion-weighted signal at or above the b0), "
-            "or a stored background" + ("" if tiny == n else "; the others "
-            "zero, or NaN in every element: outside the mask the reference was fitted in, or failed fits") if tiny else
-            "zero, or NaN in every element: outside the mask the reference was fitted in, or failed fits")
-    return (f"{path}: {n} of the mask's {total} voxels ({shown} %) hold no reference tensor ({what}); they are left out "
-            "of every figure"), None
+    # pieces (split at "; ") of at most PIECE_LIMIT characters, as a long warning is said over several lines
+    # (methods/base.py warning_lines): as one line it had run to 323 characters after the file's name
+    zero = "zero, or NaN in every element: outside the mask the reference was fitted in, or failed fits"
+    what = ([f"{tiny} of those voxels hold only tensors below {NEGLIGIBLE:g} mm^2/s, read as none",
+             "such tensors are a fit's floor where a voxel has no diffusion signal (its b0 at or near 0)",
+             "such tensors are also a fit's floor where its fit failed (diffusion-weighted signal at or above the b0)",
+             "or such tensors are a stored background"]
+            + ([] if tiny == n else [f"the others are {zero}"]) if tiny else [f"those voxels are {zero}"])
+    return "; ".join([f"{path}: {n} of the mask's {total} voxels ({shown} %) hold no reference tensor and are left out "
+                      "of every figure", *what]), None
 
 
 def _negative_md_line(path, truth, mask) -> str | None:

@@ -212,7 +212,7 @@ CASES = [
     ("upsample {d}/scaled_frame.nrrd -o {d}/o.nii.gz --method cubic", "not a rotation"),
     ("upsample {d}/scalar.nii.gz -o {d}/o.nii.gz", "not a diffusion tensor"),
     ("upsample {d}/truncated.nii.gz -o {d}/o.nii.gz", "truncated"),
-    ("upsample {d}/tensor.mif -o {d}/o.nii.gz --tensor-order mrtrix", "/tensor.mif /"),
+    ("upsample {d}/tensor.mif -o {d}/o.nii.gz --tensor-order mrtrix", "tensor.mif: its header has no 3-row 'transform'"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method espcn --model {d}/evil.pt", "refused"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method espcn --model {d}/nan.pt", "non-finite"),
     ("upsample {d}/lr.nii.gz -o {d}/o.nii.gz --method espcn-hetero --model {d}/nan.pt", "use --method espcn"),

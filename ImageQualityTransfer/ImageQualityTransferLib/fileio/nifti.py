@@ -16,6 +16,7 @@ import numpy as np
 from ..core.errors import IQTError, IQTWarning
 from ..core.i18n import _
 from ..core.volume import affine_problem, voxel_sizes
+from .mif import is_mif, read_mif
 from .paths import NRRD_SUFFIXES, not_a_file
 
 if TYPE_CHECKING:  # imported on first use (`nibabel_lib`)
@@ -102,10 +103,27 @@ def run_record_of(path) -> dict | None:
     """The record of the `iqt` run that wrote the NIfTI file at `path` (records.read_run), or None."""
     from .records import RUN_KEY, read_run
 
+    if is_mif(path):
+        return None
     for ext in open_nifti(path).header.extensions:
         if _is_run_record(ext, RUN_KEY):
             return read_run(ext.get_content().decode("ascii"))
     return None
+
+
+def _mif_image(path) -> "nibabel.Nifti1Image":
+    """An MRtrix image (fileio/mif.py) as an in-memory NIfTI on its storage grid, its header's keys in `extra["mif"]`,
+    so that every reader of a NIfTI reads it too."""
+    if not os.access(path, os.R_OK):
+        raise IQTError(f"{path}: cannot be read (permission denied); check the file's permissions")
+    data, affine, keys = read_mif(path)
+    _check_extent(data.shape, path)
+    _check_geometry(affine, path)
+    img = nibabel_lib().Nifti1Image(data, affine)
+    img.set_qform(affine, 1)
+    img.set_sform(affine, 1)  # scanner coordinates, as mrconvert's NIfTI gives them
+    img.extra["mif"] = keys
+    return img
 
 
 def is_nrrd(path) -> bool:
@@ -174,12 +192,8 @@ def load_nifti(path, formats: str = "a .nii or .nii.gz file") -> "nibabel.Nifti1
     kind = not_a_file(path)
     if kind is not None:  # a FIFO would be waited on for ever
         raise IQTError(f"{path}: is {kind}, not a file, and is not read; give {formats}")
-    mrtrix = next((x for x in (".mif", ".mif.gz", ".mih") if path.name.lower().endswith(x)), None)
-    if mrtrix:
-        base = str(path)[: -len(mrtrix)]
-        raise IQTError(f"{path}: MRtrix's own format is not read; convert it to NIfTI with 'mrconvert {path} {base}.nii.gz' "
-                       f"(a DWI with '-export_grad_fsl {base}.bvec {base}.bval' too; a dwi2tensor output then reads "
-                       "with --tensor-order mrtrix)")
+    if is_mif(path):
+        return _mif_image(path)
     if not os.access(path, os.R_OK):
         raise IQTError(f"{path}: cannot be read (permission denied); check the file's permissions")
     _check_compression(path)
@@ -499,7 +513,7 @@ def read_data(img, path, dtype=np.float32) -> np.ndarray:
 
 def _read(img, path, dtype) -> np.ndarray:
     """`read_data`'s reading, its failures said there."""
-    if _gzipped(path):
+    if _gzipped(path) and not is_mif(path):  # an MRtrix image is read whole already (fileio/mif.py)
         import gzip
 
         with gzip.open(path, "rb") as f:

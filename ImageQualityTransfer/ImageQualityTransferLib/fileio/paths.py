@@ -16,8 +16,9 @@ from .staging import current
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
-TENSOR_SUFFIXES = NIFTI_SUFFIXES + NRRD_SUFFIXES
-MAP_SUFFIXES = TENSOR_SUFFIXES  # `iqt upsample --uncertainty`'s maps (fileio/nrrd.py save_scalar_nrrd)
+MIF_SUFFIXES = (".mif", ".mif.gz")  # MRtrix's own format (fileio/mif.py)
+TENSOR_SUFFIXES = NIFTI_SUFFIXES + NRRD_SUFFIXES + MIF_SUFFIXES
+MAP_SUFFIXES = TENSOR_SUFFIXES  # `iqt upsample --uncertainty`'s maps (fileio/nrrd.py save_scalar_nrrd, fileio/mif.py)
 JSON_SUFFIXES = (".json",)
 
 

@@ -19,6 +19,7 @@ from ..core.i18n import _
 from ..core.volume import Volume, voxel_sizes
 from .gradients import (B0_THRESHOLD, bval_bvec_paths, check_table, fsl_flip, read_gradient_table,
                         sidecar_slices)
+from .mif import dw_scheme, is_mif, write_mif
 from .nifti import (
     add_support_record,
     check_finite,
@@ -106,6 +107,13 @@ def _dwi_header(path, bval=None, bvec=None):
             "X x Y x Z x 1 x N) with at least 7 volumes (b0 + 6 directions)"
         )
     bval_p, bvec_p = bval_bvec_paths(path, bval, bvec)
+    if is_mif(path) and bval is None and bvec is None:
+        return (img, five_d, *_mif_gradients(img, path, n, bval_p, bvec_p))
+    return (img, five_d, *_gradient_files(path, n, bval_p, bvec_p))
+
+
+def _gradient_files(path, n: int, bval_p: Path, bvec_p: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(b-values, directions in FSL's frame) from a DWI's bval and bvec files, every check made (`_dwi_header`)."""
     for p, flag in ((bval_p, "--bval"), (bvec_p, "--bvec")):
         if not p.exists():
             raise IQTError(f"{p}: not found; give the FSL gradient file with {flag}")
@@ -130,7 +138,31 @@ def _dwi_header(path, bval=None, bvec=None):
             raise IQTError(f"{p}: NaN or Inf among its numbers; give the series' own gradient table")
     check_table(bvals, bvecs, n, f"{bval_p}: ")  # the unit checks, as for a series built in memory (dmri.dti.fit_dti)
     bvals, bvecs = _scale_b_by_length(bvals, bvecs, bvec_p)
-    return img, five_d, bvals, bvecs
+    return bvals, bvecs
+
+
+def _mif_gradients(img, path, n: int, bval_p: Path, bvec_p: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(b-values, directions in FSL's frame, as `_dwi_header` gives them) of an MRtrix DWI from its header's dw_scheme
+    (x y z b per volume, scanner coordinates), or from a bval and bvec beside it where it holds none."""
+    try:
+        table = dw_scheme(img.extra["mif"])
+    except ValueError:
+        raise IQTError(f"{path}: its dw_scheme is not rows of four numbers (x,y,z,b); give --bval and --bvec") from None
+    if table is None:
+        if bval_p.is_file() and bvec_p.is_file():
+            return _gradient_files(path, n, bval_p, bvec_p)
+        raise IQTError(f"{path}: an MRtrix DWI without a gradient table (no dw_scheme in its header, no .bval/.bvec "
+                       "beside it); add it with 'mrconvert dwi.mif -fslgrad dwi.bvec dwi.bval dwi_grad.mif' (or "
+                       "-grad table.b), or give --bval and --bvec")
+    if table.shape != (n, 4) or not np.all(np.isfinite(table)):
+        raise IQTError(f"{path}: the DWI has {n} volumes but its dw_scheme {table.shape[0]} rows of "
+                       f"{table.shape[1]} numbers (or NaN/Inf among them); give --bval and --bvec")
+    bvals, scanner = table[:, 3], table[:, :3]
+    check_table(bvals, scanner, n, f"{path}: dw_scheme: ")
+    rotation = img.affine[:3, :3] / voxel_sizes(img.affine)
+    bvecs = scanner @ np.linalg.inv(rotation).T  # scanner frame to the voxel axes
+    bvals, bvecs = _scale_b_by_length(bvals, bvecs, f"{path} (dw_scheme)")
+    return bvals, bvecs @ fsl_flip(img.affine)  # FSL's frame, as the bvec file gives it
 
 
 def _scale_b_by_length(bvals: np.ndarray, bvecs: np.ndarray, bvec_p) -> tuple[np.ndarray, np.ndarray]:
@@ -255,6 +287,8 @@ def load_tensor(path, order: str = "nifti", stated: bool | None = None) -> Volum
         raise IQTError(f"unknown tensor order {order!r}; use one of {', '.join(tensors.ORDERS)}")
     img = load_nifti(path, "a .nii or .nii.gz file, or a Slicer .nrrd")  # the formats a tensor volume is read from
     shape = img.shape
+    if is_mif(path) and order == "nifti":  # an MRtrix image of six volumes is dwi2tensor's
+        order = "mrtrix"
     if order == "nifti" and not stated:  # a --tensor-order nifti given is read so, whatever the header records
         order = _recorded_order(img, path)
     # a 7- or 9-volume file's values are read once: the DWI check and the seven-volume line both look at them
@@ -477,6 +511,18 @@ def check_tensor_output(path, grid_of) -> None:
     it) can be written at `path` (a Slicer NRRD needs a grid whose voxel axes are at right angles). A file whose header
     cannot be read is refused here, in its reader's line: the check had been skipped for any such file, a NRRD
     included, and a sheared grid then refused only at the write, after the work."""
+    if is_mif(path):
+        from ..core.orientation import is_sheared
+
+        affine = grid_of if not isinstance(grid_of, (str, Path)) else None
+        if affine is None and not is_nrrd(grid_of):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                affine = load_nifti(grid_of).affine
+        if affine is not None and is_sheared(affine):
+            raise IQTError(f"{path}: the input's grid is sheared (its voxel axes are not at right angles), which an "
+                           "MRtrix image cannot hold; write a .nii.gz instead")
+        return
     if not is_nrrd(path):
         return
     from .nrrd import check_grid, header_affine
@@ -504,6 +550,9 @@ def save_tensor(vol: Volume, path, order: str = "nifti", five_d: bool = False) -
         from .nrrd import save_tensor_nrrd
 
         return save_tensor_nrrd(vol, path)
+    if is_mif(path):  # dwi2tensor's order and frame, whatever `order` says: MRtrix reads no other
+        data = tensors.to_order(in_file_frame(vol.data, "mrtrix", vol.affine), "mrtrix")
+        return atomic_write(path, lambda tmp: write_mif(tmp, data, vol.affine, _mif_record()))
 
     def write(tmp):
         if order == "nifti":
@@ -673,6 +722,9 @@ def save_scalar(vol: Volume, path, descrip: str = "") -> None:
         from .nrrd import save_scalar_nrrd
 
         return save_scalar_nrrd(vol, path, descrip)
+    if is_mif(path):
+        data = vol.data.astype(np.uint8) if vol.data.dtype == bool else vol.data
+        return atomic_write(path, lambda tmp: write_mif(tmp, data, vol.affine, _mif_record(descrip)))
 
     def write(tmp):
         data = vol.data.astype(np.uint8) if vol.data.dtype == bool else vol.data.astype(np.float32)
@@ -687,3 +739,14 @@ def save_scalar(vol: Volume, path, descrip: str = "") -> None:
 
 
 save_mask = save_scalar
+
+
+def _mif_record(descrip: str = "") -> dict[str, list[str]]:
+    """The header lines an MRtrix image written by `iqt` carries: the command (MRtrix's command_history) and what the
+    map holds."""
+    import sys
+
+    lines = {"command_history": [" ".join(["iqt", *sys.argv[1:]]).replace("\n", " ")]}
+    if descrip:
+        lines["comments"] = [descrip]
+    return lines

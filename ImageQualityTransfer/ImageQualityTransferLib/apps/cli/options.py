@@ -114,19 +114,27 @@ def check_output_order(args, out) -> None:
     """An order asked of a NRRD output is refused before any work (its format fixes the order)."""
     from ...fileio.paths import NRRD_SUFFIXES
 
+    from ...fileio.mif import MIF_SUFFIXES
+
     if str(out).lower().endswith(NRRD_SUFFIXES) and args.output_order not in ("input", "nifti"):
         raise IQTError(f"{out}: a Slicer NRRD holds its own element order and measurement frame; leave "
                        f"--output-order {args.output_order} out or write .nii.gz")
+    if str(out).lower().endswith(MIF_SUFFIXES) and args.output_order not in ("input", "mrtrix"):
+        raise IQTError(f"{out}: an MRtrix image holds dwi2tensor's order (Dxx,Dyy,Dzz,Dxy,Dxz,Dyz, scanner frame); "
+                       f"leave --output-order {args.output_order} out or write .nii.gz")
 
 
 def output_order(args, lr, out) -> dict:
     """`save_tensor`'s order and layout for `--output-order` (fileio.write_order); a NRRD output keeps its own."""
     from ...fileio import as_read, write_order
+    from ...fileio.mif import MIF_SUFFIXES
     from ...fileio.paths import NRRD_SUFFIXES
 
     check_output_order(args, out)
     if str(out).lower().endswith(NRRD_SUFFIXES):
         return {"order": "nifti", "five_d": True}
+    if str(out).lower().endswith(MIF_SUFFIXES):
+        return {"order": "mrtrix", "five_d": False}
     return write_order(as_read(lr), args.output_order)
 
 

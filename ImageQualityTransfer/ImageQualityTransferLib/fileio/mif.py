@@ -1,0 +1,195 @@
+"""MRtrix's own image format (.mif, .mif.gz, and a .mih header with its data file), read and written as MRtrix3
+documents it (mrtrix.readthedocs.io, "MRtrix image formats"): nibabel does not read it. An image is read in its
+storage order, as `mrconvert` writes it to NIfTI (spatial axes ordered by their strides, reversed where a stride is
+negative), so that a .mif and its mrconvert'ed NIfTI give the same voxel grid."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+
+from ..core.errors import IQTError
+from .paths import MIF_SUFFIXES
+
+READ_SUFFIXES = (*MIF_SUFFIXES, ".mih")  # a .mih header with its data file is read, not written
+MAGIC = b"mrtrix image\n"
+TYPES = {"int8": "i1", "uint8": "u1", "int16": "i2", "uint16": "u2", "int32": "i4", "uint32": "u4", "int64": "i8",
+         "uint64": "u8", "float32": "f4", "float64": "f8"}
+
+
+def is_mif(path) -> bool:
+    return str(path).lower().endswith(READ_SUFFIXES)
+
+
+def _fail(path, what: str):
+    raise IQTError(f"{path}: {what}; convert it with mrconvert to NIfTI (e.g. 'mrconvert {Path(path).name} "
+                   "out.nii.gz -datatype float32') and give that")
+
+
+def _open(path):
+    return gzip.open(path, "rb") if str(path).lower().endswith(".gz") else open(path, "rb")
+
+
+def read_header(path) -> dict[str, list[str]]:
+    """The header's keys, each with its values in the order given (dw_scheme and transform hold one line each)."""
+    keys: dict[str, list[str]] = {}
+    try:
+        with _open(path) as f:
+            if f.read(len(MAGIC)) != MAGIC:
+                _fail(path, "not an MRtrix image (no 'mrtrix image' first line)")
+            for raw in f:
+                line = raw.decode("utf-8", "replace").strip()
+                if line == "END":
+                    return keys
+                if ":" in line:
+                    key, value = line.split(":", 1)
+                    keys.setdefault(key.strip(), []).append(value.strip())
+    except (OSError, EOFError) as exc:
+        _fail(path, f"its header cannot be read ({exc})")
+    if str(path).lower().endswith(".mih"):  # a detached header may end without END
+        return keys
+    _fail(path, "its header has no END line (truncated)")
+
+
+def _numbers(path, keys, key, kind=float) -> list:
+    if key not in keys:
+        _fail(path, f"its header has no '{key}' line")
+    try:
+        return [kind(v) for v in keys[key][0].split(",")]
+    except ValueError:
+        _fail(path, f"its '{key}' line ({keys[key][0]}) is not a list of numbers")
+
+
+def _dtype(path, keys) -> np.dtype:
+    name = keys.get("datatype", [""])[0].lower()
+    base, order = (name[:-2], "<" if name.endswith("le") else ">") if name.endswith(("le", "be")) else (name, "=")
+    if base not in TYPES:
+        _fail(path, f"datatype '{keys.get('datatype', ['none'])[0]}' is not read (only real integer and float types)")
+    return np.dtype(order + TYPES[base])
+
+
+def read_mif(path) -> tuple[np.ndarray, np.ndarray, dict[str, list[str]]]:
+    """(data in storage order, scaled (as float64 where a scaling is given); the 4x4 voxel->scanner (RAS, mm) affine;
+    the header's keys)."""
+    path = Path(path)
+    keys = read_header(path)
+    dim = _numbers(path, keys, "dim", int)
+    vox = _numbers(path, keys, "vox")
+    layout = keys.get("layout", [""])[0].split(",")
+    if len(dim) < 3 or len(dim) > 4 or len(vox) < 3 or len(layout) != len(dim) or min(dim) < 1:
+        _fail(path, f"dim {keys['dim'][0]} with layout {keys.get('layout', ['none'])[0]} is not a 3D or 4D image")
+    try:
+        ranks = [abs(int(v)) for v in layout]
+        signs = [-1 if v.strip().startswith("-") else 1 for v in layout]
+    except ValueError:
+        _fail(path, f"its layout ({keys['layout'][0]}) is not a list of signed strides")
+    if sorted(ranks) != sorted(set(ranks)):
+        _fail(path, f"its layout ({keys['layout'][0]}) repeats a stride")
+    rows = keys.get("transform", [])
+    if len(rows) != 3:
+        _fail(path, "its header has no 3-row 'transform'")
+    try:
+        m = np.array([[float(v) for v in r.split(",")] for r in rows])
+    except ValueError:
+        _fail(path, "its 'transform' is not numbers")
+    if m.shape != (3, 4):
+        _fail(path, "its 'transform' is not 3 rows of 4 numbers")
+    dtype = _dtype(path, keys)
+    data = _read_data(path, keys, dtype, dim, ranks)
+    fast_first = sorted(range(len(dim)), key=lambda a: ranks[a])  # the file's axes, fastest first
+    data = data.reshape([dim[a] for a in reversed(fast_first)]).transpose(
+        [len(dim) - 1 - fast_first.index(a) for a in range(len(dim))])  # image axes, indexed as stored
+    if len(dim) == 4 and signs[3] < 0:
+        data = data[..., ::-1]  # the volumes in the image's order (dw_scheme's)
+    image = np.eye(4)
+    image[:3, :3] = m[:, :3] * np.asarray(vox[:3])
+    image[:3, 3] = m[:, 3]
+    axes = sorted(range(3), key=lambda a: ranks[a])  # the spatial axes in storage order, as mrconvert's NIfTI holds them
+    affine = np.eye(4)
+    affine[:3, 3] = image[:3, 3]
+    for i, a in enumerate(axes):  # a negative stride: stored index s is image index dim-1-s
+        affine[:3, i] = image[:3, a] * signs[a]
+        if signs[a] < 0:
+            affine[:3, 3] += image[:3, a] * (dim[a] - 1)
+    data = np.ascontiguousarray(data.transpose(axes + list(range(3, len(dim)))))
+    scaling = keys.get("scaling")
+    if scaling:
+        try:
+            offset, scale = (float(v) for v in scaling[0].split(","))
+        except ValueError:
+            _fail(path, f"its 'scaling' ({scaling[0]}) is not two numbers")
+        if (offset, scale) != (0.0, 1.0):
+            data = data.astype(np.float64) * scale + offset
+    return data, affine, keys
+
+
+def _read_data(path, keys, dtype, dim, ranks) -> np.ndarray:
+    """The data's bytes as a flat array: after the header of a .mif (.gz), or in the file a .mih names."""
+    spec = keys.get("file", [])
+    if len(spec) != 1:
+        _fail(path, "its header names no data file, or several ('file' lines)" if spec else
+              "its header has no 'file' line")
+    name, _, offset = spec[0].rpartition(" ")
+    try:
+        offset = int(offset)
+    except ValueError:
+        name, offset = spec[0], 0
+    count = int(np.prod(dim))
+    if name.strip() == ".":
+        source = path
+    else:
+        source = path.parent / name.strip()
+        if not source.is_file():
+            _fail(path, f"its data file {source} is not found")
+    try:
+        with _open(source) as f:
+            if str(source).lower().endswith(".gz"):
+                f.read(offset)
+            else:
+                f.seek(offset)
+            raw = f.read(count * dtype.itemsize)
+            if str(source).lower().endswith(".gz"):
+                while f.read(1 << 20):  # to the end, where gzip's checksum is checked
+                    pass
+    except (OSError, EOFError) as exc:
+        _fail(path, f"its data cannot be read ({exc}); the file may be truncated or damaged")
+    if len(raw) != count * dtype.itemsize:
+        _fail(path, f"holds {len(raw)} bytes of data where dim {keys['dim'][0]} of {dtype.name} needs "
+                    f"{count * dtype.itemsize} (truncated)")
+    return np.frombuffer(raw, dtype).astype(dtype.newbyteorder("="))
+
+
+def dw_scheme(keys) -> np.ndarray | None:
+    """The gradient table (N, 4: x y z b, scanner frame) from the header's dw_scheme lines, or None without one."""
+    rows = keys.get("dw_scheme")
+    if not rows:
+        return None
+    return np.array([[float(v) for v in r.split(",")] for r in rows])
+
+
+def write_mif(path, data: np.ndarray, affine: np.ndarray, extra: dict[str, list[str]] | None = None) -> None:
+    """`data` (3D or 4D, float32 or uint8) on `affine` (voxel->RAS, mm) as MRtrix's .mif or .mif.gz at `path` (a
+    temporary file: fileio.writing.atomic_write puts it in place), volumes along the fourth axis, x fastest."""
+    data = np.asarray(data)
+    vox = np.linalg.norm(affine[:3, :3], axis=0)
+    rotation = affine[:3, :3] / vox
+    dtype = np.dtype("<u1") if data.dtype in (np.uint8, bool) else np.dtype("<f4")
+    lines = ["mrtrix image", "dim: " + ",".join(str(n) for n in data.shape),
+             "vox: " + ",".join(f"{v:.10g}" for v in (*vox, *([1.0] * (data.ndim - 3)))),
+             "layout: " + ",".join(f"+{a}" for a in range(data.ndim)),
+             "datatype: " + ("UInt8" if dtype.kind == "u" else "Float32LE")]
+    lines += ["transform: " + ",".join(f"{v:.10g}" for v in (*rotation[r], affine[r, 3])) for r in range(3)]
+    for key, values in (extra or {}).items():
+        lines += [f"{key}: {v}" for v in values]
+    head = ("\n".join(lines) + "\nfile: . ").encode()
+    offset = len(head) + 20
+    offset += -offset % 16  # the data aligned, as MRtrix writes it
+    head += f"{offset}\nEND\n".encode()
+    head += b"\0" * (offset - len(head))
+    body = np.asarray(data, dtype).tobytes(order="F")
+    opener = gzip.open(path, "wb", compresslevel=1) if str(path).lower().endswith(".gz") else open(path, "wb")
+    with opener as f:
+        f.write(head)
+        f.write(body)

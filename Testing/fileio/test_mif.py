@@ -1,0 +1,101 @@
+"""MRtrix's own images (.mif, .mif.gz, .mih) read and written (fileio/mif.py): the fixtures beside this file were made
+by MRtrix3's own mrconvert and dwi2tensor from the phantom (mif_fixtures/make_fixtures.sh), each read as its
+mrconvert'ed NIfTI is; what `iqt` writes is read back, by MRtrix's mrconvert too where it is installed."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import refused_line
+from ImageQualityTransferLib import fileio
+from ImageQualityTransferLib.core.orientation import Reorientation
+from ImageQualityTransferLib.core.volume import Volume
+from ImageQualityTransferLib.dmri.dti import fit_dti
+
+HERE = Path(__file__).parent / "mif_fixtures"
+
+
+def _canonical(vol: Volume) -> np.ndarray:
+    return Reorientation.to_canonical(vol.affine).apply(vol).data
+
+
+@pytest.mark.parametrize("name, atol", [("dt.mif", 0.0), ("dt_int16.mih", 5.1e-6),
+                                        ("dt_strides321_f64.mif.gz", 1e-9)])
+def test_a_dwi2tensor_mif_reads_as_its_nifti_does_with_tensor_order_mrtrix(name, atol):
+    mif = fileio.load_tensor(HERE / name)  # no --tensor-order: a six-volume MRtrix image is dwi2tensor's
+    nii = fileio.load_tensor(HERE / "dt.nii", "mrtrix", stated=True)
+    assert mif.meta["order"] == "mrtrix"
+    assert np.allclose(Reorientation.to_canonical(mif.affine).apply(mif).affine,
+                       Reorientation.to_canonical(nii.affine).apply(nii).affine)
+    assert np.abs(_canonical(mif) - _canonical(nii)).max() <= atol
+
+
+def test_a_dwi_mif_is_fitted_from_its_dw_scheme_as_the_nifti_with_bval_bvec():
+    mif = fileio.load_dwi(HERE / "dwi.mif.gz")  # no bval/bvec beside it: its header's dw_scheme
+    nii = fileio.load_dwi(HERE / "dwi_from_mif.nii")  # mrconvert -export_grad_fsl's files
+    assert np.array_equal(mif.data, nii.data) and np.allclose(mif.affine, nii.affine)
+    assert np.allclose(mif.bvals, nii.bvals) and np.allclose(mif.bvecs, nii.bvecs, atol=1e-6)
+    assert np.allclose(fit_dti(mif).data, fit_dti(nii).data, atol=1e-9)
+
+
+@pytest.mark.parametrize("suffix", [".mif", ".mif.gz"])
+def test_a_mif_written_reads_back_as_the_tensors_and_mask(tmp_path, suffix):
+    vol = fileio.load_tensor(HERE / "dt.nii", "mrtrix", stated=True)
+    fileio.save_tensor(vol, tmp_path / f"out{suffix}", "mrtrix")
+    back = fileio.load_tensor(tmp_path / f"out{suffix}")
+    assert np.allclose(back.affine, vol.affine) and np.array_equal(back.data, vol.data)
+    mask = Volume(np.abs(vol.data[..., 0]) > 5e-4, vol.affine, "mask")
+    fileio.save_mask(mask, tmp_path / f"mask{suffix}")
+    assert np.array_equal(fileio.load_mask(tmp_path / f"mask{suffix}").data, mask.data)
+
+
+def test_iqt_upsample_writes_a_mif_beside_its_maps(tmp_path, capsys):
+    from ImageQualityTransferLib.apps.cli import main
+
+    assert main(["upsample", str(HERE / "dt.mif"), "-o", str(tmp_path / "up.mif"), "--method", "linear",
+                 "--maps"]) == 0
+    up = fileio.load_tensor(tmp_path / "up.mif")
+    assert up.shape3 == (16, 16, 16) and (tmp_path / "up_FA.mif").is_file()
+    assert fileio.load_scalar(tmp_path / "up_FA.mif").shape3 == up.shape3
+
+
+@pytest.mark.skipif(shutil.which("mrconvert") is None, reason="MRtrix3's mrconvert is not on PATH (apt-get install "
+                    "mrtrix3)")
+def test_mrtrix_reads_the_mif_iqt_writes(tmp_path):
+    vol = fileio.load_tensor(HERE / "dt.mif")
+    fileio.save_tensor(vol, tmp_path / "out.mif.gz", "mrtrix")
+    subprocess.run(["mrconvert", "-quiet", str(tmp_path / "out.mif.gz"), str(tmp_path / "out.nii")], check=True)
+    back = fileio.load_tensor(tmp_path / "out.nii", "mrtrix", stated=True)
+    assert np.allclose(_canonical(back), _canonical(vol), atol=1e-9)
+
+
+def _header(path: Path, old: bytes, new: bytes) -> Path:
+    raw = (HERE / "dt.mif").read_bytes()
+    assert old in raw
+    path.write_bytes(raw.replace(old, new, 1))
+    return path
+
+
+@pytest.mark.parametrize("edit, said", [
+    ((b"datatype: Float32LE", b"datatype: CFloat32LE"), "datatype 'CFloat32LE' is not read"),
+    ((b"dim: 8,8,8,6", b"dim: 8,8,9,6"), "(truncated)"),
+    ((b"layout: -0,+1,+2,+3", b"layout: -0,+1,+1,+3"), "repeats a stride"),
+    ((b"transform: -0, 0, 1, -14\n", b""), "no 3-row 'transform'"),
+])
+def test_a_mif_not_read_is_one_line_and_nothing_written(tmp_path, capsys, edit, said):
+    bad = _header(tmp_path / "bad.mif", *edit)
+    refused_line(capsys, ["upsample", bad, "-o", tmp_path / "o.mif", "--method", "linear"], "bad.mif: ", said)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.mif"]
+
+
+def test_a_dwi_mif_without_a_gradient_table_is_one_line(tmp_path, capsys):
+    from ImageQualityTransferLib.fileio.mif import write_mif
+
+    dwi = fileio.load_dwi(HERE / "dwi_from_mif.nii")
+    write_mif(tmp_path / "dwi.mif", dwi.data, dwi.affine)  # no dw_scheme
+    refused_line(capsys, ["fit", tmp_path / "dwi.mif", "-o", tmp_path / "dt.mif"], "dwi.mif: ", "no dw_scheme",
+                 "-fslgrad")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dwi.mif"]

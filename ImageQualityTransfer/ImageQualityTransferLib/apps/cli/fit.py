@@ -21,7 +21,7 @@ def add_parsers(sub) -> None:
                          "or moved volume; without it they are named in one warning): such a volume is left out of "
                          "every slice, such a slice of a volume out of that slice's fit, where at least half the "
                          "directions, determining a tensor, are left")
-    sp.add_argument("-o", "--output", required=True, help="tensor output (.nii.gz SYMMATRIX or .nrrd)")
+    sp.add_argument("-o", "--output", required=True, help="tensor output (.nii.gz SYMMATRIX, .nrrd, or MRtrix .mif/.mif.gz in dwi2tensor's order)")
     sp.set_defaults(func=fit)
 
     sp = sub.add_parser("mask", help="brain mask from the b0 (median Otsu)")

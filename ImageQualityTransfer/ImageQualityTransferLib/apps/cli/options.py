@@ -148,9 +148,9 @@ def order_words(order: dict) -> str:
 
 
 def add_dwi(sp, bmax_help: str | None = None) -> None:
-    sp.add_argument("dwi", help="4D DWI NIfTI")
-    sp.add_argument("--bval", help="FSL b-values (default: beside the DWI)")
-    sp.add_argument("--bvec", help="FSL b-vectors (default: beside the DWI)")
+    sp.add_argument("dwi", help="4D DWI: NIfTI with FSL bval/bvec, or MRtrix .mif/.mif.gz/.mih with its dw_scheme")
+    sp.add_argument("--bval", help="FSL b-values (default: beside the DWI, or a .mif DWI's dw_scheme)")
+    sp.add_argument("--bvec", help="FSL b-vectors (default: beside the DWI, or a .mif DWI's dw_scheme)")
     add_bmax(sp, bmax_help)
 
 

@@ -41,6 +41,12 @@ def test_a_dwi_mif_is_fitted_from_its_dw_scheme_as_the_nifti_with_bval_bvec():
     assert np.allclose(fit_dti(mif).data, fit_dti(nii).data, atol=1e-9)
 
 
+def test_a_dwi2mask_bit_mask_reads_as_its_uint8_nifti():
+    mif, nii = fileio.load_mask(HERE / "mask.mif"), fileio.load_mask(HERE / "mask.nii")
+    assert 0 < mif.data.sum() < mif.data.size  # a mask, not all one or none
+    assert np.array_equal(mif.data, nii.data) and np.allclose(mif.affine, nii.affine)
+
+
 @pytest.mark.parametrize("suffix", [".mif", ".mif.gz"])
 def test_a_mif_written_reads_back_as_the_tensors_and_mask(tmp_path, suffix):
     vol = fileio.load_tensor(HERE / "dt.nii", "mrtrix", stated=True)

@@ -64,9 +64,12 @@ def _numbers(path, keys, key, kind=float) -> list:
 
 def _dtype(path, keys) -> np.dtype:
     name = keys.get("datatype", [""])[0].lower()
+    if name == "bit":  # a mask, packed eight voxels a byte (read as uint8: `_read_data`)
+        return np.dtype("u1")
     base, order = (name[:-2], "<" if name.endswith("le") else ">") if name.endswith(("le", "be")) else (name, "=")
     if base not in TYPES:
-        _fail(path, f"datatype '{keys.get('datatype', ['none'])[0]}' is not read (only real integer and float types)")
+        _fail(path, f"datatype '{keys.get('datatype', ['none'])[0]}' is not read (only bit, real integer and float "
+                    "types)")
     return np.dtype(order + TYPES[base])
 
 
@@ -137,6 +140,8 @@ def _read_data(path, keys, dtype, dim, ranks) -> np.ndarray:
     except ValueError:
         name, offset = spec[0], 0
     count = int(np.prod(dim))
+    bits = keys["datatype"][0].lower() == "bit"
+    size = -(-count // 8) if bits else count * dtype.itemsize
     if name.strip() == ".":
         source = path
     else:
@@ -149,15 +154,17 @@ def _read_data(path, keys, dtype, dim, ranks) -> np.ndarray:
                 f.read(offset)
             else:
                 f.seek(offset)
-            raw = f.read(count * dtype.itemsize)
+            raw = f.read(size)
             if str(source).lower().endswith(".gz"):
                 while f.read(1 << 20):  # to the end, where gzip's checksum is checked
                     pass
     except (OSError, EOFError) as exc:
         _fail(path, f"its data cannot be read ({exc}); the file may be truncated or damaged")
-    if len(raw) != count * dtype.itemsize:
-        _fail(path, f"holds {len(raw)} bytes of data where dim {keys['dim'][0]} of {dtype.name} needs "
-                    f"{count * dtype.itemsize} (truncated)")
+    if len(raw) != size:
+        _fail(path, f"holds {len(raw)} bytes of data where dim {keys['dim'][0]} of {keys['datatype'][0]} needs "
+                    f"{size} (truncated)")
+    if bits:  # the first voxel in a byte's highest bit, as MRtrix packs them
+        return np.unpackbits(np.frombuffer(raw, np.uint8), count=count)
     return np.frombuffer(raw, dtype).astype(dtype.newbyteorder("="))
 
 

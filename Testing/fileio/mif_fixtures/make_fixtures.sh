@@ -11,5 +11,7 @@ dwi2tensor -quiet -force dwi.mif.gz dt.mif
 mrconvert -quiet -force dt.mif -strides 3,2,1,4 -datatype float64be dt_strides321_f64.mif.gz
 mrconvert -quiet -force dt.mif -datatype int16 -scaling 0,0.00001 dt_int16.mih
 mrconvert -quiet -force dt.mif dt.nii
+dwi2mask -quiet -force dwi.mif.gz mask.mif
+mrconvert -quiet -force mask.mif -datatype uint8 mask.nii
 mrconvert -quiet -force dwi.mif.gz -export_grad_fsl dwi_from_mif.bvec dwi_from_mif.bval dwi_from_mif.nii
 rm dwi.nii.gz dwi.bvec dwi.bval

@@ -80,9 +80,11 @@ def read_mif(path) -> tuple[np.ndarray, np.ndarray, dict[str, list[str]]]:
     keys = read_header(path)
     dim = _numbers(path, keys, "dim", int)
     vox = _numbers(path, keys, "vox")
-    layout = keys.get("layout", [""])[0].split(",")
+    if "layout" not in keys:
+        _fail(path, "its header has no 'layout' line")
+    layout = keys["layout"][0].split(",")
     if len(dim) < 3 or len(dim) > 4 or len(vox) < 3 or len(layout) != len(dim) or min(dim) < 1:
-        _fail(path, f"dim {keys['dim'][0]} with layout {keys.get('layout', ['none'])[0]} is not a 3D or 4D image")
+        _fail(path, f"dim {keys['dim'][0]} with layout {keys['layout'][0]} is not a 3D or 4D image")
     try:
         ranks = [abs(int(v)) for v in layout]
         signs = [-1 if v.strip().startswith("-") else 1 for v in layout]

@@ -63,6 +63,8 @@ def test_iqt_upsample_writes_a_mif_beside_its_maps(tmp_path, capsys):
 
     assert main(["upsample", str(HERE / "dt.mif"), "-o", str(tmp_path / "up.mif"), "--method", "linear",
                  "--maps"]) == 0
+    said = capsys.readouterr().out
+    assert "wrote" in said and "dwi2tensor's 4D order" in said and "--tensor-order" not in said  # read without it
     up = fileio.load_tensor(tmp_path / "up.mif")
     assert up.shape3 == (16, 16, 16) and (tmp_path / "up_FA.mif").is_file()
     assert fileio.load_scalar(tmp_path / "up_FA.mif").shape3 == up.shape3

@@ -138,12 +138,16 @@ def output_order(args, lr, out) -> dict:
     return write_order(as_read(lr), args.output_order)
 
 
-def order_words(order: dict) -> str:
-    """How a written tensor file is laid out, for the line that names it ("" for this tool's own 5D)."""
+def order_words(order: dict, out=None) -> str:
+    """How a written tensor file is laid out, for the line that names it ("" for this tool's own 5D; an MRtrix image,
+    read in its order without --tensor-order, without the option)."""
     from ...fileio import layout_words
+    from ...fileio.mif import is_mif
 
     if order["order"] == "nifti":
         return ""
+    if out is not None and is_mif(out):
+        return f"; {layout_words(order)}"
     return f"; {layout_words(order)}: read it with --tensor-order {order['order']}"
 
 

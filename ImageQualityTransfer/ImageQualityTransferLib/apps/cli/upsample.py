@@ -503,7 +503,7 @@ def run(args):
     # a failure then removes
     say(f"wrote {with_data_file(out)} {pred.tensor.shape3} ({method.label}" + (f", {_MODEL_FOR.get(used, f'its model for {used} inputs')}" if used else "")
           + (f", {model[1]} model {model[0]}" if model else "")
-          + options.order_words(written) + ")")
+          + options.order_words(written, out) + ")")
     if choice.note:  # the default ran interpolation: said in iqt batch's rows and the Slicer module's notes too
         say(choice.note)
     if map_paths:

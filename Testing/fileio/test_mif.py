@@ -14,6 +14,7 @@ from ImageQualityTransferLib import fileio
 from ImageQualityTransferLib.core.orientation import Reorientation
 from ImageQualityTransferLib.core.volume import Volume
 from ImageQualityTransferLib.dmri.dti import fit_dti
+from ImageQualityTransferLib.fileio.nifti import run_record_of
 
 HERE = Path(__file__).parent / "mif_fixtures"
 
@@ -65,6 +66,7 @@ def test_iqt_upsample_writes_a_mif_beside_its_maps(tmp_path, capsys):
                  "--maps"]) == 0
     said = capsys.readouterr().out
     assert "wrote" in said and "dwi2tensor's 4D order" in said and "--tensor-order" not in said  # read without it
+    assert run_record_of(tmp_path / "up_FA.mif")["options"]["output"] == str(tmp_path / "up.mif")  # the run's record
     up = fileio.load_tensor(tmp_path / "up.mif")
     assert up.shape3 == (16, 16, 16) and (tmp_path / "up_FA.mif").is_file()
     assert fileio.load_scalar(tmp_path / "up_FA.mif").shape3 == up.shape3

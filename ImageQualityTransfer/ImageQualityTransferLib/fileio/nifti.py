@@ -103,8 +103,11 @@ def run_record_of(path) -> dict | None:
     """The record of the `iqt` run that wrote the NIfTI file at `path` (records.read_run), or None."""
     from .records import RUN_KEY, read_run
 
-    if is_mif(path):
-        return None
+    if is_mif(path):  # a header line of that name (volumes._mif_record)
+        from .mif import read_header
+
+        text = read_header(path).get(RUN_KEY)
+        return read_run(text[0]) if text else None
     for ext in open_nifti(path).header.extensions:
         if _is_run_record(ext, RUN_KEY):
             return read_run(ext.get_content().decode("ascii"))

@@ -742,11 +742,16 @@ save_mask = save_scalar
 
 
 def _mif_record(descrip: str = "") -> dict[str, list[str]]:
-    """The header lines an MRtrix image written by `iqt` carries: the command (MRtrix's command_history) and what the
-    map holds."""
-    import sys
+    """The header lines an MRtrix image written by an `iqt` command carries: its command (MRtrix's command_history),
+    the run's record (one JSON line, as a NIfTI's comment extension holds it) and what a map holds."""
+    from .records import RUN_KEY, run_command, run_json
 
-    lines = {"command_history": [" ".join(["iqt", *sys.argv[1:]]).replace("\n", " ")]}
+    lines = {}
+    command, record = run_command(), run_json()
+    if command:
+        lines["command_history"] = [" ".join(str(command).split())]
+    if record:
+        lines[RUN_KEY] = [record]
     if descrip:
         lines["comments"] = [descrip]
     return lines

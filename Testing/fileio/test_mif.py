@@ -69,7 +69,8 @@ def test_iqt_upsample_writes_a_mif_beside_its_maps(tmp_path, capsys):
     assert run_record_of(tmp_path / "up_FA.mif")["options"]["output"] == str(tmp_path / "up.mif")  # the run's record
     up = fileio.load_tensor(tmp_path / "up.mif")
     assert up.shape3 == (16, 16, 16) and (tmp_path / "up_FA.mif").is_file()
-    assert fileio.load_scalar(tmp_path / "up_FA.mif").shape3 == up.shape3
+    fa = fileio.load_scalar(tmp_path / "up_FA.mif")
+    assert fa.shape3 == up.shape3 and fa.meta.get("descrip") == "iqt linear FA"  # what the map holds, read back
 
 
 @pytest.mark.skipif(shutil.which("mrconvert") is None, reason="MRtrix3's mrconvert is not on PATH (apt-get install "

@@ -125,6 +125,8 @@ def _mif_image(path) -> "nibabel.Nifti1Image":
     img = nibabel_lib().Nifti1Image(data, affine)
     img.set_qform(affine, 1)
     img.set_sform(affine, 1)  # scanner coordinates, as mrconvert's NIfTI gives them
+    if keys.get("comments"):  # what a map iqt wrote holds (volumes._mif_record), where a NIfTI's description holds it
+        img.header["descrip"] = keys["comments"][0][:79].encode("ascii", "replace")
     img.extra["mif"] = keys
     return img
 

@@ -353,3 +353,74 @@ def test_a_real_dwi_clipped_under_the_uint16_top_is_told_a_dwi_series(tmp_path):
     with pytest.raises(IQTError) as refused:
         fileio.load_tensor(path, "dipy")
     assert "is a DWI series" in str(refused.value) and "wrap" not in str(refused.value), str(refused.value)
+
+
+def _um_ms(x, wrapped=None):
+    """Tensors `x` (mm^2/s) doubled, in um^2/ms rounded to whole numbers, a signed array; with `wrapped`, every negative
+    element made 0 but `wrapped` of the brain's values spread over it, made -1 (an own or tight fit: few wrap)."""
+    y = np.round(x * 2e3)  # twice the brain's tensors: off-diagonals to -0.85 um^2/ms, rounding to -1
+    if wrapped is not None:
+        y[y < 0] = 0
+        flat = y.ravel()  # a copy where `x` is not C-ordered (a NRRD's array)
+        filled = np.flatnonzero(flat)
+        flat[filled[::len(filled) // wrapped][:wrapped]] = -1  # spread: one in each of `wrapped` voxels
+        y = flat.reshape(y.shape)
+    return y
+
+
+def _uint16(tmp_path, fmt, values):
+    """`_brain()`'s tensors as `values(x)` cast to uint16 with numpy (its -1 stored as 65535), NIfTI or NRRD."""
+    if fmt == "nrrd":
+        return _integer_nrrd(tmp_path, _brain(), values, np.uint16)
+    path = tmp_path / "t.nii.gz"
+    nib.save(nib.Nifti1Image(values(_brain()).astype(np.int64).astype(np.uint16), AFFINE), path)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["nifti", "nrrd"])
+def test_a_um_ms_uint16_cast_whose_negatives_are_all_minus_one_is_told_its_wrap(tmp_path, fmt):
+    """um^2/ms rounded: every negative element is -1, stored at 65535, as nearly all a noisy unmasked cast's are (the
+    Elition's at SNR 5: 99.97 %); read as a DWI clipped at the top (tensor_checks.WRAPPED_AT_TOP), it had been told
+    a DWI series."""
+    path = _uint16(tmp_path, fmt, _um_ms)
+    with pytest.raises(IQTError) as refused:
+        fileio.load_tensor(path, "nifti" if fmt == "nrrd" else "dipy")
+    said = str(refused.value)
+    assert "negative elements (its off-diagonals) wrap there" in said and "DWI series" not in said, said
+
+
+@pytest.mark.parametrize("fmt", ["nifti", "nrrd"])
+def test_a_um_ms_uint16_cast_with_a_few_wrapped_values_is_told_its_unit_and_the_wrap(tmp_path, fmt):
+    """60 wrapped values, under 1 % of the file's non-zero ones (too few to refuse the file for its wrap) but in 1.1 %
+    of its voxels: the line names the um^2/ms cast and the wrap (own and tight fits' casts had been told the unit
+    alone), and the wrapped values do not make the file a DWI series."""
+    said = _refusal(_uint16(tmp_path, fmt, lambda x: _um_ms(x, wrapped=60)))
+    assert "um^2/ms cast to whole numbers" in said, said
+    assert "60 of its stored values lie just under the top of its unsigned integer type" in said, said
+
+
+def test_a_dwi_stored_with_a_negative_scl_inter_is_told_a_dwi_series(tmp_path):
+    """six DWI-like volumes (brain 200 to 400, a background of 0) stored as uint16 with a scl_inter of -50: its
+    background reads -50, and those negatives had let it through as tensors, told a positive-definite share; a tensor
+    file nibabel scaled into uint16 with an intercept is still not a DWI series."""
+    rng = np.random.default_rng(3)
+    raw = np.zeros((20, 22, 12, 6))
+    raw[4:16, 4:18, 2:10] = rng.uniform(200, 400, size=(12, 14, 8, 6))
+    img = nib.Nifti1Image(raw.astype(np.uint16), AFFINE)
+    img.header.set_slope_inter(1.0, -50.0)
+    path = tmp_path / "t.nii.gz"
+    nib.save(img, path)
+    with pytest.raises(IQTError) as refused:
+        fileio.load_tensor(path, "dipy")
+    assert "is a DWI series (no negative value in its brain (its scl_inter -50" in str(refused.value), str(refused.value)
+    nib.save(_auto(_brain() * 1e6, np.uint16), path)
+    assert nib.load(path).dataobj.inter < 0
+    assert "DWI series" not in _refusal(path)
+
+
+def test_a_wrapped_nrrd_is_told_what_a_nrrd_can_store(tmp_path):
+    """A NRRD stores no scale: its wrap refusal had said to save it as int16 with a scl_slope, which it cannot hold."""
+    with pytest.raises(IQTError) as refused:
+        fileio.load_tensor(_wrapped(tmp_path, "nrrd"), "nifti")
+    said = str(refused.value)
+    assert "scl_slope" not in said and "a NRRD stores no scale" in said and "float32" in said, said

@@ -157,14 +157,15 @@ def filled_in(data: np.ndarray, where=None) -> np.ndarray:
     return data[filled if where is None else filled & where]
 
 
-def integer_cause(data: np.ndarray, where, step: float, what: str = "input") -> str | None:
+def integer_cause(data: np.ndarray, where, step: float, what: str = "input", wrapped: int = 0) -> str | None:
     """Why an integer file whose tensors `data` (X,Y,Z,6), judged in `where` (all voxels where None), a check refused
     is wrong, where its stored `step` (mm^2/s; 1 without a scl_slope, 0 for a float file) is the cause: every value
     cast to zero (no scl_slope, and at most CAST_LEFT of the voxels judged holding a tensor, at most
     CAST_LEFT_DEFINITE of them positive definite), tensors in um^2/ms cast to whole numbers (no scl_slope, and a brain
     of a few steps: its unit is what to fix, as its float copy is told), or a brain rounded to a few steps of a real
     scl_slope (step_cause: one failed fit can stretch an automatic scaling to 0.38 mm^2/s, docs/measurements.md); None
-    where the step is not the cause. For every command that reads a tensor file (`what`: "input", or iqt evaluate's
+    where the step is not the cause. `wrapped`: the file's stored values that wrapped (wrapped_count), said with the
+    um^2/ms cast (at a few steps no element lies near the type's top). For every command that reads a tensor file (`what`: "input", or iqt evaluate's
     "prediction" and "reference")."""
     if not step > 0:
         return None
@@ -191,10 +192,14 @@ def integer_cause(data: np.ndarray, where, step: float, what: str = "input") -> 
         return None
     if step == 1:
         big = float(np.median(np.abs(t[:, [0, 2, 5]]).max(axis=1)))
-        return _("the {what} tensor values look like they are not in mm^2/s but um^2/ms cast to whole numbers (the file "
+        line = _("the {what} tensor values look like they are not in mm^2/s but um^2/ms cast to whole numbers (the file "
                  "stores integers without a scl_slope, and the brain's largest |Dii| is typically {big}; a brain's MD is "
                  "about 0.7e-3 mm^2/s, 0.7 um^2/ms): {rescale} and save them as float32 (cast to integers in um^2/ms, "
                  "each element keeps only a few steps)").format(what=what, big=f"{big:g}", rescale=_rescale_hint(0.7))
+        if wrapped:  # a value near an unsigned type's top is no element of a few steps: a negative one wrapped
+            line += _("; {count} of its stored values lie just under the top of its unsigned integer type: negative "
+                      "elements that wrapped there in the cast, read as huge positive ones").format(count=wrapped)
+        return line
     return step_cause(step, what)
 
 
@@ -247,18 +252,19 @@ def warn_saturated(raw: np.ndarray, dtype: np.dtype, step: float, intercept: flo
         count=n, dtype=np.dtype(dtype).name, step=f"{step:.3g}"), IQTWarning, stacklevel=3)
 
 
-def wrapped_cause(raw: np.ndarray, dtype: np.dtype, intercept: float = 0.0) -> str | None:
+def wrapped_cause(raw: np.ndarray, dtype: np.dtype, intercept: float = 0.0, nrrd: bool = False) -> str | None:
     """The refusal of a tensor file of an unsigned integer type whose negative elements wrapped to the top of its range
     when cast (-1 stored as 65535 in uint16): over WRAPPED_SHARE of its non-zero stored values (at least WRAPPED_MIN)
     lie above half the range, most of them within WRAPPED_TOP of the range's top, and the values below half the range
     are typically at most WRAPPED_MIRROR times the magnitudes the wrapped ones stood for (a tensor's positive and
     negative elements are of a size), and at most WRAPPED_AT_TOP of them are the type's largest value (a DWI clipped
     there holds nothing else above half the range; the unmasked fields' wrapped um^2/ms casts held 30-34 % of -1, the 3
-    mm Prisma's at x1,1,2 93.6 %), nor over WRAPPED_AT_CLIP of them their largest value where it is under the top (a DWI
-    clipped there). Read as they are, they are huge positive elements: uint16 casts of um^2/ms tensors
+    mm Prisma's at x1,1,2 93.6 %) unless the values below half the range are a tensor's few steps (99 % of them at most
+    WRAPPED_MIRROR: the Elition's unmasked um^2/ms cast at SNR 5 held 99.97 % of -1), nor over WRAPPED_AT_CLIP of them
+    their largest value where it is under the top (a DWI clipped there). Read as they are, they are huge positive elements: uint16 casts of um^2/ms tensors
     had been told they were a DWI series (6-10 of 80 inputs at x2 and x1,1,2: docs/measurements.md, Integer files
     without a scale). None for any other file (a signed type, or an intercept: nibabel's scaling stores negatives
-    without wrapping)."""
+    without wrapping). `nrrd`: the file is a NRRD, which stores no scale: its fix is float alone."""
     dtype = np.dtype(dtype)
     if dtype.kind != "u" or intercept != 0:
         return None
@@ -274,19 +280,38 @@ def wrapped_cause(raw: np.ndarray, dtype: np.dtype, intercept: float = 0.0) -> s
     if n < max(WRAPPED_MIN, WRAPPED_SHARE * values.size):
         return None
     peak = values[high].max()
-    if float(np.mean(values[high] == peak)) > (WRAPPED_AT_TOP if peak == top else WRAPPED_AT_CLIP):
-        return None  # clipped at the top or under it: a saturated DWI, not a wrap (-1 is stored at the top)
-    below = top + 1 - values[high].astype(np.int64)  # the magnitude each wrapped value stood for
     low = values[~high]
+    if float(np.mean(values[high] == peak)) > (WRAPPED_AT_TOP if peak == top else WRAPPED_AT_CLIP) \
+            and not (peak == top and low.size and float(np.percentile(low, 99)) <= WRAPPED_MIRROR):
+        return None  # clipped at the top or under it: a saturated DWI, not a wrap (-1 is stored at the top), unless
+        # the rest is a tensor's few steps (a noisy unmasked um^2/ms cast: nearly every negative element is -1)
+    below = top + 1 - values[high].astype(np.int64)  # the magnitude each wrapped value stood for
     if float(np.median(below)) > top * WRAPPED_TOP or \
             (low.size and float(np.median(low)) > WRAPPED_MIRROR * float(np.median(below))):
         return None
-    return _("{count} of the file's {total} non-zero stored values lie just under the top of its unsigned integer "
+    line = _("{count} of the file's {total} non-zero stored values lie just under the top of its unsigned integer "
              "type ({dtype}, largest {top}): a tensor's negative elements (its off-diagonals) wrap there when tensors "
              "are cast to an unsigned type (read as signed, they are -{largest} to -1), and read as huge positive "
-             "elements; save the tensors as float32, or as int16 with a scl_slope (nibabel sets one where float "
-             "tensors are saved after img.set_data_dtype(np.int16))").format(
-        count=n, total=values.size, dtype=dtype.name, top=top, largest=int(below.max()))
+             "elements; save the tensors as float32 (a NRRD stores no scale: in Slicer, save the tensor volume as it "
+             "is; with pynrrd, write the float array, e.g. nrrd.write(path, data.astype(np.float32), header))") if nrrd \
+        else _("{count} of the file's {total} non-zero stored values lie just under the top of its unsigned integer "
+               "type ({dtype}, largest {top}): a tensor's negative elements (its off-diagonals) wrap there when tensors "
+               "are cast to an unsigned type (read as signed, they are -{largest} to -1), and read as huge positive "
+               "elements; save the tensors as float32, or as int16 with a scl_slope (nibabel sets one where float "
+               "tensors are saved after img.set_data_dtype(np.int16))")
+    return line.format(count=n, total=values.size, dtype=dtype.name, top=top, largest=int(below.max()))
+
+
+def wrapped_count(raw: np.ndarray, dtype: np.dtype, intercept: float = 0.0) -> int:
+    """How many stored values `raw` of an unsigned integer file without an intercept lie within WRAPPED_TOP of its
+    type's top (read as signed, -1 to about -1,023): where the file's brain is a few steps (integer_cause's um^2/ms
+    cast) they are negative elements wrapped by the cast, too few for wrapped_cause to refuse the file (own and tight
+    fits: 0.1-0.4 % of their non-zero values); 0 for any other file."""
+    dtype = np.dtype(dtype)
+    if dtype.kind != "u" or intercept != 0:
+        return 0
+    top = int(np.iinfo(dtype).max)
+    return int(np.count_nonzero(np.asarray(raw) >= top - top * WRAPPED_TOP))
 
 
 WRAPPED_SHARE = 0.01  # share of an unsigned file's non-zero values above half its range for them to read as wrapped

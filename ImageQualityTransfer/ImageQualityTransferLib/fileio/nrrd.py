@@ -433,7 +433,7 @@ def load_tensor_nrrd(path) -> Volume:
     domain = [i for i in range(4) if i != rax]
     affine, flip, space = _geometry(hdr, domain, rax, path)
 
-    wrapped = tensor_checks.wrapped_cause(data, data.dtype)  # a NRRD stores no scale: an unsigned cast wraps
+    wrapped = tensor_checks.wrapped_cause(data, data.dtype, nrrd=True)  # a NRRD stores no scale: an unsigned cast wraps
     if wrapped is not None:
         raise IQTError(f"{path}: {wrapped}")
     # components -> lower-triangular in the measurement frame
@@ -474,6 +474,8 @@ def load_tensor_nrrd(path) -> Volume:
     }
     if data.dtype.kind in "iu":  # one stored step, as a NIfTI's scl_slope gives it (NRRD has none): the checks name it
         meta["step"] = 1.0
+        if wrapped_count := tensor_checks.wrapped_count(data, data.dtype):
+            meta["wrapped"] = wrapped_count  # said where the checks refuse a cast (tensor_checks.integer_cause)
     made = read_made_by(hdr[MADE_BY_KEY], affine) if MADE_BY_KEY in hdr else None
     if made is not None:
         meta["made_by"], meta["made_at"] = made

@@ -227,10 +227,33 @@ def file_frame(order: str, affine: np.ndarray) -> np.ndarray | None:
 DWI_INTENSITY_FLOOR = 50.0
 
 
+# share of a 6-, 7- or 9-volume file's brain voxels holding a negative value at most, where its scl_inter is negative,
+# for it to read as a DWI series: a tensor's off-diagonals are negative in most brain voxels
+DWI_NEGATIVE_BRAIN = 0.05
+
+
+def _intercept(img) -> float:
+    """A NIfTI's scl_inter as nibabel applies it (0 where it has none)."""
+    inter = float(getattr(img.dataobj, "inter", 0.0) or 0.0)
+    return inter if np.isfinite(inter) else 0.0
+
+
+def _wrapped_values(img) -> np.ndarray | bool:
+    """Where an unsigned integer NIfTI without an intercept stores a value just under its type's top, where a cast's
+    wrapped negative elements lie (tensor_checks.wrapped_count); False for any other file. Left out of the DWI check's
+    brain: a noisy unmasked um^2/ms uint16 cast, a -1 in a few % of its voxels, had been told a DWI series."""
+    dtype = img.get_data_dtype()
+    if dtype.kind != "u" or _intercept(img) != 0 or not hasattr(img.dataobj, "get_unscaled"):
+        return False
+    top = int(np.iinfo(dtype).max)
+    return np.asarray(img.dataobj.get_unscaled()) >= top - top * tensor_checks.WRAPPED_TOP
+
+
 def _dwi_series_line(img, path, data: np.ndarray | None = None) -> str | None:
     """One line telling a 4D file given as tensors for the DWI series it is, where that is clear: a .bval and .bvec
     beside it (as a DWI's are read), or a 6-, 7- or 9-volume file (a tensor layout's count) without a negative value
-    (a tensor file's off-diagonals hold some) whose brain voxels hold values far above a tensor's; None otherwise."""
+    (a tensor file's off-diagonals hold some; with a negative scl_inter, none in its brain: a DWI's stored zeros read
+    as the intercept) whose brain voxels hold values far above a tensor's; None otherwise."""
     shape = img.shape
     if len(shape) != 4:
         return None
@@ -240,16 +263,21 @@ def _dwi_series_line(img, path, data: np.ndarray | None = None) -> str | None:
     elif shape[3] in (6, 7, 9):
         if data is None:
             data = read_data(img, path)
-        if np.any(data < 0):  # NaN compares False
+        negative = np.any(data < 0, axis=-1)  # NaN compares False
+        if negative.any() and not _intercept(img) < 0:
             return None
-        peak = data.max(axis=-1)  # a voxel's largest value; NaN where any is
+        peak = np.where(_wrapped_values(img), 0, data).max(axis=-1)  # a voxel's largest value; NaN where any is
         if np.count_nonzero(peak) <= tensor_checks.CAST_LEFT * peak.size:  # a tensor cast that truncated nearly
             return None  # every value to 0, its failed fits wrapped (tensor_checks.integer_cause names it); a DWI is not
         seen = peak[np.isfinite(peak)]
-        brain = seen[seen > 0.1 * np.percentile(seen, 99)] if seen.size else seen  # above a tenth of the bright end
-        if brain.size == 0 or np.median(brain) < DWI_INTENSITY_FLOOR:
+        bright = peak > 0.1 * np.percentile(seen, 99) if seen.size else np.zeros(peak.shape, bool)  # a tenth of the
+        brain = peak[bright]  # bright end and above
+        if brain.size == 0 or np.median(brain) < DWI_INTENSITY_FLOOR \
+                or np.mean(negative[bright]) > DWI_NEGATIVE_BRAIN:  # a tensor file scaled with an intercept
             return None
-        why = (f"no negative value; its brain voxels' values, median {np.median(brain):.0f}, far above a tensor's "
+        signs = f"no negative value in its brain (its scl_inter {_intercept(img):g} gives the others)" \
+            if negative.any() else "no negative value"
+        why = (f"{signs}; its brain voxels' values, median {np.median(brain):.0f}, far above a tensor's "
                "elements, below ~4e-3 mm^2/s or ~4 um^2/ms")
         fit = "'iqt fit dwi.nii.gz -o dti.nii.gz' on the whole series, its .bval and .bvec beside it"
     else:
@@ -264,9 +292,7 @@ def _wrapped_line(img, path) -> str | None:
     dtype = img.get_data_dtype()
     if dtype.kind != "u" or not hasattr(img.dataobj, "get_unscaled"):
         return None
-    inter = float(getattr(img.dataobj, "inter", 0.0) or 0.0)
-    cause = tensor_checks.wrapped_cause(np.asarray(img.dataobj.get_unscaled()), dtype,
-                                        inter if np.isfinite(inter) else 0.0)
+    cause = tensor_checks.wrapped_cause(np.asarray(img.dataobj.get_unscaled()), dtype, _intercept(img))
     return None if cause is None else f"{path}: {cause}"
 
 
@@ -366,6 +392,9 @@ def load_tensor(path, order: str = "nifti", stated: bool | None = None) -> Volum
         meta["step"] = abs(float(slope))  # said against the brain where it is known (methods/inputs.py)
         tensor_checks.warn_saturated(np.asarray(img.dataobj.get_unscaled()), img.get_data_dtype(), float(slope),
                                      float(getattr(img.dataobj, "inter", 0.0) or 0.0), f"{path}: ")
+        if img.get_data_dtype().kind == "u" and (wrapped := tensor_checks.wrapped_count(
+                img.dataobj.get_unscaled(), img.get_data_dtype(), _intercept(img))):
+            meta["wrapped"] = wrapped  # said where the checks refuse a cast (tensor_checks.integer_cause)
     made = made_at(img)
     if made is not None:
         meta["made_by"], meta["made_at"] = made

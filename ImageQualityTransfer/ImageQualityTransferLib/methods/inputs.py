@@ -335,7 +335,7 @@ def check_tensor_input(vol: Volume, mask: Volume | None = None) -> None:
                                   source=source, made_by=vol.meta.get("made_by"), inside=_estimated_brain(vol, where),
                                   estimated=estimated)
     except IQTError as exc:
-        cause = tensor_checks.integer_cause(data, where, step)
+        cause = tensor_checks.integer_cause(data, where, step, wrapped=vol.meta.get("wrapped", 0))
         raise IQTError(source + (cause or str(exc) + order_hint(vol, where, str(exc)))) from None
     # over the brain the engine estimates where no mask is given, as the scale check reads it
     warn_integer_step(data, where if where is not None else estimated, step, source)

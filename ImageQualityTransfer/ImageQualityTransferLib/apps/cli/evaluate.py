@@ -182,7 +182,7 @@ def run(args):
     try:
         missing, unscored = _missing_reference(args.truth, t, m, held[box])  # said once the files are known to score
     except IQTError:  # most of the mask without a reference tensor: an integer file's cast or step, where it is why
-        cause = tensor_checks.integer_cause(t, m, stored_step(truth), "reference")
+        cause = tensor_checks.integer_cause(t, m, stored_step(truth), "reference", truth.meta.get("wrapped", 0))
         if cause:
             raise IQTError(f"{args.truth}: {cause}") from None
         raise
@@ -219,7 +219,7 @@ def run(args):
         vol, path = (pred, args.pred) if which == "prediction" else (truth, args.truth)
         inside = np.asarray(mask.data, bool) if which == "reference" or mask.shape3 == vol.shape3 else None
         # an integer file's step, where it is the cause, as upsample names it (methods/inputs.py check_tensor_input)
-        cause = tensor_checks.integer_cause(vol.data, inside, stored_step(vol), which)
+        cause = tensor_checks.integer_cause(vol.data, inside, stored_step(vol), which, vol.meta.get("wrapped", 0))
         raise IQTError(f"{path}: " + (cause or f"{exc}{order_hint(vol, inside, str(exc), evaluation.INPUT_OPTIONS[which])}")) from None
     if unscored is not None:
         raise unscored

@@ -9,7 +9,7 @@ import ssl
 from pathlib import Path
 
 from ...core.errors import TORCH_CPU_INDEX, TORCH_PIN, IQTError
-from .ws_shown import hidden_host, is_ip, reads_as_host, ws_shown
+from .ws_shown import hidden_host, host_after, is_ip, reads_as_host, value_ats, ws_shown
 from .ws_shown import login_masked as _login_masked
 from .ws_shown import query_masked as _query_masked
 
@@ -72,8 +72,8 @@ def shown(address) -> str:
         # no path in a tcp/tls/http(s) address (each such one is refused), so its '@' after a '/', '?' or '#' may end a
         # login holding one: all of it to the last '@' masked (urlsplit's host had shown "ss" of the password p@ss/w in
         # http://u:p@ss/w@host:8787, and the user name alice as a host in tcp://alice:123/w@node7:8786: a review), and
-        # all of it where that '@' is a query value's (tls://h:1/a@b?t=x@y: "y" may be the token's)
-        if _query_at(rest[len(head):]):
+        # all of it where an '@' is a query's or fragment's value's (tls://h:1/a@b?t=x@y: "y" may be the token's)
+        if any(value_ats(rest[len(head):])):
             return f"{scheme}{sep}***"
         return _query_masked(f"{scheme}{sep}***@{rest.rpartition('@')[2]}")
     return _query_masked(f"{scheme}{sep}{_login_masked(rest)}")
@@ -109,20 +109,11 @@ def _path_at_advice(loc: str) -> str:
 def _login_host_unclear(loc: str) -> bool:
     """Whether a ws URL's part after the scheme holds more than one '@', one after its first '/', '?' or '#'
     (ws://user:p@ss/w0rd@host:1, ws://u:pw@h:1/route@gw:8786/, ws://T/x@y@host:8786): read as a login to the last '@'
-    or as urlsplit's host, which Dask's websocket client connects to, the text says two hosts. A query value's '@'
-    (ws://u:pw@h:8786/?t=a@b) is no login's."""
+    or as urlsplit's host, which Dask's websocket client connects to, the text says two hosts. A query's or fragment's
+    value's '@' (ws://u:pw@h:8786/?t=a@b, #t=a@b: ws_shown's `value_ats`) is no login's, nor counted."""
     head = re.split(r"[/?#]", loc, maxsplit=1)[0]
-    after = loc[len(head):]
-    if _query_at(after):
-        after = after.partition("?")[0]
-    return "@" in after and head.count("@") + after.count("@") > 1
-
-
-def _query_at(after: str) -> bool:
-    """Whether the last '@' in a URL's text after its host:port is a query value's (ws://host:8786/?t=a@b, masked as
-    ?t=***), where its host is the URL's; any other '@' there may end a password holding '/', '?' or '#'."""
-    before = after.rpartition("@")[0]
-    return "?" in before and "=" in re.split(r"[?&;]", before)[-1]
+    logins = value_ats(loc[len(head):]).count(False)
+    return logins > 0 and head.count("@") + logins > 1
 
 
 DRIVES = os.name == "nt"  # whether C:\ and C:/ name a drive: Windows only
@@ -300,6 +291,16 @@ def check_address(scheduler: str) -> str:
         raise IQTError(f"--scheduler {shown(scheduler)}: an '@' after the first '/', '?' or '#': a user name or password "
                        "holding one of these ends the host early, and Dask's websocket client sends a login as written "
                        "('%2F' as '%2F', not '/'); give one without '/', '?' or '#', e.g. a token as ws://TOKEN:@host/")
+    past = loc[len(host):]
+    if proto in ("ws", "wss") and host_after(past) and not (all(value_ats(past)) and re.search(r":\d+$", host)):
+        # ws://TOKEN.example.org/x@127.0.0.1:8786/, ws://TOKEN?k=v@10.0.0.5:8786/: Dask had looked up the token in DNS
+        # and connected there (ws_shown hides it); a host with its port before a query's value's '@' is the host. The
+        # text after the '@' is not named: it may be a query value's, a token's
+        raise IQTError(f"--scheduler {shown(scheduler)}: an '@' after the first '/', '?' or '#' and a host after it "
+                       "(a host and port, an IP address or localhost), so which text is a login and which the host is "
+                       "unclear (Dask's websocket client connects to the text before that '/', '?' or '#'); give "
+                       f"{proto}://USER:PASSWORD@HOST:PORT/ with every '@' of the login before any '/', '?' or '#' (a "
+                       f"token as {proto}://TOKEN:@HOST:PORT/) and a path's or query's '@' written %40")
     if "@" in host:  # a URL's user:password@, which tornado's websocket client sends (a proxy's login); a tcp/tls
         if proto in ("ws", "wss") and ":" not in host.rpartition("@")[0]:  # address is host:port, and Dask looked up
             # "user@host" as a machine's name; tornado asserts a password: ws://TOKEN@host/ had ended in an internal

@@ -8,13 +8,15 @@ tornado's, connects to `head` after its last '@', a login before it):
   '@'): scheme://[***@]HOST[:PORT]/***, HOST being `head` after its last '@', where that is certainly the host (below),
   else scheme://*** (the password p@ss/w0rd puts "ss" there).
 Certainly the host: no text after an '@' past `head` reads as an address's host (HOST:PORT, an IP address or
-localhost: in ws://TOKEN.example.org/x@127.0.0.1:8786/ the text before it may be a token typed as a login), and it
-reads strictly as a host (a dotted name, an IDN one too, whose last label is letters only; an IP address ([IPv6]);
-localhost; with :PORT or not), or as one label and its port where the first '@' after it stands in a query's or
-fragment's value (ws://node7:8786/?token=a@b; without a port, a token login holding '?' reads the same:
+localhost: in ws://TOKEN.example.org/x@127.0.0.1:8786/ the text before it may be a token typed as a login, and
+scheduler.check_address refuses it), and it reads strictly as a host (an ASCII dotted name whose last label is letters
+only; an IP address ([IPv6]); localhost; with :PORT or not; an IDN name only after a login's '@' and where Python's
+idna codec writes it back as typed, its last label ASCII letters: a password's ä.ß or 例え.例え may read as one
+otherwise), or as one label (or such a name) and its port where every '@' after it stands in a query's or fragment's
+value (`value_ats`: ws://node7:8786/?token=a@b; without a port, a token login holding '?' reads the same:
 ws://TOKEN?k=v@node7/). A token, a user name, or a password's piece reads as one label (or one label and digits)
-before a path's '@'; one reading as a dotted name (x@Wm5.example.org/y) cannot be told from a host, and is shown as
-one.
+before a path's '@'; one reading as an ASCII dotted name (x@Wm5.example.org/y) cannot be told from a host, and is shown
+as one.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ def _name_port(text: str) -> tuple:
 
 def reads_as_host(text: str, strict: bool = False) -> bool:
     """Whether `text` is HOST[:PORT]: a dotted DNS name, an IPv4 address, [IPv6] or localhost, or (not `strict`) one
-    label. `strict` leaves out one label: a token or a user name reads as one (ws://TOKEN/x@h/, ws://alice:1/pw@h/)."""
+    label. `strict` leaves out one label: a token or a user name reads as one (ws://TOKEN/x@h/, ws://alice:1/pw@h/), and
+    an IDN name that is not written as Python's idna codec writes it back (`_idn_as_typed`)."""
     name, port = _name_port(text)
     if not re.fullmatch(_PORT, port):
         return False
@@ -53,12 +56,26 @@ def reads_as_host(text: str, strict: bool = False) -> bool:
         return is_ip(name[1:-1], 6)
     if re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}", name):
         return is_ip(name)
+    typed = name
     if not name.isascii():  # an IDN host (bücher.example), which Dask looks up in its ASCII form as Python encodes it
         try:
             name = name.encode("idna").decode("ascii")
         except UnicodeError:
             return False
+        if strict and not _idn_as_typed(typed, name):
+            return False
     return name.lower() == "localhost" or re.fullmatch(_DOTTED if strict else f"{_DOTTED}|{_LABEL}", name) is not None
+
+
+def _idn_as_typed(typed: str, ascii_form: str) -> bool:
+    """Whether the IDN name `typed` is the one Dask looks up as `ascii_form`: the codec writes it back as typed (but for
+    case; SECpä.ß is looked up as SECpä.ss) and its last label is ASCII letters (not an xn-- one, which any text's
+    last label after a dot turns into: SEC.例え)."""
+    try:
+        back = ascii_form.encode("ascii").decode("idna")
+    except UnicodeError:
+        return False
+    return back == typed.lower() and re.fullmatch(r"[A-Za-z]{2,63}", ascii_form.rpartition(".")[2]) is not None
 
 
 def query_masked(text: str) -> str:
@@ -93,7 +110,7 @@ def split(rest: str) -> tuple:
     return head, rest[len(head):]
 
 
-def _host_after(after: str) -> bool:
+def host_after(after: str) -> bool:
     """Whether the text after an '@' in `after` (the address past its host) reads as an address's host: HOST:PORT, an IP
     address or localhost, with a port or not (ws://TOKEN.example.org/x@127.0.0.1:8786/): the text before may then be a
     login's. A dotted name alone is a path's e-mail (wss://hub.example.org/user/alice@uni.edu/), not counted."""
@@ -105,22 +122,32 @@ def _host_after(after: str) -> bool:
     return False
 
 
-def _value_at(after: str) -> bool:
-    """Whether the first '@' in `after` (the address past its host) stands in a query's or fragment's value (?token=a@b,
-    #t=a@b): no login's, but for a password holding '?' or '#' and then '=' before its '@'."""
-    before = after.partition("@")[0]
-    mark = re.search(r"[?#]", before)
-    value = re.split(r"[?#&;]", before)[-1]
-    return mark is not None and "=" in value and not value.endswith(":")
+def value_ats(after: str) -> list:
+    """For each '@' in `after` (a URL's text past its host), whether it stands in a query's or fragment's value
+    (?token=a@b, #t=a@b, ?token=q#a@b): after the first '?' or '#', its part there (from the last '&' or ';') holding
+    '=' and not ending in ':' before it (ws://TOKEN?k=v:@host/ reads as a token login). The one reading of such an '@'
+    for every message and refusal: any other '@' may end a password holding '/', '?' or '#'."""
+    ats, before = [], ""
+    for piece in after.split("@")[:-1]:
+        before += piece
+        mark = re.search(r"[?#]", before)
+        part = re.split(r"[&;]", before[mark.end():])[-1] if mark else ""
+        ats.append("=" in part and not part.endswith(":"))
+        before += "@"
+    return ats
 
 
 def _host_certain(head: str, after: str) -> bool:
     """Whether `head`'s text after its last '@' is certainly the host Dask connects to, `after` holding an '@' (the
     module's rule)."""
     host = head.rpartition("@")[2]
-    if _host_after(after):
+    if host_after(after):
         return False
-    return reads_as_host(host, strict=True) or reads_as_host(host) and _name_port(host)[1] != "" and _value_at(after)
+    name, port = _name_port(host)
+    by_name = reads_as_host(host, strict=True)
+    if by_name and (name.isascii() or "@" in head):
+        return True
+    return port != "" and all(value_ats(after)) and (by_name or re.fullmatch(_LABEL, name) is not None)
 
 
 def ws_shown(scheme: str, rest: str) -> str:

@@ -323,12 +323,15 @@ def check_address(scheduler: str) -> str:
             except IQTError:
                 give = f"give {proto}://HOST:PORT, no user@"
             raise IQTError(f"--scheduler {shown(scheduler)}: a {proto}:// address holds no user name (user@); {give}")
+    hidden = proto in ("ws", "wss") and hidden_host(loc) != ""  # the line hides the host (it may be a token's): the
+    # advice below names HOST for it (ws://TOKEN:?k=v@node7/ had been told "give ws://TOKEN:8786")
     if host.startswith("["):  # the port is what follows "]:" ([::1]8786 had been read as port 786, [::1]x0 as port 0)
         ip, close, after = host[1:].partition("]")
         if not close or after and not after.startswith(":"):
             raise IQTError(f"--scheduler {shown(scheduler)}: not a scheduler address: an IPv6 host in brackets is followed by "
                            f"a colon and the port; give e.g. {proto}://[{ip if is_ip(ip, 6) else '::1'}]:8786")
         if close and ip and not is_ip(ip, 6):  # [localhost]:8786 had passed: brackets hold an IPv6 address only
+            ip = "HOST" if hidden else ip
             raise IQTError(f"--scheduler {shown(scheduler)}: brackets belong only around an IPv6 address, not '{ip}'; drop "
                            f"them: give {proto}://{ip}{after or ':8786'}")
     # a colon, no port after it: said as none given (tcp://[::1]: had been "cannot connect (invalid literal for int()")
@@ -338,7 +341,7 @@ def check_address(scheduler: str) -> str:
             raise IQTError(_no_host(scheduler, proto, ""))
         if not (bare.startswith("[") and bare.endswith("]") and is_ip(bare[1:-1], 6)):
             raise IQTError(f"--scheduler {shown(scheduler)}: no port after the colon; give the scheduler's port, e.g. "
-                           f"{proto}://{bare}:8786 (the default port of 'dask scheduler')")
+                           f"{proto}://{'HOST' if hidden else bare}:8786 (the default port of 'dask scheduler')")
         host = bare
     if host.count(":") > 1 and not host.startswith("["):  # an IPv6 host: its port is told from it by the brackets
         ip, _, port = host.rpartition(":")

@@ -264,3 +264,18 @@ def test_evaluate_s_mask_voxels_without_a_reference_are_said_over_short_lines(ca
     assert bodies[0] == "31 of the mask's 1000 voxels (3.1 %) hold no reference tensor and are left out of every figure"
     assert bodies[-1] == "the others are zero, or NaN in every element: outside the mask the reference was fitted in, or " \
                          "failed fits", bodies
+
+
+def test_evaluate_s_line_with_its_share_in_exponent_form_is_said_over_short_lines(capsys):
+    """One voxel without a reference tensor in a mask of over a million (a 1 mm reference's brain): its share is
+    printed as "8.9e-05 %", which the opening's pattern had not read, leaving one line of 437 characters."""
+    from ImageQualityTransferLib.apps.cli import evaluate
+
+    t = np.zeros((104, 104, 104, 6), np.float32)
+    t[..., 0] = t[..., 2] = t[..., 5] = 7e-4
+    t.reshape(-1, 6)[:1] = 0
+    mask = np.ones(t.shape[:3], bool)
+    line, refusal = evaluate._missing_reference("p", t, mask, mask)
+    assert refusal is None and "(8.9e-05 %)" in line, line
+    bodies = _printed(capsys, lambda: warnings.warn(line, IQTWarning, stacklevel=1))
+    assert len(bodies) > 3 and max(map(len, bodies)) <= base.PIECE_LIMIT, bodies

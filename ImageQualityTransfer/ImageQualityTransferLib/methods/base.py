@@ -910,12 +910,13 @@ SPLIT_WARNINGS = ("the gradient-table check could not decide", "the gradient tab
 # diffusivity at or below zero (core/tensor_checks.py, 324; and as iqt upsample's output, read by iqt track), iqt
 # fit's poorly conditioned directions
 # (dmri/outliers.py, 628) and its b0 away from the diffusion-weighted volumes (dmri/motion.py, 511), iqt evaluate's mask
-# voxels without a reference tensor (apps/cli/evaluate.py, 323 after the file's name)
+# voxels without a reference tensor (apps/cli/evaluate.py, 323 after the file's name; its share as "8.9e-05" under a
+# ten-thousandth of a per cent)
 SPLIT_OPENINGS = re.compile(r"\d+ voxels? in .+? holds? a failed fit \(|\d+ of the \S+ tensors in the brain \([\d.]+ %\) "
                             r"have a mean diffusivity at or below zero, which no tissue has; |the \d+ diffusion-weighted "
                             r"directions(?: kept by --exclude-outliers(?: in slice \d+)?)? determine the tensor poorly|"
                             r"the b0 lies [\d.]+ voxels from the mean of the diffusion-weighted volumes |"
-                            r"\d+ of the mask's \d+ voxels \([\d.]+ %\) hold no reference tensor and are left out of "
+                            r"\d+ of the mask's \d+ voxels \([\d.e+-]+ %\) hold no reference tensor and are left out of "
                             r"every figure; ")
 # the most characters, after its file's name, of a line of such a warning said over several: whole pieces up to it
 PIECE_LIMIT = 120

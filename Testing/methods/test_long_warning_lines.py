@@ -279,3 +279,26 @@ def test_evaluate_s_line_with_its_share_in_exponent_form_is_said_over_short_line
     assert refusal is None and "(8.9e-05 %)" in line, line
     bodies = _printed(capsys, lambda: warnings.warn(line, IQTWarning, stacklevel=1))
     assert len(bodies) > 3 and max(map(len, bodies)) <= base.PIECE_LIMIT, bodies
+
+
+def test_a_qc_cell_names_the_dwi_once_for_the_gradient_table_s_lines(monkeypatch):
+    """iqt batch's QC cell (name_said_once) of a subject whose table looks wrong: each of the warning's 8 lines had
+    named the DWI again (1102 characters on a real x-flipped subject, against 688 as one line)."""
+    from types import SimpleNamespace
+
+    from ImageQualityTransferLib.dmri import gradcheck
+
+    cands = {c.key: c for c in gradcheck.candidates(np.diag([2.0, 2.0, 2.0, 1.0]))}
+    found = gradcheck.GradCheck(scores={"given": 10.2, "x-flipped": 25.3},
+                                candidates={k: cands[k] for k in ("given", "x-flipped")}, white_matter=5000, step_mm=2.0)
+    monkeypatch.setattr(gradcheck, "gradient_scores", lambda tensor, mask: found)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gradcheck.check_gradients(SimpleNamespace(source="/c/sub-01/dwi.nii.gz: "), None, None, "/c/sub-01/dwi.bvec")
+    [said] = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
+    lines = base.warning_lines(said)
+    other = "/c/sub-01/mask.nii.gz: the mask is small"
+    cell = base.name_said_once([*lines, other])
+    assert len(lines) > 3 and cell[0] == lines[0] and cell[-1] == other, cell
+    assert " | ".join(cell).count("/c/sub-01/dwi.nii.gz") == 1, cell  # the bvec file's own name is kept
+    assert [f"/c/sub-01/dwi.nii.gz: {c}" for c in cell[1:-1]] == lines[1:], cell

@@ -973,8 +973,14 @@ def name_said_once(notes) -> list[str]:
         if m:
             source = m.group(1)[:m.group(1).rfind("the input ")]
             out.append(note)
+        elif source and note.startswith(source):
+            out.append(note[len(source):])
         else:
-            out.append(note[len(source):] if source and note.startswith(source) else note)
+            out.append(note)
+            named = (_SOURCE.match(note) or [""])[0]
+            body = note[len(named):] + "; "  # a split warning's first line: its opening, perhaps alone
+            if named and (body.startswith(SPLIT_WARNINGS) or SPLIT_OPENINGS.match(body)):
+                source = named  # the other warnings said over several lines: the gradient table's had said it 8 times
     return out
 
 

@@ -110,3 +110,12 @@ def test_a_dwi_mif_without_a_gradient_table_is_one_line(tmp_path, capsys):
     refused_line(capsys, ["fit", tmp_path / "dwi.mif", "-o", tmp_path / "dt.mif"], "dwi.mif: ", "no dw_scheme",
                  "-fslgrad")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dwi.mif"]
+
+
+def test_a_scaling_on_float_data_is_left_unapplied_as_mrtrix_does(tmp_path):
+    scaled = _header(tmp_path / "scaled.mif", b"mrtrix_version: 3.0.3", b"scaling: 0.5,2       ")  # same length
+    plain = fileio.load_tensor(HERE / "dt.mif")
+    assert np.array_equal(fileio.load_tensor(scaled).data, plain.data)
+    if shutil.which("mrconvert"):  # MRtrix's own reading: its NIfTI holds the values unscaled
+        subprocess.run(["mrconvert", "-quiet", str(scaled), str(tmp_path / "scaled.nii")], check=True)
+        assert np.array_equal(fileio.load_tensor(tmp_path / "scaled.nii", "mrtrix", stated=True).data, plain.data)

@@ -74,7 +74,7 @@ def _dtype(path, keys) -> np.dtype:
 
 
 def read_mif(path) -> tuple[np.ndarray, np.ndarray, dict[str, list[str]]]:
-    """(data in storage order, scaled (as float64 where a scaling is given); the 4x4 voxel->scanner (RAS, mm) affine;
+    """(data in storage order, scaled (as float64 where an integer type has a scaling); the 4x4 voxel->scanner (RAS, mm) affine;
     the header's keys)."""
     path = Path(path)
     keys = read_header(path)
@@ -120,7 +120,7 @@ def read_mif(path) -> tuple[np.ndarray, np.ndarray, dict[str, list[str]]]:
             affine[:3, 3] += image[:3, a] * (dim[a] - 1)
     data = np.ascontiguousarray(data.transpose(axes + list(range(3, len(dim)))))
     scaling = keys.get("scaling")
-    if scaling:
+    if scaling and dtype.kind in "iu":  # MRtrix applies no scaling to float data (mrconvert gives it unscaled)
         try:
             offset, scale = (float(v) for v in scaling[0].split(","))
         except ValueError:

@@ -95,6 +95,7 @@ def _header(path: Path, old: bytes, new: bytes) -> Path:
     ((b"dim: 8,8,8,6", b"dim: 8,8,9,6"), "(truncated)"),
     ((b"layout: -0,+1,+2,+3", b"layout: -0,+1,+1,+3"), "repeats a stride"),
     ((b"transform: -0, 0, 1, -14\n", b""), "no 3-row 'transform'"),
+    ((b"mrtrix_version: 3.0.3", b"layout: +0,+1,+2,+3  "), "gives 'layout' more than once"),
 ])
 def test_a_mif_not_read_is_one_line_and_nothing_written(tmp_path, capsys, edit, said):
     bad = _header(tmp_path / "bad.mif", *edit)

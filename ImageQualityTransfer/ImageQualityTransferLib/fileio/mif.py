@@ -74,10 +74,13 @@ def _dtype(path, keys) -> np.dtype:
 
 
 def read_mif(path) -> tuple[np.ndarray, np.ndarray, dict[str, list[str]]]:
-    """(data in storage order, scaled (as float64 where an integer type has a scaling); the 4x4 voxel->scanner (RAS, mm) affine;
-    the header's keys)."""
+    """(data in storage order, scaled (as float64 where an integer type has a scaling); the 4x4 voxel->scanner (RAS,
+    mm) affine; the header's keys)."""
     path = Path(path)
     keys = read_header(path)
+    repeated = [k for k in ("dim", "vox", "layout", "datatype", "scaling") if len(keys.get(k, [])) > 1]
+    if repeated:  # MRtrix takes the last line, this reader had taken the first: refused rather than read either way
+        _fail(path, f"its header gives '{repeated[0]}' more than once")
     dim = _numbers(path, keys, "dim", int)
     vox = _numbers(path, keys, "vox")
     if "layout" not in keys:

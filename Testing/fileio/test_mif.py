@@ -120,3 +120,10 @@ def test_a_scaling_on_float_data_is_left_unapplied_as_mrtrix_does(tmp_path):
     if shutil.which("mrconvert"):  # MRtrix's own reading: its NIfTI holds the values unscaled
         subprocess.run(["mrconvert", "-quiet", str(scaled), str(tmp_path / "scaled.nii")], check=True)
         assert np.array_equal(fileio.load_tensor(tmp_path / "scaled.nii", "mrtrix", stated=True).data, plain.data)
+
+
+def test_a_batch_list_line_naming_a_mih_is_a_tensor_file(tmp_path):
+    from ImageQualityTransferLib.apps.batch.items import list_items
+
+    (tmp_path / "list.txt").write_text(f"{HERE / 'dt_int16.mih'}\n")  # not a subject folder holding dwi.nii.gz
+    assert [(i.kind, i.path) for i in list_items(tmp_path / "list.txt")] == [("dti", str(HERE / "dt_int16.mih"))]

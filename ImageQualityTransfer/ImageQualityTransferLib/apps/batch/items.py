@@ -185,7 +185,9 @@ def list_items(listfile) -> list[Item]:
     own `--tensor-order ORDER` and `--mask MASK`, so that one list (one run, one derivatives folder) takes a cohort made
     by several tools. Each subject is named after its folder (`_list_names`; a "sub-" it already has is not doubled)."""
     from ...fileio import TENSOR_SUFFIXES
+    from ...fileio.mif import READ_SUFFIXES
 
+    files = (*TENSOR_SUFFIXES, *READ_SUFFIXES)  # a tensor file read, an MRtrix .mih header with its data file too
     listfile = Path(listfile)
     lines = _list_text(listfile).splitlines()
     entries = []  # (the folders naming the subject, a file's stem or None, kind, input path, the line's path, options)
@@ -207,8 +209,8 @@ def list_items(listfile) -> list[Item]:
         # named after the path's own folders once '..' is taken with the folder before it (P01/extra/.. is P01, and
         # P01/extra/../.. names no subject)
         parts = [x for x in Path(os.path.normpath(line)).parts if x not in ("/", "..", ".")]
-        if str(p).lower().endswith(TENSOR_SUFFIXES):
-            suffix = next(suf for suf in sorted(TENSOR_SUFFIXES, key=len, reverse=True) if p.name.lower().endswith(suf))
+        if str(p).lower().endswith(files):
+            suffix = next(suf for suf in sorted(files, key=len, reverse=True) if p.name.lower().endswith(suf))
             entries.append((_subject_folders(parts[:-1]), p.name[: -len(suffix)], "dti", str(p), line, opts))
         else:
             name = "dwi.nii" if (p / "dwi.nii").is_file() and not (p / "dwi.nii.gz").exists() else "dwi.nii.gz"

@@ -127,3 +127,14 @@ def test_a_batch_list_line_naming_a_mih_is_a_tensor_file(tmp_path):
 
     (tmp_path / "list.txt").write_text(f"{HERE / 'dt_int16.mih'}\n")  # not a subject folder holding dwi.nii.gz
     assert [(i.kind, i.path) for i in list_items(tmp_path / "list.txt")] == [("dti", str(HERE / "dt_int16.mih"))]
+
+
+def test_iqt_degrade_to_a_mif_names_no_tensor_order_and_refuses_a_dtifit_style(tmp_path, capsys):
+    from ImageQualityTransferLib.apps.cli import main
+
+    assert main(["degrade", str(HERE / "dwi.mif.gz"), "--style", "mrtrix", "-o", str(tmp_path / "lr.mif")]) == 0
+    said = capsys.readouterr().out
+    assert "wrote" in said and "--tensor-order" not in said  # a .mif is read in dwi2tensor's order without it
+    refused_line(capsys, ["degrade", HERE / "dwi.mif.gz", "--style", "fsl", "-o", tmp_path / "fsl.mif"],
+                 "--style fsl", "give -o a .nii.gz")
+    assert not (tmp_path / "fsl.mif").exists()

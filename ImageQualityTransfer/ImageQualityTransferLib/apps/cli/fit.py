@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ...core.errors import IQTError
+from ...fileio.mif import is_mif
 from ...fileio.nifti import is_nrrd
 from ...fileio.paths import with_data_file
 from ...fileio.staging import say  # 'wrote' lines: printed once the run's outputs are in place
@@ -184,6 +185,9 @@ def degrade(args):
     if deg.FILE_ORDER.get(args.style) and is_nrrd(out):  # a NRRD holds its own order: the style was dropped
         raise IQTError(f"--style {args.style} writes {deg.FILE_ORDER[args.style]}'s 4D NIfTI file; give -o a .nii.gz "
                        "name (a Slicer NRRD holds its own element order and frame)")
+    if deg.FILE_ORDER.get(args.style) not in (None, "mrtrix") and is_mif(out):  # written in dwi2tensor's order
+        raise IQTError(f"--style {args.style} writes {deg.FILE_ORDER[args.style]}'s 4D NIfTI file; give -o a .nii.gz "
+                       "name (an MRtrix image holds dwi2tensor's order, whatever the style)")
     plan.check()
     check_inputs("degrade", [args.dwi, args.mask], kept=_bmax_share(args))
     fileio.check_tensor_output(out, args.dwi)  # the low-res grid's axes are the DWI's
@@ -213,7 +217,7 @@ def degrade(args):
     fileio.save_tensor(pair.tensor, out, order=deg.FILE_ORDER.get(args.style, "nifti"))
     if mask_out:
         fileio.save_mask(pair.mask, mask_out)
-    order = deg.FILE_ORDER.get(args.style)
+    order = deg.FILE_ORDER.get(args.style) if not is_mif(out) else None  # a .mif is read in its order without it
     say(f"wrote {with_data_file(out)} {pair.tensor.shape3}" + (f" (read it with --tensor-order {order})" if order else "")
           + (f", {mask_out} (its low-res mask" + (", from the benchmark's brain mask)" if args.as_benchmark else ")")
              if mask_out else ""))

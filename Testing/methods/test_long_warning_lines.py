@@ -226,7 +226,38 @@ def test_the_gradient_table_looking_wrong_is_said_over_short_lines(monkeypatch, 
     assert len(bodies) > 3 and max(map(len, bodies)) <= LONGEST, bodies
     assert bodies[0] == "the gradient table looks wrong", bodies
     assert bodies[1].startswith("the x components look negated, or the directions look like scanner"), bodies
-    assert f"or negate the first row (x) of {bvec}, and fit again" in bodies, bodies
+    # one choice between ways on every line, none opening with a bare "or" (a review: "check how the table was
+    # converted" then "or negate the first row" read as two fixes, which mirror the table back)
+    assert "to mend the table take one of the ways below, just one, then fit again: a second would turn or mirror it " \
+           "again" in bodies, bodies
+    assert bodies[-3:-1] == ["one way: check how the table was converted and convert it again",
+                             f"another way, instead: negate the first row (x) of {bvec}"], bodies
+    assert not any(b.startswith("or ") for b in bodies), bodies
+    _whole_under_a_translator(capsys, check)
+
+
+def test_the_gradient_table_in_the_scanner_frame_is_mended_over_short_lines(monkeypatch, capsys):
+    """A cohort's bvec in scanner coordinates on an oblique scan: its fix, the bvec written in FSL's frame or its
+    columns turned by a matrix, had stood on one line of 274 characters after the file's name on a real yaw scan."""
+    from types import SimpleNamespace
+
+    from ImageQualityTransferLib.dmri import gradcheck
+
+    yaw = np.eye(4)
+    yaw[:3, :3] = np.array([[0.95, -0.31, 0], [0.31, 0.95, 0], [0, 0, 1]]) * 3  # about 18 degrees, as a yaw scan's
+    cands = {c.key: c for c in gradcheck.candidates(yaw)}
+    found = gradcheck.GradCheck(scores={"given": 11.7, "scanner-RAS": 20.2},
+                                candidates={k: cands[k] for k in ("given", "scanner-RAS")}, white_matter=5000,
+                                step_mm=2.0)
+    monkeypatch.setattr(gradcheck, "gradient_scores", lambda tensor, mask: found)
+    bvec = SOURCE.removesuffix("_desc-unmasked_dti.nii.gz: ") + "_dwi.bvec"
+    check = lambda: gradcheck.check_gradients(SimpleNamespace(source="p: "), None, None, bvec)  # noqa: E731
+    bodies = _printed(capsys, check)
+    assert max(map(len, bodies)) <= LONGEST, bodies
+    assert f"another way, instead: write {bvec} in FSL's image frame" in bodies, bodies
+    assert f"another way, instead: replace each column g of {bvec} by M g (M below)" in bodies, bodies
+    assert bodies[-2].startswith("M = [["), bodies
+    assert not any(b.startswith("or ") for b in bodies), bodies
     _whole_under_a_translator(capsys, check)
 
 
@@ -264,6 +295,15 @@ def test_evaluate_s_mask_voxels_without_a_reference_are_said_over_short_lines(ca
     assert bodies[0] == "31 of the mask's 1000 voxels (3.1 %) hold no reference tensor and are left out of every figure"
     assert bodies[-1] == "the others are zero, or NaN in every element: outside the mask the reference was fitted in, or " \
                          "failed fits", bodies
+    # the causes said as possibilities, each line alone (a review: "such tensors are ..." stated all three as facts)
+    assert [b for b in bodies if b.startswith("such tensors")] == [
+        "such tensors may be a fit's floor where a voxel has no diffusion signal (its b0 at or near 0)",
+        "such tensors may be a fit's floor where a voxel's fit failed (diffusion-weighted signal at or above the b0)",
+        "such tensors may be a stored background"], bodies
+    assert not any(b.startswith("or ") for b in bodies), bodies
+    held.reshape(-1)[1:10] = False  # one voxel holding a floor: "1 of those voxels holds"
+    line, _ = evaluate._missing_reference("p", t, np.ones((10, 10, 10), bool), held)
+    assert "; 1 of those voxels holds only tensors below" in line, line
 
 
 def test_evaluate_s_line_with_its_share_in_exponent_form_is_said_over_short_lines(capsys):

@@ -202,8 +202,7 @@ def candidates(affine) -> list[Candidate]:
         # four W (RAS, LPS, RAS with x or y negated) every sign of the scanner axes is tried (C and -C are one)
         what = f"scanner ({frame[:3]}) coordinates" + (f" with {frame[4]} negated" if len(frame) > 3 else "")
         add(f"scanner-{frame}", f"the directions look like {what}, not FSL's image frame",
-            "write the bvec file in FSL's image frame (dcm2niix's .bvec, MRtrix's -export_grad_fsl), or replace each "
-            f"of its columns g by M g with M = {_shown(flip @ rot.T @ world)}", rot.T @ world @ flip)
+            _frame_fix(flip @ rot.T @ world), rot.T @ world @ flip)
 
     scanner("RAS", np.eye(3))
     scanner("LPS", np.diag([-1.0, -1.0, 1.0]))
@@ -217,11 +216,18 @@ def candidates(affine) -> list[Candidate]:
         degrees, axis = _axis_angle(turn)  # X turns the file's columns; in voxel axes (read through F) it is F X F
         add(f"obliquity{axis}", f"the directions look turned by the scan's obliquity, {axis[0]}{degrees:.0f} degrees "
             f"about the bvec file's {axis[1]} axis",
-            "write the bvec file in FSL's image frame (dcm2niix's .bvec, MRtrix's -export_grad_fsl), or replace each "
-            f"of its columns g by M g with M = {_shown(turn.T)}", flip @ turn.T @ flip)
+            _frame_fix(turn.T), flip @ turn.T @ flip)
     scanner("RAS-x-flipped", np.diag([-1.0, 1.0, 1.0]))
     scanner("RAS-y-flipped", np.diag([1.0, -1.0, 1.0]))
     return out
+
+
+def _frame_fix(matrix) -> str:
+    """The fix of a table in another frame: two ways, each piece (split at "; ") said so, the matrix on its own piece,
+    as the warning's lines may break between them (a line of 274 characters after the file's name had held it all)."""
+    return ("write the bvec file in FSL's image frame; dcm2niix's .bvec and MRtrix's -export_grad_fsl are written in "
+            "FSL's image frame; another way, instead: replace each column g of the bvec file by M g (M below); "
+            f"M = {_shown(matrix)}")
 
 
 def _axis_angle(turn) -> tuple[float, str]:
@@ -344,7 +350,9 @@ def check_gradients(dwi: Volume, mask, tensor: Volume, table: str | None = None,
                              "table corrected so; tracking from the white matter follows them {best} mm on average "
                              "corrected, against {given} mm with the table as given; a wrong table turns or mirrors "
                              "every tensor's direction without any other sign; the upsampling's uncertainty does not "
-                             "show a wrong table; check how the table was converted; or {fix}, and fit again; this "
-                             "check is a heuristic, as MRtrix's dwigradcheck: the fit is as the table says").format(
+                             "show a wrong table; to mend the table take one of the ways below, just one, then fit "
+                             "again: a second would turn or mirror it again; one way: check how the table was "
+                             "converted and convert it again; another way, instead: {fix}; this check is a heuristic, "
+                             "as MRtrix's dwigradcheck: the fit is as the table says").format(
         what=c.what, best=f"{best:.1f}", given=f"{given:.1f}", fix=fix), IQTWarning, stacklevel=2)
     return found

@@ -311,10 +311,10 @@ def _missing_reference(path, truth, mask, held=None) -> tuple[str | None, IQTErr
     # pieces (split at "; ") of at most PIECE_LIMIT characters, as a long warning is said over several lines
     # (methods/base.py warning_lines): as one line it had run to 323 characters after the file's name
     zero = "zero, or NaN in every element: outside the mask the reference was fitted in, or failed fits"
-    what = ([f"{tiny} of those voxels hold only tensors below {NEGLIGIBLE:g} mm^2/s, read as none",
-             "such tensors are a fit's floor where a voxel has no diffusion signal (its b0 at or near 0)",
-             "such tensors are also a fit's floor where its fit failed (diffusion-weighted signal at or above the b0)",
-             "or such tensors are a stored background"]
+    what = ([f"{tiny} of those voxels {'holds' if tiny == 1 else 'hold'} only tensors below {NEGLIGIBLE:g} mm^2/s, "
+             "read as none", "such tensors may be a fit's floor where a voxel has no diffusion signal (its b0 at or near 0)",
+             "such tensors may be a fit's floor where a voxel's fit failed (diffusion-weighted signal at or above the b0)",
+             "such tensors may be a stored background"]
             + ([] if tiny == n else [f"the others are {zero}"]) if tiny else [f"those voxels are {zero}"])
     return "; ".join([f"{path}: {n} of the mask's {total} voxels ({shown} %) hold no reference tensor and are left out "
                       "of every figure", *what]), None

@@ -418,6 +418,24 @@ def test_a_dwi_stored_with_a_negative_scl_inter_is_told_a_dwi_series(tmp_path):
     assert "DWI series" not in _refusal(path)
 
 
+def test_a_dwi_whose_intercept_turns_a_few_brain_voxels_negative_is_told_their_share(tmp_path):
+    """As above, with 2 % of the brain's voxels storing a 0 in one volume (read as -50): it is a DWI series, and the
+    line says how many of its brain voxels hold a negative value, where it had said they held none."""
+    rng = np.random.default_rng(3)
+    raw = np.zeros((20, 22, 12, 6))
+    raw[4:16, 4:18, 2:10] = rng.uniform(200, 400, size=(12, 14, 8, 6))
+    raw[4:16, 4:18, 2:10][rng.random((12, 14, 8)) < 0.02, 3] = 0
+    img = nib.Nifti1Image(raw.astype(np.uint16), AFFINE)
+    img.header.set_slope_inter(1.0, -50.0)
+    path = tmp_path / "t.nii.gz"
+    nib.save(img, path)
+    with pytest.raises(IQTError) as refused:
+        fileio.load_tensor(path, "dipy")
+    said = str(refused.value)
+    assert "is a DWI series (a negative value in only 2." in said and "% of its brain voxels" in said, said
+    assert "no negative value" not in said, said
+
+
 def test_a_wrapped_nrrd_is_told_what_a_nrrd_can_store(tmp_path):
     """A NRRD stores no scale: its wrap refusal had said to save it as int16 with a scl_slope, which it cannot hold."""
     with pytest.raises(IQTError) as refused:

@@ -252,8 +252,9 @@ def _wrapped_values(img) -> np.ndarray | bool:
 def _dwi_series_line(img, path, data: np.ndarray | None = None) -> str | None:
     """One line telling a 4D file given as tensors for the DWI series it is, where that is clear: a .bval and .bvec
     beside it (as a DWI's are read), or a 6-, 7- or 9-volume file (a tensor layout's count) without a negative value
-    (a tensor file's off-diagonals hold some; with a negative scl_inter, none in its brain: a DWI's stored zeros read
-    as the intercept) whose brain voxels hold values far above a tensor's; None otherwise."""
+    (a tensor file's off-diagonals hold some; with a negative scl_inter, in at most DWI_NEGATIVE_BRAIN of its brain
+    voxels, a share the line says: a DWI's stored zeros read as the intercept) whose brain voxels hold values far above
+    a tensor's; None otherwise."""
     shape = img.shape
     if len(shape) != 4:
         return None
@@ -272,11 +273,14 @@ def _dwi_series_line(img, path, data: np.ndarray | None = None) -> str | None:
         seen = peak[np.isfinite(peak)]
         bright = peak > 0.1 * np.percentile(seen, 99) if seen.size else np.zeros(peak.shape, bool)  # a tenth of the
         brain = peak[bright]  # bright end and above
-        if brain.size == 0 or np.median(brain) < DWI_INTENSITY_FLOOR \
-                or np.mean(negative[bright]) > DWI_NEGATIVE_BRAIN:  # a tensor file scaled with an intercept
+        if brain.size == 0 or np.median(brain) < DWI_INTENSITY_FLOOR:
             return None
-        signs = f"no negative value in its brain (its scl_inter {_intercept(img):g} gives the others)" \
-            if negative.any() else "no negative value"
+        share = float(np.mean(negative[bright]))  # a DWI's lowest stored values, read with the intercept
+        if share > DWI_NEGATIVE_BRAIN:  # a tensor file scaled with an intercept
+            return None
+        signs = "no negative value" if not negative.any() else \
+            f"no negative value in its brain (its scl_inter {_intercept(img):g} gives the others)" if share == 0 else \
+            f"a negative value in only {share:.1%} of its brain voxels (its scl_inter {_intercept(img):g} gives them)"
         why = (f"{signs}; its brain voxels' values, median {np.median(brain):.0f}, far above a tensor's "
                "elements, below ~4e-3 mm^2/s or ~4 um^2/ms")
         fit = "'iqt fit dwi.nii.gz -o dti.nii.gz' on the whole series, its .bval and .bvec beside it"

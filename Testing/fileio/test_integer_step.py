@@ -436,6 +436,24 @@ def test_a_dwi_whose_intercept_turns_a_few_brain_voxels_negative_is_told_their_s
     assert "no negative value" not in said, said
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_a_dwi_clipped_at_the_top_in_nearly_all_its_brain_is_still_told_a_dwi_series(tmp_path, dtype):
+    """Six volumes of a masked DWI scaled so far that nearly all its brain is clipped at the type's top, its few other
+    values spread: the values at the top are no wrapped tensor elements (the rest is no tensor's few steps), and had
+    been left out of the DWI check, the file read as tensors and told a unit."""
+    top = np.iinfo(dtype).max
+    rng = np.random.default_rng(4)
+    raw = np.zeros((20, 22, 12, 6))
+    raw[4:16, 4:18, 2:10] = top
+    edge = rng.random((12, 14, 8)) < 0.005
+    raw[4:16, 4:18, 2:10][edge] = rng.uniform(top * 0.05, top * 0.9, size=(int(edge.sum()), 6))
+    path = tmp_path / "t.nii.gz"
+    nib.save(nib.Nifti1Image(raw.astype(dtype), AFFINE), path)
+    with pytest.raises(IQTError) as refused:
+        fileio.load_tensor(path, "dipy")
+    assert "is a DWI series" in str(refused.value), str(refused.value)
+
+
 def test_a_wrapped_nrrd_is_told_what_a_nrrd_can_store(tmp_path):
     """A NRRD stores no scale: its wrap refusal had said to save it as int16 with a scl_slope, which it cannot hold."""
     with pytest.raises(IQTError) as refused:

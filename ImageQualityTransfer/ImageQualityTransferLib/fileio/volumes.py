@@ -240,13 +240,20 @@ def _intercept(img) -> float:
 
 def _wrapped_values(img) -> np.ndarray | bool:
     """Where an unsigned integer NIfTI without an intercept stores a value just under its type's top, where a cast's
-    wrapped negative elements lie (tensor_checks.wrapped_count); False for any other file. Left out of the DWI check's
-    brain: a noisy unmasked um^2/ms uint16 cast, a -1 in a few % of its voxels, had been told a DWI series."""
+    wrapped negative elements lie (tensor_checks.wrapped_count), in a file whose other non-zero values are a tensor's
+    few steps (99 % of them at most WRAPPED_MIRROR); False for any other file. Left out of the DWI check's brain: a
+    noisy unmasked um^2/ms uint16 cast, a -1 in a few % of its voxels, had been told a DWI series; a DWI clipped at the
+    top in nearly all its brain, its other values spread, had been read as tensors."""
     dtype = img.get_data_dtype()
     if dtype.kind != "u" or _intercept(img) != 0 or not hasattr(img.dataobj, "get_unscaled"):
         return False
+    raw = np.asarray(img.dataobj.get_unscaled())
     top = int(np.iinfo(dtype).max)
-    return np.asarray(img.dataobj.get_unscaled()) >= top - top * tensor_checks.WRAPPED_TOP
+    wrapped = raw >= top - top * tensor_checks.WRAPPED_TOP
+    rest = raw[(raw != 0) & ~wrapped]
+    if rest.size == 0 or float(np.percentile(rest, 99)) > tensor_checks.WRAPPED_MIRROR:
+        return False
+    return wrapped
 
 
 def _dwi_series_line(img, path, data: np.ndarray | None = None) -> str | None:

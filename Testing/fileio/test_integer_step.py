@@ -399,17 +399,26 @@ def test_a_um_ms_uint16_cast_with_a_few_wrapped_values_is_told_its_unit_and_the_
     assert "60 of its stored values lie just under the top of its unsigned integer type" in said, said
 
 
-def test_a_dwi_stored_with_a_negative_scl_inter_is_told_a_dwi_series(tmp_path):
-    """six DWI-like volumes (brain 200 to 400, a background of 0) stored as uint16 with a scl_inter of -50: its
-    background reads -50, and those negatives had let it through as tensors, told a positive-definite share; a tensor
-    file nibabel scaled into uint16 with an intercept is still not a DWI series."""
+def _dwi_with_intercept(tmp_path, zeroed: float):
+    """Six DWI-like volumes (brain 200 to 400, a background of 0) stored as uint16 with a scl_inter of -50, a share
+    `zeroed` of the brain's voxels storing 0 (read as -50) in one volume."""
     rng = np.random.default_rng(3)
     raw = np.zeros((20, 22, 12, 6))
     raw[4:16, 4:18, 2:10] = rng.uniform(200, 400, size=(12, 14, 8, 6))
+    if zeroed:
+        raw[4:16, 4:18, 2:10][rng.random((12, 14, 8)) < zeroed, 3] = 0
     img = nib.Nifti1Image(raw.astype(np.uint16), AFFINE)
     img.header.set_slope_inter(1.0, -50.0)
     path = tmp_path / "t.nii.gz"
     nib.save(img, path)
+    return path
+
+
+def test_a_dwi_stored_with_a_negative_scl_inter_is_told_a_dwi_series(tmp_path):
+    """six DWI-like volumes (brain 200 to 400, a background of 0) stored as uint16 with a scl_inter of -50: its
+    background reads -50, and those negatives had let it through as tensors, told a positive-definite share; a tensor
+    file nibabel scaled into uint16 with an intercept is still not a DWI series."""
+    path = _dwi_with_intercept(tmp_path, zeroed=0.0)
     with pytest.raises(IQTError) as refused:
         fileio.load_tensor(path, "dipy")
     assert "is a DWI series (no negative value in its brain (its scl_inter -50" in str(refused.value), str(refused.value)
@@ -421,14 +430,7 @@ def test_a_dwi_stored_with_a_negative_scl_inter_is_told_a_dwi_series(tmp_path):
 def test_a_dwi_whose_intercept_turns_a_few_brain_voxels_negative_is_told_their_share(tmp_path):
     """As above, with 2 % of the brain's voxels storing a 0 in one volume (read as -50): it is a DWI series, and the
     line says how many of its brain voxels hold a negative value, where it had said they held none."""
-    rng = np.random.default_rng(3)
-    raw = np.zeros((20, 22, 12, 6))
-    raw[4:16, 4:18, 2:10] = rng.uniform(200, 400, size=(12, 14, 8, 6))
-    raw[4:16, 4:18, 2:10][rng.random((12, 14, 8)) < 0.02, 3] = 0
-    img = nib.Nifti1Image(raw.astype(np.uint16), AFFINE)
-    img.header.set_slope_inter(1.0, -50.0)
-    path = tmp_path / "t.nii.gz"
-    nib.save(img, path)
+    path = _dwi_with_intercept(tmp_path, zeroed=0.02)
     with pytest.raises(IQTError) as refused:
         fileio.load_tensor(path, "dipy")
     said = str(refused.value)

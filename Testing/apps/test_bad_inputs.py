@@ -195,7 +195,7 @@ CASES = [
     # a mask named .nrrd beside a NRRD tensor output: said why, and the name to give (it said "must end in" only;
     # --uncertainty's maps are written as NRRD since 0.21.0)
     ("fit {d}/subj/dwi.nii.gz -o {d}/t.nrrd --mask-out {d}/m.nrrd", "m.nrrd: the mask output name must end in .nii "
-     "or .nii.gz: NRRD is written for tensor outputs and 'iqt upsample --uncertainty' maps only; the mask output is "
+     "or .nii.gz or .mif or .mif.gz: NRRD is written for tensor outputs and 'iqt upsample --uncertainty' maps only; the mask output is "
      "NIfTI, which Slicer loads too: give "),
     ("upsample {d}/lr.nii.gz -o {d}/o.nrrd --method biqt --uncertainty {d}/u.txt", "u.txt: the std map name must end "
      "in .nii or .nii.gz or .nrrd or .nhdr"),

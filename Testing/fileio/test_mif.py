@@ -138,3 +138,49 @@ def test_iqt_degrade_to_a_mif_names_no_tensor_order_and_refuses_a_dtifit_style(t
     refused_line(capsys, ["degrade", HERE / "dwi.mif.gz", "--style", "fsl", "-o", tmp_path / "fsl.mif"],
                  "--style fsl", "give -o a .nii.gz")
     assert not (tmp_path / "fsl.mif").exists()
+
+
+def test_iqt_degrade_writes_its_mask_out_as_mif_too(tmp_path):
+    from ImageQualityTransferLib.apps.cli import main
+
+    for mask in ("lrm.mif", "lrm.nii.gz"):  # the .mif had been refused: "must end in .nii or .nii.gz"
+        assert main(["degrade", str(HERE / "dwi.mif.gz"), "-o", str(tmp_path / f"lr_{mask}.mif"),
+                     "--mask-out", str(tmp_path / mask)]) == 0
+    mif, nii = fileio.load_mask(tmp_path / "lrm.mif"), fileio.load_mask(tmp_path / "lrm.nii.gz")
+    assert 0 < mif.data.sum() < mif.data.size
+    assert np.array_equal(mif.data, nii.data) and np.allclose(mif.affine, nii.affine)
+
+
+def test_a_mif_iqt_writes_keeps_its_input_mifs_command_history(tmp_path):
+    from ImageQualityTransferLib.apps.cli import main
+    from ImageQualityTransferLib.fileio.mif import read_header
+
+    before = read_header(HERE / "dt.mif")["command_history"]  # mrconvert's, then dwi2tensor's
+    assert len(before) == 2
+    assert main(["upsample", str(HERE / "dt.mif"), "-o", str(tmp_path / "up.mif"), "--method", "linear"]) == 0
+    after = read_header(tmp_path / "up.mif")["command_history"]
+    assert after[:2] == before and len(after) == 3 and after[2].startswith("iqt upsample ")
+
+
+def _five_volumes(path):
+    from ImageQualityTransferLib.fileio.mif import read_mif, write_mif
+
+    data, affine, _ = read_mif(HERE / "dt.mif")
+    write_mif(path, data[..., :5], affine)
+    return path
+
+
+def _truncated(path):
+    path.write_bytes((HERE / "dt_strides321_f64.mif.gz").read_bytes()[:3000])
+    return path
+
+
+@pytest.mark.parametrize("make, said, not_said", [
+    (lambda p: HERE / "dwi.mif.gz", ("DWI series", "'iqt fit dwi.mif.gz -o dti.mif'", "dw_scheme"), ".bval"),
+    (lambda p: _five_volumes(p / "v5.mif"), ("holds six volumes", "this one 5"), "--tensor-order"),
+    (lambda p: _truncated(p / "t.mif.gz"), ("damaged", "write it again"), "convert it with mrconvert"),
+])
+def test_a_mif_given_as_tensors_is_told_in_mrtrix_terms(tmp_path, capsys, make, said, not_said):
+    line = refused_line(capsys, ["upsample", make(tmp_path), "-o", tmp_path / "o.mif", "--method", "linear"], *said)
+    assert not_said not in line
+    assert not (tmp_path / "o.mif").exists()

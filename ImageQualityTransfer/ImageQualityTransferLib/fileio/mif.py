@@ -28,6 +28,11 @@ def _fail(path, what: str):
                    "out.nii.gz -datatype float32') and give that")
 
 
+def _damaged(path, what: str):
+    raise IQTError(f"{path}: {what}; the file is damaged, and mrconvert cannot read it either: write it again (rerun "
+                   "the command that made it, or copy it anew)")
+
+
 def _open(path):
     return gzip.open(path, "rb") if str(path).lower().endswith(".gz") else open(path, "rb")
 
@@ -47,10 +52,10 @@ def read_header(path) -> dict[str, list[str]]:
                     key, value = line.split(":", 1)
                     keys.setdefault(key.strip(), []).append(value.strip())
     except (OSError, EOFError) as exc:
-        _fail(path, f"its header cannot be read ({exc})")
+        _damaged(path, f"its header cannot be read ({exc})")
     if str(path).lower().endswith(".mih"):  # a detached header may end without END
         return keys
-    _fail(path, "its header has no END line (truncated)")
+    _damaged(path, "its header has no END line (truncated)")
 
 
 def _numbers(path, keys, key, kind=float) -> list:
@@ -152,7 +157,8 @@ def _read_data(path, keys, dtype, dim, ranks) -> np.ndarray:
     else:
         source = path.parent / name.strip()
         if not source.is_file():
-            _fail(path, f"its data file {source} is not found")
+            raise IQTError(f"{path}: its data file {source} is not found; keep the data file where its header's 'file' "
+                           "line names it (beside a .mih), or write the image again as one .mif")
     try:
         with _open(source) as f:
             if str(source).lower().endswith(".gz"):
@@ -164,9 +170,9 @@ def _read_data(path, keys, dtype, dim, ranks) -> np.ndarray:
                 while f.read(1 << 20):  # to the end, where gzip's checksum is checked
                     pass
     except (OSError, EOFError) as exc:
-        _fail(path, f"its data cannot be read ({exc}); the file may be truncated or damaged")
+        _damaged(path, f"its data cannot be read ({exc})")
     if len(raw) != size:
-        _fail(path, f"holds {len(raw)} bytes of data where dim {keys['dim'][0]} of {keys['datatype'][0]} needs "
+        _damaged(path, f"holds {len(raw)} bytes of data where dim {keys['dim'][0]} of {keys['datatype'][0]} needs "
                     f"{size} (truncated)")
     if bits:  # the first voxel in a byte's highest bit, as MRtrix packs them
         return np.unpackbits(np.frombuffer(raw, np.uint8), count=count)

@@ -18,6 +18,7 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
 MIF_SUFFIXES = (".mif", ".mif.gz")  # MRtrix's own format (fileio/mif.py)
 TENSOR_SUFFIXES = NIFTI_SUFFIXES + NRRD_SUFFIXES + MIF_SUFFIXES
+MASK_SUFFIXES = NIFTI_SUFFIXES + MIF_SUFFIXES  # a mask written (`iqt mask -o`, `--mask-out`): NIfTI or MRtrix
 MAP_SUFFIXES = TENSOR_SUFFIXES  # `iqt upsample --uncertainty`'s maps (fileio/nrrd.py save_scalar_nrrd, fileio/mif.py)
 JSON_SUFFIXES = (".json",)
 
@@ -54,7 +55,7 @@ def check_output(path, suffixes=NIFTI_SUFFIXES, what="output", folder_checked: b
         raise IQTError(f"{p}: is a folder; give a file name in it for the {what}{example}")
     if suffixes and not str(p).lower().endswith(tuple(suffixes)):
         # `iqt mask -o m.nrrd` (a newcomer's audit): why not, and the name to give
-        nrrd = str(p).lower().endswith(NRRD_SUFFIXES) and set(suffixes) == set(NIFTI_SUFFIXES)
+        nrrd = str(p).lower().endswith(NRRD_SUFFIXES) and set(suffixes) <= set(MASK_SUFFIXES)
         why = (f": NRRD is written for tensor outputs and 'iqt upsample --uncertainty' maps only; the {what} is NIfTI, "
                f"which Slicer loads too: give {_nifti_name(p)}" if nrrd else "")
         raise IQTError(f"{p}: the {what} name must end in {' or '.join(suffixes)}{why}")

@@ -223,6 +223,14 @@ def run_command() -> str | None:
     return None if record is None else record.get("command")
 
 
+def run_input() -> str | None:
+    """The main input of the run under way (its `input` or `dwi` argument, as given); None outside a command."""
+    record = _RUN.get()
+    options = (record or {}).get("options") or {}
+    found = options.get("input") or options.get("dwi")
+    return found if isinstance(found, str) else None
+
+
 def run_json() -> str | None:
     """The run's record as one line of ASCII JSON ({"iqt_run": {...}}, keys sorted: a rerun writes the same bytes);
     None outside a command."""

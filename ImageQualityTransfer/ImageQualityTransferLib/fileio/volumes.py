@@ -19,7 +19,7 @@ from ..core.i18n import _
 from ..core.volume import Volume, voxel_sizes
 from .gradients import (B0_THRESHOLD, bval_bvec_paths, check_table, fsl_flip, read_gradient_table,
                         sidecar_slices)
-from .mif import dw_scheme, is_mif, write_mif
+from .mif import dw_scheme, is_mif, read_header, write_mif
 from .nifti import (
     add_support_record,
     check_finite,
@@ -290,11 +290,29 @@ def _dwi_series_line(img, path, data: np.ndarray | None = None) -> str | None:
             f"a negative value in only {share:.1%} of its brain voxels (its scl_inter {_intercept(img):g} gives them)"
         why = (f"{signs}; its brain voxels' values, median {np.median(brain):.0f}, far above a tensor's "
                "elements, below ~4e-3 mm^2/s or ~4 um^2/ms")
-        fit = "'iqt fit dwi.nii.gz -o dti.nii.gz' on the whole series, its .bval and .bvec beside it"
+        fit = (f"'iqt fit {Path(path).name} -o dti.mif' on the whole series, its gradient table in its header's "
+               "dw_scheme (mrconvert -fslgrad writes one) or given with --bval and --bvec" if is_mif(path) else
+               "'iqt fit dwi.nii.gz -o dti.nii.gz' on the whole series, its .bval and .bvec beside it")
     else:
         return None
     return (f"{path}: shape {shape} is a DWI series ({why}), not diffusion tensors; fit tensors from it first with "
             f"{fit}, and give that file")
+
+
+def _mif_lines(img, path) -> str | None:
+    """The refusal of an MRtrix image given as tensors that is none: a DWI series (a dw_scheme in its header; dwi2tensor
+    keeps its input's as prior_dw_scheme), or another count of volumes than dwi2tensor's six; None otherwise."""
+    if not is_mif(path) or len(img.shape) != 4 or img.shape[3] in (1, 3):  # the maps' lines say those
+        return None
+    if img.extra.get("mif", {}).get("dw_scheme"):
+        return (f"{path}: shape {img.shape} is a DWI series (its header holds a dw_scheme), not diffusion tensors; fit "
+                f"tensors from it first with 'iqt fit {Path(path).name} -o dti.mif', which reads its dw_scheme, and "
+                "give that file")
+    if img.shape[3] != 6:
+        return (f"{path}: shape {img.shape} is not a diffusion tensor volume: an MRtrix tensor image holds six volumes "
+                f"(dwi2tensor's Dxx,Dyy,Dzz,Dxy,Dxz,Dyz), this one {img.shape[3]}; give dwi2tensor's output, or fit "
+                "tensors from the DWI with 'iqt fit dwi.mif -o dti.mif'")
+    return None
 
 
 def _wrapped_line(img, path) -> str | None:
@@ -330,6 +348,8 @@ def load_tensor(path, order: str = "nifti", stated: bool | None = None) -> Volum
         order = _recorded_order(img, path)
     # a 7- or 9-volume file's values are read once: the DWI check and the seven-volume line both look at them
     values = read_data(img, path) if len(shape) == 4 and shape[3] in (7, 9) else None
+    if (mif := _mif_lines(img, path)) is not None:
+        raise IQTError(mif)
     if len(shape) == 5 and shape[3] == 1 and shape[4] == 6:
         if order not in ("nifti", "dipy"):  # else reordered, then refused as "not positive definite"
             raise IQTError(f"{path}: a 5D NIfTI SYMMATRIX file has the element order its format fixes; --tensor-order "
@@ -784,12 +804,17 @@ save_mask = save_scalar
 def _mif_record(descrip: str = "") -> dict[str, list[str]]:
     """The header lines an MRtrix image written by an `iqt` command carries: its command (MRtrix's command_history),
     the run's record (one JSON line, as a NIfTI's comment extension holds it) and what a map holds."""
-    from .records import RUN_KEY, run_command, run_json
+    from .records import RUN_KEY, run_command, run_input, run_json
 
     lines = {}
     command, record = run_command(), run_json()
-    if command:
-        lines["command_history"] = [" ".join(str(command).split())]
+    if command:  # after the main input's own history where it is an MRtrix image, as MRtrix appends each command
+        source = run_input()
+        try:
+            history = read_header(source).get("command_history", []) if source and is_mif(source) else []
+        except IQTError:
+            history = []
+        lines["command_history"] = [*history, " ".join(str(command).split())]
     if record:
         lines[RUN_KEY] = [record]
     if descrip:

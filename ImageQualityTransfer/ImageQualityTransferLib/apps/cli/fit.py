@@ -5,7 +5,7 @@ from __future__ import annotations
 from ...core.errors import IQTError
 from ...fileio.mif import is_mif
 from ...fileio.nifti import is_nrrd
-from ...fileio.paths import with_data_file
+from ...fileio.paths import MASK_SUFFIXES, with_data_file
 from ...fileio.staging import say  # 'wrote' lines: printed once the run's outputs are in place
 from ...dmri.degrade import STYLES
 from ...fileio.sizes import check_inputs
@@ -31,7 +31,7 @@ def add_parsers(sub) -> None:
                                   "does, so that the mask is the one that fit estimates (it is made from the b0s; "
                                   "default: every volume)")
     _add_as_benchmark(sp)
-    sp.add_argument("-o", "--output", required=True, help="brain mask output (.nii.gz, 1 inside, 0 outside)")
+    sp.add_argument("-o", "--output", required=True, help="brain mask output (.nii.gz or .mif; 1 inside, 0 outside)")
     sp.set_defaults(func=mask)
 
     sp = sub.add_parser("degrade", help="synthetic low quality: block-average DWIs by the factor, then fit DTI")
@@ -131,7 +131,7 @@ def fit(args):
 
     plan = _plan(args)
     out = plan.add(args.output, fileio.TENSOR_SUFFIXES, "tensor output")
-    mask_out = plan.add(args.mask_out, what="mask output") if args.mask_out else None
+    mask_out = plan.add(args.mask_out, MASK_SUFFIXES, "mask output") if args.mask_out else None
     plan.check()
     check_inputs("fit", [args.dwi, args.mask], kept=_bmax_share(args))  # from their headers, before any data is read
     fileio.check_tensor_output(out, args.dwi)
@@ -151,7 +151,7 @@ def mask(args):
     from ... import fileio
 
     plan = _plan(args)
-    out = plan.add(args.output, what="mask output")
+    out = plan.add(args.output, MASK_SUFFIXES, "mask output")
     plan.check()
     check_inputs("mask", [args.dwi], kept=_bmax_share(args))
     _, brain = _dwi_and_mask(args)
@@ -181,7 +181,7 @@ def degrade(args):
     seed = options.noise_seed(args, snr)
     plan = _plan(args)
     out = plan.add(args.output, fileio.TENSOR_SUFFIXES, "tensor output")
-    mask_out = plan.add(args.mask_out, what="mask output") if args.mask_out else None
+    mask_out = plan.add(args.mask_out, MASK_SUFFIXES, "mask output") if args.mask_out else None
     if deg.FILE_ORDER.get(args.style) and is_nrrd(out):  # a NRRD holds its own order: the style was dropped
         raise IQTError(f"--style {args.style} writes {deg.FILE_ORDER[args.style]}'s 4D NIfTI file; give -o a .nii.gz "
                        "name (a Slicer NRRD holds its own element order and frame)")

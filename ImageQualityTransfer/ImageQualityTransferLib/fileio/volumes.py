@@ -301,18 +301,17 @@ def _dwi_series_line(img, path, data: np.ndarray | None = None) -> str | None:
 
 def _mif_lines(img, path) -> str | None:
     """The refusal of an MRtrix image given as tensors that is none: a DWI series (a dw_scheme in its header; dwi2tensor
-    keeps its input's as prior_dw_scheme), or another count of volumes than dwi2tensor's six; None otherwise."""
-    if not is_mif(path) or len(img.shape) != 4 or img.shape[3] in (1, 3):  # the maps' lines say those
+    keeps its input's as prior_dw_scheme), or another count of volumes than dwi2tensor's six; None otherwise. Six
+    volumes are left to their values (`_dwi_series_line`): a tool that kept the DWI's dw_scheme may have written them."""
+    if not is_mif(path) or len(img.shape) != 4 or img.shape[3] in (1, 3, 6):  # the maps' lines say 1 and 3
         return None
     if img.extra.get("mif", {}).get("dw_scheme"):
         return (f"{path}: shape {img.shape} is a DWI series (its header holds a dw_scheme), not diffusion tensors; fit "
                 f"tensors from it first with 'iqt fit {Path(path).name} -o dti.mif', which reads its dw_scheme, and "
                 "give that file")
-    if img.shape[3] != 6:
-        return (f"{path}: shape {img.shape} is not a diffusion tensor volume: an MRtrix tensor image holds six volumes "
-                f"(dwi2tensor's Dxx,Dyy,Dzz,Dxy,Dxz,Dyz), this one {img.shape[3]}; give dwi2tensor's output, or fit "
-                "tensors from the DWI with 'iqt fit dwi.mif -o dti.mif'")
-    return None
+    return (f"{path}: shape {img.shape} is not a diffusion tensor volume: an MRtrix tensor image holds six volumes "
+            f"(dwi2tensor's Dxx,Dyy,Dzz,Dxy,Dxz,Dyz), this one {img.shape[3]}; give dwi2tensor's output, or fit tensors "
+            "from the DWI with 'iqt fit dwi.mif -o dti.mif'")
 
 
 def _wrapped_line(img, path) -> str | None:

@@ -434,8 +434,23 @@ def test_a_dwi_whose_intercept_turns_a_few_brain_voxels_negative_is_told_their_s
     with pytest.raises(IQTError) as refused:
         fileio.load_tensor(path, "dipy")
     said = str(refused.value)
-    assert "is a DWI series (a negative value in only 2." in said and "% of its brain voxels" in said, said
+    assert "is a DWI series (a negative value in only 2." in said and " % of its brain voxels" in said, said
     assert "no negative value" not in said, said
+
+
+def test_a_dwi_with_one_negative_brain_voxel_is_told_its_share_in_two_figures(tmp_path):
+    """One brain voxel of 1,344 storing 0 in one volume: the share is said as 0.074 %, where one decimal of a percent
+    had rounded such shares (0.02 % in a real file) to 0.0 %, read as none."""
+    path = _dwi_with_intercept(tmp_path, zeroed=0.0)
+    img = nib.load(path)
+    raw = np.asarray(img.dataobj.get_unscaled()).copy()
+    raw[6, 7, 5, 3] = 0
+    out = nib.Nifti1Image(raw, AFFINE)
+    out.header.set_slope_inter(1.0, -50.0)
+    nib.save(out, path)
+    with pytest.raises(IQTError) as refused:
+        fileio.load_tensor(path, "dipy")
+    assert "a negative value in only 0.074 % of its brain voxels" in str(refused.value), str(refused.value)
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])

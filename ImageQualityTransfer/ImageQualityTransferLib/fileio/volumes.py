@@ -287,7 +287,7 @@ def _dwi_series_line(img, path, data: np.ndarray | None = None) -> str | None:
             return None
         signs = "no negative value" if not negative.any() else \
             f"no negative value in its brain (its scl_inter {_intercept(img):g} gives the others)" if share == 0 else \
-            f"a negative value in only {share:.1%} of its brain voxels (its scl_inter {_intercept(img):g} gives them)"
+            f"a negative value in only {100 * share:.2g} % of its brain voxels (its scl_inter {_intercept(img):g} gives them)"
         why = (f"{signs}; its brain voxels' values, median {np.median(brain):.0f}, far above a tensor's "
                "elements, below ~4e-3 mm^2/s or ~4 um^2/ms")
         fit = (f"'iqt fit {Path(path).name} -o dti.mif' on the whole series, its gradient table in its header's "

@@ -420,10 +420,9 @@ def load_tensor(path, order: str = "nifti", stated: bool | None = None) -> Volum
     slope = getattr(img.dataobj, "slope", None)
     if img.get_data_dtype().kind in "iu" and slope is not None and np.isfinite(slope) and slope != 0:
         meta["step"] = abs(float(slope))  # said against the brain where it is known (methods/inputs.py)
-        tensor_checks.warn_saturated(np.asarray(img.dataobj.get_unscaled()), img.get_data_dtype(), float(slope),
-                                     float(getattr(img.dataobj, "inter", 0.0) or 0.0), f"{path}: ")
-        if img.get_data_dtype().kind == "u" and (wrapped := tensor_checks.wrapped_count(
-                img.dataobj.get_unscaled(), img.get_data_dtype(), _intercept(img))):
+        raw, dtype = np.asarray(img.dataobj.get_unscaled()), img.get_data_dtype()  # read once for both checks
+        tensor_checks.warn_saturated(raw, dtype, float(slope), _intercept(img), f"{path}: ")
+        if dtype.kind == "u" and (wrapped := tensor_checks.wrapped_count(raw, dtype, _intercept(img))):
             meta["wrapped"] = wrapped  # said where the checks refuse a cast (tensor_checks.integer_cause)
     made = made_at(img)
     if made is not None:

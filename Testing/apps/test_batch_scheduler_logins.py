@@ -56,18 +56,33 @@ def test_a_home_or_drive_path_is_a_scheduler_file_and_an_address_s_login_is_stil
                          f"--scheduler {tmp_path / 'home' / 'runs' / 'sched@node7'}: a file, but not a Dask scheduler file")
 
 
+def test_a_login_before_a_host_read_as_a_scheduler_file_s_name_is_hidden(tmp_path, capsys, monkeypatch):
+    """TOKEN@node7/ (a token login before a host, with a '/') is read as a scheduler file's name, a folder's '/': its
+    refusal had quoted it whole; the text before the '@' is hidden, a file's name without a login's form kept."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "l.txt").write_text("")
+    line = helpers.refused_line(capsys, ["batch", "l.txt", "-o", "o", "--scheduler", "SECtok@node7/"],
+                                "--scheduler ***@node7/: no such scheduler file")
+    assert "SEC" not in line, line
+    assert scheduler.shown("runs@node7/scheduler.json") == "runs@node7/scheduler.json"
+
+
 def test_the_no_workers_line_names_a_proxy_s_path_and_asks_for_the_scheduler_s_own_address():
     """ws://node7:8786/dask/ (a scheduler reached through a proxy's path) had been told "start workers with 'dask worker
     ws://node7:8786'", the path dropped without a word: the proxy's host at / need not be the scheduler, and 'dask
-    worker' takes no URL path (its port read as '8786/dask/', a traceback), so the line names the path, masked."""
+    worker' takes no URL path (its port read as '8786/dask/', a traceback), so the line names the path, masked. The
+    scheduler's own address is said as a user finds and types it, from its log's 'Scheduler at:' line (it had said
+    'dask worker ws://HOST:PORT', a placeholder for a host the line may hide)."""
     assert scheduler._no_workers("ws://u:pw@node7:8786/dask/?token=T", 5, "joined") == (
         "--scheduler ws://u:***@node7:8786/dask/?token=***: no worker joined within 5 s; start workers at the "
-        "scheduler's own address, 'dask worker ws://HOST:PORT' (not through the path /dask/: 'dask worker' takes no URL "
-        "path), with ImageQualityTransfer installed, as here, or wait longer with --wait-workers SECONDS")
-    assert "(not through the path /***:" in scheduler._no_workers("wss://proxy.example.org:8443/a@b/c", 5, "joined")
+        "scheduler's own address, as its log's 'Scheduler at:' line gives it (e.g. 'dask worker ws://10.0.0.5:8786'), "
+        "not through the path /dask/ ('dask worker' takes no URL path), with ImageQualityTransfer installed, as here, "
+        "or wait longer with --wait-workers SECONDS")
+    assert "not through the path /*** (" in scheduler._no_workers("wss://proxy.example.org:8443/a@b/c", 5, "joined")
     for given in ("wss://proxy:8443/a@b/c", "wss://proxy/a@b/c"):  # one label before an '@': maybe a token's, unsaid
         line = scheduler._no_workers(given, 5, "joined")
-        assert "'dask worker wss://HOST:PORT'" in line and "proxy" not in line, line
+        assert "'Scheduler at:' line gives it (e.g. 'dask worker wss://10.0.0.5:8786')" in line, line
+        assert "proxy" not in line and "HOST" not in line, line
     for given, worker in (("ws://node7:8786/", "ws://node7:8786"), ("node7:8786", "tcp://node7:8786")):
         assert f"start workers with 'dask worker {worker}' (with" in scheduler._no_workers(given, 5, "joined")
 
@@ -434,12 +449,12 @@ def test_no_ws_form_shows_a_password_or_token_and_none_without_a_login_says_one(
     ("ws://node7:8786?SECa@SECb", "ws://***"),
     ("wss://127.0.0.1:8786?x=1&SECa@SECb", "wss://127.0.0.1:8786/***"),
     ("ws://[::1]:8786?tok@en=SECv", "ws://[::1]:8786/***"),
-    ("ws://node7:8786#t=SECa@SECb", "ws://node7:8786/***"),
+    ("ws://node7:8786#t=SECa@SECb", "ws://***"),
 ])
 def test_an_at_in_the_query_or_fragment_right_after_a_port_shows_none_of_their_values(given, said):
     """host:port followed at once by '?' or '#' whose '@' is a bare query part's, a query key's or the fragment's: all
     after the host masked (its text after the '@' had been shown as a host: ws://node7:***?***@SECb, and a value after
-    '=': ws://[::1]:***?***@en=SECv); the host and port shown where they read strictly as a host, or as one label before
-    a query's or fragment's value holding the '@' (ws_shown's rule)."""
+    '=': ws://[::1]:***?***@en=SECv); the host and port shown where they read strictly as a host: one label and digits
+    read as a user name and a password holding '#' (ws_shown's rule)."""
     assert scheduler.shown(given) == said
     assert "SEC" not in scheduler.dask_said(f"Timed out trying to connect to {given} after 5 s", given)

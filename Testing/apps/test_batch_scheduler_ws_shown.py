@@ -47,7 +47,7 @@ def _lines(given: str) -> list:
 def test_no_line_shows_a_secret_and_the_host_is_shown_where_the_rule_says(scheme):
     """No Zq9 text in any line; the host and its port shown where no '@' follows the host (the login before it is
     clear), or where one does and the text before the first '/', '?' or '#' after the login's last '@' is the host and
-    reads strictly as one (a dotted name, an IP address, localhost), or is one label and a port and the first '@'
+    reads strictly as one (a dotted name, an IP address, localhost), or is one label and a port, a '/' and the first '@'
     after it a query value's; otherwise scheme://*** (the earlier rules had shown 'en=Zq9v' of ?tok@en=Zq9v, and hidden localhost
     in ws://localhost/?token=a@b, then node7 in ws://node7:8786/?token=a@b, where Dask connects)."""
     seen = shown_host = 0
@@ -61,7 +61,7 @@ def test_no_line_shows_a_secret_and_the_host_is_shown_where_the_rule_says(scheme
                     rest = given.partition("://")[2]
                     head = re.split(r"[/?#]", rest, maxsplit=1)[0]
                     name = host.rpartition(":")[0] if re.search(r":\d+$", host) else host
-                    value_at = "@" not in path and query in VALUE_AT and re.search(r":\d+$", host)
+                    value_at = path and "@" not in path and query in VALUE_AT and re.search(r":\d+$", host)
                     if "@" not in rest[len(head):] or (head.rpartition("@")[2] == host and (name in STRICT or value_at)):
                         assert re.match(rf"{scheme}://([^/?#]*@)?{re.escape(host)}([/?#]|$)", lines[0]), (given, lines[0])
                         shown_host += 1
@@ -137,9 +137,12 @@ def _dask_connects_to(given: str, monkeypatch) -> str:
     # one label and a port before a query's or fragment's value holding the '@': the host and port Dask connects to
     ("ws://node7:8786/?token=a@b", "ws://node7:8786/***", "node7:8786"),
     ("wss://u:Zq9@node7:8786/?t=a@b", "wss://***@node7:8786/***", "node7:8786"),
-    ("ws://node7:8786#t=a@b", "ws://node7:8786/***", "node7:8786"),
-    # one label that may be a login's start before the '@': still hidden
+    # one label that may be a login's start before the '@': still hidden; with its digits before a query's or a
+    # fragment's value without a '/' between them, a user name and a password of digits (shown alice:123 before)
     ("ws://alice:123?Zq9@node7/", "ws://***", "alice:123"),
+    ("ws://alice:123?x=Zq9pw@node7/", "ws://***", "alice:123"),
+    ("wss://alice:4821#k=Zq9@hub.example.org/", "wss://***", "alice:4821"),
+    ("ws://node7:8786#t=a@b", "ws://***", "node7:8786"),
     ("ws://Zq9a?t=Zq9b:@node7/", "ws://***", "Zq9a:80"),
     # one label without a port before a query's or fragment's '@': a token login (TOKEN@) holding '?', '#' or '/?'
     ("ws://Zq9tok?k=v@node7/", "ws://***", "Zq9tok:80"),
@@ -226,3 +229,48 @@ def test_a_refusal_s_advice_names_no_host_the_line_hides(given):
     with pytest.raises(IQTError) as err:
         scheduler.check_address(given)
     assert str(err.value).startswith(f"--scheduler {given.partition(':')[0]}://***: ") and "Zq9" not in str(err.value)
+
+
+@pytest.mark.parametrize("given", ["ws://Zq9tok?k=v@node7/", "wss://Zq9tok#k=Zq9v@node7", "ws://Zq9tok/x@node7/",
+                                   "wss://Zq9a/Zq9b@node7", "ws://Zq9tok?x=1@gw.example.org/"])
+def test_one_word_before_a_path_s_or_a_query_s_at_and_a_name_after_it_is_refused(given):
+    """One word without a port before the first '/', '?' or '#', then an '@' and a name after it: Dask (tornado's
+    urlsplit) connects to that word at port 80 or 443 and asks the rest as a path, which its scheduler does not serve
+    (distributed.comm.ws routes '/' only), while the text reads as a token login holding '/', '?' or '#'; it had been
+    accepted and the token looked up in DNS. Refused in one line with the %40 advice, no secret said."""
+    with pytest.raises(IQTError) as err:
+        scheduler.check_address(given)
+    line = str(err.value)
+    assert line.startswith(f"--scheduler {given.partition(':')[0]}://***: one word without a port before the first "), line
+    assert "%40" in line and "Zq9" not in line, line
+
+
+def test_a_token_login_holding_a_query_before_one_word_is_refused_by_iqt_batch_before_any_lookup(tmp_path, capsys,
+                                                                                                  monkeypatch):
+    """`iqt batch --scheduler ws://TOKEN?k=v@node7/`: exit 2, one line, nothing written, no name looked up."""
+    import socket
+
+    looked_up = []
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: looked_up.append(str(host)) or [])
+    ds = helpers.make_bids(tmp_path / "bids", subjects=("01",), corrupt=None, shape=(8, 8, 8))
+    line = helpers.refused_line(capsys, ["batch", ds, "-o", tmp_path / "o", "--method", "cubic", "--scheduler",
+                                         "ws://Zq9tok?k=v@node7/"], "--scheduler ws://***: one word without a port")
+    assert "Zq9" not in line and not (tmp_path / "o").exists() and looked_up == [], (line, looked_up)
+
+
+@pytest.mark.parametrize("given", ["ws://node7/?token=a@b", "ws://node7.example.org/x@y/", "ws://localhost/x@y/",
+                                   "wss://proxy/user/alice@uni.edu/", "ws://node7:8786/x@y/", "ws://node7:8786?t=a@b",
+                                   "ws://alice:pw@node7/", "ws://node7/dask/"])
+def test_a_host_reading_as_one_or_a_port_before_the_at_is_still_taken(given):
+    """The refusal above leaves a host that reads as one (a dotted name, localhost), a port after the word, a '/' before
+    the query, and a dotted name (an e-mail) after a path's '@'."""
+    assert scheduler.check_address(given) == given
+
+
+def test_a_dotted_name_longer_than_any_dns_name_before_an_at_is_hidden():
+    """An ASCII dotted name before a path's '@' is shown as the host Dask connects to; one longer than 253 characters is
+    no DNS name Dask can reach, a token's text (it had been shown whole)."""
+    token = "Zq9" + "a" * 60 + "." + ("b" * 60 + ".") * 4 + "cd"
+    assert scheduler.shown(f"ws://{token}/x@y") == "ws://***"
+    assert "Zq9" not in scheduler.dask_said(f"cannot connect ({token}:80): Name or service not known", f"ws://{token}/x@y")
+    assert scheduler.shown("ws://Wm5.example.org/x@y") == "ws://Wm5.example.org/***"

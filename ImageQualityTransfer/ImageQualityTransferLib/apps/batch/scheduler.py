@@ -9,7 +9,7 @@ import ssl
 from pathlib import Path
 
 from ...core.errors import TORCH_CPU_INDEX, TORCH_PIN, IQTError
-from .ws_shown import hidden_host, host_after, is_ip, reads_as_host, value_ats, ws_shown
+from .ws_shown import hidden_host, host_after, is_ip, reads_as_host, token_before_at, value_ats, ws_shown
 from .ws_shown import login_masked as _login_masked
 from .ws_shown import query_masked as _query_masked
 
@@ -62,7 +62,11 @@ def shown(address) -> str:
     if not sep:  # host:port without a scheme, which Dask reads as tcp://: "alice:pw@host:8786" had been echoed
         if _a_path(text):  # runs@node7/scheduler.json, C:\\Users\\bob@corp\\s.json: a file's name, not a login; where no
             # such file exists its query's values masked (127.0.0.1:8786?token=T had been echoed whole: a review)
-            return text if os.path.exists(os.path.expanduser(text)) else _query_masked(f"x://{text}")[len("x://"):]
+            if os.path.exists(os.path.expanduser(text)):
+                return text
+            if re.fullmatch(r"[^/\\@]+@[^/\\@:]+/", text):  # TOKEN@node7/: a login before a host, its '/' read as a
+                return f"***@{text.rpartition('@')[2]}"  # folder's, had been quoted whole
+            return _query_masked(f"x://{text}")[len("x://"):]
         # masked as its tcp:// form is (alice:123/w@node7:8786 had shown alice:***@, tcp://alice:123/w@... ***@)
         return shown(f"tcp://{text}")[len("tcp://"):]
     if scheme.lower() in ("ws", "wss"):  # one rule over where the '@' stands (ws_shown's docstring)
@@ -299,6 +303,13 @@ def check_address(scheduler: str) -> str:
         raise IQTError(f"--scheduler {shown(scheduler)}: an '@' after the first '/', '?' or '#' and a host after it "
                        "(a host and port, an IP address or localhost), so which text is a login and which the host is "
                        "unclear (Dask's websocket client connects to the text before that '/', '?' or '#'); give "
+                       f"{proto}://USER:PASSWORD@HOST:PORT/ with every '@' of the login before any '/', '?' or '#' (a "
+                       f"token as {proto}://TOKEN:@HOST:PORT/) and a path's or query's '@' written %40")
+    if proto in ("ws", "wss") and token_before_at(loc):  # ws://TOKEN?k=v@node7/, ws://TOKEN/x@node7/: Dask looks up
+        # TOKEN in DNS and asks the rest as a path at port 80 or 443 (ws_shown.token_before_at)
+        raise IQTError(f"--scheduler {shown(scheduler)}: one word without a port before the first '/', '?' or '#' and an "
+                       "'@' after it, so which text is a login and which the host is unclear (Dask's websocket client "
+                       f"connects to that word, at port {443 if proto == 'wss' else 80}); give "
                        f"{proto}://USER:PASSWORD@HOST:PORT/ with every '@' of the login before any '/', '?' or '#' (a "
                        f"token as {proto}://TOKEN:@HOST:PORT/) and a path's or query's '@' written %40")
     if "@" in host:  # a URL's user:password@, which tornado's websocket client sends (a proxy's login); a tcp/tls
@@ -550,12 +561,14 @@ def _no_workers(scheduler: str, wait_s: float, what: str) -> str:
     scheme = str(scheduler).partition("://")[0].lower() if "://" in str(scheduler) else "tcp"
     said = urlsplit(shown(scheduler)) if scheme in ("ws", "wss") else None  # masked as the line's address
     path = said.path if said else ""
+    own = (f"the scheduler's own address, as its log's 'Scheduler at:' line gives it (e.g. 'dask worker "
+           f"{scheme}://10.0.0.5:8786')")  # the form a user types, where the proxy's or a hidden host is not it
     start = (f"start workers with 'dask worker {scheme}://{host_port(scheduler)}' (with ImageQualityTransfer installed, "
              "as here)") if path in ("", "/") and not (said and said.hostname == "***") else (
-        f"start workers at the scheduler's own address, 'dask worker {scheme}://HOST:PORT' (with ImageQualityTransfer "
-        "installed, as here)") if path in ("", "/") else (  # a proxy's path: 'dask worker' fails reading its port ('8786/p')
-        f"start workers at the scheduler's own address, 'dask worker {scheme}://HOST:PORT' (not through the path {path}: "
-        "'dask worker' takes no URL path), with ImageQualityTransfer installed, as here")
+        f"start workers at {own}, with ImageQualityTransfer installed, as here") if path in ("", "/") else (
+        # a proxy's path: 'dask worker' fails reading its port ('8786/p')
+        f"start workers at {own}, not through the path {path} ('dask worker' takes no URL path), with "
+        "ImageQualityTransfer installed, as here")
     return f"--scheduler {shown(scheduler)}: no worker {what} within {wait_s:g} s; {start}, or wait longer with " \
            "--wait-workers SECONDS"
 

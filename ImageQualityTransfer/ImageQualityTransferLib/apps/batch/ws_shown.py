@@ -12,11 +12,12 @@ localhost: in ws://TOKEN.example.org/x@127.0.0.1:8786/ the text before it may be
 scheduler.check_address refuses it), and it reads strictly as a host (an ASCII dotted name whose last label is letters
 only; an IP address ([IPv6]); localhost; with :PORT or not; an IDN name only after a login's '@' and where Python's
 idna codec writes it back as typed, its last label ASCII letters: a password's ä.ß or 例え.例え may read as one
-otherwise), or as one label (or such a name) and its port where every '@' after it stands in a query's or fragment's
-value (`value_ats`: ws://node7:8786/?token=a@b; without a port, a token login holding '?' reads the same:
-ws://TOKEN?k=v@node7/). A token, a user name, or a password's piece reads as one label (or one label and digits)
-before a path's '@'; one reading as an ASCII dotted name (x@Wm5.example.org/y) cannot be told from a host, and is shown
-as one.
+otherwise), or as one label (or such a name) and its port, then a '/', where every '@' after it stands in a query's or
+fragment's value (`value_ats`: ws://node7:8786/?token=a@b; without the '/', a user name and a password of digits
+holding '?' read the same: ws://alice:123?x=pw@host/; without a port, a token login holding '?', refused by
+scheduler.check_address (`token_before_at`): ws://TOKEN?k=v@node7/). A token, a user name, or a password's piece
+reads as one label (or one label and digits) before a path's '@'; one reading as an ASCII dotted name no longer than
+a DNS name (x@Wm5.example.org/y) cannot be told from a host, and is shown as one.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ def reads_as_host(text: str, strict: bool = False) -> bool:
             return False
         if strict and not _idn_as_typed(typed, name):
             return False
+    if strict and len(name) > 253:  # longer than any DNS name: no host Dask can reach, a token's text
+        return False
     return name.lower() == "localhost" or re.fullmatch(_DOTTED if strict else f"{_DOTTED}|{_LABEL}", name) is not None
 
 
@@ -137,6 +140,21 @@ def value_ats(after: str) -> list:
     return ats
 
 
+def token_before_at(rest: str) -> bool:
+    """Whether `rest` (a ws URL's part after the scheme) is one label without a login or port, then an '@' in its path
+    followed by one label (ws://TOKEN/x@node7/), or in its query or fragment followed by one label or a dotted name
+    (ws://TOKEN?k=v@node7/): Dask (tornado, by urlsplit) connects to that label, port 80 or 443, and asks the rest as a
+    path, which its scheduler does not serve (it answers at '/'), while the text reads as a token login holding '/',
+    '?' or '#' before its host; so that label may be a token, looked up in DNS."""
+    head, after = split(rest)
+    if "@" not in after or re.fullmatch(_LABEL, head) is None or head.lower() == "localhost":
+        return False
+    path = after[:1] == "/"
+    scope = re.split(r"[?#]", after, maxsplit=1)[0] if path else after
+    names = _LABEL if path else f"{_LABEL}|{_DOTTED}"  # a dotted name after a path's '@' is an e-mail's (/user/a@uni.edu/)
+    return any(re.fullmatch(names, re.split(r"[/?#]", piece, maxsplit=1)[0]) for piece in scope.split("@")[1:])
+
+
 def _host_certain(head: str, after: str) -> bool:
     """Whether `head`'s text after its last '@' is certainly the host Dask connects to, `after` holding an '@' (the
     module's rule)."""
@@ -147,7 +165,8 @@ def _host_certain(head: str, after: str) -> bool:
     by_name = reads_as_host(host, strict=True)
     if by_name and (name.isascii() or "@" in head):
         return True
-    return port != "" and all(value_ats(after)) and (by_name or re.fullmatch(_LABEL, name) is not None)
+    return port != "" and after[:1] == "/" and all(value_ats(after)) and (
+        by_name or re.fullmatch(_LABEL, name) is not None)
 
 
 def ws_shown(scheme: str, rest: str) -> str:

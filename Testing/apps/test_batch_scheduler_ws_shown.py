@@ -222,10 +222,10 @@ def test_a_query_s_or_a_fragment_s_value_at_is_one_reading_in_the_line_and_the_c
 
 
 @pytest.mark.parametrize("given", ["ws://Zq9tok:?x=1@node7/", "wss://Zq9tok:/x@node7/", "ws://Zq9tok:#k=v@node7/",
-                                   "ws://[Zq9]/x@node7/"])
+                                   "ws://[Zq9]/x@node7/", "ws://Zq9tok:99999/x@node7/", "ws://Zq9:99999?t=a@b"])
 def test_a_refusal_s_advice_names_no_host_the_line_hides(given):
     """A host the line hides (ws://***: it may be a token typed as a login) is named HOST in a refusal's advice: "no port
-    after the colon" had said "give ws://Zq9tok:8786", "brackets" had quoted 'Zq9'."""
+    after the colon" had said "give ws://Zq9tok:8786", "brackets" had quoted 'Zq9', and a port past 65535 its host."""
     with pytest.raises(IQTError) as err:
         scheduler.check_address(given)
     assert str(err.value).startswith(f"--scheduler {given.partition(':')[0]}://***: ") and "Zq9" not in str(err.value)

@@ -375,7 +375,8 @@ def check_address(scheduler: str) -> str:
                        f"not take; give {proto}://{host[:-len(port)]}{cut}")
     if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
         raise IQTError(f"--scheduler {shown(scheduler)}: port {cut!r} is not a number from 1 to 65535; give the scheduler's "
-                       f"port, e.g. {proto}://{host[:-len(port) - 1]}:8786 (the default port of 'dask scheduler')")
+                       f"port, e.g. {proto}://{'HOST' if hidden else host[:-len(port) - 1]}:8786 (the default port of "
+                       "'dask scheduler')")
     name = host[1:].partition("]")[0] if host.startswith("[") else host.rpartition(":")[0] if port else host
     if not name:  # tcp://:8786 and tcp://[]:8786 had passed, Dask reading host '' (no machine named)
         raise IQTError(_no_host(scheduler, proto, port))

@@ -48,8 +48,9 @@ def _name_port(text: str) -> tuple:
 
 def reads_as_host(text: str, strict: bool = False) -> bool:
     """Whether `text` is HOST[:PORT]: a dotted DNS name, an IPv4 address, [IPv6] or localhost, or (not `strict`) one
-    label. `strict` leaves out one label: a token or a user name reads as one (ws://TOKEN/x@h/, ws://alice:1/pw@h/), and
-    an IDN name that is not written as Python's idna codec writes it back (`_idn_as_typed`)."""
+    label. `strict` leaves out one label: a token or a user name reads as one (ws://TOKEN/x@h/, ws://alice:1/pw@h/), an
+    IDN name that is not written as Python's idna codec writes it back (`_idn_as_typed`), and a name over 253
+    characters."""
     name, port = _name_port(text)
     if not re.fullmatch(_PORT, port):
         return False

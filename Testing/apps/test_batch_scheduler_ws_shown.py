@@ -245,6 +245,20 @@ def test_one_word_before_a_path_s_or_a_query_s_at_and_a_name_after_it_is_refused
     assert "%40" in line and "Zq9" not in line, line
 
 
+@pytest.mark.parametrize("given, ported", [("ws://node7?token=a@b", "ws://node7:80?token=a@b"),
+                                            ("wss://proxy/user/alice@corp/proxy/8786/",
+                                             "wss://proxy:443/user/alice@corp/proxy/8786/")])
+def test_the_one_word_refusal_tells_a_host_s_owner_to_write_its_port(given, ported):
+    """Where that word is the host (a scheduler or proxy at port 80 or 443: ws://node7?token=a@b ran before), the line
+    says to write its port, an address taken that reaches the same server; '%40' alone had been said, which a server
+    whose route holds the '@' (JupyterHub's /user/alice@corp/) does not match."""
+    with pytest.raises(IQTError) as err:
+        scheduler.check_address(given)
+    port = ported.partition("://")[2].split("/")[0].split("?")[0].rpartition(":")[2]
+    assert f"write its port after it ({given.partition(':')[0]}://HOST:{port}, the rest as typed)" in str(err.value)
+    assert scheduler.check_address(ported) == ported
+
+
 def test_a_token_login_holding_a_query_before_one_word_is_refused_by_iqt_batch_before_any_lookup(tmp_path, capsys,
                                                                                                   monkeypatch):
     """`iqt batch --scheduler ws://TOKEN?k=v@node7/`: exit 2, one line, nothing written, no name looked up."""

@@ -306,12 +306,16 @@ def check_address(scheduler: str) -> str:
                        f"{proto}://USER:PASSWORD@HOST:PORT/ with every '@' of the login before any '/', '?' or '#' (a "
                        f"token as {proto}://TOKEN:@HOST:PORT/) and a path's or query's '@' written %40")
     if proto in ("ws", "wss") and token_before_at(loc):  # ws://TOKEN?k=v@node7/, ws://TOKEN/x@node7/: Dask looks up
-        # TOKEN in DNS and asks the rest as a path at port 80 or 443 (ws_shown.token_before_at)
+        # TOKEN in DNS and asks the rest at port 80 or 443 (ws_shown.token_before_at); where the word is the host, its
+        # port written (ws://node7:80?token=a@b) reaches the same server, and '%40' need not reach a server whose route
+        # holds the '@' (JupyterHub's /user/NAME/, docs/cohorts.md)
+        default = 443 if proto == "wss" else 80
         raise IQTError(f"--scheduler {shown(scheduler)}: one word without a port before the first '/', '?' or '#' and an "
                        "'@' after it, so which text is a login and which the host is unclear (Dask's websocket client "
-                       f"connects to that word, at port {443 if proto == 'wss' else 80}); give "
-                       f"{proto}://USER:PASSWORD@HOST:PORT/ with every '@' of the login before any '/', '?' or '#' (a "
-                       f"token as {proto}://TOKEN:@HOST:PORT/) and a path's or query's '@' written %40")
+                       f"connects to that word, at port {default}); give {proto}://USER:PASSWORD@HOST:PORT/ with every "
+                       f"'@' of the login before any '/', '?' or '#' (a token as {proto}://TOKEN:@HOST:PORT/); where "
+                       f"that word is the host, write its port after it ({proto}://HOST:{default}, the rest as typed), "
+                       "or a path's or query's '@' as %40")
     if "@" in host:  # a URL's user:password@, which tornado's websocket client sends (a proxy's login); a tcp/tls
         if proto in ("ws", "wss") and ":" not in host.rpartition("@")[0]:  # address is host:port, and Dask looked up
             # "user@host" as a machine's name; tornado asserts a password: ws://TOKEN@host/ had ended in an internal

@@ -144,9 +144,8 @@ def value_ats(after: str) -> list:
 def token_before_at(rest: str) -> bool:
     """Whether `rest` (a ws URL's part after the scheme) is one label without a login or port, then an '@' in its path
     followed by one label (ws://TOKEN/x@node7/), or in its query or fragment followed by one label or a dotted name
-    (ws://TOKEN?k=v@node7/): Dask (tornado, by urlsplit) connects to that label, port 80 or 443, and asks the rest as a
-    path, which its scheduler does not serve (it answers at '/'), while the text reads as a token login holding '/',
-    '?' or '#' before its host; so that label may be a token, looked up in DNS."""
+    (ws://TOKEN?k=v@node7/): Dask (tornado, by urlsplit) connects to that label, port 80 or 443, while the text reads
+    as a token login holding '/', '?' or '#' before its host; so that label may be a token, looked up in DNS."""
     head, after = split(rest)
     if "@" not in after or re.fullmatch(_LABEL, head) is None or head.lower() == "localhost":
         return False

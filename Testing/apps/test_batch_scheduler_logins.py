@@ -67,6 +67,17 @@ def test_a_login_before_a_host_read_as_a_scheduler_file_s_name_is_hidden(tmp_pat
     assert scheduler.shown("runs@node7/scheduler.json") == "runs@node7/scheduler.json"
 
 
+@pytest.mark.parametrize("given, worker", [("ws://node7:8786/?token=Zq9a@Zq9b", "ws://node7:8786"),
+                                           ("wss://node7:8786/#t=Zq9a@Zq9b", "wss://node7:8786")])
+def test_the_no_workers_line_reads_no_path_into_a_query_s_masked_at(given, worker):
+    """A query's or fragment's '@' after host:port and '/' is masked as '/***' in the line; the no-workers line had read
+    that as a proxy's path ("not through the path /***"), where Dask asks '/' and ws://node7:8786/?token=T is told
+    'dask worker ws://node7:8786': so is it."""
+    line = scheduler._no_workers(given, 5, "joined")
+    assert f"start workers with 'dask worker {worker}' (with" in line and "path" not in line, line
+    assert "Zq9" not in line, line
+
+
 def test_the_no_workers_line_names_a_proxy_s_path_and_asks_for_the_scheduler_s_own_address():
     """ws://node7:8786/dask/ (a scheduler reached through a proxy's path) had been told "start workers with 'dask worker
     ws://node7:8786'", the path dropped without a word: the proxy's host at / need not be the scheduler, and 'dask

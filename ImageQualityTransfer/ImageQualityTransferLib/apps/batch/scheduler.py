@@ -565,15 +565,19 @@ def _no_workers(scheduler: str, wait_s: float, what: str) -> str:
 
     scheme = str(scheduler).partition("://")[0].lower() if "://" in str(scheduler) else "tcp"
     said = urlsplit(shown(scheduler)) if scheme in ("ws", "wss") else None  # masked as the line's address
-    path = said.path if said else ""
+    path = said.path if said else ""  # named as the line shows it; whether there is one, as Dask asks it: a query's
+    # masked '@' reads "/***" in the line (ws://node7:8786/?token=a@b had been told "not through the path /***")
+    asked = urlsplit(str(scheduler)).path if said else ""
     own = (f"the scheduler's own address, as its log's 'Scheduler at:' line gives it (e.g. 'dask worker "
            f"{scheme}://10.0.0.5:8786')")  # the form a user types, where the proxy's or a hidden host is not it
-    start = (f"start workers with 'dask worker {scheme}://{host_port(scheduler)}' (with ImageQualityTransfer installed, "
-             "as here)") if path in ("", "/") and not (said and said.hostname == "***") else (
-        f"start workers at {own}, with ImageQualityTransfer installed, as here") if path in ("", "/") else (
-        # a proxy's path: 'dask worker' fails reading its port ('8786/p')
-        f"start workers at {own}, not through the path {path} ('dask worker' takes no URL path), with "
-        "ImageQualityTransfer installed, as here")
+    if asked in ("", "/") and not (said and said.hostname == "***"):
+        start = (f"start workers with 'dask worker {scheme}://{host_port(scheduler)}' (with ImageQualityTransfer "
+                 "installed, as here)")
+    elif "" in (asked.strip("/"), path.strip("/")):
+        start = f"start workers at {own}, with ImageQualityTransfer installed, as here"
+    else:  # a proxy's path: 'dask worker' fails reading its port ('8786/p')
+        start = (f"start workers at {own}, not through the path {path} ('dask worker' takes no URL path), with "
+                 "ImageQualityTransfer installed, as here")
     return f"--scheduler {shown(scheduler)}: no worker {what} within {wait_s:g} s; {start}, or wait longer with " \
            "--wait-workers SECONDS"
 

@@ -2302,6 +2302,30 @@ def test_what_answers_at_a_ws_address_is_said_with_its_path_and_host_as_every_li
                 assert "SEC" not in line and (given.startswith(base) or f"{name}:{port}" not in line), line
 
 
+def test_a_404_is_said_at_the_path_the_probe_asked_not_at_the_line_s_masked_one():
+    """A query's '@' after host:port/ reads '/***' in the line, and a host the line hides hides its path too: a 404 at
+    '/' had been said "nothing answers at the path /*** there", and one at /x/a@b/ behind a hidden host "nothing at
+    HOST:PORT serves a Dask scheduler (HTTP 404 at the path /)", sending its owner to a right address's path."""
+    import socket
+
+    from ImageQualityTransferLib.apps.batch import scheduler
+
+    name = socket.gethostname()  # one label, resolving to this machine: the line hides it (it may be a token's start)
+    local = "." not in name and socket.gethostbyname(name) == "127.0.0.1"
+    with _answering(lambda request: 404) as base:
+        port = base.rpartition(":")[2]
+        with pytest.raises(batch.IQTError) as err:
+            scheduler._reachable(scheduler.check_address(f"{base}/?token=SECa@SECb"))
+        assert str(err.value) == (f"--scheduler {base}/***: nothing at 127.0.0.1:{port} serves a Dask scheduler (HTTP "
+                                  "404 at the path /); give the scheduler's address, tcp://127.0.0.1:8786 by default")
+        if local:
+            with pytest.raises(batch.IQTError) as err:
+                scheduler._reachable(scheduler.check_address(f"ws://{name}:{port}/x/SECa@b/"))
+            line = str(err.value)
+            assert line.startswith("--scheduler ws://***: nothing answers at its path there (HTTP 404); "), line
+            assert "SEC" not in line and name not in line, line
+
+
 def test_a_login_proxy_s_401_is_said_at_once_as_the_login_refused():
     """A login proxy answering 401 to the handshake (the login Dask's Client sends, refused) had been tried for 20 s,
     then said as "cannot connect (...); start one with 'dask scheduler'" to a user whose scheduler was running (a

@@ -650,6 +650,7 @@ def _answers_as_ws(address: str, url, security=None) -> None:
         conn.close()
     host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
     where = f"{host}:{url.port}" if url.port else host  # no user:password in a message
+    asked = url.path or "/"  # the path the probe asked: the line's, masked below, reads "/***" for a query's '@'
     rest = address.partition("://")[2]
     if "@" in rest[len(re.split(r"[/?#]", rest, maxsplit=1)[0]):]:  # as `shown` writes it (ws_shown's rule): its path
         from urllib.parse import urlsplit
@@ -673,11 +674,12 @@ def _answers_as_ws(address: str, url, security=None) -> None:
                        "a proxy that does not pass websockets on (nginx needs 'proxy_set_header Upgrade $http_upgrade' "
                        "and 'proxy_set_header Connection upgrade'), or no websocket server at that path; give the "
                        f"scheduler's own address, tcp://{host}:8786 by default")
-    if status == 404 and (url.path or "/") == "/":
+    if status == 404 and asked == "/":
         raise IQTError(f"--scheduler {shown(address)}: nothing at {where} serves a Dask scheduler (HTTP 404 at the path /); "
                        f"give the scheduler's address, tcp://{host}:8786 by default")
-    if status == 404:
-        raise IQTError(f"--scheduler {shown(address)}: nothing answers at the path {url.path} there (HTTP 404); Dask's "
+    if status == 404:  # a path the line hides with its host (ws://***) named as "its path", not as '/'
+        at = f"the path {url.path}" if url.path.strip("/") else "its path"
+        raise IQTError(f"--scheduler {shown(address)}: nothing answers at {at} there (HTTP 404); Dask's "
                        f"scheduler answers ws:// at the path / ({url.scheme}://{where}/), a proxy at the path it maps "
                        "to it")
 

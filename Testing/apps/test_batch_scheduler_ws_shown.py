@@ -235,9 +235,8 @@ def test_a_refusal_s_advice_names_no_host_the_line_hides(given):
                                    "wss://Zq9a/Zq9b@node7", "ws://Zq9tok?x=1@gw.example.org/"])
 def test_one_word_before_a_path_s_or_a_query_s_at_and_a_name_after_it_is_refused(given):
     """One word without a port before the first '/', '?' or '#', then an '@' and a name after it: Dask (tornado's
-    urlsplit) connects to that word at port 80 or 443 and asks the rest as a path, which its scheduler does not serve
-    (distributed.comm.ws routes '/' only), while the text reads as a token login holding '/', '?' or '#'; it had been
-    accepted and the token looked up in DNS. Refused in one line with the %40 advice, no secret said."""
+    urlsplit) connects to that word at port 80 or 443, while the text reads as a token login holding '/', '?' or '#';
+    it had been accepted and the token looked up in DNS. Refused in one line with the %40 advice, no secret said."""
     with pytest.raises(IQTError) as err:
         scheduler.check_address(given)
     line = str(err.value)

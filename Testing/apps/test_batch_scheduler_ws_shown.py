@@ -4,8 +4,11 @@ the host and port shown wherever the rule says."""
 
 from __future__ import annotations
 
+import base64
+import random
 import re
 import shlex
+import uuid
 
 import pytest
 
@@ -13,7 +16,7 @@ pytest.importorskip("distributed")
 
 import helpers  # noqa: E402
 
-from ImageQualityTransferLib.apps.batch import scheduler  # noqa: E402
+from ImageQualityTransferLib.apps.batch import scheduler, ws_shown  # noqa: E402
 from ImageQualityTransferLib.core.errors import IQTError  # noqa: E402
 
 # every secret holds "Zq9": passwords, tokens (holding '/', '?', '#', '@', ':', '=', '.'), query values, fragments
@@ -232,7 +235,9 @@ def test_a_refusal_s_advice_names_no_host_the_line_hides(given):
 
 
 @pytest.mark.parametrize("given", ["ws://Zq9tok?k=v@node7/", "wss://Zq9tok#k=Zq9v@node7", "ws://Zq9tok/x@node7/",
-                                   "wss://Zq9a/Zq9b@node7", "ws://Zq9tok?x=1@gw.example.org/"])
+                                   "wss://Zq9a/Zq9b@node7", "ws://Zq9tok?x=1@gw.example.org/", "ws://Zq9_tok/x@node7/",
+                                   "ws://-Zq9tok-?k=v@node7/", "ws://Zq9tok/x@dask_sched/", "ws://Zq9tok?k=v@node7./",
+                                   "ws://Zq9tok/x@bücher/", "wss://Zq9tok?k=v@bücher.example./"])
 def test_one_word_before_a_path_s_or_a_query_s_at_and_a_name_after_it_is_refused(given):
     """One word without a port before the first '/', '?' or '#', then an '@' and a name after it: Dask (tornado's
     urlsplit) connects to that word at port 80 or 443, while the text reads as a token login holding '/', '?' or '#';
@@ -244,7 +249,25 @@ def test_one_word_before_a_path_s_or_a_query_s_at_and_a_name_after_it_is_refused
     assert "%40" in line and "Zq9" not in line, line
 
 
+def test_every_url_safe_token_shape_before_a_path_s_or_a_query_s_at_is_refused():
+    """A token of secrets.token_urlsafe's, token_hex's or uuid4's shape (seeded here) before a path's or query's '@':
+    the one-word rule had caught only a DNS label's shape, 51 % of token_urlsafe(32) tokens ('_', a '-' at an end)."""
+    rng = random.Random(7)
+    tokens = [base64.urlsafe_b64encode(rng.randbytes(n)).rstrip(b"=").decode() for n in (16, 32) for _ in range(40)]
+    tokens += [rng.randbytes(16).hex() for _ in range(10)] + [str(uuid.UUID(bytes=rng.randbytes(16))) for _ in range(10)]
+    for token in tokens:
+        for given in (f"ws://{token}/x@node7/", f"wss://{token}?k=v@node7"):
+            with pytest.raises(IQTError, match="one word without a port"):
+                scheduler.check_address(given)
+
+
+def test_the_at_pieces_are_read_once_for_host_after_and_token_before_at():
+    """The text after each '@' to the next '/', '?' or '#', one helper for both rules (host_after had its own loop)."""
+    assert ws_shown.after_ats("/x@node7/y?k=a@b.c:1#z@") == ["node7", "b.c:1", ""]
+
+
 @pytest.mark.parametrize("given, ported", [("ws://node7?token=a@b", "ws://node7:80?token=a@b"),
+                                            ("ws://dask_sched/x@y/", "ws://dask_sched:80/x@y/"),
                                             ("wss://proxy/user/alice@corp/proxy/8786/",
                                              "wss://proxy:443/user/alice@corp/proxy/8786/")])
 def test_the_one_word_refusal_tells_a_host_s_owner_to_write_its_port(given, ported):
@@ -273,7 +296,8 @@ def test_a_token_login_holding_a_query_before_one_word_is_refused_by_iqt_batch_b
 
 @pytest.mark.parametrize("given", ["ws://node7/?token=a@b", "ws://node7.example.org/x@y/", "ws://localhost/x@y/",
                                    "wss://proxy/user/alice@uni.edu/", "ws://node7:8786/x@y/", "ws://node7:8786?t=a@b",
-                                   "ws://alice:pw@node7/", "ws://node7/dask/"])
+                                   "ws://alice:pw@node7/", "ws://node7/dask/", "ws://dask_sched/?token=a@b",
+                                   "ws://dask_sched:8786/x@y/", "ws://node7/user/alice@uni.edu./"])
 def test_a_host_reading_as_one_or_a_port_before_the_at_is_still_taken(given):
     """The refusal above leaves a host that reads as one (a dotted name, localhost), a port after the word, a '/' before
     the query, and a dotted name (an e-mail) after a path's '@'."""

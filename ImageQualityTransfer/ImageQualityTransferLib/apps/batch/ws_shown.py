@@ -29,6 +29,7 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DOTTED = rf"(?:{_LABEL}\.)+(?:[A-Za-z]{{2,63}}|xn--[A-Za-z0-9-]{{1,59}})"  # a DNS name whose last label is a top-level
 # domain's: letters only, or an IDN one's ASCII form
 _PORT = r"(?::\d{1,5})?"
+_NAME = r"[\w-]+\.?"  # one word as a host may be written: a docker-compose service's dask_sched, node7., IDN bücher
 
 
 def is_ip(text: str, version: int = 0) -> bool:
@@ -114,12 +115,17 @@ def split(rest: str) -> tuple:
     return head, rest[len(head):]
 
 
+def after_ats(text: str) -> list:
+    """The text after each '@' in `text` up to the next '/', '?' or '#': where each '@' may end a login, the host Dask
+    would then connect to (read by `host_after` and `token_before_at`)."""
+    return [re.split(r"[/?#]", piece, maxsplit=1)[0] for piece in text.split("@")[1:]]
+
+
 def host_after(after: str) -> bool:
     """Whether the text after an '@' in `after` (the address past its host) reads as an address's host: HOST:PORT, an IP
     address or localhost, with a port or not (ws://TOKEN.example.org/x@127.0.0.1:8786/): the text before may then be a
     login's. A dotted name alone is a path's e-mail (wss://hub.example.org/user/alice@uni.edu/), not counted."""
-    for piece in after.split("@")[1:]:
-        where = re.split(r"[/?#]", piece, maxsplit=1)[0]
+    for where in after_ats(after):
         name, port = _name_port(where)
         if reads_as_host(where) and (port or re.fullmatch(_DOTTED, name) is None and reads_as_host(name, strict=True)):
             return True
@@ -142,17 +148,21 @@ def value_ats(after: str) -> list:
 
 
 def token_before_at(rest: str) -> bool:
-    """Whether `rest` (a ws URL's part after the scheme) is one label without a login or port, then an '@' in its path
-    followed by one label (ws://TOKEN/x@node7/), or in its query or fragment followed by one label or a dotted name
-    (ws://TOKEN?k=v@node7/): Dask (tornado, by urlsplit) connects to that label, port 80 or 443, while the text reads
-    as a token login holding '/', '?' or '#' before its host; so that label may be a token, looked up in DNS."""
+    """Whether `rest` (a ws URL's part after the scheme) is one word of a URL-safe token's characters (letters, digits,
+    '-', '_': every secrets.token_urlsafe, token_hex or uuid4 token) without a login or port, then an '@' in its path
+    followed by one name (ws://TOKEN/x@node7/), or in its query or fragment followed by one name or a dotted name
+    (ws://TOKEN?k=v@node7/), a name being one as a login's host may be written (dask_sched, node7., bücher): Dask
+    (tornado, by urlsplit) connects to that word, port 80 or 443, while the text reads as a token login holding '/', '?'
+    or '#' before its host; so that word may be a token, looked up in DNS. A host with '_' (a docker-compose service's)
+    reads the same, and is told to write its port."""
     head, after = split(rest)
-    if "@" not in after or re.fullmatch(_LABEL, head) is None or head.lower() == "localhost":
+    if "@" not in after or re.fullmatch(r"[A-Za-z0-9_-]+", head) is None or head.lower() == "localhost":
         return False
     path = after[:1] == "/"
     scope = re.split(r"[?#]", after, maxsplit=1)[0] if path else after
-    names = _LABEL if path else f"{_LABEL}|{_DOTTED}"  # a dotted name after a path's '@' is an e-mail's (/user/a@uni.edu/)
-    return any(re.fullmatch(names, re.split(r"[/?#]", piece, maxsplit=1)[0]) for piece in scope.split("@")[1:])
+    names = _NAME if path else rf"{_NAME}|[\w-]+(?:\.[\w-]+)+\.?"  # a dotted name after a path's '@' is an e-mail's
+    # (/user/a@uni.edu/)
+    return any(re.fullmatch(names, where) for where in after_ats(scope))
 
 
 def _host_certain(head: str, after: str) -> bool:

@@ -56,13 +56,15 @@ def test_a_home_or_drive_path_is_a_scheduler_file_and_an_address_s_login_is_stil
                          f"--scheduler {tmp_path / 'home' / 'runs' / 'sched@node7'}: a file, but not a Dask scheduler file")
 
 
-def test_a_login_before_a_host_read_as_a_scheduler_file_s_name_is_hidden(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("given", ["SECtok@node7/", "SECtok@node7//"])
+def test_a_login_before_a_host_read_as_a_scheduler_file_s_name_is_hidden(tmp_path, capsys, monkeypatch, given):
     """TOKEN@node7/ (a token login before a host, with a '/') is read as a scheduler file's name, a folder's '/': its
-    refusal had quoted it whole; the text before the '@' is hidden, a file's name without a login's form kept."""
+    refusal had quoted it whole (TOKEN@node7// still had); the text before the '@' is hidden where the name ends in '/',
+    no file's, and a file's name that may be a real path's (runs@node7/scheduler.json) kept."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "l.txt").write_text("")
-    line = helpers.refused_line(capsys, ["batch", "l.txt", "-o", "o", "--scheduler", "SECtok@node7/"],
-                                "--scheduler ***@node7/: no such scheduler file")
+    line = helpers.refused_line(capsys, ["batch", "l.txt", "-o", "o", "--scheduler", given],
+                                f"--scheduler ***@{given.partition('@')[2]}: no such scheduler file")
     assert "SEC" not in line, line
     assert scheduler.shown("runs@node7/scheduler.json") == "runs@node7/scheduler.json"
 
@@ -83,16 +85,18 @@ def test_the_no_workers_line_names_a_proxy_s_path_and_asks_for_the_scheduler_s_o
     ws://node7:8786'", the path dropped without a word: the proxy's host at / need not be the scheduler, and 'dask
     worker' takes no URL path (its port read as '8786/dask/', a traceback), so the line names the path, masked. The
     scheduler's own address is said as a user finds and types it, from its log's 'Scheduler at:' line (it had said
-    'dask worker ws://HOST:PORT', a placeholder for a host the line may hide)."""
+    'dask worker ws://HOST:PORT', a placeholder for a host the line may hide, then an example address a user could copy,
+    'dask worker ws://10.0.0.5:8786')."""
     assert scheduler._no_workers("ws://u:pw@node7:8786/dask/?token=T", 5, "joined") == (
         "--scheduler ws://u:***@node7:8786/dask/?token=***: no worker joined within 5 s; start workers at the "
-        "scheduler's own address, as its log's 'Scheduler at:' line gives it (e.g. 'dask worker ws://10.0.0.5:8786'), "
+        "scheduler's own address ('dask worker' followed by the address its log's 'Scheduler at:' line gives), "
         "not through the path /dask/ ('dask worker' takes no URL path), with ImageQualityTransfer installed, as here, "
         "or wait longer with --wait-workers SECONDS")
     assert "not through the path /*** (" in scheduler._no_workers("wss://proxy.example.org:8443/a@b/c", 5, "joined")
     for given in ("wss://proxy:8443/a@b/c", "wss://proxy/a@b/c"):  # one label before an '@': maybe a token's, unsaid
         line = scheduler._no_workers(given, 5, "joined")
-        assert "'Scheduler at:' line gives it (e.g. 'dask worker wss://10.0.0.5:8786')" in line, line
+        assert "('dask worker' followed by the address its log's 'Scheduler at:' line gives)" in line, line
+        assert re.search(r"\d+\.\d+\.\d+\.\d+", line) is None, line  # no made-up address a user could copy
         assert "proxy" not in line and "HOST" not in line, line
     for given, worker in (("ws://node7:8786/", "ws://node7:8786"), ("node7:8786", "tcp://node7:8786")):
         assert f"start workers with 'dask worker {worker}' (with" in scheduler._no_workers(given, 5, "joined")

@@ -56,7 +56,9 @@ def scheduler_from_file(path) -> str:
 
 def shown(address) -> str:
     """`address` as every message writes it: a URL's password masked (ws://user:***@host/), where a refusal had echoed
-    it to stderr and a cluster job's log; a path's '@' text, its port and a query's values too (ws://alice:***/***@host/)."""
+    it to stderr and a cluster job's log; a path's '@' text, its port and a query's values too (ws://alice:***/***@host/).
+    A name without a scheme that no file exists at keeps its text before an '@' where it may be a file's path
+    (runs@node7/scheduler.json, shown), not where it ends in '/' (TOKEN@node7//, a login, read ***@node7//)."""
     text = str(address)
     scheme, sep, rest = text.partition("://")
     if not sep:  # host:port without a scheme, which Dask reads as tcp://: "alice:pw@host:8786" had been echoed
@@ -64,8 +66,9 @@ def shown(address) -> str:
             # such file exists its query's values masked (127.0.0.1:8786?token=T had been echoed whole: a review)
             if os.path.exists(os.path.expanduser(text)):
                 return text
-            if re.fullmatch(r"[^/\\@]+@[^/\\@:]+/", text):  # TOKEN@node7/: a login before a host, its '/' read as a
-                return f"***@{text.rpartition('@')[2]}"  # folder's, had been quoted whole
+            if re.fullmatch(r"[^/\\@]+@[^/\\@:]+/+", text):  # TOKEN@node7/, TOKEN@node7//: a login before a host;
+                # ending in '/', no file's name (runs@node7/scheduler.json may be one, and is shown)
+                return f"***@{text.rpartition('@')[2]}"
             return _query_masked(f"x://{text}")[len("x://"):]
         # masked as its tcp:// form is (alice:123/w@node7:8786 had shown alice:***@, tcp://alice:123/w@... ***@)
         return shown(f"tcp://{text}")[len("tcp://"):]
@@ -568,8 +571,8 @@ def _no_workers(scheduler: str, wait_s: float, what: str) -> str:
     path = said.path if said else ""  # named as the line shows it; whether there is one, as Dask asks it: a query's
     # masked '@' reads "/***" in the line (ws://node7:8786/?token=a@b had been told "not through the path /***")
     asked = urlsplit(str(scheduler)).path if said else ""
-    own = (f"the scheduler's own address, as its log's 'Scheduler at:' line gives it (e.g. 'dask worker "
-           f"{scheme}://10.0.0.5:8786')")  # the form a user types, where the proxy's or a hidden host is not it
+    own = ("the scheduler's own address ('dask worker' followed by the address its log's 'Scheduler at:' line "
+           "gives)")  # where the proxy's or a hidden host is not it; a pattern, no address a user could copy
     if asked in ("", "/") and not (said and said.hostname == "***"):
         start = (f"start workers with 'dask worker {scheme}://{host_port(scheduler)}' (with ImageQualityTransfer "
                  "installed, as here)")

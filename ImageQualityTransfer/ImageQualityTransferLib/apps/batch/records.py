@@ -23,7 +23,8 @@ TEMP_PREFIX = ".iqt-"  # fileio.atomic_write's temporary files: left only by a k
 # the temporary of a subject's output or sidecar (fileio.atomic_write: ".iqt-" + tempfile's random letters + the suffix);
 # not ".iqt-earlier-<name>.<random>.tmp" (an output's earlier file set aside by a run of another command) nor ".iqt-probe-"
 BIDS_DATATYPES = ("dwi", "anat", "func", "fmap", "perf")  # the folders a subject's files lie in
-TEMPORARY = re.compile(r"\.iqt-[a-z0-9_]+(\.nii\.gz|\.json|\.png)\Z")
+TEMPORARY = re.compile(r"\.iqt-[a-z0-9_]+(\.nii\.gz|\.mif|\.mif\.gz|\.json|\.png)\Z")
+OUTPUT_SUFFIXES = {"nifti": ".nii.gz", "mif": ".mif", "mif.gz": ".mif.gz"}  # --output-format: the images' suffix
 EARLIER_PREFIX = ".iqt-earlier-"  # fileio.staging._aside
 
 
@@ -52,33 +53,47 @@ class Settings:
     # a warning, not part of what a rerun compares
     note: str | None = None  # said in each subject's notes: the default ran interpolation for lack of a learned model
     # for the factors (methods/factor_choice.py Choice.note)
+    output_format: str = "nifti"  # the images written: NIfTI, or MRtrix's .mif (fileio/mif.py) (OUTPUT_SUFFIXES)
 
 
 def output_names(item: Item, s: Settings, maps=()) -> dict[str, str]:
     """File name of every output by key ("tensor", "fa", "md", "mask", then the uncertainty maps): the BIDS entities
     of the input, then space-orig, res-<factor>x (res-1x1x3x for per-axis factors), model-<method>, param-<tensor|fa|md>,
-    desc-<map> for uncertainty maps; desc-brain_mask for the run's brain mask."""
+    desc-<map> for uncertainty maps; desc-brain_mask for the run's brain mask; .nii.gz, or .mif by --output-format."""
     base = f"{item.prefix}_space-orig_res-{res_label(s)}_model-{label(method_label(s))}"
-    names = {p: f"{base}_param-{p}_dwimap.nii.gz" for p in ("tensor", "fa", "md")}
-    names["mask"] = f"{base}_desc-brain_mask.nii.gz"
+    ext = OUTPUT_SUFFIXES[s.output_format]
+    names = {p: f"{base}_param-{p}_dwimap{ext}" for p in ("tensor", "fa", "md")}
+    names["mask"] = f"{base}_desc-brain_mask{ext}"
     for m in maps:
-        names[m] = f"{base}_param-tensor_desc-{label(m)}_dwimap.nii.gz"
+        names[m] = f"{base}_param-tensor_desc-{label(m)}_dwimap{ext}"
     return names
+
+
+def image_stem(name: str) -> str:
+    """An output's name without its image suffix (.nii.gz, .mif, .mif.gz): its sidecar's and figure's stem."""
+    for ext in sorted(OUTPUT_SUFFIXES.values(), key=len, reverse=True):
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return name
 
 
 def figure_path(folder: Path, names: dict) -> Path:
     """The subject's QC figure (subject.qc_figure) for the run `names` come from: in figures/ beside the subject's dwi/
     folder (as fMRIPrep keeps its reports' figures), named as its outputs with desc-qc."""
-    return Path(folder).parent / "figures" / names["tensor"].replace("_param-tensor_dwimap.nii.gz", "_desc-qc_dwimap.png")
+    return Path(folder).parent / "figures" / (image_stem(names["tensor"])[: -len("_param-tensor_dwimap")] + "_desc-qc_dwimap.png")
 
 
 def stale_maps(folder: Path, names: dict) -> list[Path]:
     """The uncertainty maps (and sidecars) of an earlier run of this subject, method and factor that this run does not
     write (it runs without --uncertainty, or with fewer maps): left beside new outputs, they would hold the old input's
-    hashes."""
-    base = names["tensor"][: -len("tensor_dwimap.nii.gz")] + "tensor_desc-"
+    hashes. An output of the same name in the other format (.nii.gz for .mif) is stale too: the two share a sidecar,
+    which this run writes."""
+    base = image_stem(names["tensor"])[: -len("tensor_dwimap")]
     keep = {n for n in names.values()} | {sidecar(Path(n)).name for n in names.values()}
-    return [p for p in Path(folder).glob(base + "*_dwimap.*") if p.name not in keep and p.is_file()]
+    stems = {image_stem(n) for n in names.values()}
+    found = list(Path(folder).glob(base + "tensor_desc-*_dwimap.*"))
+    found += [Path(folder) / (stem + ext) for stem in stems for ext in OUTPUT_SUFFIXES.values()]
+    return sorted({p for p in found if p.name not in keep and p.is_file()})
 
 
 def expected_maps(s: Settings) -> tuple[str, ...]:
@@ -93,7 +108,7 @@ def expected_maps(s: Settings) -> tuple[str, ...]:
 
 
 def sidecar(path) -> Path:
-    return Path(str(path)[: -len(".nii.gz")] + ".json")
+    return Path(path).with_name(image_stem(Path(path).name) + ".json")
 
 
 def _sha256(path, image: bool = False) -> str:
@@ -152,7 +167,10 @@ def read_order(item: Item, s: Settings) -> str:
 def output_order(item: Item, s: Settings) -> str:
     """The order a subject's tensor file is written in: --output-order's, or with "input" (the default) the order its
     file was read in (`read_order`), so that a dtifit file comes back as dtifit's, one whose header records fsl too, as
-    `iqt upsample` writes it (it came back 5D: a researcher's audit); a DWI fitted here, a NRRD or a 5D file: "nifti"."""
+    `iqt upsample` writes it (it came back 5D: a researcher's audit); a DWI fitted here, a NRRD or a 5D file: "nifti";
+    "mrtrix" for .mif outputs."""
+    if s.output_format != "nifti":  # an MRtrix image holds dwi2tensor's order only (fileio.save_tensor)
+        return "mrtrix"
     if s.output_order != "input":
         return s.output_order
     return "nifti" if item.kind == "dwi" else read_order(item, s)

@@ -57,6 +57,10 @@ def add_parsers(sub) -> None:
                     help="skip the frame check of the tensor files read with --tensor-order fsl, mrtrix or dipy (a "
                          "warning and bvec_check in qc.tsv where their directions look mirrored), as iqt upsample's")
     options.add_output_order(sp)
+    sp.add_argument("--output-format", default="nifti", choices=["nifti", "mif", "mif.gz"],
+                    help="the images written: nifti (default, .nii.gz) or MRtrix's mif (.mif, or .mif.gz compressed: "
+                         "tensors in dwi2tensor's order, as 'iqt upsample -o out.mif'); sidecars, qc.tsv and the QC "
+                         "figures are the same")
     options.add_bmax(sp)
     sp.add_argument("--participant-label", nargs="+", metavar="LABEL",
                     help="a BIDS dataset: only these participants (01 or sub-01, as BIDS apps take it); the table keeps "
@@ -156,6 +160,9 @@ def run(args) -> int:
 
     forget_build()  # this run's build read fresh at its start, as the workers' (scheduler.py _PROBE)
 
+    if args.output_format != "nifti" and args.output_order not in ("input", "mrtrix"):  # before any work, as upsample
+        raise IQTError(f"--output-format {args.output_format}: an MRtrix image holds dwi2tensor's order only; leave "
+                       f"--output-order {args.output_order} out or write NIfTI (--output-format nifti)")
     f = options.factors(args)  # None: each subject's own, from its header (--voxel-size, or a --model's own factors)
     local = [o for o, v in (("--memory-limit", args.memory_limit), ("--dashboard-address", args.dashboard_address))
              if v is not None]
@@ -229,7 +236,7 @@ def run(args) -> int:
                            order_stated=getattr(args, "order_stated", None), output_order=args.output_order,
                            noisy_model_file=noisy_file, noisy_model_sha256=noisy_sha, bmax=args.bmax,
                            exclude_outliers=args.exclude_outliers, frame_check=not getattr(args, "no_frame_check", False),
-                           note=note or None)
+                           note=note or None, output_format=args.output_format)
         runs.append((name, g, group, s))
     try:
         import distributed  # noqa: F401

@@ -1,0 +1,61 @@
+"""`iqt batch --output-format mif`: an MRtrix lab's cohort gets .mif outputs (fileio/mif.py), with the same sidecars,
+QC and resume as NIfTI outputs (apps/batch/records.py output_names)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed")
+
+from ImageQualityTransferLib import fileio  # noqa: E402
+from ImageQualityTransferLib.apps import batch  # noqa: E402
+from ImageQualityTransferLib.dmri.dti import brain_mask, fit_dti  # noqa: E402
+from ImageQualityTransferLib.dmri.phantom import make_phantom  # noqa: E402
+
+from helpers import run_cli  # noqa: E402
+
+STEM = "sub-adti_space-orig_res-2x_model-linear_param-"
+
+
+@pytest.fixture
+def mif_list(tmp_path):
+    dwi = make_phantom(shape=(16, 18, 12), voxel_mm=4.0, n_dirs=12)
+    fileio.save_tensor(fit_dti(dwi, brain_mask(dwi)), tmp_path / "a_dti.mif")
+    (tmp_path / "list.txt").write_text("a_dti.mif\n")
+    return tmp_path / "list.txt"
+
+
+def test_a_mif_cohort_gets_mif_outputs_with_the_same_sidecars_and_resume(tmp_path, mif_list):
+    items = batch.find_items(mif_list)
+    runs = {}
+    for fmt in ("nifti", "mif"):
+        out = tmp_path / fmt
+        out.mkdir()
+        s = batch.Settings(method="linear", output_format=fmt)
+        assert [r["status"] for r in batch.run_cohort(items, s, out, client=None, progress=False)] == ["done"]
+        runs[fmt] = (out / "sub-adti" / "dwi", s)
+    folder, s = runs["mif"]
+    assert sorted(p.name for p in folder.glob("*_dwimap.*")) == sorted(
+        f"{STEM}{p}_dwimap.{e}" for p in ("tensor", "fa", "md") for e in ("mif", "json"))
+    assert (folder / "sub-adti_space-orig_res-2x_model-linear_desc-brain_mask.mif").is_file()
+    assert (folder.parent / "figures" / "sub-adti_space-orig_res-2x_model-linear_desc-qc_dwimap.png").is_file()
+    for p in ("tensor", "fa", "md"):  # the values the NIfTI run wrote
+        load = fileio.load_tensor if p == "tensor" else fileio.load_scalar
+        ours, theirs = (load(runs[f][0] / f"{STEM}{p}_dwimap.{e}") for f, e in (("mif", "mif"), ("nifti", "nii.gz")))
+        assert np.array_equal(ours.data, theirs.data) and np.allclose(ours.affine, theirs.affine)
+    side = json.loads((folder / f"{STEM}tensor_dwimap.json").read_text())
+    assert side["OutputOrder"] == "mrtrix" and "QC" in side and side["FileSHA256"]
+    assert [r["status"] for r in batch.run_cohort(items, s, tmp_path / "mif", progress=False)] == ["skipped"]
+    # the NIfTI run's files in the same folder are replaced, not left beside .mif outputs sharing their sidecars
+    nifti = batch.Settings(method="linear")
+    assert [r["status"] for r in batch.run_cohort(items, nifti, tmp_path / "mif", progress=False)] == ["done"]
+    assert not list(folder.glob("*.mif")) and len(list(folder.glob("*.nii.gz"))) == 4
+
+
+def test_an_order_a_mif_cannot_hold_is_refused_before_any_work(tmp_path, mif_list, capsys):
+    code, _, err = run_cli(capsys, *["batch", str(mif_list), "-o", str(tmp_path / "out"), "--output-format", "mif",
+                            "--output-order", "fsl"])
+    assert code == 2 and "dwi2tensor's order only" in err and not (tmp_path / "out").exists()

@@ -160,6 +160,11 @@ def test_a_mif_iqt_writes_keeps_its_input_mifs_command_history(tmp_path):
     assert main(["upsample", str(HERE / "dt.mif"), "-o", str(tmp_path / "up.mif"), "--method", "linear"]) == 0
     after = read_header(tmp_path / "up.mif")["command_history"]
     assert after[:2] == before and len(after) == 3 and after[2].startswith("iqt upsample ")
+    # under --no-record the history is still the lab's: kept, with no iqt command and no run record beside it
+    assert main(["--no-record", "upsample", str(HERE / "dt.mif"), "-o", str(tmp_path / "quiet.mif"), "--method",
+                 "linear"]) == 0
+    quiet = read_header(tmp_path / "quiet.mif")
+    assert quiet["command_history"] == before and "iqt_run" not in quiet
 
 
 def _five_volumes(path):

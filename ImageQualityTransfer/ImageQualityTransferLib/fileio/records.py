@@ -195,19 +195,22 @@ RUN_KEY = "iqt_run"  # the JSON object's one key, in a NIfTI header extension (c
 # back to warn (a slice gap that `iqt fit` took from its DWI's sidecar, `iqt degrade --slice-gap`: fileio/slices.py)
 PATH_FREE = ("slices", "input_slices")  # input_slices: the gap an upsampled output was made across
 _KEEP: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("iqt_run_keep", default=None)
+# a `--no-record` run's main input, kept out of its record: an MRtrix output still carries the input's own history
+_SOURCE: contextvars.ContextVar[str | None] = contextvars.ContextVar("iqt_run_source", default=None)
 
 
 @contextlib.contextmanager
-def run_record(record: dict, keep: tuple | None = None):
+def run_record(record: dict, keep: tuple | None = None, source: str | None = None):
     """Every file written inside carries `record` (a JSON-able dict) in its header: `run_json`. With `keep` (a
     `--no-record` run's), only the fields `note_run` adds under those names are kept, and a file is written with a
-    record only where one of them was added."""
-    token, kept = _RUN.set(dict(record)), _KEEP.set(keep)
+    record only where one of them was added; `source`: its main input (`run_input`), which no record holds."""
+    token, kept, given = _RUN.set(dict(record)), _KEEP.set(keep), _SOURCE.set(source)
     try:
         yield
     finally:
         _RUN.reset(token)
         _KEEP.reset(kept)
+        _SOURCE.reset(given)
 
 
 def note_run(**fields) -> None:
@@ -224,7 +227,10 @@ def run_command() -> str | None:
 
 
 def run_input() -> str | None:
-    """The main input of the run under way (its `input` or `dwi` argument, as given); None outside a command."""
+    """The main input of the run under way (its `input` or `dwi` argument, as given, a `--no-record` run's too); None
+    outside a command."""
+    if _SOURCE.get() is not None:
+        return _SOURCE.get()
     record = _RUN.get()
     options = (record or {}).get("options") or {}
     found = options.get("input") or options.get("dwi")

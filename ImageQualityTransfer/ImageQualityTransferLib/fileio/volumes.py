@@ -805,14 +805,14 @@ def _mif_record(descrip: str = "") -> dict[str, list[str]]:
     from .records import RUN_KEY, run_command, run_input, run_json
 
     lines = {}
-    command, record = run_command(), run_json()
-    if command:  # after the main input's own history where it is an MRtrix image, as MRtrix appends each command
-        source = run_input()
-        try:
-            history = read_header(source).get("command_history", []) if source and is_mif(source) else []
-        except IQTError:
-            history = []
-        lines["command_history"] = [*history, " ".join(str(command).split())]
+    command, record, source = run_command(), run_json(), run_input()
+    try:  # the main input's own history where it is an MRtrix image, kept under --no-record too (it is the lab's)
+        history = read_header(source).get("command_history", []) if source and is_mif(source) else []
+    except IQTError:
+        history = []
+    history += [" ".join(str(command).split())] if command else []  # as MRtrix appends each command
+    if history:
+        lines["command_history"] = history
     if record:
         lines[RUN_KEY] = [record]
     if descrip:

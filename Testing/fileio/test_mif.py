@@ -2,6 +2,7 @@
 by MRtrix3's own mrconvert and dwi2tensor from the phantom (mif_fixtures/make_fixtures.sh), each read as its
 mrconvert'ed NIfTI is; what `iqt` writes is read back, by MRtrix's mrconvert too where it is installed."""
 
+import gzip
 import shutil
 import subprocess
 from pathlib import Path
@@ -188,4 +189,18 @@ def _truncated(path):
 def test_a_mif_given_as_tensors_is_told_in_mrtrix_terms(tmp_path, capsys, make, said, not_said):
     line = refused_line(capsys, ["upsample", make(tmp_path), "-o", tmp_path / "o.mif", "--method", "linear"], *said)
     assert not_said not in line
+    assert not (tmp_path / "o.mif").exists()
+
+
+def test_a_plain_mif_named_gz_is_read_as_mrtrix_reads_it_and_a_gzipped_one_named_mif_is_told_what_it_is(tmp_path,
+                                                                                                          capsys):
+    plain = tmp_path / "renamed.mif.gz"  # a plain .mif renamed: MRtrix's gz reader passes it through
+    shutil.copy(HERE / "dt.mif", plain)
+    with pytest.warns(Warning, match=r"renamed.mif.gz: a plain MRtrix image .*rename it to renamed.mif"):
+        vol = fileio.load_tensor(plain)
+    assert np.array_equal(vol.data, fileio.load_tensor(HERE / "dt.mif").data)
+    zipped = tmp_path / "renamed.mif"  # a .mif.gz renamed .mif: MRtrix refuses it too
+    zipped.write_bytes(gzip.compress((HERE / "dt.mif").read_bytes()))
+    refused_line(capsys, ["upsample", zipped, "-o", tmp_path / "o.mif", "--method", "linear"], "renamed.mif: ",
+                 "gzip-compressed", "rename it to renamed.mif.gz")
     assert not (tmp_path / "o.mif").exists()

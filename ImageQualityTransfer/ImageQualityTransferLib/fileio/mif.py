@@ -6,11 +6,12 @@ negative), so that a .mif and its mrconvert'ed NIfTI give the same voxel grid.""
 from __future__ import annotations
 
 import gzip
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import IQTError
+from ..core.errors import IQTError, IQTWarning
 from .paths import MIF_SUFFIXES
 
 READ_SUFFIXES = (*MIF_SUFFIXES, ".mih")  # a .mih header with its data file is read, not written
@@ -33,15 +34,34 @@ def _damaged(path, what: str):
                    "the command that made it, or copy it anew)")
 
 
-def _open(path):
-    return gzip.open(path, "rb") if str(path).lower().endswith(".gz") else open(path, "rb")
+def _open(path, say: bool = False):
+    """The file for reading, gunzipped by its .gz name. A plain .mif named .gz is read as it is, as MRtrix reads it
+    (`say`: warned of); a compressed one named .mif is refused, as MRtrix refuses it, in a line saying what it is."""
+    zipped = str(path).lower().endswith(".gz")
+    try:
+        with open(path, "rb") as f:
+            start = f.read(len(MAGIC))
+    except OSError:
+        start = None  # the caller's own read says what is wrong
+    if zipped and start == MAGIC:
+        if say:
+            plain = Path(path).name[: -len(".gz")]
+            warnings.warn(f"{path}: a plain MRtrix image (not gzip-compressed) named .gz, read as it is, as MRtrix "
+                          f"reads it; rename it to {plain} (then 'mrconvert {plain} {Path(path).name}' writes it "
+                          "compressed, if wanted)", IQTWarning, stacklevel=3)
+        return open(path, "rb")
+    if not zipped and start is not None and start[:2] == b"\x1f\x8b" and str(path).lower().endswith(".mif"):
+        raise IQTError(f"{path}: a gzip-compressed MRtrix image named .mif, which neither MRtrix nor this tool reads "
+                       f"so; rename it to {Path(path).name}.gz")
+    return gzip.open(path, "rb") if zipped else open(path, "rb")
 
 
-def read_header(path) -> dict[str, list[str]]:
-    """The header's keys, each with its values in the order given (dw_scheme and transform hold one line each)."""
+def read_header(path, say: bool = False) -> dict[str, list[str]]:
+    """The header's keys, each with its values in the order given (dw_scheme and transform hold one line each); `say`:
+    warn of a plain image named .gz (once a read: `read_mif`)."""
     keys: dict[str, list[str]] = {}
     try:
-        with _open(path) as f:
+        with _open(path, say) as f:
             if f.read(len(MAGIC)) != MAGIC:
                 _fail(path, "not an MRtrix image (no 'mrtrix image' first line)")
             for raw in f:
@@ -82,7 +102,7 @@ def read_mif(path) -> tuple[np.ndarray, np.ndarray, dict[str, list[str]]]:
     """(data in storage order, scaled (as float64 where an integer type has a scaling); the 4x4 voxel->scanner (RAS,
     mm) affine; the header's keys)."""
     path = Path(path)
-    keys = read_header(path)
+    keys = read_header(path, say=True)
     repeated = [k for k in ("dim", "vox", "layout", "datatype", "scaling") if len(keys.get(k, [])) > 1]
     if repeated:  # MRtrix takes the last line, this reader had taken the first: refused rather than read either way
         _fail(path, f"its header gives '{repeated[0]}' more than once")
@@ -161,12 +181,12 @@ def _read_data(path, keys, dtype, dim, ranks) -> np.ndarray:
                            "line names it (beside a .mih), or write the image again as one .mif")
     try:
         with _open(source) as f:
-            if str(source).lower().endswith(".gz"):
+            if isinstance(f, gzip.GzipFile):
                 f.read(offset)
             else:
                 f.seek(offset)
             raw = f.read(size)
-            if str(source).lower().endswith(".gz"):
+            if isinstance(f, gzip.GzipFile):
                 while f.read(1 << 20):  # to the end, where gzip's checksum is checked
                     pass
     except (OSError, EOFError) as exc:

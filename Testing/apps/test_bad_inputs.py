@@ -196,7 +196,7 @@ CASES = [
     # --uncertainty's maps are written as NRRD since 0.21.0)
     ("fit {d}/subj/dwi.nii.gz -o {d}/t.nrrd --mask-out {d}/m.nrrd", "m.nrrd: the mask output name must end in .nii "
      "or .nii.gz or .mif or .mif.gz: NRRD is written for tensor outputs and 'iqt upsample --uncertainty' maps only; the mask output is "
-     "NIfTI, which Slicer loads too: give "),
+     "NIfTI (which Slicer loads too) or MRtrix's .mif: give "),
     ("upsample {d}/lr.nii.gz -o {d}/o.nrrd --method biqt --uncertainty {d}/u.txt", "u.txt: the std map name must end "
      "in .nii or .nii.gz or .nrrd or .nhdr"),
     ("evaluate --pred {d}/lr.nii.gz --truth {d}/lr.nii.gz --mask {d}/m.nii.gz --json {d}/missing/x.json", "does not exist"),
@@ -681,3 +681,15 @@ def test_a_signal_with_the_terminal_gone_still_exits_128_plus_the_signal(monkeyp
     monkeypatch.setattr(demo, "list_methods", hung_up)
     monkeypatch.setattr(sys, "stderr", Gone())
     assert cli.main(["methods"]) == 129
+
+
+def test_the_formats_a_refusal_or_help_lists_include_mrtrix(capsys, tmp_path):
+    """Where a line lists the formats read or written, MRtrix's .mif is among them (it is read and written since
+    0.37.0; `iqt view`'s refusals and upsample's help had listed .nii.gz and .nrrd only)."""
+    from ImageQualityTransferLib.apps.cli import main
+
+    assert main(["view", str(tmp_path / "none.mif")]) == 2
+    assert "(.nii.gz, .nrrd or .mif)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["upsample", "--help"])
+    assert ".mif/.mif.gz for MRtrix" in " ".join(capsys.readouterr().out.split())

@@ -65,7 +65,7 @@ def test_a_nrrd_name_for_a_nifti_output_says_what_it_is_and_gives_a_name_that_is
     code = main([a.format(lr=lr, d=tmp_path) for a in argv])
     lines = capsys.readouterr().err.strip().splitlines()
     given = given.format(d=tmp_path)
-    assert code == 2 and len(lines) == 1 and f"; {refused} is NIfTI, which Slicer loads too: give {given}" in lines[0] \
+    assert code == 2 and len(lines) == 1 and f"; {refused} is NIfTI (which Slicer loads too) or MRtrix's .mif: give {given}" in lines[0] \
         and lines[0].endswith(given) and "NRRD is written for tensor outputs and 'iqt upsample --uncertainty' maps " \
         "only" in lines[0], lines
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lr.nii.gz"]

@@ -56,8 +56,8 @@ def check_output(path, suffixes=NIFTI_SUFFIXES, what="output", folder_checked: b
     if suffixes and not str(p).lower().endswith(tuple(suffixes)):
         # `iqt mask -o m.nrrd` (a newcomer's audit): why not, and the name to give
         nrrd = str(p).lower().endswith(NRRD_SUFFIXES) and set(suffixes) <= set(MASK_SUFFIXES)
-        why = (f": NRRD is written for tensor outputs and 'iqt upsample --uncertainty' maps only; the {what} is NIfTI, "
-               f"which Slicer loads too: give {_nifti_name(p)}" if nrrd else "")
+        why = (f": NRRD is written for tensor outputs and 'iqt upsample --uncertainty' maps only; the {what} is NIfTI "
+               f"(which Slicer loads too) or MRtrix's .mif: give {_nifti_name(p)}" if nrrd else "")
         raise IQTError(f"{p}: the {what} name must end in {' or '.join(suffixes)}{why}")
     if suffixes and p.name.lower() in tuple(suffixes):  # '-o .nii.gz' had written a hidden file with no name
         raise IQTError(f"{p}: the {what}'s name is its suffix alone, a hidden file with no name; give a name before "

@@ -18,7 +18,7 @@ SCALING_HELP = ("The lengths not given (--step, --min-length, --max-length) are 
 
 def add_parsers(sub) -> None:
     sp = sub.add_parser("track", help="deterministic DTI tractography (principal direction, FA stop) from a seed ROI")
-    sp.add_argument("input", help="tensor volume (NIfTI SYMMATRIX, 4D with --tensor-order, or Slicer .nrrd)")
+    sp.add_argument("input", help="tensor volume (NIfTI SYMMATRIX, 4D with --tensor-order, Slicer .nrrd, or MRtrix .mif)")
     sp.add_argument("--seeds", required=True, help="seed ROI (NIfTI mask, any grid in the same world space)")
     sp.add_argument("-o", "--output", required=True, help="tractogram: .trk, or VTK polydata .vtk/.vtp (Slicer loads both)")
     sp.add_argument("--also", action="append", help="also write the same streamlines here (.trk/.vtk/.vtp; repeatable)")

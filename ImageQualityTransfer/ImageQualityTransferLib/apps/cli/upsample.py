@@ -20,15 +20,17 @@ BESIDE = "give the output another name (-o; its maps are named after it), or a c
 
 def add_parsers(sub) -> None:
     sp = sub.add_parser("upsample", help="high-resolution tensors from a low-resolution DTI volume")
-    sp.add_argument("input", help="low-res tensor volume (NIfTI SYMMATRIX, 4D with --tensor-order, or Slicer .nrrd)")
-    sp.add_argument("-o", "--output", required=True, help="high-res tensor output (.nii.gz, or .nrrd for Slicer)")
+    sp.add_argument("input", help="low-res tensor volume (NIfTI SYMMATRIX, 4D with --tensor-order, Slicer .nrrd, "
+                                  "or MRtrix .mif/.mif.gz/.mih)")
+    sp.add_argument("-o", "--output", required=True, help="high-res tensor output (.nii.gz, .nrrd for Slicer, or "
+                                                          ".mif/.mif.gz for MRtrix in dwi2tensor's order)")
     sp.add_argument("--method", help="method name (see 'iqt methods'; default: with --model, the model's own method, else the best "
                          "shipped one for the factors, with --uncertainty or --propagate the best with an uncertainty map)")
     options.add_factor(sp, voxel_size=True, model=True)
-    sp.add_argument("--mask", help="brain mask on the input grid (or on the high-res grid): NIfTI, or a label map Slicer "
-                                   "saved (.nrrd, .nhdr)")
+    sp.add_argument("--mask", help="brain mask on the input grid (or on the high-res grid): NIfTI, MRtrix .mif, or a label "
+                                   "map Slicer saved (.nrrd, .nhdr)")
     sp.add_argument("--uncertainty", help="write the per-voxel standard deviation map here (methods with uncertainty; "
-                    ".nii.gz, or .nrrd for Slicer) and NAME_direction beside it (the principal direction's "
+                    ".nii.gz, .nrrd for Slicer, or .mif) and NAME_direction beside it (the principal direction's "
                     "uncertainty, degrees); the Monte Carlo methods also write NAME_std_intrinsic, NAME_std_parameter, "
                     "NAME_md_std and NAME_fa_std")
     options.add_method_settings(sp)

@@ -11,7 +11,8 @@ from . import options
 def add_parsers(sub) -> None:
     sp = sub.add_parser("view", help="serve a browser viewer: cubic | IQT slice views, uncertainty overlay, method "
                                      "picker, FA / colour FA (needs the render extra)")
-    sp.add_argument("input", help="low-res tensor volume (NIfTI SYMMATRIX, 4D with --tensor-order, or Slicer .nrrd)")
+    sp.add_argument("input", help="low-res tensor volume (NIfTI SYMMATRIX, 4D with --tensor-order, Slicer .nrrd, or "
+                                  "MRtrix .mif)")
     sp.add_argument("--method", help="method shown first (default: the Slicer module's, the best shipped method with "
                                      "an uncertainty map at the factors, deep-hetero-var1 at x2; cubic where the output "
                                      "voxels are more than 2:1; the page offers every ready one)")
@@ -39,12 +40,12 @@ def run(args):
         raise IQTError(f"--port {args.port}: a port is 0-65535 (0: any free one)")
     options.check_host(args.host, f"--host {args.host}")
     if Path(args.input).is_dir():  # "no such file" would mislead for a folder that exists
-        raise IQTError(f"{args.input}: a folder; give one low-resolution DTI volume in it (.nii.gz or .nrrd), e.g. "
+        raise IQTError(f"{args.input}: a folder; give one low-resolution DTI volume in it (.nii.gz, .nrrd or .mif), e.g. "
                        f"{Path(args.input) / 'dti.nii.gz'}")
     if not Path(args.input).is_file():
-        raise IQTError(f"{args.input}: no such file; give a low-resolution DTI volume (.nii.gz or .nrrd)")
+        raise IQTError(f"{args.input}: no such file; give a low-resolution DTI volume (.nii.gz, .nrrd or .mif)")
     if args.mask and Path(args.mask).is_dir():
-        raise IQTError(f"--mask {args.mask}: a folder; give the brain mask file in it (.nii.gz)")
+        raise IQTError(f"--mask {args.mask}: a folder; give the brain mask file in it (.nii.gz or .mif)")
     if args.mask and not Path(args.mask).is_file():
         raise IQTError(f"--mask {args.mask}: no such file")
     view.check_port(args.port, args.host)  # before the input is read and the model loaded (a viewer audit)

@@ -134,6 +134,55 @@ The implementation in this extension is independent of the authors' code.
 
 
 #
+# ImageQualityTransferFileReader
+#
+
+
+class ImageQualityTransferFileReader:
+    """Slicer's reader of MRtrix images (.mif, .mif.gz, .mih), which Slicer has none for: a DWI, DTI or single-volume
+    node by what the file holds (ImageQualityTransferLib/slicer/mif_nodes.py, where the work is, tested headless)."""
+
+    def __init__(self, parent):
+        self.parent = parent
+
+    def description(self):
+        return _("MRtrix image")
+
+    def fileType(self):
+        return "MRtrixImage"
+
+    def extensions(self):
+        return [_("MRtrix image") + " (*.mif *.mif.gz *.mih)"]
+
+    def canLoadFile(self, filePath):
+        return str(filePath).lower().endswith((".mif", ".mif.gz", ".mih"))
+
+    def load(self, properties):
+        filePath = properties["fileName"]
+        try:
+            from ImageQualityTransferLib.core.errors import IQTError
+            from ImageQualityTransferLib.slicer import mif_nodes
+        except ImportError as exc:  # the engine's packages not installed yet: the module's panel offers them
+            self.parent.userMessages().AddMessage(vtk.vtkCommand.ErrorEvent, _(
+                "Cannot read {path}: open the Image Quality Transfer module once to install what it needs ({error})"
+            ).format(path=filePath, error=exc))
+            return False
+        import warnings
+
+        try:
+            with warnings.catch_warnings(record=True) as caught:  # the engine's notes on the file, shown to the user
+                warnings.simplefilter("always")
+                node = mif_nodes.load_mif(slicer.mrmlScene, filePath, properties.get("name"))
+        except (IQTError, OSError) as exc:
+            self.parent.userMessages().AddMessage(vtk.vtkCommand.ErrorEvent, str(exc))
+            return False
+        for note in dict.fromkeys(str(w.message) for w in caught):
+            self.parent.userMessages().AddMessage(vtk.vtkCommand.WarningEvent, note)
+        self.parent.loadedNodes = [node.GetID()]
+        return True
+
+
+#
 # ImageQualityTransferParameterNode
 #
 

@@ -1,0 +1,66 @@
+"""MRtrix images (.mif, .mif.gz, .mih) as MRML nodes, Qt-free: Slicer has no reader for them, so the module's file
+reader (ImageQualityTransfer.py ImageQualityTransferFileReader) hands them here. Read by the engine's reader
+(fileio/mif.py): a DWI (its dw_scheme) becomes a DWI node, six volumes a DTI node, a 3D image (a mask or map iqt
+wrote) a scalar node."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import mrml
+from ..core.errors import IQTError
+from ..core.i18n import _
+from ..core.volume import Volume
+from ..fileio.nrrd import direction_rotation
+
+SUFFIXES = (".mif", ".mif.gz", ".mih")
+
+
+def node_name(path) -> str:
+    """The node's name: the file's without its MRtrix suffix (dt.mif.gz -> dt), as Slicer names a loaded volume."""
+    name = Path(path).name
+    return next((name[: -len(s)] for s in SUFFIXES if name.lower().endswith(s)), name)
+
+
+def load_mif(scene, path, name: str | None = None):
+    """A node of `scene` holding the MRtrix image at `path`: DWI, DTI or scalar by what the file holds (its header's
+    dw_scheme, its volumes); anything else is refused in one line."""
+    from .. import fileio
+    from ..fileio.mif import read_header
+
+    keys = read_header(path)
+    dim = keys.get("dim", [""])[0].split(",")
+    name = name or node_name(path)
+    if keys.get("dw_scheme"):
+        return add_dwi_node(scene, fileio.load_dwi(path), name)
+    if len(dim) == 4 and dim[3].strip() == "6":
+        return mrml.add_tensor_node(scene, fileio.load_tensor(path), name)
+    if len(dim) != 4 or dim[3].strip() == "1":  # the map reader's refusal for what is not 3D (fileio/mif.py)
+        return mrml.add_scalar_node(scene, fileio.load_scalar(path), name, colormap=None)  # grey, as Slicer loads one
+    raise IQTError(_("{path}: an MRtrix image of {volumes} volumes with no gradient table (dw_scheme) is neither a DWI "
+                     "nor a tensor volume (6 volumes); add its gradients with 'mrconvert -fslgrad' or load a DWI, "
+                     "tensor or single-volume image").format(path=path, volumes=dim[3].strip()))
+
+
+def add_dwi_node(scene, dwi: Volume, name: str):
+    """A vtkMRMLDiffusionWeightedVolumeNode in `scene` holding `dwi` (gradients in voxel axes): IJKToRAS the affine,
+    measurement frame the voxel axes' rotation (as a DTI node's, mrml.set_tensor_node), so that its gradients are the
+    voxel-axis ones and processing.dwi_volume_from_node reads back what was given."""
+    import slicer
+    from vtk.util import numpy_support as ns
+
+    node = slicer.vtkMRMLDiffusionWeightedVolumeNode()
+    node.SetName(mrml.free_name(scene, name))
+    node.SetIJKToRASMatrix(mrml._numpy_to_matrix(dwi.affine))
+    mf = np.eye(4)
+    mf[:3, :3] = direction_rotation(dwi.affine)
+    node.SetMeasurementFrameMatrix(mrml._numpy_to_matrix(mf))
+    g = np.asarray(dwi.bvecs, dtype=np.float64).reshape(-1, 3)
+    node.SetDiffusionGradients(ns.numpy_to_vtk(np.ascontiguousarray(g), deep=1))
+    node.SetBValues(ns.numpy_to_vtk(np.ascontiguousarray(np.asarray(dwi.bvals, dtype=np.float64)), deep=1))
+    node.SetAndObserveImageData(mrml._image_data(np.asarray(dwi.data, dtype=np.float32), as_tensors=False))
+    scene.AddNode(node)
+    node.CreateDefaultDisplayNodes()
+    return node

@@ -1,0 +1,101 @@
+"""MRtrix images loaded into real slicer-core MRML nodes (slicer/mif_nodes.py, the Slicer module's file reader): what
+the engine reads from the file is what the node gives back to the module's run (mrml/processing readers). The
+fixtures were written by the real mrconvert and dwi2tensor (Testing/fileio/mif_fixtures/make_fixtures.sh)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ImageQualityTransferLib import fileio
+from ImageQualityTransferLib.core.errors import IQTError
+
+slicer = pytest.importorskip("slicer", reason="slicer-core (or Slicer) is needed for the MRML tests")
+
+from ImageQualityTransferLib.slicer import mif_nodes, mrml  # noqa: E402
+from ImageQualityTransferLib.slicer.processing import dwi_volume_from_node  # noqa: E402
+
+FIXTURES = Path(__file__).parents[1] / "fileio" / "mif_fixtures"
+
+
+@pytest.fixture
+def scene():
+    return slicer.vtkMRMLScene()
+
+
+@pytest.mark.parametrize("name", ["dt.mif", "dt_strides321_f64.mif.gz", "dt_int16.mih"])
+def test_a_tensor_mif_becomes_a_dti_node_holding_what_the_engine_reads(scene, name):
+    node = mif_nodes.load_mif(scene, FIXTURES / name)
+    assert node.IsA("vtkMRMLDiffusionTensorVolumeNode") and node.GetName() == name.split(".")[0]
+    got, want = mrml.tensor_volume_from_node(node), fileio.load_tensor(FIXTURES / name)
+    assert np.allclose(got.affine, want.affine) and np.allclose(got.data, want.data, rtol=1e-6, atol=1e-12)
+
+
+def test_a_dwi_mif_becomes_a_dwi_node_with_its_gradients(scene):
+    node = mif_nodes.load_mif(scene, FIXTURES / "dwi.mif.gz")
+    assert node.IsA("vtkMRMLDiffusionWeightedVolumeNode") and node.GetName() == "dwi"
+    got, want = dwi_volume_from_node(node), fileio.load_dwi(FIXTURES / "dwi.mif.gz")
+    assert np.array_equal(got.data, want.data) and np.allclose(got.affine, want.affine)
+    assert np.allclose(got.bvals, want.bvals) and np.allclose(got.bvecs, want.bvecs, atol=1e-6)
+
+
+def test_a_mask_mif_becomes_a_scalar_node_and_a_five_volume_one_is_refused(scene, tmp_path):
+    node = mif_nodes.load_mif(scene, FIXTURES / "mask.mif")
+    assert node.IsA("vtkMRMLScalarVolumeNode")
+    assert np.array_equal(mrml.scalar_volume_from_node(node).data, fileio.load_scalar(FIXTURES / "mask.mif").data)
+    from ImageQualityTransferLib.fileio.mif import read_mif, write_mif
+
+    data, affine, _ = read_mif(FIXTURES / "dt.mif")
+    write_mif(tmp_path / "five.mif", data[..., :5], affine)
+    before = scene.GetNumberOfNodes()
+    with pytest.raises(IQTError, match="5 volumes with no gradient table"):
+        mif_nodes.load_mif(scene, tmp_path / "five.mif")
+    assert scene.GetNumberOfNodes() == before
+
+
+READER = r"""
+import sys, types
+sys.path[:0] = [{testing!r}, {helpers!r}]
+import self_test_in_batch as shell
+shell.application_shell()
+import slicer
+sys.path.insert(0, str(shell.MODULE_DIR))
+import ImageQualityTransfer as module
+
+messages = slicer.vtkMRMLMessageCollection()
+parent = types.SimpleNamespace(loadedNodes=[], userMessages=lambda: messages)  # what Slicer's reader parent gives
+reader = module.ImageQualityTransferFileReader(parent)
+print("can", reader.canLoadFile({dt!r}), reader.canLoadFile("x.nii.gz"))
+print("load", reader.load({{"fileName": {dt!r}}}), slicer.mrmlScene.GetNodeByID(parent.loadedNodes[0]).GetClassName())
+print("notes", messages.GetNumberOfMessages())
+print("renamed", reader.load({{"fileName": {renamed!r}}}), messages.GetNumberOfMessages(), messages.GetNthMessageText(0))
+messages.ClearMessages()
+print("bad", reader.load({{"fileName": {bad!r}}}), messages.GetNumberOfMessages(), messages.GetNthMessageText(0))
+"""
+
+
+@pytest.mark.slow
+def test_the_module_reader_loads_a_mif_and_says_why_it_cannot(tmp_path):
+    """The module file's ImageQualityTransferFileReader in the batch application shell: a .mif is loaded as a DTI node
+    and its id given to Slicer; a file it cannot read is one message to the user and no node."""
+    import subprocess
+    import sys
+
+    driver = Path(__file__).parent / "self_test_in_batch.py"
+    bad = tmp_path / "bad.mif"
+    bad.write_bytes(b"mrtrix image\ndim: 2,2\nEND\n")
+    renamed = tmp_path / "renamed.mif.gz"  # a plain .mif named .gz: read, with a warning to rename it
+    renamed.write_bytes((FIXTURES / "dt.mif").read_bytes())
+    code = READER.format(testing=str(driver.parent), helpers=str(driver.parent.parent), dt=str(FIXTURES / "dt.mif"),
+                         bad=str(bad), renamed=str(renamed))
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    out = run.stdout.splitlines()
+    assert "can True False" in out and "load True vtkMRMLDiffusionTensorVolumeNode" in out, run.stdout
+    assert "notes 0" in out, run.stdout
+    said = next(line for line in out if line.startswith("renamed "))
+    assert said.startswith("renamed True 1 ") and "rename it to renamed.mif" in said, run.stdout
+    bad_line = next(line for line in out if line.startswith("bad "))
+    assert bad_line.startswith("bad False 1 ") and "bad.mif" in bad_line, run.stdout

@@ -59,3 +59,24 @@ def test_an_order_a_mif_cannot_hold_is_refused_before_any_work(tmp_path, mif_lis
     code, _, err = run_cli(capsys, *["batch", str(mif_list), "-o", str(tmp_path / "out"), "--output-format", "mif",
                             "--output-order", "fsl"])
     assert code == 2 and "dwi2tensor's order only" in err and not (tmp_path / "out").exists()
+
+
+def test_a_mif_output_keeps_its_mif_inputs_command_history(tmp_path):
+    """The lab's history of a listed .mif (mrconvert's, dwi2tensor's) goes on in each .mif output, as `iqt upsample`
+    keeps it; the sidecars, not the header, hold the run's record."""
+    import shutil
+    from pathlib import Path
+
+    from ImageQualityTransferLib.fileio.mif import read_header
+
+    fixture = Path(__file__).parents[1] / "fileio" / "mif_fixtures" / "dt.mif"
+    shutil.copy(fixture, tmp_path / "p_dt.mif")
+    (tmp_path / "list.txt").write_text("p_dt.mif\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    s = batch.Settings(method="linear", output_format="mif")
+    assert [r["status"] for r in batch.run_cohort(batch.find_items(tmp_path / "list.txt"), s, out, client=None,
+                                                  progress=False)] == ["done"]
+    before = read_header(fixture)["command_history"]
+    outputs = sorted(out.rglob("*.mif"))
+    assert len(outputs) == 4 and all(read_header(p)["command_history"] == before for p in outputs)

@@ -444,6 +444,19 @@ def process(item: Item, s: Settings, out_root: str, run_token: str | None = None
         return _process(item, s, out_root, run_token, workers)
 
 
+def _input_history(item: Item, s: Settings):
+    """While a subject's .mif outputs are written: its .mif input's command_history carried into them, as `iqt upsample
+    --no-record` carries it (fileio/volumes.py _mif_record; the sidecars are the run's record). NIfTI outputs are
+    written as before, outside any run record."""
+    import contextlib
+
+    if s.output_format == "nifti":
+        return contextlib.nullcontext()
+    from ...fileio.records import PATH_FREE, run_record
+
+    return run_record({}, keep=PATH_FREE, source=str(Path(item.path).absolute()))
+
+
 def _process(item: Item, s: Settings, out_root: str, run_token: str | None = None, workers: int | None = None) -> dict:
     from ... import fileio
     from ...core import grid
@@ -493,11 +506,12 @@ def _process(item: Item, s: Settings, out_root: str, run_token: str | None = Non
                 stage.declare(sidecar(folder / name))
             for path in stale_maps(folder, names):  # removed with the commit: kept if the subject fails
                 Outputs().retire(path)
-            for key, name in names.items():  # data first, every sidecar after, the tensor's last
-                if key == "tensor":
-                    fileio.save_tensor(vols[key], folder / name, **vols[key].meta["written"])
-                else:  # an uncertainty map's kind and unit in its header, as iqt upsample writes them
-                    fileio.save_scalar(vols[key], folder / name, map_record(method_label(s), key))
+            with _input_history(item, s):
+                for key, name in names.items():  # data first, every sidecar after, the tensor's last
+                    if key == "tensor":
+                        fileio.save_tensor(vols[key], folder / name, **vols[key].meta["written"])
+                    else:  # an uncertainty map's kind and unit in its header, as iqt upsample writes them
+                        fileio.save_scalar(vols[key], folder / name, map_record(method_label(s), key))
             picture = figure_path(folder, names)
             stage.declare(picture)
             qc_figure(vols, s, item, make_folder(picture.parent) / picture.name, qc["brain_from"] == "estimated")

@@ -41,13 +41,19 @@ def test_a_dwi_mif_becomes_a_dwi_node_with_its_gradients(scene):
     assert np.allclose(got.bvals, want.bvals) and np.allclose(got.bvecs, want.bvecs, atol=1e-6)
 
 
-def test_a_mask_mif_becomes_a_scalar_node_and_a_five_volume_one_is_refused(scene, tmp_path):
-    node = mif_nodes.load_mif(scene, FIXTURES / "mask.mif")
-    assert node.IsA("vtkMRMLScalarVolumeNode")
-    assert np.array_equal(mrml.scalar_volume_from_node(node).data, fileio.load_scalar(FIXTURES / "mask.mif").data)
+def test_a_mask_mif_becomes_a_label_map_a_map_a_scalar_node_and_a_five_volume_one_is_refused(scene, tmp_path):
+    node = mif_nodes.load_mif(scene, FIXTURES / "mask.mif")  # dwi2mask's bit mask: the module's brain mask input
+    assert node.IsA("vtkMRMLLabelMapVolumeNode")
+    mask = fileio.load_scalar(FIXTURES / "mask.mif")
+    got = mrml.mask_from_node(node)
+    assert np.array_equal(got.data, mask.data > 0) and np.allclose(got.affine, mask.affine)
     from ImageQualityTransferLib.fileio.mif import read_mif, write_mif
 
     data, affine, _ = read_mif(FIXTURES / "dt.mif")
+    write_mif(tmp_path / "md.mif", data[..., 0].astype(np.float32), affine)  # a float map, as iqt writes one
+    node = mif_nodes.load_mif(scene, tmp_path / "md.mif")
+    assert node.IsA("vtkMRMLScalarVolumeNode") and not node.IsA("vtkMRMLLabelMapVolumeNode")
+    assert np.array_equal(mrml.scalar_volume_from_node(node).data, data[..., 0].astype(np.float32))
     write_mif(tmp_path / "five.mif", data[..., :5], affine)
     before = scene.GetNumberOfNodes()
     with pytest.raises(IQTError, match="5 volumes with no gradient table"):

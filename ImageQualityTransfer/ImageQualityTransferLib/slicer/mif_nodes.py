@@ -1,7 +1,7 @@
 """MRtrix images (.mif, .mif.gz, .mih) as MRML nodes, Qt-free: Slicer has no reader for them, so the module's file
 reader (ImageQualityTransfer.py ImageQualityTransferFileReader) hands them here. Read by the engine's reader
-(fileio/mif.py): a DWI (its dw_scheme) becomes a DWI node, six volumes a DTI node, a 3D image (a mask or map iqt
-wrote) a scalar node."""
+(fileio/mif.py): a DWI (its dw_scheme) becomes a DWI node, six volumes a DTI node, a bit mask (dwi2mask's) a label map,
+another 3D image (a map iqt wrote) a scalar node."""
 
 from __future__ import annotations
 
@@ -37,6 +37,8 @@ def load_mif(scene, path, name: str | None = None):
         return add_dwi_node(scene, fileio.load_dwi(path), name)
     if len(dim) == 4 and dim[3].strip() == "6":
         return mrml.add_tensor_node(scene, fileio.load_tensor(path), name)
+    if keys.get("datatype", [""])[0].lower() == "bit":  # a mask as dwi2mask writes it: the module's brain mask input
+        return add_label_node(scene, fileio.load_scalar(path), name)
     if len(dim) != 4 or dim[3].strip() == "1":  # the map reader's refusal for what is not 3D (fileio/mif.py)
         return mrml.add_scalar_node(scene, fileio.load_scalar(path), name, colormap=None)  # grey, as Slicer loads one
     raise IQTError(_("{path}: an MRtrix image of {volumes} volumes with no gradient table (dw_scheme) is neither a DWI "
@@ -61,6 +63,18 @@ def add_dwi_node(scene, dwi: Volume, name: str):
     node.SetDiffusionGradients(ns.numpy_to_vtk(np.ascontiguousarray(g), deep=1))
     node.SetBValues(ns.numpy_to_vtk(np.ascontiguousarray(np.asarray(dwi.bvals, dtype=np.float64)), deep=1))
     node.SetAndObserveImageData(mrml._image_data(np.asarray(dwi.data, dtype=np.float32), as_tensors=False))
+    scene.AddNode(node)
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+def add_label_node(scene, mask: Volume, name: str):
+    """A vtkMRMLLabelMapVolumeNode in `scene` holding `mask` (1 inside): what the module takes as its brain mask."""
+    import slicer
+
+    node = slicer.vtkMRMLLabelMapVolumeNode()
+    node.SetName(mrml.free_name(scene, name))
+    mrml._set_scalar_image(node, Volume(np.asarray(mask.data).astype(np.uint8), mask.affine, "mask"))
     scene.AddNode(node)
     node.CreateDefaultDisplayNodes()
     return node

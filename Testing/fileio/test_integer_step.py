@@ -378,15 +378,18 @@ def _uint16(tmp_path, fmt, values):
 
 
 @pytest.mark.parametrize("fmt", ["nifti", "nrrd"])
-def test_a_um_ms_uint16_cast_whose_negatives_are_all_minus_one_is_told_its_wrap(tmp_path, fmt):
+def test_a_um_ms_uint16_cast_whose_negatives_are_all_minus_one_is_told_its_unit_and_its_wrap(tmp_path, fmt):
     """um^2/ms rounded: every negative element is -1, stored at 65535, as nearly all a noisy unmasked cast's are (the
     Elition's at SNR 5: 99.97 %); read as a DWI clipped at the top (tensor_checks.WRAPPED_AT_TOP), it had been told
-    a DWI series."""
+    a DWI series; then refused for its wrap alone, its unit unsaid (both are to fix)."""
     path = _uint16(tmp_path, fmt, _um_ms)
     with pytest.raises(IQTError) as refused:
         fileio.load_tensor(path, "nifti" if fmt == "nrrd" else "dipy")
     said = str(refused.value)
-    assert "negative elements (its off-diagonals) wrap there" in said and "DWI series" not in said, said
+    wrapped = int(np.count_nonzero(_um_ms(_brain()) == -1)) * (2 if fmt == "nrrd" else 1)  # a NRRD's 3x3 matrix
+    # stores each off-diagonal twice
+    assert "um^2/ms cast to whole numbers" in said and "multiply them by 1e-3" in said, said
+    assert f"; {wrapped} of its stored values lie just under the top" in said and "DWI series" not in said, said
 
 
 @pytest.mark.parametrize("fmt", ["nifti", "nrrd"])
@@ -397,6 +400,26 @@ def test_a_um_ms_uint16_cast_with_a_few_wrapped_values_is_told_its_unit_and_the_
     said = _refusal(_uint16(tmp_path, fmt, lambda x: _um_ms(x, wrapped=60)))
     assert "um^2/ms cast to whole numbers" in said, said
     assert "60 of its stored values lie just under the top of its unsigned integer type" in said, said
+
+
+@pytest.mark.realdata
+def test_a_real_unmasked_dwi_clipped_at_the_uint8_top_is_told_a_dwi_series(tmp_path):
+    """the dStream's DWIs after its b0 rescaled (their 99.9th percentile to 3 x 255) and clipped at 255, unmasked, saved
+    as uint8 and given as a tensor file: its pile at 255 has its bright voxels' ramp under it and a dark background
+    beside it, and had been refused as a tensor's wrapped negative elements (19 of 64 such clean uint8 scans,
+    tensor_checks.WRAPPED_SPREAD)."""
+    from helpers import TRAIN, need_data
+
+    from ImageQualityTransferLib.dmri.subject import dwi_path
+
+    img = nib.load(dwi_path(need_data(TRAIN / "philips_achieva_dstream_3mm")))
+    v = np.asarray(img.dataobj[..., 1:7], np.float64)
+    raw = np.clip(np.round(v / np.percentile(v[v > 0], 99.9) * 3 * 255), 0, 255).astype(np.uint8)
+    path = tmp_path / "t.nii.gz"
+    nib.save(nib.Nifti1Image(raw, img.affine), path)
+    with pytest.raises(IQTError) as refused:
+        fileio.load_tensor(path, "dipy")
+    assert "is a DWI series" in str(refused.value) and "wrap" not in str(refused.value), str(refused.value)
 
 
 def _dwi_with_intercept(tmp_path, zeroed: float):

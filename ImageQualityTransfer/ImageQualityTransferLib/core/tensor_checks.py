@@ -106,7 +106,7 @@ def brain_median_md(brain: np.ndarray) -> float | None:
     return float(np.median(md)) if md.size else None
 
 
-def rounds_to_few_steps(brain: np.ndarray, step: float, few: float = FEW_STEPS) -> bool:
+def rounds_to_few_steps(brain: np.ndarray, step: float, few: float = FEW_STEPS, largest=(0, 2, 5)) -> bool:
     """Whether the brain's tensors `brain` (n, 6) are a few stored steps each (their median largest |Dii| under
     FEW_STEPS of `step`): an integer file whose step is the size of a brain's MD keeps no tensor in it. Read over the
     tensors that are not the file's stored zero (each element within 1.5 steps of the elements' median) where they
@@ -115,7 +115,8 @@ def rounds_to_few_steps(brain: np.ndarray, step: float, few: float = FEW_STEPS) 
     of 23,328 on the 3 mm ortho dev scan); a brain that rounds to the stored zero leaves only its failed fits. Only
     where that median is a stored zero (every element within STORED_ZERO steps of 0): an unmasked field cast from
     um^2/ms, its background truncated to 0, has its brain as its median, and read off it had kept only its noise fits
-    (tens of steps) and been told a positive-definite share (docs/measurements.md, Integer files without a scale)."""
+    (tens of steps) and been told a positive-definite share (docs/measurements.md, Integer files without a scale).
+    `largest`: the columns whose largest magnitude is read (the diagonals; every column where the order is unknown)."""
     if not step > 0 or not len(brain):
         return False
     t = np.asarray(brain, np.float64)
@@ -123,7 +124,7 @@ def rounds_to_few_steps(brain: np.ndarray, step: float, few: float = FEW_STEPS) 
     kept = ~(np.abs(t - ref) <= 1.5 * step).all(axis=1)
     if np.abs(ref).max() <= STORED_ZERO * step and kept.sum() >= STORED_BRAIN * len(t):
         t = t[kept]
-    big = np.abs(t[:, [0, 2, 5]]).max(axis=1)
+    big = np.abs(t[:, largest]).max(axis=1)
     return float(np.median(big)) < few * step
 
 
@@ -191,16 +192,22 @@ def integer_cause(data: np.ndarray, where, step: float, what: str = "input", wra
     if not rounds_to_few_steps(t, step):
         return None
     if step == 1:
-        big = float(np.median(np.abs(t[:, [0, 2, 5]]).max(axis=1)))
-        line = _("the {what} tensor values look like they are not in mm^2/s but um^2/ms cast to whole numbers (the file "
-                 "stores integers without a scl_slope, and the brain's largest |Dii| is typically {big}; a brain's MD is "
-                 "about 0.7e-3 mm^2/s, 0.7 um^2/ms): {rescale} and save them as float32 (cast to integers in um^2/ms, "
-                 "each element keeps only a few steps)").format(what=what, big=f"{big:g}", rescale=_rescale_hint(0.7))
-        if wrapped:  # a value near an unsigned type's top is no element of a few steps: a negative one wrapped
-            line += _("; {count} of its stored values lie just under the top of its unsigned integer type: negative "
-                      "elements that wrapped there in the cast, read as huge positive ones").format(count=wrapped)
-        return line
+        return _um_cast_line(float(np.median(np.abs(t[:, [0, 2, 5]]).max(axis=1))), what, wrapped)
     return step_cause(step, what)
+
+
+def _um_cast_line(big: float, what: str, wrapped: int = 0) -> str:
+    """The line of a file of um^2/ms tensors cast to integers without a scl_slope, its brain's largest |Dii| typically
+    `big`; `wrapped`: how many of its stored values wrapped (a value near an unsigned type's top is no element of a
+    few steps: a negative one wrapped), said where there are any."""
+    line = _("the {what} tensor values look like they are not in mm^2/s but um^2/ms cast to whole numbers (the file "
+             "stores integers without a scl_slope, and the brain's largest |Dii| is typically {big}; a brain's MD is "
+             "about 0.7e-3 mm^2/s, 0.7 um^2/ms): {rescale} and save them as float32 (cast to integers in um^2/ms, "
+             "each element keeps only a few steps)").format(what=what, big=f"{big:g}", rescale=_rescale_hint(0.7))
+    if wrapped:
+        line += _("; {count} of its stored values lie just under the top of its unsigned integer type: negative "
+                  "elements that wrapped there in the cast, read as huge positive ones").format(count=wrapped)
+    return line
 
 
 def warn_coarse_step(brain: np.ndarray, step: float, source: str = "", what: str = "input") -> None:
@@ -252,10 +259,13 @@ def warn_saturated(raw: np.ndarray, dtype: np.dtype, step: float, intercept: flo
         count=n, dtype=np.dtype(dtype).name, step=f"{step:.3g}"), IQTWarning, stacklevel=3)
 
 
-def wrapped_cause(raw: np.ndarray, dtype: np.dtype, intercept: float = 0.0, nrrd: bool = False) -> str | None:
+def wrapped_cause(raw: np.ndarray, dtype: np.dtype, intercept: float = 0.0, nrrd: bool = False, step: float = 1.0,
+                  axis: int = -1) -> str | None:
     """The refusal of a tensor file of an unsigned integer type whose negative elements wrapped to the top of its range
     when cast (-1 stored as 65535 in uint16): over WRAPPED_SHARE of its non-zero stored values (at least WRAPPED_MIN)
-    lie above half the range, most of them within WRAPPED_TOP of the range's top, and the values below half the range
+    lie above half the range, most of them within WRAPPED_TOP of the range's top, not over WRAPPED_SPREAD of them
+    further down with their median over WRAPPED_RAMP of the range below the top (a DWI clipped at the top holds its
+    bright voxels' ramp there; a tensor's larger negative elements lie nearer the top), and the values below half the range
     are typically at most WRAPPED_MIRROR times the magnitudes the wrapped ones stood for (a tensor's positive and
     negative elements are of a size), and at most WRAPPED_AT_TOP of them are the type's largest value (a DWI clipped
     there holds nothing else above half the range; the unmasked fields' wrapped um^2/ms casts held 30-34 % of -1, the 3
@@ -263,8 +273,10 @@ def wrapped_cause(raw: np.ndarray, dtype: np.dtype, intercept: float = 0.0, nrrd
     WRAPPED_MIRROR: the Elition's unmasked um^2/ms cast at SNR 5 held 99.97 % of -1), nor over WRAPPED_AT_CLIP of them
     their largest value where it is under the top (a DWI clipped there). Read as they are, they are huge positive elements: uint16 casts of um^2/ms tensors
     had been told they were a DWI series (6-10 of 80 inputs at x2 and x1,1,2: docs/measurements.md, Integer files
-    without a scale). None for any other file (a signed type, or an intercept: nibabel's scaling stores negatives
-    without wrapping). `nrrd`: the file is a NRRD, which stores no scale: its fix is float alone."""
+    without a scale). Where `step` is 1 (no scl_slope) and the brain, the wrapped values read as negative, is a few
+    steps, the line is the um^2/ms cast's (_um_cast_line) with the wrapped count: both are to fix. None for any other
+    file (a signed type, or an intercept: nibabel's scaling stores negatives without wrapping). `nrrd`: the file is a
+    NRRD, which stores no scale: its fix is float alone. `axis`: the elements' axis of `raw`."""
     dtype = np.dtype(dtype)
     if dtype.kind != "u" or intercept != 0:
         return None
@@ -279,6 +291,9 @@ def wrapped_cause(raw: np.ndarray, dtype: np.dtype, intercept: float = 0.0, nrrd
     n = int(high.sum())
     if n < max(WRAPPED_MIN, WRAPPED_SHARE * values.size):
         return None
+    far = values[high & (values < _near_top(top))]
+    if far.size > WRAPPED_SPREAD * n and float(np.median(top + 1 - far.astype(np.int64))) > WRAPPED_RAMP * top:
+        return None  # bright values spread over the range's upper half under the pile: a DWI clipped at the top
     peak = values[high].max()
     low = values[~high]
     if float(np.mean(values[high] == peak)) > (WRAPPED_AT_TOP if peak == top else WRAPPED_AT_CLIP) \
@@ -289,29 +304,45 @@ def wrapped_cause(raw: np.ndarray, dtype: np.dtype, intercept: float = 0.0, nrrd
     if float(np.median(below)) > top * WRAPPED_TOP or \
             (low.size and float(np.median(low)) > WRAPPED_MIRROR * float(np.median(below))):
         return None
-    line = _("{count} of the file's {total} non-zero stored values lie just under the top of its unsigned integer "
+    if step == 1:
+        signed = np.moveaxis(np.asarray(raw), axis, -1).astype(np.int64)
+        signed = np.where(signed > top // 2, signed - (top + 1), signed).reshape(-1, signed.shape[-1])
+        brain = filled_in(signed)
+        if rounds_to_few_steps(brain, 1.0, largest=slice(None)):  # the elements' order is not known here: a
+            # positive-definite tensor's largest |element| is its largest |Dii|
+            return _um_cast_line(float(np.median(np.abs(brain).max(axis=1))), "file's", n)
+    fix = _(" (a NRRD stores no scale: in Slicer, save the tensor volume as it is; with pynrrd, write the float array, "
+            "e.g. nrrd.write(path, data.astype(np.float32), header))") if nrrd else \
+        _(", or as int16 with a scl_slope (nibabel sets one where float tensors are saved after "
+          "img.set_data_dtype(np.int16))")
+    return _("{count} of the file's {total} non-zero stored values lie just under the top of its unsigned integer "
              "type ({dtype}, largest {top}): a tensor's negative elements (its off-diagonals) wrap there when tensors "
              "are cast to an unsigned type (read as signed, they are -{largest} to -1), and read as huge positive "
-             "elements; save the tensors as float32 (a NRRD stores no scale: in Slicer, save the tensor volume as it "
-             "is; with pynrrd, write the float array, e.g. nrrd.write(path, data.astype(np.float32), header))") if nrrd \
-        else _("{count} of the file's {total} non-zero stored values lie just under the top of its unsigned integer "
-               "type ({dtype}, largest {top}): a tensor's negative elements (its off-diagonals) wrap there when tensors "
-               "are cast to an unsigned type (read as signed, they are -{largest} to -1), and read as huge positive "
-               "elements; save the tensors as float32, or as int16 with a scl_slope (nibabel sets one where float "
-               "tensors are saved after img.set_data_dtype(np.int16))")
-    return line.format(count=n, total=values.size, dtype=dtype.name, top=top, largest=int(below.max()))
+             "elements; save the tensors as float32{fix}").format(
+        count=n, total=values.size, dtype=dtype.name, top=top, largest=int(below.max()), fix=fix)
+
+
+def _near_top(top: int) -> float:
+    """The least stored value of an unsigned type (largest `top`) read as a wrapped negative element: within
+    WRAPPED_TOP of the range's top (-1 to about -1,023 in uint16)."""
+    return top - top * WRAPPED_TOP
+
+
+def wrapped_values(raw: np.ndarray, dtype: np.dtype, intercept: float = 0.0) -> np.ndarray | bool:
+    """Where stored values `raw` of an unsigned integer file without an intercept lie within WRAPPED_TOP of its type's
+    top, where a cast's wrapped negative elements lie; False for any other file."""
+    dtype = np.dtype(dtype)
+    if dtype.kind != "u" or intercept != 0:
+        return False
+    return np.asarray(raw) >= _near_top(int(np.iinfo(dtype).max))
 
 
 def wrapped_count(raw: np.ndarray, dtype: np.dtype, intercept: float = 0.0) -> int:
-    """How many stored values `raw` of an unsigned integer file without an intercept lie within WRAPPED_TOP of its
-    type's top (read as signed, -1 to about -1,023): where the file's brain is a few steps (integer_cause's um^2/ms
-    cast) they are negative elements wrapped by the cast, too few for wrapped_cause to refuse the file (own and tight
-    fits: 0.1-0.4 % of their non-zero values); 0 for any other file."""
-    dtype = np.dtype(dtype)
-    if dtype.kind != "u" or intercept != 0:
-        return 0
-    top = int(np.iinfo(dtype).max)
-    return int(np.count_nonzero(np.asarray(raw) >= top - top * WRAPPED_TOP))
+    """How many stored values `raw` of an unsigned integer file without an intercept are wrapped_values: where the
+    file's brain is a few steps (integer_cause's um^2/ms cast) they are negative elements wrapped by the cast, too few
+    for wrapped_cause to refuse the file (own and tight fits: 0.1-0.4 % of their non-zero values); 0 for any other
+    file."""
+    return int(np.count_nonzero(wrapped_values(raw, dtype, intercept)))
 
 
 WRAPPED_SHARE = 0.01  # share of an unsigned file's non-zero values above half its range for them to read as wrapped
@@ -324,6 +355,13 @@ WRAPPED_AT_TOP = 0.99
 # share of them at their largest value, where that is under the top, above which they read as a DWI clipped there: real
 # DWIs rescaled and clipped at 65,000-65,534 that read as wrapped held 49-83 % there; a wrap's largest is -1, the top
 WRAPPED_AT_CLIP = 0.25
+# share of the values above half an unsigned range further than WRAPPED_TOP from its top, and their median distance
+# from the top as a share of the range, above both of which they read as a DWI's bright voxels under its pile at the
+# top, not as wrapped negative elements: the real uint8 DWIs clipped at 255 that had read as wrapped held 18-49 %
+# there, 0.18-0.42 of the range down; the uint16 um^2/ms casts' wraps none there, the same casts in um^2/s 0.03-0.11
+# down (docs/measurements.md, Integer files without a scale)
+WRAPPED_SPREAD = 0.05
+WRAPPED_RAMP = 0.15
 
 
 def check_scale(t: np.ndarray, where: np.ndarray | None = None, what: str = "input",

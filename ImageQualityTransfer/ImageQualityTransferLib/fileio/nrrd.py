@@ -433,7 +433,8 @@ def load_tensor_nrrd(path) -> Volume:
     domain = [i for i in range(4) if i != rax]
     affine, flip, space = _geometry(hdr, domain, rax, path)
 
-    wrapped = tensor_checks.wrapped_cause(data, data.dtype, nrrd=True)  # a NRRD stores no scale: an unsigned cast wraps
+    wrapped = tensor_checks.wrapped_cause(data, data.dtype, nrrd=True, axis=rax)  # a NRRD stores no scale: an
+    # unsigned cast wraps
     if wrapped is not None:
         raise IQTError(f"{path}: {wrapped}")
     # components -> lower-triangular in the measurement frame

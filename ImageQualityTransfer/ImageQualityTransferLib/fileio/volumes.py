@@ -238,30 +238,37 @@ def _intercept(img) -> float:
     return inter if np.isfinite(inter) else 0.0
 
 
-def _wrapped_values(img) -> np.ndarray | bool:
-    """Where an unsigned integer NIfTI without an intercept stores a value just under its type's top, where a cast's
-    wrapped negative elements lie (tensor_checks.wrapped_count), in a file whose other non-zero values are a tensor's
-    few steps (99 % of them at most WRAPPED_MIRROR); False for any other file. Left out of the DWI check's brain: a
-    noisy unmasked um^2/ms uint16 cast, a -1 in a few % of its voxels, had been told a DWI series; a DWI clipped at the
-    top in nearly all its brain, its other values spread, had been read as tensors."""
-    dtype = img.get_data_dtype()
-    if dtype.kind != "u" or _intercept(img) != 0 or not hasattr(img.dataobj, "get_unscaled"):
+def _stored(img) -> np.ndarray | None:
+    """An integer NIfTI's stored values, unscaled (read once for the wrap, DWI and saturation checks); None for a float
+    file."""
+    if img.get_data_dtype().kind not in "iu" or not hasattr(img.dataobj, "get_unscaled"):
+        return None
+    return np.asarray(img.dataobj.get_unscaled())
+
+
+def _wrapped_values(img, raw: np.ndarray | None) -> np.ndarray | bool:
+    """Where an unsigned integer NIfTI without an intercept, its stored values `raw`, holds tensor_checks.wrapped_values
+    in a file whose other non-zero values are a tensor's few steps (99 % of them at most WRAPPED_MIRROR); False for any
+    other file. Left out of the DWI check's brain: a noisy unmasked um^2/ms uint16 cast, a -1 in a few % of its voxels,
+    had been told a DWI series; a DWI clipped at the top in nearly all its brain, its other values spread, had been
+    read as tensors."""
+    if raw is None:
         return False
-    raw = np.asarray(img.dataobj.get_unscaled())
-    top = int(np.iinfo(dtype).max)
-    wrapped = raw >= top - top * tensor_checks.WRAPPED_TOP
+    wrapped = tensor_checks.wrapped_values(raw, img.get_data_dtype(), _intercept(img))
+    if wrapped is False:
+        return False
     rest = raw[(raw != 0) & ~wrapped]
     if rest.size == 0 or float(np.percentile(rest, 99)) > tensor_checks.WRAPPED_MIRROR:
         return False
     return wrapped
 
 
-def _dwi_series_line(img, path, data: np.ndarray | None = None) -> str | None:
+def _dwi_series_line(img, path, data: np.ndarray | None = None, raw: np.ndarray | None = None) -> str | None:
     """One line telling a 4D file given as tensors for the DWI series it is, where that is clear: a .bval and .bvec
     beside it (as a DWI's are read), or a 6-, 7- or 9-volume file (a tensor layout's count) without a negative value
     (a tensor file's off-diagonals hold some; with a negative scl_inter, in at most DWI_NEGATIVE_BRAIN of its brain
     voxels, a share the line says: a DWI's stored zeros read as the intercept) whose brain voxels hold values far above
-    a tensor's; None otherwise."""
+    a tensor's; None otherwise. `data`, `raw`: its values and stored values where read already (_stored)."""
     shape = img.shape
     if len(shape) != 4:
         return None
@@ -274,7 +281,9 @@ def _dwi_series_line(img, path, data: np.ndarray | None = None) -> str | None:
         negative = np.any(data < 0, axis=-1)  # NaN compares False
         if negative.any() and not _intercept(img) < 0:
             return None
-        peak = np.where(_wrapped_values(img), 0, data).max(axis=-1)  # a voxel's largest value; NaN where any is
+        if raw is None:
+            raw = _stored(img)
+        peak = np.where(_wrapped_values(img, raw), 0, data).max(axis=-1)  # a voxel's largest value; NaN where any is
         if np.count_nonzero(peak) <= tensor_checks.CAST_LEFT * peak.size:  # a tensor cast that truncated nearly
             return None  # every value to 0, its failed fits wrapped (tensor_checks.integer_cause names it); a DWI is not
         seen = peak[np.isfinite(peak)]
@@ -314,14 +323,23 @@ def _mif_lines(img, path) -> str | None:
             "from the DWI with 'iqt fit dwi.mif -o dti.mif'")
 
 
-def _wrapped_line(img, path) -> str | None:
-    """The refusal of a NIfTI of an unsigned integer type whose tensors' negative elements wrapped when cast
-    (tensor_checks.wrapped_cause); None otherwise."""
-    dtype = img.get_data_dtype()
-    if dtype.kind != "u" or not hasattr(img.dataobj, "get_unscaled"):
+def _wrapped_line(img, path, raw: np.ndarray | None) -> str | None:
+    """The refusal of a NIfTI of an unsigned integer type, its stored values `raw` (_stored), whose tensors' negative
+    elements wrapped when cast (tensor_checks.wrapped_cause); None otherwise."""
+    if raw is None:
         return None
-    cause = tensor_checks.wrapped_cause(np.asarray(img.dataobj.get_unscaled()), dtype, _intercept(img))
+    slope = _slope(img)
+    cause = tensor_checks.wrapped_cause(raw, img.get_data_dtype(), _intercept(img), step=1.0 if slope is None else slope)
     return None if cause is None else f"{path}: {cause}"
+
+
+def _slope(img) -> float | None:
+    """An integer NIfTI's scl_slope as nibabel applies it (1 where it has none); None for a float file or one whose
+    slope is 0 or not finite."""
+    slope = getattr(img.dataobj, "slope", None)
+    if img.get_data_dtype().kind not in "iu" or slope is None or not np.isfinite(slope) or slope == 0:
+        return None
+    return abs(float(slope))
 
 
 def load_tensor(path, order: str = "nifti", stated: bool | None = None) -> Volume:
@@ -354,15 +372,15 @@ def load_tensor(path, order: str = "nifti", stated: bool | None = None) -> Volum
             raise IQTError(f"{path}: a 5D NIfTI SYMMATRIX file has the element order its format fixes; --tensor-order "
                            f"{order} is for 4D six-volume files: leave it out (or give dipy for dipy_fit_dti's file)")
         data = read_data(img, path, np.float64)[:, :, :, 0, :]
-        if (wrapped := _wrapped_line(img, path)) is not None:
+        if (wrapped := _wrapped_line(img, path, raw := _stored(img))) is not None:
             raise IQTError(wrapped)
         file_order = order
         _check_frame(img, path, order, stated)
     elif len(shape) == 4 and shape[3] == 6:
-        data = read_data(img, path, np.float64)
-        if not all(p.is_file() for p in bval_bvec_paths(path)) and (wrapped := _wrapped_line(img, path)) is not None:
+        data, raw = read_data(img, path, np.float64), _stored(img)
+        if not all(p.is_file() for p in bval_bvec_paths(path)) and (wrapped := _wrapped_line(img, path, raw)) is not None:
             raise IQTError(wrapped)  # a .bval and .bvec beside it tell a DWI series (_dwi_series_line)
-        dwi = _dwi_series_line(img, path, data)
+        dwi = _dwi_series_line(img, path, data, raw)
         if dwi is not None:
             raise IQTError(dwi)
         if order == "nifti":
@@ -418,9 +436,9 @@ def load_tensor(path, order: str = "nifti", stated: bool | None = None) -> Volum
     # one stored step in mm^2/s: an int16 background's jitter (methods/inputs.py); nibabel keeps a loaded file's
     # scl_slope on its array proxy (the header's reads None), and an unscaled integer file's step is 1
     slope = getattr(img.dataobj, "slope", None)
-    if img.get_data_dtype().kind in "iu" and slope is not None and np.isfinite(slope) and slope != 0:
-        meta["step"] = abs(float(slope))  # said against the brain where it is known (methods/inputs.py)
-        raw, dtype = np.asarray(img.dataobj.get_unscaled()), img.get_data_dtype()  # read once for both checks
+    if _slope(img) is not None:
+        meta["step"] = _slope(img)  # said against the brain where it is known (methods/inputs.py)
+        dtype = img.get_data_dtype()  # its stored values read once (_stored) for the wrap, DWI and these checks
         tensor_checks.warn_saturated(raw, dtype, float(slope), _intercept(img), f"{path}: ")
         if dtype.kind == "u" and (wrapped := tensor_checks.wrapped_count(raw, dtype, _intercept(img))):
             meta["wrapped"] = wrapped  # said where the checks refuse a cast (tensor_checks.integer_cause)

@@ -476,6 +476,30 @@ def test_a_dwi_with_one_negative_brain_voxel_is_told_its_share_in_two_figures(tm
     assert "a negative value in only 0.074 % of its brain voxels" in str(refused.value), str(refused.value)
 
 
+@pytest.mark.realdata
+def test_a_real_dwi_whose_intercept_turns_much_of_its_brain_negative_is_told_a_dwi_series(tmp_path):
+    """the dStream's DWIs after its b0 stored as uint16 with a scl_inter of -0.3 x their brain's median: most of its
+    brain voxels hold a negative value, and it had been read as tensors and told a positive-definite share (33 of 64
+    such real files); its volumes' brain medians are of a size, where a tensor's three off-diagonals centre on 0, and
+    a tensor file nibabel scaled into uint16 with an intercept is still not a DWI series."""
+    from helpers import TRAIN, need_data
+
+    from ImageQualityTransferLib.dmri.subject import dwi_path
+
+    img = nib.load(dwi_path(need_data(TRAIN / "philips_achieva_dstream_3mm")))
+    v = np.asarray(img.dataobj[..., 1:7], np.float64)
+    out = nib.Nifti1Image(np.clip(np.round(v), 0, 65535).astype(np.uint16), img.affine)
+    out.header.set_slope_inter(1.0, -0.3 * float(np.median(v[v > 0.1 * np.percentile(v[v > 0], 99.9)])))
+    path = tmp_path / "t.nii.gz"
+    nib.save(out, path)
+    with pytest.raises(IQTError) as refused:
+        check_tensor_input(fileio.load_tensor(path, "dipy"))
+    said = str(refused.value)
+    assert "is a DWI series (a negative value in " in said and "brain medians are of a size" in said, said
+    nib.save(_auto(_brain() * 1e6, np.uint16), path)
+    assert nib.load(path).dataobj.inter < 0 and "DWI series" not in _refusal(path)
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 def test_a_dwi_clipped_at_the_top_in_nearly_all_its_brain_is_still_told_a_dwi_series(tmp_path, dtype):
     """Six volumes of a masked DWI scaled so far that nearly all its brain is clipped at the type's top, its few other

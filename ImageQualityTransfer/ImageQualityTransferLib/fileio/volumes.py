@@ -230,6 +230,11 @@ DWI_INTENSITY_FLOOR = 50.0
 # share of a 6-, 7- or 9-volume file's brain voxels holding a negative value at most, where its scl_inter is negative,
 # for it to read as a DWI series: a tensor's off-diagonals are negative in most brain voxels
 DWI_NEGATIVE_BRAIN = 0.05
+# the least ratio of a six-volume file's third smallest |brain median| over its third largest for its volumes to read
+# as a DWI's where DWI_NEGATIVE_BRAIN is passed: 0.62 and above in the 33 real DWIs whose negative scl_inter turns over
+# 5 % of their brain negative, 0.02 at most in 208 real tensor files nibabel scaled to uint16 with an intercept
+# (docs/measurements.md, Integer files without a scale)
+DWI_VOLUMES_ALIKE = 0.3
 
 
 def _intercept(img) -> float:
@@ -267,7 +272,7 @@ def _dwi_series_line(img, path, data: np.ndarray | None = None, raw: np.ndarray 
     """One line telling a 4D file given as tensors for the DWI series it is, where that is clear: a .bval and .bvec
     beside it (as a DWI's are read), or a 6-, 7- or 9-volume file (a tensor layout's count) without a negative value
     (a tensor file's off-diagonals hold some; with a negative scl_inter, in at most DWI_NEGATIVE_BRAIN of its brain
-    voxels, a share the line says: a DWI's stored zeros read as the intercept) whose brain voxels hold values far above
+    voxels, or more where its six volumes are alike (_volumes_alike), a share the line says: a DWI's stored zeros read as the intercept) whose brain voxels hold values far above
     a tensor's; None otherwise. `data`, `raw`: its values and stored values where read already (_stored)."""
     shape = img.shape
     if len(shape) != 4:
@@ -292,10 +297,14 @@ def _dwi_series_line(img, path, data: np.ndarray | None = None, raw: np.ndarray 
         if brain.size == 0 or np.median(brain) < DWI_INTENSITY_FLOOR:
             return None
         share = float(np.mean(negative[bright]))  # a DWI's lowest stored values, read with the intercept
-        if share > DWI_NEGATIVE_BRAIN:  # a tensor file scaled with an intercept
+        alike = share > DWI_NEGATIVE_BRAIN and _volumes_alike(data[bright])
+        if share > DWI_NEGATIVE_BRAIN and not alike:  # a tensor file scaled with an intercept
             return None
         signs = "no negative value" if not negative.any() else \
             f"no negative value in its brain (its scl_inter {_intercept(img):g} gives the others)" if share == 0 else \
+            (f"a negative value in {100 * share:.2g} % of its brain voxels, where its scl_inter {_intercept(img):g} "
+             "turns its dim values negative, yet its six volumes' brain medians are of a size, where a tensor's three "
+             "off-diagonals centre on 0") if alike else \
             f"a negative value in only {100 * share:.2g} % of its brain voxels (its scl_inter {_intercept(img):g} gives them)"
         why = (f"{signs}; its brain voxels' values, median {np.median(brain):.0f}, far above a tensor's "
                "elements, below ~4e-3 mm^2/s or ~4 um^2/ms")
@@ -306,6 +315,17 @@ def _dwi_series_line(img, path, data: np.ndarray | None = None, raw: np.ndarray 
         return None
     return (f"{path}: shape {shape} is a DWI series ({why}), not diffusion tensors; fit tensors from it first with "
             f"{fit}, and give that file")
+
+
+def _volumes_alike(brain: np.ndarray) -> bool:
+    """Whether a six-volume file's volumes, their values over its brain voxels `brain` (n, 6), have medians of a size:
+    the third smallest |median| over DWI_VOLUMES_ALIKE of the third largest. A tensor's three off-diagonals centre on 0
+    beside its positive diagonals; a DWI's volumes do not, where a negative scl_inter turns many of its brain voxels'
+    dim values negative."""
+    if brain.ndim != 2 or brain.shape[1] != 6 or not len(brain):
+        return False
+    medians = np.sort(np.abs(np.median(brain, axis=0)))
+    return bool(medians[3] > 0 and medians[2] > DWI_VOLUMES_ALIKE * medians[3])
 
 
 def _mif_lines(img, path) -> str | None:

@@ -98,9 +98,10 @@ class ImageQualityTransfer(ScriptedLoadableModule):
               "lesions that\n"
               "destroy fibre organisation: do not trust tracts through such regions; pick it in <b>Display &gt; "
               "Uncertainty map</b>. Each map's colours run from 0 to its own\n"
-              "99th percentile (the direction map from 0 to 60°: a direction left to chance sits at its top), and "
-              "only values from the map's median over the input's brain up are coloured (the legend says from where), so "
-              "that the anatomy shows through below it; untick <b>Display &gt; Above the median only</b> to colour "
+              "99th percentile (the direction map up to 60°: a direction left to chance sits at its top), and "
+              "only values from the model's median on clean scans, or the map's own median over the input's brain where "
+              "lower, are coloured (the legend says which), so that the anatomy shows through below it and a noisy "
+              "scan shows more colour; untick <b>Display &gt; Above the median only</b> to colour "
               "every voxel. Tick\n"
               "<b>Display &gt; Same colour scale</b> to put every run's maps of one kind on one scale, so that\n"
               "one colour means one value when comparing methods or scans.</p>"),
@@ -1286,7 +1287,8 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         display = self.display()
         display.show_results(slicer.mrmlScene, nodes, opacity, self._titles(nodes), shared=shared,
                              shared_note=_("shared scale"), clipped_note=_("top colour: ≥ {top}"),
-                             from_median=fromMedian, floor_note=_("shown ≥ {floor}"), shown_map=shownMap,
+                             from_median=fromMedian, floor_note=_("≥ median {floor}"),
+                             clean_note=_("≥ clean {floor}"), shown_map=shownMap,
                              marker=True,  # fits the views; the orientation marker shows laterality
                              noise_notes=(_("noisy input"), _("noisy input: SD ×{scale}"),
                                           _("SD ×{scale} for input noise"), _("noisy input: may read low")))
@@ -1306,8 +1308,9 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         """Every uncertainty map in the scene on one colour scale per map (`shared`), or each on its own range again;
         `fromMedian` (unless None): each coloured only from its median up, or from 0 again. Returns {map: shared top}."""
         return self.legends().share_scales(slicer.mrmlScene, shared, note=_("shared scale"),
-                                           clipped_note=_("top colour: ≥ {top}"), floor_note=_("shown ≥ {floor}"),
-                                           from_median=fromMedian)
+                                           clipped_note=_("top colour: ≥ {top}"),
+                                           floor_note=_("≥ median {floor}"),
+                                           clean_note=_("≥ clean {floor}"), from_median=fromMedian)
 
     def setUncertaintyOpacity(self, opacity: float, nodes: Optional[dict] = None) -> None:
         """The uncertainty overlay's opacity where one of the run's maps (`nodes`, process's result) is shown; with

@@ -894,6 +894,7 @@ out["after_box"] = node.GetDisplayNode().GetWindowLevelMax()
 data = legends.mrml.scalar_volume_from_node(node).data
 inner = legends.input_support(data > 0, node.GetAttribute(legends.mrml.FACTORS_ATTRIBUTE))  # the input's brain
 out["median"] = float(legends.np.median(data[inner]))
+out["clean"] = legends.clean_floor(node)  # biqt's clean median (slicer/clean_levels.py)
 print(json.dumps(out))
 sys.stdout.flush()
 """
@@ -904,7 +905,7 @@ def test_each_methods_map_is_on_its_own_scale(child, lowres):
     """Each method's uncertainty overlay is coloured on its own range, whichever was run before it: its display node's
     window ends at the round tick above its own 99th percentile, its legend's ticks with it (a review: on one scale
     across the methods run in the page, a CNN's SD, a third of biqt's, was one flat colour). The legend names no other
-    run and no shared scale; which method is more uncertain is read off the legends' numbers, their tops and medians."""
+    run and no shared scale; it is shown from its shipped model's clean median (slicer/clean_levels.py)."""
     pytest.importorskip("trame_slicer", reason="the render extra (trame-slicer) is not installed")
     from ImageQualityTransferLib.slicer import legends
 
@@ -915,11 +916,13 @@ def test_each_methods_map_is_on_its_own_scale(child, lowres):
     assert runs["biqt"]["own"] != pytest.approx(runs["rf"]["own"], rel=0.05), runs  # the two maps' ranges differ
     for method in ("biqt", "rf"):
         assert runs[method]["top"] == pytest.approx(legends.scale_ticks(runs[method]["own"])[0]), runs
-        assert "shared scale" not in runs[method]["title"] and "shown \u2265" in runs[method]["title"], runs
+        assert "shared scale" not in runs[method]["title"] and "\u2265 " in runs[method]["title"], runs
     assert runs["biqt"]["top"] != pytest.approx(runs["rf"]["top"]), runs
-    # coloured from its median inside the brain up, the legend saying so; the page's box turns it off and on again
+    # coloured from its model's clean median (or its own median where lower) up, the legend saying so; the page's box
+    # turns it off and on again
     on, off, again = runs["floors"]
-    assert on == pytest.approx(runs["median"], rel=1e-6) and again == pytest.approx(on) and off < 1e-3 * on, runs
+    assert on == pytest.approx(min(runs["clean"], runs["median"]), rel=1e-6) and again == pytest.approx(on), runs
+    assert off < 1e-3 * on and ("\u2265 clean" in runs["biqt"]["title"]) == (runs["clean"] <= runs["median"]), runs
     assert runs["after_box"] == pytest.approx(runs["biqt"]["top"]), runs  # the box keeps the map's own range
 
 

@@ -141,6 +141,25 @@ def support_median(node) -> float:
     return float(np.median(data[legends.input_support(present, node.GetAttribute(mrml.FACTORS_ATTRIBUTE))]))
 
 
+def table_level(node):
+    """(median, top) of the map's shipped model on clean training inputs, read from the table itself; None for another's."""
+    import json
+
+    from ImageQualityTransferLib.slicer.clean_levels import LEVELS_FILE, model_key
+
+    key = model_key(node.GetAttribute(mrml.MODEL_ATTRIBUTE))
+    entry = json.loads(LEVELS_FILE.read_text())["models"].get(key or "", {}).get(node.GetAttribute(mrml.MAP_ATTRIBUTE))
+    return (entry["median"], entry["top"]) if entry else None
+
+
+def expected_floor(node) -> tuple[float, bool]:
+    """(the value a map is shown from, whether it is its model's clean level): the lower of that level and its own
+    median."""
+    level, own = table_level(node), support_median(node)
+    return (level[0], True) if level and level[0] <= own else (own, False)
+
+
+
 def tail(node, shared=()) -> str:
     """The lines a map's legend ends in: from which value it is shown (its median over its support, where it is
     coloured from there up), then the clipped top ("" where no value lies above its scale's top)."""
@@ -149,8 +168,8 @@ def tail(node, shared=()) -> str:
     data = mrml.scalar_volume_from_node(node).data
     out = ""
     if node.GetAttribute(legends.FROM_MEDIAN_ATTRIBUTE) == "1":
-        floor = min(map(support_median, shared)) if shared else support_median(node)  # shared: the lowest
-        out += "\n" + legends.FLOOR_NOTE.format(floor=legends.floor_label(floor))
+        floor, clean = min(map(expected_floor, shared)) if shared else expected_floor(node)  # shared: the lowest
+        out += "\n" + (legends.CLEAN_NOTE if clean else legends.FLOOR_NOTE).format(floor=legends.floor_label(floor))
     if np.nanmax(data) > top:
         out += "\n" + legends.wrap_title(legends.CLIPPED_NOTE.format(top=(legend.GetLabelFormat() % top).strip()))
     return out
@@ -191,12 +210,12 @@ def test_a_map_is_coloured_from_its_median_up_and_its_legend_says_so():
     median = float(np.median(data[data > 0]))
     assert disp.GetApplyThreshold() and disp.GetLowerThreshold() == pytest.approx(median, rel=1e-6)
     assert (disp.GetWindowLevelMin(), disp.GetWindowLevelMax()) == (0.0, pytest.approx(0.25))  # colours as before
-    assert legend.GetTitleText() == "Tensor SD\n(µm²/ms)\nshown \u2265 0.15"
+    assert legend.GetTitleText() == "Tensor SD\n(µm²/ms)\n\u2265 median 0.15"
     # off (the module's "Above the median only" unticked): every voxel of the support coloured, the line gone
     legends.share_scales(scene, shared=False, from_median=False)
     assert 0 < disp.GetLowerThreshold() < 0.05 and legend.GetTitleText() == "Tensor SD\n(µm²/ms)"
     legends.share_scales(scene, shared=False, from_median=True)
-    assert disp.GetLowerThreshold() == pytest.approx(median, rel=1e-6) and legend.GetTitleText().endswith("0.15")
+    assert disp.GetLowerThreshold() == pytest.approx(median, rel=1e-6) and legend.GetTitleText().endswith("\u2265 median 0.15")
     # a map styled by an earlier version (no attribute) reads as coloured from 0: the module restyles it on opening
     assert not legends.from_median_differs(scene, True) and legends.from_median_differs(scene, False)
     node.RemoveAttribute(legends.FROM_MEDIAN_ATTRIBUTE)
@@ -206,7 +225,7 @@ def test_a_map_is_coloured_from_its_median_up_and_its_legend_says_so():
     mrml.set_scalar_node(node, Volume(data * 2, np.eye(4), "scalar"))
     legends.style_uncertainty(scene, node, "std")
     assert disp.GetLowerThreshold() == pytest.approx(2 * median, rel=1e-6)
-    assert legends.legend_node(scene, node).GetTitleText().endswith("\u2265 0.3")
+    assert legends.legend_node(scene, node).GetTitleText().endswith("\u2265 median 0.3")
     # two significant digits, not the ticks' rounding: a floor of 0.14 read "0.1" on a 0-1.5 scale
     assert [legends.floor_label(v) for v in (0.1432, 0.0876, 35.4)] == ["0.14", "0.088", "35"]
 
@@ -294,8 +313,9 @@ def test_a_noisy_input_s_map_scaled_up_looks_less_certain_and_its_legend_says_so
     shown = [(mrml.scalar_volume_from_node(n).data >= f).sum() for n, f in zip((clean, noisy, unscaled), floors)]
     assert floors == [pytest.approx(0.15, rel=1e-5)] * 3  # the noisy map from the median it had before its scaling
     assert shown[1] > 1.4 * shown[0] and shown[2] == shown[0]
-    assert titles == ["Tensor SD\n(µm²/ms)\nshown \u2265 0.15", "Tensor SD\n(µm²/ms)\nnoisy input:\nSD \u00d71.50\n"
-                      "shown \u2265 0.15", "Tensor SD\n(µm²/ms)\nnoisy input\nshown \u2265 0.15"], titles
+    own = "\u2265 median 0.15"  # a map of no shipped model: from its own median (CLEAN_NOTE otherwise)
+    assert titles == [f"Tensor SD\n(µm²/ms)\n{own}", f"Tensor SD\n(µm²/ms)\nnoisy input:\nSD \u00d71.50\n{own}",
+                      f"Tensor SD\n(µm²/ms)\nnoisy input\n{own}"], titles
     legends.share_scales(scene, shared=True)  # one floor for the kind: the lowest, over g
     assert noisy.GetDisplayNode().GetLowerThreshold() == pytest.approx(0.15, rel=1e-5)
     assert "noisy input:\nSD \u00d71.50" in legends.legend_node(scene, noisy).GetTitleText()
@@ -320,7 +340,7 @@ def test_a_legend_calls_an_input_noisy_only_above_the_training_inputs_noise(g, i
     node.SetAttribute(mrml.MAP_ATTRIBUTE, "std")
     node.SetAttribute(mrml.FACTORS_ATTRIBUTE, "2")
     title = unpadded(legends.style_uncertainty(scene, node, "std"))
-    assert title.split("\nshown \u2265 ")[0] == "\n".join(["Tensor SD\n(µm²/ms)", *([line] if line else [])]), title
+    assert title.split("\n\u2265 median ")[0] == "\n".join(["Tensor SD\n(µm²/ms)", *([line] if line else [])]), title
 
 
 
@@ -341,7 +361,7 @@ def test_a_noisy_inputs_direction_legend_says_it_may_read_low(index, line):
         node = results._put(scene, vol, key, None, f"biqt/uncertainty/{key}")
         node.SetAttribute(mrml.MAP_ATTRIBUTE, key)
         node.SetAttribute(mrml.FACTORS_ATTRIBUTE, "2")
-        titles[key] = unpadded(legends.style_uncertainty(scene, node, key)).split("\nshown \u2265 ")[0]
+        titles[key] = unpadded(legends.style_uncertainty(scene, node, key)).split("\n\u2265 median ")[0]
     assert titles["direction"] == "\n".join(["Direction SD\n(degrees)", *([line] if line else [])]), titles
     assert titles["std"] == "\n".join(["Tensor SD\n(µm²/ms)", *(["noisy input"] if line else [])]), titles
 
@@ -419,10 +439,12 @@ def test_legends_titles_and_label_formats(lowres):
     assert nodes["uncertainties"]["direction"].GetAttribute(mrml.UNIT_ATTRIBUTE) == "deg"
     assert shown["std"].GetLabelFormat() in ("%5.1f", "%5.2f", "%5.3f")
     assert shown["direction"].GetLabelFormat() == "%5.0f"
-    # the direction map on a fixed 0-60 degrees whatever its values: a random axis (61 degrees) is the top
+    # the direction map up to a fixed 60 degrees whatever its values (a random axis, 61 degrees, is the top), from the
+    # round ten under its floor: from 0, a floor at 44 degrees left every coloured voxel in the bar's top quarter
     direction_display = nodes["uncertainties"]["direction"].GetDisplayNode()
-    assert (direction_display.GetWindowLevelMin(), direction_display.GetWindowLevelMax()) == (0.0, 60.0)
-    assert shown["direction"].GetNumberOfLabels() == 4  # 0, 20, 40, 60
+    floor = direction_display.GetLowerThreshold()
+    assert direction_display.GetWindowLevelMax() == 60.0 and direction_display.GetWindowLevelMin() == floor // 10 * 10
+    assert 20 < floor < 60 and shown["direction"].GetNumberOfLabels() in (4, 5)  # 40, 45, ... 60 or 30, 40, 50, 60
     # round ticks (the 99th percentile's quarters printed 0.30 / 0.23 / 0.15 / 0.08), at most 5 characters
     for high, top, n, fmt in ((0.30, 0.3, 3, "%5.1f"), (0.0122, 0.015, 3, "%5.3f"), (64.7, 80.0, 4, "%5.0f"),
                               (0.19, 0.2, 4, "%5.2f"), (0.92, 1.0, 5, "%5.1f"), (0.0095, 0.01, 5, "%5.3f")):
@@ -437,15 +459,15 @@ def test_legends_titles_and_label_formats(lowres):
         high = nodes["uncertainties"][key].GetDisplayNode().GetWindowLevelMax()
         assert float(legend.GetLabelFormat() % high) > 0, key
     assert shown["std"].GetVisibility() and shown["direction"].GetVisibility()  # drawn where the map is shown
-    # colours from 0 to the 99th percentile of the map; zero (outside the brain) transparent over the tensor
+    # colours from 0 to the 99th percentile of the map; zero (outside the brain) transparent over the tensor, and below
+    # the shipped model's clean median too (slicer/clean_levels.py), so that the tensor shows through there (a map of
+    # a model with no clean level, from its own median: test_a_maps_floor_is_its_median_over_the_input_s_brain_...)
     disp = nodes["uncertainty"].GetDisplayNode()
-    assert disp.GetWindowLevelMin() == 0.0
+    level = table_level(nodes["uncertainty"])
+    assert level is not None and disp.GetWindowLevelMin() == 0.0
     assert disp.GetWindowLevelMax() == pytest.approx(legends.scale_ticks(np.percentile(std[std > 0], 99))[0], rel=1e-5)
-    # below the map's median inside the brain transparent too, so that the tensor shows through there
-    inside = support_median(nodes["uncertainty"])  # the more uncertain half of the input's brain coloured
-    assert inside < float(np.median(std[std > 0]))  # read over the margin too, less of it was
-    assert disp.GetApplyThreshold() and disp.GetLowerThreshold() == pytest.approx(inside, rel=1e-6)
-    assert 0 < inside < disp.GetWindowLevelMax()
+    assert disp.GetApplyThreshold() and disp.GetLowerThreshold() == pytest.approx(expected_floor(nodes["uncertainty"])[0])
+    assert 0 < disp.GetLowerThreshold() < disp.GetWindowLevelMax()
     # translated titles from the module override the English default
     legends.style_uncertainty(scene, nodes["uncertainties"]["direction"], "direction", title="Richtung (Grad)")
     assert shown["direction"].GetTitleText() == "Richtung\n(Grad)" + tail(nodes["uncertainties"]["direction"])
@@ -823,8 +845,8 @@ def test_shared_colour_scale_across_runs(lowres):
         # said so, and which run's map it is (two runs' legends had read alike)
         assert unpadded(legends.legend_node(scene, n)) == f"Tensor SD\n(µm²/ms)\n{label}\nshared scale" + \
             tail(n, std_nodes)
-        # one floor for the kind, the lowest median: a value coloured in one run's map is coloured in the other's
-        assert n.GetDisplayNode().GetLowerThreshold() == pytest.approx(min(map(support_median, std_nodes)), rel=1e-6)
+        # one floor for the kind, the lowest: a value coloured in one run's map is coloured in the other's
+        assert n.GetDisplayNode().GetLowerThreshold() == pytest.approx(min(map(expected_floor, std_nodes))[0], rel=1e-6)
     directions = legends.map_nodes(scene)["direction"]
     assert [n.GetDisplayNode().GetWindowLevelMax() for n in directions] == \
         [pytest.approx(legends.scale_ticks(tops["direction"])[0])] * 2

@@ -9,6 +9,7 @@ import numpy as np
 from ..core.direction import SHOWN_TOP_DEGREES
 from ..dmri.dti import ESTIMATED_SUPPORT, SCALE_MIN_VOXELS, inside_rim, unflagged
 from . import mrml
+from .clean_levels import clean_level
 
 COLORMAP = "Inferno"
 LEGEND_CLASS = "vtkMRMLColorLegendDisplayNode"
@@ -39,7 +40,14 @@ CLIPPED_ATTRIBUTE = "ImageQualityTransfer.Clipped"  # that line as set_scale fou
 # with the shared scale one floor per map, the lowest of the runs' (one colour, one value, coloured or not).
 MEDIAN_ATTRIBUTE = mrml.MEDIAN_ATTRIBUTE  # on the map node: its median over its input's brain (`_median`)
 FROM_MEDIAN_ATTRIBUTE = "ImageQualityTransfer.FromMedian"  # on the map node: "1" while coloured from its median only
-FLOOR_NOTE = "shown \u2265 {floor}"  # the legend's line while it is, above the clipped-top line
+# A shipped model's map is coloured from that model's clean level where it is the lower (slicer/clean_levels.py: its
+# map's median on clean training inputs; `_floor_of`): from its own median, a noisy scan's map (×2 espcn-hetero at b0
+# SNR 5: median 1.87 times the clean one's) had coloured the same half of the brain as a clean one's and left its
+# interior uncoloured, as confident as a clean scan (docs/measurements.md, "Slicer: a clean level").
+# A user's model has no clean level: its map keeps its own median, and the legend's line says which. One line each:
+# a second line had made the legend taller and its text smaller (Testing/slicer/test_render.py).
+FLOOR_NOTE = "\u2265 median {floor}"  # the legend's line while coloured from its own median
+CLEAN_NOTE = "\u2265 clean {floor}"  # ... from its model's clean median
 FLOOR_ATTRIBUTE = "ImageQualityTransfer.Floor"  # that line as set_scale wrote it, or ""
 # A noisy input's maps (mrml.NOISE_ATTRIBUTE: sigma scaled by g for the noise, methods/base.py NOISY_STD_SCALE): coloured
 # from the median over g, the median the map had before that scaling, and the legend says it under its title. From the
@@ -283,11 +291,12 @@ def style_uncertainty(scene, node, key: str = "std", title: str | None = None, v
                       region: np.ndarray | None = None, clipped_note: str = CLIPPED_NOTE, from_median: bool = True,
                       floor_note: str = FLOOR_NOTE, inner: np.ndarray | None = None,
                       noise_notes: tuple[str, ...] = (NOISE_NOTE, NOISE_SCALE_NOTE, NOISE_INDEX_NOTE,
-                                                      DIRECTION_NOISE_NOTE)):
+                                                      DIRECTION_NOISE_NOTE), clean_note: str = CLEAN_NOTE):
     """Inferno colours from 0 to the map's own top (`own_top`), shown only from the map's median over its input's brain
     up with `from_median` (`_floor`), and a legend titled with the map's meaning and unit (`title` overrides the English default,
     for the module's translations; `region`: as `display_range`; `inner`: as `_median`), then a noisy input's line
-    (`noise_notes`: unscaled, scaled, within, and the direction map's unscaled; `noise_line`), ending in `floor_note` and `clipped_note` where they apply
+    (`noise_notes`: unscaled, scaled, within, and the direction map's unscaled; `noise_line`), ending in `floor_note`
+    (`clean_note` for a shipped model's map, `clean_floor`) and `clipped_note` where they apply
     (`set_scale`); returns the legend node."""
     if node is None:
         return None
@@ -306,7 +315,7 @@ def style_uncertainty(scene, node, key: str = "std", title: str | None = None, v
     node.RemoveAttribute(MEDIAN_ATTRIBUTE)  # a rerun refills the node: its median is read again (`_median`)
     _median(node, inner)
     node.SetAttribute(FROM_MEDIAN_ATTRIBUTE, "1" if from_median else "0")
-    set_scale(node, own_top(node, key, region), clipped_note, floor_note)
+    set_scale(node, own_top(node, key, region), clipped_note, floor_note, clean_note=clean_note)
     legend.SetTitleText(title_text(legend))
     return legend
 
@@ -357,26 +366,45 @@ def title_tail(legend) -> str:
 
 def own_top(node, key: str, region: np.ndarray | None = None) -> float:
     """The top of map `key`'s own colour scale: the direction map's is fixed (core.direction.SHOWN_TOP_DEGREES, a
-    random axis at the top), every other's is read from its values (`display_range`)."""
+    random axis at the top), every other's is read from its values (`display_range`). Not the clean level's top
+    (clean_levels.json "top"): biqt's clean 99th percentile, 1.15 µm²/ms, rounded to a 1.5 top, had put a noisy
+    dev scan's map, coloured all over, in the bar's dark third (its own top: 0.8)."""
     return SHOWN_TOP_DEGREES if key == "direction" else display_range(node, region)[1]
 
 
+def _clean(node) -> tuple[float, float] | None:
+    """(median, top) of the map's shipped model on clean training inputs (`clean_levels.clean_level`), or None."""
+    return clean_level(node.GetAttribute(mrml.MODEL_ATTRIBUTE), node.GetAttribute(mrml.MAP_ATTRIBUTE) or "")
+
+
+def clean_floor(node) -> float | None:
+    """The clean level of a shipped model's map (CLEAN_NOTE; `_floor_of`), or None for a map of no such model."""
+    clean = _clean(node)
+    return None if clean is None else clean[0]
+
+
 def set_scale(node, high: float, clipped_note: str = CLIPPED_NOTE, floor_note: str = FLOOR_NOTE,
-              floor: float | None = None) -> None:
+              floor: float | None = None, clean_note: str = CLEAN_NOTE, clean: bool | None = None) -> None:
     """Colours of an uncertainty map from 0 to the round top above `high` (`scale_ticks`), its legend's ticks to
     match; zero (outside the brain, where no method answers) is left transparent so that the tensor shows through, and
-    so is every value below the map's median (or `floor`, a shared one) where FROM_MEDIAN_ATTRIBUTE says so, the
-    legend's `floor_note` saying it.
+    so is every value below the map's floor (`_floor`: its model's clean level, else its median; or `floor`, a shared
+    one, `clean` saying which) where FROM_MEDIAN_ATTRIBUTE says so, the legend's `clean_note` or `floor_note` saying it.
+    The direction map's colours start at a round value under its floor (`scale_low`), not at 0.
     Where the map reaches above the top, its legend keeps `clipped_note` with the top's label (CLIPPED_ATTRIBUTE, for
     `title_text`): the top colour also stands for values several times higher (a radiologist's audit: the brain's rim
     at 1.5-4.4 µm²/ms under a legend topped "0.4")."""
-    high, intervals = scale_ticks(high)
+    shown = node.GetAttribute(FROM_MEDIAN_ATTRIBUTE) == "1"
+    if floor is None or clean is None:
+        floor, clean = _floor_of(node) if floor is None else (floor, clean_floor(node) == floor)
+    floor = floor if shown else None
+    low = scale_low(floor, high) if node.GetAttribute(mrml.MAP_ATTRIBUTE) == "direction" else 0.0
+    span, intervals = scale_ticks(high - low)
+    high = low + span
     display = node.GetDisplayNode()
     display.AutoWindowLevelOff()
-    display.SetWindowLevelMinMax(0.0, high)
+    display.SetWindowLevelMinMax(low, high)
     display.AutoThresholdOff()
     lowest = high * 1e-6 if high > 0 else 1e-12
-    floor = (floor if floor is not None else _floor(node)) if node.GetAttribute(FROM_MEDIAN_ATTRIBUTE) == "1" else None
     display.SetLowerThreshold(max(lowest, floor) if floor is not None else lowest)
     display.SetUpperThreshold(np.finfo(np.float32).max)
     display.ApplyThresholdOn()
@@ -384,12 +412,13 @@ def set_scale(node, high: float, clipped_note: str = CLIPPED_NOTE, floor_note: s
     if legend is not None:
         # one line, unwrapped: "shown ≥ 0.088" wrapped to two lengthened the title, and a tall view's legend then
         # reached the brain (Testing/slicer/test_render.py)
-        legend.SetAttribute(FLOOR_ATTRIBUTE, "" if floor is None else floor_note.format(floor=floor_label(floor)))
-        legend.SetLabelFormat(label_format(high, intervals))
+        note = clean_note if clean else floor_note
+        legend.SetAttribute(FLOOR_ATTRIBUTE, "" if floor is None else note.format(floor=floor_label(floor)))
+        legend.SetLabelFormat(label_format(span, intervals))
         legend.SetNumberOfLabels(intervals + 1)
         if node.GetScene() is not None:
             place_legends(node.GetScene())  # the frame's top follows the number of labels (`legend_frame`)
-        top = (label_format(high, intervals) % high).strip()
+        top = (label_format(span, intervals) % high).strip()
         image = node.GetImageData()  # VTK keeps the scalars' range: no second read of the map (display_range read it)
         above = image is not None and float(image.GetScalarRange()[1]) > high
         legend.SetAttribute(CLIPPED_ATTRIBUTE, wrap_title(clipped_note.format(top=top)) if above else "")
@@ -401,11 +430,27 @@ def floor_label(value: float) -> str:
     return np.format_float_positional(float(value), precision=2, unique=True, fractional=False, trim="-")
 
 
-def _floor(node) -> float | None:
-    """The value a map is coloured from: its median (`_median`), over the factor a noisy input's map was scaled by
-    (`noise_scale`): the median the map had before, so the scaled map colours more of the brain (NOISE_NOTE)."""
+def scale_low(floor: float | None, high: float) -> float:
+    """Where the direction map's colours start: the round ten (degrees) at or under its floor, so that the colours
+    span the floor to the top (from 0, a floor at 44° of a 60° top left every coloured voxel in the bar's top quarter,
+    about one colour); 0 without a floor."""
+    if floor is None or not np.isfinite(floor) or not 0 < floor < high:
+        return 0.0
+    return float(min(np.floor(floor / 10.0) * 10.0, high - 10.0)) if high > 10.0 else 0.0
+
+
+def _floor_of(node) -> tuple[float | None, bool]:
+    """(the value a map is coloured from, whether it is its model's clean level): the lower of that level
+    (`clean_floor`) and its median (`_median`) over the factor a noisy input's map was scaled by (`noise_scale`; the
+    median the map had before, so the scaled map colours more of the brain, NOISE_NOTE). The clean level alone had
+    coloured less of a noisy scan than the median did where the noise-trained model's map runs below the clean model's
+    (biqt ×3 on the dev scans at b0 SNR 5: 28-42 % of the brain against 94-97 %, docs/measurements.md)."""
+    clean = clean_floor(node)
     median = _median(node)
-    return None if median is None else median / (noise_scale(node) or 1.0)
+    own = None if median is None else median / (noise_scale(node) or 1.0)
+    if clean is not None and (own is None or clean <= own):
+        return clean, True
+    return own, False
 
 
 def _median(node, inner: np.ndarray | None = None) -> float | None:
@@ -478,13 +523,14 @@ def map_nodes(scene) -> dict[str, list]:
 
 
 def share_scales(scene, shared: bool = True, note: str = SHARED_NOTE, clipped_note: str = CLIPPED_NOTE,
-                 floor_note: str = FLOOR_NOTE, from_median: bool | None = None) -> dict[str, float]:
+                 floor_note: str = FLOOR_NOTE, from_median: bool | None = None,
+                 clean_note: str = CLEAN_NOTE) -> dict[str, float]:
     """With `shared`, every uncertainty map of the scene coloured on one scale per map (0 to the highest of their own
     `display_range`s), so that one colour means one SD across runs and methods (each on its own range, two
     runs' different SDs can be the same yellow), each legend's title ending in its run (`mrml.RUN_ATTRIBUTE`: else
     two runs' legends read alike) and `note` (a map gone dark on another run's scale would look certain);
     without, each on its own range and title again. `from_median` (unless None): every map coloured only from its
-    median up, or from 0 again (`set_scale`); shared, from the lowest of the median of its kind's maps.
+    floor up, or from 0 again (`set_scale`); shared, from the lowest of its kind's maps' floors (`_floor_of`).
     Returns {map: the shared top} (empty without `shared`)."""
     tops = {}
     titled = []
@@ -493,14 +539,14 @@ def share_scales(scene, shared: bool = True, note: str = SHARED_NOTE, clipped_no
             for node in nodes:
                 node.SetAttribute(FROM_MEDIAN_ATTRIBUTE, "1" if from_median else "0")
         own = [own_top(node, key) for node in nodes]
-        floor = None
+        floor = clean = None
         if shared:
             tops[key] = max(own)
-            shown = [n for n in nodes if n.GetAttribute(FROM_MEDIAN_ATTRIBUTE) == "1"]  # medians only where used
-            medians = [m for m in map(_floor, shown) if m is not None]
-            floor = min(medians) if medians else None
+            shown = [n for n in nodes if n.GetAttribute(FROM_MEDIAN_ATTRIBUTE) == "1"]  # floors only where used
+            floors = [f for f in map(_floor_of, shown) if f[0] is not None]
+            floor, clean = min(floors) if floors else (None, None)
         for node, high in zip(nodes, own):
-            set_scale(node, tops.get(key, high), clipped_note, floor_note, floor)
+            set_scale(node, tops.get(key, high), clipped_note, floor_note, floor, clean_note, clean)
             legend = legend_of(node)
             title = legend.GetAttribute(TITLE_ATTRIBUTE) if legend is not None else None
             if title:
@@ -527,7 +573,7 @@ def pad_titles(titled: list) -> None:
 def style_results(scene, nodes: dict, titles: dict | None = None, clipped_note: str = CLIPPED_NOTE,
                   from_median: bool = True, floor_note: str = FLOOR_NOTE,
                   noise_notes: tuple[str, ...] = (NOISE_NOTE, NOISE_SCALE_NOTE, NOISE_INDEX_NOTE,
-                                                  DIRECTION_NOISE_NOTE)) -> dict:
+                                                  DIRECTION_NOISE_NOTE), clean_note: str = CLEAN_NOTE) -> dict:
     """Every uncertainty map of a run styled (`style_uncertainty`), each with its legend; Slicer draws a legend only in
     the views that show its map, so picking another map as foreground brings its own legend. Returns {key: legend}."""
     titles = titles or {}
@@ -541,7 +587,7 @@ def style_results(scene, nodes: dict, titles: dict | None = None, clipped_note: 
         inner = brain_of_map(first, present, vol.voxel_size, rim=region)
     legends = {key: style_uncertainty(scene, node, key, titles.get(key), region=region, clipped_note=clipped_note,
                                       from_median=from_median, floor_note=floor_note, inner=inner,
-                                      noise_notes=noise_notes)
+                                      noise_notes=noise_notes, clean_note=clean_note)
                for key, node in maps.items()}
     pad_titles([(legend, legend.GetTitleText()) for legend in legends.values() if legend is not None])
     return legends

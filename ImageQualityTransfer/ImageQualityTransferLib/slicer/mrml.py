@@ -53,7 +53,7 @@ def _numpy_to_matrix(a: np.ndarray):
 
 FACTORS_ATTRIBUTE = "ImageQualityTransfer.Factors"  # "2" or "1,1,3" (input voxel axes) on a run's outputs and maps
 MODEL_ATTRIBUTE = "ImageQualityTransfer.Model"  # the model a learned method ran ("shipped model espcn_x2.pt"), as
-# the header of a file iqt writes names it (fileio/records.py made_by), on the run's tensor output
+# the header of a file iqt writes names it (fileio/records.py made_by), on the run's tensor output and its maps
 NOTES_ATTRIBUTE = "ImageQualityTransfer.Notes"  # the engine's warnings for a run (one per line), on its tensor output
 NOISE_ATTRIBUTE = "ImageQualityTransfer.NoiseScale"  # on a map node of a run whose input read noisy (noise index above
 # core.noise_level.NOISY_MODEL): the factor its sigma was scaled by for that noise (methods/base.py NOISY_STD_SCALE, 1.0

@@ -219,6 +219,9 @@ def add_result_nodes(scene, results: dict[str, Volume], base_name: str, method: 
         node = _put(scene, vol, f"{base_name}_{method}{suffix}_uncertainty_{short}", input_node,
                     f"{method}{suffix}/{k}", targets.get("uncertainty") if k == main else None)
         mrml.set_map(node, short, unit, run=run)
+        model = created["tensor"].GetAttribute(mrml.MODEL_ATTRIBUTE)  # its model's clean level (legends.clean_floor)
+        if model:
+            node.SetAttribute(mrml.MODEL_ATTRIBUTE, model)
         if factor is not None:  # the margin its median leaves out (legends.input_support)
             node.SetAttribute(mrml.FACTORS_ATTRIBUTE, grid.text(factor))
         if k == main:

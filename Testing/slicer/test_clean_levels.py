@@ -1,0 +1,97 @@
+"""The overlay's floor and top from a shipped model's clean level (slicer/clean_levels.py), on real slicer-core nodes: a
+noisy scan's map, higher all over, colours more of the brain than a clean scan's (from its own median, the same half:
+×2 espcn-hetero at b0 SNR 5), and a map of a model with no clean level keeps its own median, its legend saying which."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer", reason="slicer-core (or Slicer) is needed for the MRML tests")
+
+from ImageQualityTransferLib.core.volume import Volume  # noqa: E402
+from ImageQualityTransferLib.slicer import clean_levels, legends, mrml  # noqa: E402
+
+SHIPPED = "shipped model espcn-hetero_x2.pt"
+
+
+def _map(scene, data, model: str | None, key: str = "std"):
+    node = mrml.add_scalar_node(scene, Volume(data, np.eye(4), "scalar"), f"u{scene.GetNumberOfNodes()}")
+    node.SetAttribute(mrml.MAP_ATTRIBUTE, key)
+    if model:
+        node.SetAttribute(mrml.MODEL_ATTRIBUTE, model)
+    return node
+
+
+def _brain_map(median: float, scale: float = 1.0) -> np.ndarray:
+    """A map over a 20³ brain whose values run evenly around `median` (half to 1.5 times it), times `scale`."""
+    data = np.zeros((30, 30, 30), np.float32)
+    data[5:25, 5:25, 5:25] = scale * median * np.linspace(0.5, 1.5, 20 ** 3).reshape(20, 20, 20)
+    return data
+
+
+def _coloured(node) -> float:
+    data = mrml.scalar_volume_from_node(node).data
+    return float((data[data > 0] >= node.GetDisplayNode().GetLowerThreshold()).mean())
+
+
+def test_a_noisy_scans_map_colours_more_of_the_brain_than_a_clean_scans():
+    """×2 espcn-hetero at b0 SNR 5: a map whose median is 1.87 times the clean scan's. From its own median it coloured
+    the same half of the brain as the clean one (0.50 and 0.50), its interior left uncoloured, as confident as a clean
+    scan; from the model's clean median the clean map still colours about half, the noisy one nearly all of it."""
+    scene = slicer.vtkMRMLScene()
+    median = clean_levels.clean_level(SHIPPED, "std")[0]
+    clean, noisy = (_map(scene, _brain_map(median, g), SHIPPED) for g in (1.02, 1.87))
+    for node in (clean, noisy):
+        legends.style_uncertainty(scene, node, "std")
+    assert 0.4 < _coloured(clean) < 0.6 and _coloured(noisy) > 0.95, (_coloured(clean), _coloured(noisy))
+    assert legends.legend_of(noisy).GetTitleText().endswith(
+        legends.CLEAN_NOTE.format(floor=legends.floor_label(median)))
+    # one scale across runs keeps the clean floor and its note
+    legends.share_scales(scene, shared=True)
+    assert noisy.GetDisplayNode().GetLowerThreshold() == pytest.approx(median)
+    assert legends.legend_of(noisy).GetTitleText().endswith(
+        legends.CLEAN_NOTE.format(floor=legends.floor_label(median)))
+
+
+@pytest.mark.parametrize("model, clean", [(SHIPPED, True), ("shipped model espcn-hetero_x2_noisy.pt", True),
+                                          ("given model /data/espcn-hetero_x2.pt", False),
+                                          ("registered model espcn-hetero_x2.pt", False),
+                                          ("shipped model espcn-hetero-var2_x2.pt", False), (None, False)])
+def test_shipped_models_use_the_table_and_others_their_own_median(model, clean):
+    """A shipped model's map (its noise-trained twin's too) is shown from the table's clean median; a model the user
+    trained or gave, or one the table lacks, from its own median as before, the legend's line saying which. A map whose
+    own median lies below the clean level is shown from that median (test_a_map_below_its_clean_level_...)."""
+    scene = slicer.vtkMRMLScene()
+    level = clean_levels.clean_level(SHIPPED, "std")[0]
+    node = _map(scene, _brain_map(0.3), model)  # own median 0.3, well above the clean level
+    legend = legends.style_uncertainty(scene, node, "std")
+    floor = node.GetDisplayNode().GetLowerThreshold()
+    assert floor == pytest.approx(level if clean else 0.3, rel=1e-5)
+    note = legends.CLEAN_NOTE if clean else legends.FLOOR_NOTE
+    assert f"\n{note.format(floor=legends.floor_label(floor))}\n" in legend.GetTitleText() + "\n"  # above "top colour"
+
+
+def test_the_direction_maps_colours_span_its_floor_to_its_top():
+    """The direction map was coloured from its median (44° on a clean dev scan) on a 0-60° bar: every coloured voxel in
+    the bar's top quarter, about one colour. Its colours now start at the round ten under its floor."""
+    scene = slicer.vtkMRMLScene()
+    median = clean_levels.clean_level(SHIPPED, "direction")[0]
+    node = _map(scene, _brain_map(median), SHIPPED, "direction")
+    legends.style_uncertainty(scene, node, "direction")
+    display = node.GetDisplayNode()
+    assert display.GetLowerThreshold() == pytest.approx(median)
+    assert display.GetWindowLevelMin() == median // 10 * 10 and display.GetWindowLevelMax() == 60.0
+    assert legends.scale_low(None, 60.0) == 0.0 and legends.scale_low(58.0, 60.0) == 50.0
+
+
+def test_a_map_below_its_clean_level_is_shown_from_its_own_median():
+    """A noise-trained model's map can run below the clean model's (biqt ×3 on the dev scans at b0 SNR 5): from the
+    clean level it coloured 28-42 % of the brain, from its median over its noise factor 94-97 %. The lower floor is
+    used, and the legend names it."""
+    scene = slicer.vtkMRMLScene()
+    median = clean_levels.clean_level(SHIPPED, "std")[0]
+    node = _map(scene, _brain_map(median, 0.8), SHIPPED)
+    legend = legends.style_uncertainty(scene, node, "std")
+    assert node.GetDisplayNode().GetLowerThreshold() == pytest.approx(0.8 * median, rel=1e-4)
+    assert 0.45 < _coloured(node) < 0.55 and "\n\u2265 median " in legend.GetTitleText()

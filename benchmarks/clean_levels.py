@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""The clean levels the uncertainty overlay is coloured against (slicer/clean_levels.py): per shipped model, the median
+and 99th percentile over the brain of each of its maps on clean inputs of the training subjects (style "own", as
+training makes them), the median of the subjects' figures. Prints one line per subject, model and map, then the table,
+and writes it to ImageQualityTransfer/Resources/Models/clean_levels.json with this command in it:
+
+    python benchmarks/clean_levels.py --models espcn-hetero:2,espcn-hetero:1x1x2,biqt:2,biqt:3,rf:2,espcn-hetero-var1:2,deep-hetero-var1:2
+
+Diffusivity maps are in µm²/ms (the map nodes' unit); each line also gives the level over the input's MD mode
+(core.tensors.md_mode), to judge whether levels must follow a subject's tensor scale. The dev subjects are never read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "ImageQualityTransfer"))
+
+from ImageQualityTransferLib import methods  # noqa: E402
+from ImageQualityTransferLib.core import grid, tensors  # noqa: E402
+from ImageQualityTransferLib.dmri.dti import inside_rim, unflagged  # noqa: E402
+from ImageQualityTransferLib.dmri.subject import load_subject, make_case  # noqa: E402
+from ImageQualityTransferLib.fileio.records import MAP_UNITS  # noqa: E402
+from ImageQualityTransferLib.slicer.clean_levels import LEVELS_FILE, model_key  # noqa: E402
+from ImageQualityTransferLib.slicer.legends import input_support  # noqa: E402
+
+TRAIN = ROOT / ".." / "shared" / "data" / "dmri" / "train"
+
+
+def levels(vol, factors: str, key: str) -> tuple[float, float]:
+    """(median over the input's brain, 99th percentile inside the rim) of a map in its node's unit, read as the overlay
+    reads them (legends._median over input_support, legends.display_range)."""
+    data = np.asarray(vol.data, np.float64) * (tensors.SHOWN_UNIT if MAP_UNITS.get(key) == "mm2/s" else 1.0)
+    present = np.isfinite(data) & (data > 0)
+    brain = input_support(present, factors) & present
+    rim = inside_rim(present, vol.voxel_size) & present
+    return float(np.median(data[brain])), float(np.percentile(unflagged(data[rim]), 99))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("subjects", nargs="*", default=sorted(str(p) for p in TRAIN.glob("*")))
+    ap.add_argument("--models", default="espcn-hetero:2,espcn-hetero:1x1x2,biqt:2,biqt:3,rf:2",
+                    help="method:factors pairs, factors per axis written with x (1x1x2)")
+    ap.add_argument("--out", default=str(LEVELS_FILE))
+    args = ap.parse_args(argv)
+    if any(Path(s).resolve().parent.name != "train" for s in args.subjects):
+        raise SystemExit("clean levels are read on the training subjects only")
+    pairs = [(m, grid.factors(tuple(int(x) for x in f.split("x")) if "x" in f else int(f)))
+             for m, f in (p.split(":") for p in args.models.split(","))]
+    got: dict = {}
+    for folder in args.subjects:
+        subject = load_subject(folder)
+        for name, f in pairs:
+            case = make_case(subject, f, style="own")
+            unit = tensors.md_mode(case.lr.data) * tensors.SHOWN_UNIT
+            pred = methods.get(name).predict(case.lr, f, case.lr_mask, direction=True)
+            model = model_key(f"shipped model {pred.tensor.meta['model_name']}")
+            for key, vol in pred.maps().items():
+                med, top = levels(vol, grid.text(f), key)
+                got.setdefault(model, {}).setdefault(key, []).append((med, top, unit))
+                print(f"{subject.name} {model} {key}: median {med:.4g} p99 {top:.4g} md_mode {unit:.4g} "
+                      f"median/md_mode {med / unit:.4g}", flush=True)
+    table = {"command": "python benchmarks/clean_levels.py --models " + args.models, "models": {}}
+    for model, maps in got.items():
+        table["models"][model] = {}
+        for key, rows in maps.items():
+            a = np.array(rows)
+            table["models"][model][key] = {"median": round(float(np.median(a[:, 0])), 5),
+                                           "top": round(float(np.median(a[:, 1])), 5)}
+            rel = a[:, 0] / a[:, 2]
+            print(f"{model} {key}: median {np.median(a[:, 0]):.4g} (spread over subjects "
+                  f"{a[:, 0].std() / a[:, 0].mean():.2f}; over md_mode {rel.std() / rel.mean():.2f}) "
+                  f"top {np.median(a[:, 1]):.4g}")
+    Path(args.out).write_text(json.dumps(table, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

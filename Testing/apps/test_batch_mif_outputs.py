@@ -80,3 +80,20 @@ def test_a_mif_output_keeps_its_mif_inputs_command_history(tmp_path):
     before = read_header(fixture)["command_history"]
     outputs = sorted(out.rglob("*.mif"))
     assert len(outputs) == 4 and all(read_header(p)["command_history"] == before for p in outputs)
+
+
+def test_a_file_of_an_outputs_name_in_the_other_format_that_no_run_wrote_stays(tmp_path, mif_list):
+    """A lab's own NIfTI copy of a .mif output beside it (mrconvert X.mif X.nii.gz), or an earlier output edited since,
+    is not the earlier format's output that the shared sidecar describes: a subject redone keeps it (it had been
+    removed as stale, without a word)."""
+    items = batch.find_items(mif_list)
+    s = batch.Settings(method="linear", output_format="mif")
+    assert [r["status"] for r in batch.run_cohort(items, s, tmp_path / "out", progress=False)] == ["done"]
+    folder = tmp_path / "out" / "sub-adti" / "dwi"
+    fa = fileio.load_scalar(folder / f"{STEM}fa_dwimap.mif")
+    fileio.save_scalar(fa, folder / f"{STEM}fa_dwimap.nii.gz")  # the lab's copy, for FSLeyes
+    copy = (folder / f"{STEM}fa_dwimap.nii.gz").read_bytes()
+    dti = fileio.load_tensor(tmp_path / "a_dti.mif")
+    fileio.save_tensor(dti.replace(data=dti.data * 1.01), tmp_path / "a_dti.mif")  # refitted: the subject is redone
+    assert [r["status"] for r in batch.run_cohort(items, s, tmp_path / "out", progress=False)] == ["done"]
+    assert (folder / f"{STEM}fa_dwimap.nii.gz").read_bytes() == copy

@@ -86,14 +86,26 @@ def figure_path(folder: Path, names: dict) -> Path:
 def stale_maps(folder: Path, names: dict) -> list[Path]:
     """The uncertainty maps (and sidecars) of an earlier run of this subject, method and factor that this run does not
     write (it runs without --uncertainty, or with fewer maps): left beside new outputs, they would hold the old input's
-    hashes. An output of the same name in the other format (.nii.gz for .mif) is stale too: the two share a sidecar,
-    which this run writes."""
+    hashes. An output of the same name in the other format (.nii.gz for .mif) is stale too where its sidecar, which
+    this run rewrites, describes it (`written_by_us`); another file of that name (a lab's mrconvert copy, a mask edited
+    by hand) is no output of ours and stays."""
     base = image_stem(names["tensor"])[: -len("tensor_dwimap")]
     keep = {n for n in names.values()} | {sidecar(Path(n)).name for n in names.values()}
     stems = {image_stem(n) for n in names.values()}
     found = list(Path(folder).glob(base + "tensor_desc-*_dwimap.*"))
     found += [Path(folder) / (stem + ext) for stem in stems for ext in OUTPUT_SUFFIXES.values()]
-    return sorted({p for p in found if p.name not in keep and p.is_file()})
+    return sorted({p for p in found if p.name not in keep and p.is_file()
+                   and (image_stem(p.name) not in stems or written_by_us(p))})
+
+
+def written_by_us(path: Path) -> bool:
+    """Whether `path` is the file its sidecar describes (its FileSHA256 recorded and matching, `intact`): an earlier
+    output of iqt batch, not another file given its name."""
+    try:
+        meta = json.loads(sidecar(path).read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(meta, dict) and "FileSHA256" in meta and intact(Path(path), meta)
 
 
 def expected_maps(s: Settings) -> tuple[str, ...]:

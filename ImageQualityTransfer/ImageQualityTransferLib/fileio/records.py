@@ -195,7 +195,7 @@ RUN_KEY = "iqt_run"  # the JSON object's one key, in a NIfTI header extension (c
 # back to warn (a slice gap that `iqt fit` took from its DWI's sidecar, `iqt degrade --slice-gap`: fileio/slices.py)
 PATH_FREE = ("slices", "input_slices")  # input_slices: the gap an upsampled output was made across
 _KEEP: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("iqt_run_keep", default=None)
-# a `--no-record` run's main input, kept out of its record: an MRtrix output still carries the input's own history
+# the main input of a run that keeps no command (iqt batch's .mif outputs): an MRtrix output carries its own history
 _SOURCE: contextvars.ContextVar[str | None] = contextvars.ContextVar("iqt_run_source", default=None)
 
 
@@ -227,8 +227,8 @@ def run_command() -> str | None:
 
 
 def run_input() -> str | None:
-    """The main input of the run under way (its `input` or `dwi` argument, as given, a `--no-record` run's too); None
-    outside a command."""
+    """The main input of the run under way (its `input` or `dwi` argument, as given, or run_record's `source`); None
+    outside a command and under `--no-record`."""
     if _SOURCE.get() is not None:
         return _SOURCE.get()
     record = _RUN.get()

@@ -374,13 +374,12 @@ def _record(args) -> dict:
 def _path_free_record(args):
     """A `--no-record` run's record: no command, option or path, only the facts of the data a later command reads back
     to warn (records.PATH_FREE), written where there are any (a slice gap from `iqt fit`'s DWI sidecar had been lost,
-    so that upsample said nothing of it: a low-field clinic's audit). Its main input is known apart from the record:
-    an MRtrix output keeps that input's own command_history (fileio/volumes.py _mif_record), the lab's, not ours."""
+    so that upsample said nothing of it: a low-field clinic's audit). An MRtrix output gets no command_history either
+    (fileio/volumes.py _mif_record): its input's holds the commands and paths that made it (docs/command-line.md,
+    "Sharing outputs")."""
     from ...fileio.records import PATH_FREE, run_record
 
-    source = getattr(args, "input", None) or getattr(args, "dwi", None)
-    return run_record({"options": {"command": getattr(args, "command", None)}}, keep=PATH_FREE,
-                      source=source if isinstance(source, str) else None)
+    return run_record({"options": {"command": getattr(args, "command", None)}}, keep=PATH_FREE)
 
 
 def _run(args, printed, signals=()) -> int:

@@ -524,3 +524,22 @@ def test_a_wrapped_nrrd_is_told_what_a_nrrd_can_store(tmp_path):
         fileio.load_tensor(_wrapped(tmp_path, "nrrd"), "nifti")
     said = str(refused.value)
     assert "scl_slope" not in said and "a NRRD stores no scale" in said and "float32" in said, said
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("label, dtype", [(1, np.uint8), (255, np.uint8), (65535, np.uint16)])
+def test_a_real_brain_mask_copied_into_six_volumes_is_told_so(tmp_path, label, dtype):
+    """A brain mask of the dStream's b0 (0 and `label`) copied into six volumes and given as a tensor file: its six
+    values are equal in every voxel, as no fit's tensor's are; a 0/1 one had been told a um^2/ms cast, a 0/255 or
+    0/65535 one a DWI series."""
+    from helpers import TRAIN, need_data
+
+    from ImageQualityTransferLib.dmri.subject import dwi_path
+
+    img = nib.load(dwi_path(need_data(TRAIN / "philips_achieva_dstream_3mm")))
+    b0 = np.asarray(img.dataobj[..., 0], np.float64)
+    mask = (b0 > 0.2 * np.percentile(b0, 99)).astype(dtype) * dtype(label)
+    path = tmp_path / "t.nii.gz"
+    nib.save(nib.Nifti1Image(np.repeat(mask[..., None], 6, axis=-1), img.affine), path)
+    said = _refusal(path)
+    assert "holds one volume six times" in said and "um^2/ms" not in said and "DWI series" not in said, said

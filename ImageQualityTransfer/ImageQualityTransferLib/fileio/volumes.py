@@ -328,6 +328,19 @@ def _volumes_alike(brain: np.ndarray) -> bool:
     return bool(medians[3] > 0 and medians[2] > DWI_VOLUMES_ALIKE * medians[3])
 
 
+def _repeated_line(data: np.ndarray, path) -> str | None:
+    """The refusal of a six-volume file `data` whose six values are equal in every voxel, not all 0: one volume (a mask
+    or label map) copied six times, no tensor file (a tensor of six equal elements has rank 1); None otherwise. Such a
+    0/1 mask had been told a um^2/ms cast, a 0/255 one a DWI series."""
+    first = data[..., :1]
+    if not np.any(first) or not np.all((data == first) | np.isnan(data)):
+        return None
+    return (f"{path}: shape {data.shape} holds one volume six times (each voxel's six values are equal, as in a mask "
+            "or label map copied into six volumes; a fitted tensor's never are: that matrix has rank 1); give the "
+            "six-element tensor file (FSL dtifit --save_tensor's, MRtrix dwi2tensor's), or fit one from the DWI with "
+            "'iqt fit'")
+
+
 def _mif_lines(img, path) -> str | None:
     """The refusal of an MRtrix image given as tensors that is none: a DWI series (a dw_scheme in its header; dwi2tensor
     keeps its input's as prior_dw_scheme), or another count of volumes than dwi2tensor's six; None otherwise. Six
@@ -398,6 +411,8 @@ def load_tensor(path, order: str = "nifti", stated: bool | None = None) -> Volum
         _check_frame(img, path, order, stated)
     elif len(shape) == 4 and shape[3] == 6:
         data, raw = read_data(img, path, np.float64), _stored(img)
+        if (repeated := _repeated_line(data, path)) is not None:
+            raise IQTError(repeated)
         if not all(p.is_file() for p in bval_bvec_paths(path)) and (wrapped := _wrapped_line(img, path, raw)) is not None:
             raise IQTError(wrapped)  # a .bval and .bvec beside it tell a DWI series (_dwi_series_line)
         dwi = _dwi_series_line(img, path, data, raw)

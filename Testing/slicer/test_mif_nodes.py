@@ -4,6 +4,8 @@ fixtures were written by the real mrconvert and dwi2tensor (Testing/fileio/mif_f
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +63,32 @@ def test_a_mask_mif_becomes_a_label_map_a_map_a_scalar_node_and_a_five_volume_on
     assert scene.GetNumberOfNodes() == before
 
 
+def test_an_integer_mask_of_0_and_1_becomes_a_label_map_and_other_integers_a_scalar_node(scene, tmp_path):
+    """iqt's own masks (--mask-out, batch's desc-brain_mask.mif) are uint8 of 0 and 1, not dwi2mask's bits: a label map
+    too, which the module's brain mask selector takes; an integer image of more values (a parcellation) stays scalar."""
+    from ImageQualityTransferLib.fileio.mif import write_mif
+
+    mask = fileio.load_scalar(FIXTURES / "mask.nii")  # mrconvert's uint8 copy of dwi2mask's mask
+    write_mif(tmp_path / "own.mif", (np.asarray(mask.data) > 0).astype(np.uint8), mask.affine)
+    node = mif_nodes.load_mif(scene, tmp_path / "own.mif")
+    assert node.IsA("vtkMRMLLabelMapVolumeNode")
+    assert np.array_equal(mrml.mask_from_node(node).data, np.asarray(mask.data) > 0)
+    write_mif(tmp_path / "labels.mif", (np.asarray(mask.data) > 0).astype(np.uint8) * 2, mask.affine)
+    node = mif_nodes.load_mif(scene, tmp_path / "labels.mif")
+    assert node.IsA("vtkMRMLScalarVolumeNode") and not node.IsA("vtkMRMLLabelMapVolumeNode")
+
+
+@pytest.mark.skipif(shutil.which("mrconvert") is None, reason="MRtrix3's mrconvert is not on PATH (apt-get install "
+                    "mrtrix3)")
+@pytest.mark.parametrize("datatype", ["uint8", "int16"])
+def test_a_nifti_mask_through_mrconvert_becomes_a_label_map(scene, tmp_path, datatype):
+    subprocess.run(["mrconvert", "-quiet", str(FIXTURES / "mask.nii"), "-datatype", datatype,
+                    str(tmp_path / "mask.mif")], check=True)
+    node = mif_nodes.load_mif(scene, tmp_path / "mask.mif")
+    assert node.IsA("vtkMRMLLabelMapVolumeNode"), node.GetClassName()
+    assert mrml.mask_from_node(node).data.sum() == (np.asarray(fileio.load_scalar(FIXTURES / "mask.nii").data) > 0).sum()
+
+
 READER = r"""
 import sys, types
 sys.path[:0] = [{testing!r}, {helpers!r}]
@@ -86,7 +114,6 @@ print("bad", reader.load({{"fileName": {bad!r}}}), messages.GetNumberOfMessages(
 def test_the_module_reader_loads_a_mif_and_says_why_it_cannot(tmp_path):
     """The module file's ImageQualityTransferFileReader in the batch application shell: a .mif is loaded as a DTI node
     and its id given to Slicer; a file it cannot read is one message to the user and no node."""
-    import subprocess
     import sys
 
     driver = Path(__file__).parent / "self_test_in_batch.py"

@@ -1,6 +1,6 @@
 """MRtrix images (.mif, .mif.gz, .mih) as MRML nodes, Qt-free: Slicer has no reader for them, so the module's file
 reader (ImageQualityTransfer.py ImageQualityTransferFileReader) hands them here. Read by the engine's reader
-(fileio/mif.py): a DWI (its dw_scheme) becomes a DWI node, six volumes a DTI node, a bit mask (dwi2mask's) a label map,
+(fileio/mif.py): a DWI (its dw_scheme) becomes a DWI node, six volumes a DTI node, a mask (dwi2mask's bits, integers of 0 and 1) a label map,
 another 3D image (a map iqt wrote) a scalar node."""
 
 from __future__ import annotations
@@ -37,13 +37,25 @@ def load_mif(scene, path, name: str | None = None):
         return add_dwi_node(scene, fileio.load_dwi(path), name)
     if len(dim) == 4 and dim[3].strip() == "6":
         return mrml.add_tensor_node(scene, fileio.load_tensor(path), name)
-    if keys.get("datatype", [""])[0].lower() == "bit":  # a mask as dwi2mask writes it: the module's brain mask input
-        return add_label_node(scene, fileio.load_scalar(path), name)
     if len(dim) != 4 or dim[3].strip() == "1":  # the map reader's refusal for what is not 3D (fileio/mif.py)
-        return mrml.add_scalar_node(scene, fileio.load_scalar(path), name, colormap=None)  # grey, as Slicer loads one
+        image = fileio.load_scalar(path)
+        if is_mask(keys, image):  # the module's brain mask input takes label maps only
+            return add_label_node(scene, image, name)
+        return mrml.add_scalar_node(scene, image, name, colormap=None)  # grey, as Slicer loads one
     raise IQTError(_("{path}: an MRtrix image of {volumes} volumes with no gradient table (dw_scheme) is neither a DWI "
                      "nor a tensor volume (6 volumes); add its gradients with 'mrconvert -fslgrad' or load a DWI, "
                      "tensor or single-volume image").format(path=path, volumes=dim[3].strip()))
+
+
+def is_mask(keys: dict, image: Volume) -> bool:
+    """Whether a single-volume image is a brain mask: dwi2mask's bit image, or integers holding only 0 and 1 (iqt's
+    --mask-out and batch masks, a NIfTI mask through mrconvert: uint8); a float map or a parcellation is not one."""
+    datatype = keys.get("datatype", [""])[0].lower()
+    if datatype == "bit":
+        return True
+    if not datatype.startswith(("int", "uint")):
+        return False
+    return bool(np.isin(np.unique(np.asarray(image.data)), (0, 1)).all())
 
 
 def add_dwi_node(scene, dwi: Volume, name: str):

@@ -61,9 +61,11 @@ def test_an_order_a_mif_cannot_hold_is_refused_before_any_work(tmp_path, mif_lis
     assert code == 2 and "dwi2tensor's order only" in err and not (tmp_path / "out").exists()
 
 
-def test_a_mif_output_keeps_its_mif_inputs_command_history(tmp_path):
+@pytest.mark.parametrize("record", [True, False])
+def test_a_mif_output_keeps_its_mif_inputs_command_history_and_names_iqt_batch(tmp_path, record):
     """The lab's history of a listed .mif (mrconvert's, dwi2tensor's) goes on in each .mif output, as `iqt upsample`
-    keeps it; the sidecars, not the header, hold the run's record."""
+    keeps it, then one line naming iqt batch and the output's sidecar (the run's record), no path; under
+    `iqt --no-record` no history at all, as `iqt upsample --no-record` writes none."""
     import shutil
     from pathlib import Path
 
@@ -74,12 +76,19 @@ def test_a_mif_output_keeps_its_mif_inputs_command_history(tmp_path):
     (tmp_path / "list.txt").write_text("p_dt.mif\n")
     out = tmp_path / "out"
     out.mkdir()
-    s = batch.Settings(method="linear", output_format="mif")
+    s = batch.Settings(method="linear", output_format="mif", record=record)
     assert [r["status"] for r in batch.run_cohort(batch.find_items(tmp_path / "list.txt"), s, out, client=None,
                                                   progress=False)] == ["done"]
     before = read_header(fixture)["command_history"]
     outputs = sorted(out.rglob("*.mif"))
-    assert len(outputs) == 4 and all(read_header(p)["command_history"] == before for p in outputs)
+    assert len(outputs) == 4
+    for p in outputs:
+        history = read_header(p).get("command_history")
+        if not record:
+            assert history is None, (p.name, history)
+            continue
+        assert history == [*before, f"iqt batch (run record: {p.name[:-len('.mif')]}.json)"], (p.name, history)
+        assert (p.parent / f"{p.name[:-len('.mif')]}.json").is_file() and str(tmp_path) not in history[-1]
 
 
 def test_a_file_of_an_outputs_name_in_the_other_format_that_no_run_wrote_stays(tmp_path, mif_list):

@@ -54,6 +54,8 @@ class Settings:
     note: str | None = None  # said in each subject's notes: the default ran interpolation for lack of a learned model
     # for the factors (methods/factor_choice.py Choice.note)
     output_format: str = "nifti"  # the images written: NIfTI, or MRtrix's .mif (fileio/mif.py) (OUTPUT_SUFFIXES)
+    record: bool = True  # False under `iqt --no-record`: a .mif output's header then holds no command_history
+    # (subject._input_history); not part of what a rerun compares
 
 
 def output_names(item: Item, s: Settings, maps=()) -> dict[str, str]:

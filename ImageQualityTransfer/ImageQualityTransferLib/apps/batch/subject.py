@@ -444,17 +444,20 @@ def process(item: Item, s: Settings, out_root: str, run_token: str | None = None
         return _process(item, s, out_root, run_token, workers)
 
 
-def _input_history(item: Item, s: Settings):
-    """While a subject's .mif outputs are written: its .mif input's command_history carried into them, as `iqt upsample
-    --no-record` carries it (fileio/volumes.py _mif_record; the sidecars are the run's record). NIfTI outputs are
-    written as before, outside any run record."""
+def _input_history(item: Item, s: Settings, name: str):
+    """While a subject's .mif output `name` is written: its .mif input's command_history carried into it, and one line
+    naming iqt batch and the output's sidecar (the run's record; no path), as MRtrix appends each command. Under
+    `iqt --no-record` none, as `iqt upsample` writes none. NIfTI outputs are written as before, outside any run record."""
     import contextlib
 
     if s.output_format == "nifti":
         return contextlib.nullcontext()
     from ...fileio.records import PATH_FREE, run_record
 
-    return run_record({}, keep=PATH_FREE, source=str(Path(item.path).absolute()))
+    if not s.record:
+        return run_record({}, keep=PATH_FREE)
+    return run_record({"command": f"iqt batch (run record: {sidecar(Path(name)).name})"}, keep=PATH_FREE,
+                      source=str(Path(item.path).absolute()))
 
 
 def _process(item: Item, s: Settings, out_root: str, run_token: str | None = None, workers: int | None = None) -> dict:
@@ -506,8 +509,8 @@ def _process(item: Item, s: Settings, out_root: str, run_token: str | None = Non
                 stage.declare(sidecar(folder / name))
             for path in stale_maps(folder, names):  # removed with the commit: kept if the subject fails
                 Outputs().retire(path)
-            with _input_history(item, s):
-                for key, name in names.items():  # data first, every sidecar after, the tensor's last
+            for key, name in names.items():  # data first, every sidecar after, the tensor's last
+                with _input_history(item, s, name):
                     if key == "tensor":
                         fileio.save_tensor(vols[key], folder / name, **vols[key].meta["written"])
                     else:  # an uncertainty map's kind and unit in its header, as iqt upsample writes them

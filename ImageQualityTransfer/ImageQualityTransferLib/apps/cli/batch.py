@@ -236,7 +236,8 @@ def run(args) -> int:
                            order_stated=getattr(args, "order_stated", None), output_order=args.output_order,
                            noisy_model_file=noisy_file, noisy_model_sha256=noisy_sha, bmax=args.bmax,
                            exclude_outliers=args.exclude_outliers, frame_check=not getattr(args, "no_frame_check", False),
-                           note=note or None, output_format=args.output_format)
+                           note=note or None, output_format=args.output_format,
+                           record=not getattr(args, "no_record", False))
         runs.append((name, g, group, s))
     try:
         import distributed  # noqa: F401

@@ -106,3 +106,19 @@ def test_a_file_of_an_outputs_name_in_the_other_format_that_no_run_wrote_stays(t
     fileio.save_tensor(dti.replace(data=dti.data * 1.01), tmp_path / "a_dti.mif")  # refitted: the subject is redone
     assert [r["status"] for r in batch.run_cohort(items, s, tmp_path / "out", progress=False)] == ["done"]
     assert (folder / f"{STEM}fa_dwimap.nii.gz").read_bytes() == copy
+
+
+def test_an_earlier_nifti_runs_mask_given_as_a_mif_runs_mask_is_named_as_that_output(tmp_path, mif_list):
+    """A NIfTI run's brain mask given as a list line's --mask to a .mif run into the same folder (which would remove
+    it as the other format's output) is refused naming it the subject's mask output, not "an earlier map"."""
+    items = batch.find_items(mif_list)
+    assert [r["status"] for r in batch.run_cohort(items, batch.Settings(method="linear"), tmp_path / "out",
+                                                  progress=False)] == ["done"]
+    mask = "out/sub-adti/dwi/sub-adti_space-orig_res-2x_model-linear_desc-brain_mask.nii.gz"
+    mif_list.write_text(f"a_dti.mif --mask {mask}\n")
+    with pytest.raises(batch.IQTError) as err:
+        batch.check_inputs_kept(tmp_path / "out", batch.find_items(mif_list), batch.Settings(method="linear",
+                                                                                            output_format="mif"))
+    said = str(err.value)
+    assert f"{mask} is sub-adti's mask output of an earlier --output-format nifti run, which this run would remove" in \
+        said and "map" not in said, said

@@ -97,7 +97,7 @@ def test_an_input_that_the_run_would_remove_as_an_earlier_map_is_refused(tmp_pat
     (cohort / f"sub-X_{BASE}_param-tensor_dwimap.nii.gz").rename(std)
     (tmp_path / "list.txt").write_text(f"deriv/sub-X/dwi/{std.name}\n")
     err = refused(capsys, tmp_path, "list.txt", "-o", "deriv")
-    assert f"its input deriv/sub-X/dwi/{std.name} is an earlier map of sub-X, which this run would remove" in err
+    assert f"its input deriv/sub-X/dwi/{std.name} is an earlier uncertainty map of sub-X, which this run would remove" in err
 
 
 def test_the_in_process_cohort_run_refuses_it_too(tmp_path, cohort):

@@ -100,6 +100,17 @@ def stale_maps(folder: Path, names: dict) -> list[Path]:
                    and (image_stem(p.name) not in stems or written_by_us(p))})
 
 
+def stale_role(path: Path, names: dict, prefix: str) -> str:
+    """What a file `stale_maps` found is, as the input refusal names it: an output of an earlier run in the other
+    format (a NIfTI brain mask before a .mif run), or an earlier uncertainty map or its sidecar."""
+    key = next((k for k, n in names.items() if image_stem(n) == image_stem(path.name)), None)
+    if key is not None:
+        fmt = next(f for f, ext in sorted(OUTPUT_SUFFIXES.items(), key=lambda e: -len(e[1])) if path.name.endswith(ext))
+        return f"{prefix}'s {key} output of an earlier --output-format {fmt} run"
+    what = "the sidecar of an earlier uncertainty map" if path.name.endswith(".json") else "an earlier uncertainty map"
+    return f"{what} of {prefix}"
+
+
 def written_by_us(path: Path) -> bool:
     """Whether `path` is the file its sidecar describes (its FileSHA256 recorded and matching, `intact`): an earlier
     output of iqt batch, not another file given its name."""
@@ -437,7 +448,7 @@ def check_inputs_kept(out_root, items, s: Settings) -> None:
             planned += [(folder / name, f"{it.prefix}'s {key} output", "write"),
                         (sidecar(folder / name), f"{it.prefix}'s {key} sidecar", "write")]
         if folder.is_dir():
-            planned += [(p, f"an earlier map of {it.prefix}", "remove") for p in stale_maps(folder, names)]
+            planned += [(p, stale_role(p, names, it.prefix), "remove") for p in stale_maps(folder, names)]
     for path, role, how in planned:
         found = named(path)
         if found is None:

@@ -153,10 +153,14 @@ class ImageQualityTransferFileReader:
         return "MRtrixImage"
 
     def extensions(self):
-        return [_("MRtrix image") + " (*.mif *.mif.gz *.mih)"]
+        from ImageQualityTransferLib.fileio.mif import READ_SUFFIXES  # numpy only: loads before any install
+
+        return [_("MRtrix image") + " (" + " ".join("*" + s for s in READ_SUFFIXES) + ")"]
 
     def canLoadFile(self, filePath):
-        return str(filePath).lower().endswith((".mif", ".mif.gz", ".mih"))
+        from ImageQualityTransferLib.fileio.mif import is_mif
+
+        return is_mif(filePath)
 
     def load(self, properties):
         filePath = properties["fileName"]

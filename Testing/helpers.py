@@ -284,24 +284,11 @@ def run_notes(node) -> list[str]:
 
 def dwi_node(scene, dwi: Volume):
     """A vtkMRMLDiffusionWeightedVolumeNode in `scene` holding `dwi`, its gradients stored in IJK axes (measurement
-    frame = the IJK-to-RAS rotation), as the Slicer module's tests give a DWI input."""
-    import slicer
-    from vtk.util import numpy_support as ns
-
-    from ImageQualityTransferLib.fileio.nrrd import direction_rotation
+    frame = the IJK-to-RAS rotation), as the Slicer module's tests give a DWI input (slicer/mrml.py add_dwi_node, which
+    the module's .mif reader uses)."""
     from ImageQualityTransferLib.slicer import mrml
 
-    node = slicer.vtkMRMLDiffusionWeightedVolumeNode()
-    scene.AddNode(node)
-    node.SetIJKToRASMatrix(mrml._numpy_to_matrix(dwi.affine))
-    mf = np.eye(4)
-    mf[:3, :3] = direction_rotation(dwi.affine)
-    node.SetMeasurementFrameMatrix(mrml._numpy_to_matrix(mf))
-    node.SetAndObserveImageData(mrml._image_data(dwi.data.astype(np.float32), as_tensors=False))
-    node.SetNumberOfGradients(len(dwi.bvals))
-    node.SetDiffusionGradients(ns.numpy_to_vtk(np.ascontiguousarray(dwi.bvecs, dtype=np.float64), deep=1))
-    node.SetBValues(ns.numpy_to_vtk(np.ascontiguousarray(dwi.bvals, dtype=np.float64), deep=1))
-    return node
+    return mrml.add_dwi_node(scene, dwi)
 
 
 _PHANTOM_DWI_FILES: dict = {}  # (shape, seed) -> the bytes of its .nii.gz, .bval and .bvec, as save_dwi wrote them

@@ -89,6 +89,19 @@ def test_a_nifti_mask_through_mrconvert_becomes_a_label_map(scene, tmp_path, dat
     assert mrml.mask_from_node(node).data.sum() == (np.asarray(fileio.load_scalar(FIXTURES / "mask.nii").data) > 0).sum()
 
 
+def test_the_node_builders_are_mrmls_and_the_suffixes_are_fileio_mifs(scene):
+    """The DWI and label map builders are slicer/mrml.py's, beside add_tensor_node (the tests' helpers.dwi_node is
+    the same code); a node is named without any suffix fileio/mif.py reads."""
+    from ImageQualityTransferLib.fileio.mif import READ_SUFFIXES
+
+    dwi = fileio.load_dwi(FIXTURES / "dwi.mif.gz")
+    got = dwi_volume_from_node(mrml.add_dwi_node(scene, dwi, "d"))
+    assert np.array_equal(got.data, dwi.data) and np.allclose(got.bvecs, dwi.bvecs, atol=1e-6)
+    mask = fileio.load_scalar(FIXTURES / "mask.nii")
+    assert np.array_equal(mrml.mask_from_node(mrml.add_label_node(scene, mask, "m")).data, np.asarray(mask.data) > 0)
+    assert {mif_nodes.node_name(f"dt{s.upper()}") for s in READ_SUFFIXES} == {"dt"}
+
+
 READER = r"""
 import sys, types
 sys.path[:0] = [{testing!r}, {helpers!r}]

@@ -13,15 +13,12 @@ from . import mrml
 from ..core.errors import IQTError
 from ..core.i18n import _
 from ..core.volume import Volume
-from ..fileio.nrrd import direction_rotation
-
-SUFFIXES = (".mif", ".mif.gz", ".mih")
-
+from ..fileio.mif import READ_SUFFIXES
 
 def node_name(path) -> str:
     """The node's name: the file's without its MRtrix suffix (dt.mif.gz -> dt), as Slicer names a loaded volume."""
     name = Path(path).name
-    return next((name[: -len(s)] for s in SUFFIXES if name.lower().endswith(s)), name)
+    return next((name[: -len(s)] for s in READ_SUFFIXES if name.lower().endswith(s)), name)
 
 
 def load_mif(scene, path, name: str | None = None):
@@ -34,13 +31,13 @@ def load_mif(scene, path, name: str | None = None):
     dim = keys.get("dim", [""])[0].split(",")
     name = name or node_name(path)
     if keys.get("dw_scheme"):
-        return add_dwi_node(scene, fileio.load_dwi(path), name)
+        return mrml.add_dwi_node(scene, fileio.load_dwi(path), name)
     if len(dim) == 4 and dim[3].strip() == "6":
         return mrml.add_tensor_node(scene, fileio.load_tensor(path), name)
     if len(dim) != 4 or dim[3].strip() == "1":  # the map reader's refusal for what is not 3D (fileio/mif.py)
         image = fileio.load_scalar(path)
         if is_mask(keys, image):  # the module's brain mask input takes label maps only
-            return add_label_node(scene, image, name)
+            return mrml.add_label_node(scene, image, name)
         return mrml.add_scalar_node(scene, image, name, colormap=None)  # grey, as Slicer loads one
     raise IQTError(_("{path}: an MRtrix image of {volumes} volumes with no gradient table (dw_scheme) is neither a DWI "
                      "nor a tensor volume (6 volumes); add its gradients with 'mrconvert -fslgrad' or load a DWI, "
@@ -56,37 +53,3 @@ def is_mask(keys: dict, image: Volume) -> bool:
     if not datatype.startswith(("int", "uint")):
         return False
     return bool(np.isin(np.unique(np.asarray(image.data)), (0, 1)).all())
-
-
-def add_dwi_node(scene, dwi: Volume, name: str):
-    """A vtkMRMLDiffusionWeightedVolumeNode in `scene` holding `dwi` (gradients in voxel axes): IJKToRAS the affine,
-    measurement frame the voxel axes' rotation (as a DTI node's, mrml.set_tensor_node), so that its gradients are the
-    voxel-axis ones and processing.dwi_volume_from_node reads back what was given."""
-    import slicer
-    from vtk.util import numpy_support as ns
-
-    node = slicer.vtkMRMLDiffusionWeightedVolumeNode()
-    node.SetName(mrml.free_name(scene, name))
-    node.SetIJKToRASMatrix(mrml._numpy_to_matrix(dwi.affine))
-    mf = np.eye(4)
-    mf[:3, :3] = direction_rotation(dwi.affine)
-    node.SetMeasurementFrameMatrix(mrml._numpy_to_matrix(mf))
-    g = np.asarray(dwi.bvecs, dtype=np.float64).reshape(-1, 3)
-    node.SetDiffusionGradients(ns.numpy_to_vtk(np.ascontiguousarray(g), deep=1))
-    node.SetBValues(ns.numpy_to_vtk(np.ascontiguousarray(np.asarray(dwi.bvals, dtype=np.float64)), deep=1))
-    node.SetAndObserveImageData(mrml._image_data(np.asarray(dwi.data, dtype=np.float32), as_tensors=False))
-    scene.AddNode(node)
-    node.CreateDefaultDisplayNodes()
-    return node
-
-
-def add_label_node(scene, mask: Volume, name: str):
-    """A vtkMRMLLabelMapVolumeNode in `scene` holding `mask` (1 inside): what the module takes as its brain mask."""
-    import slicer
-
-    node = slicer.vtkMRMLLabelMapVolumeNode()
-    node.SetName(mrml.free_name(scene, name))
-    mrml._set_scalar_image(node, Volume(np.asarray(mask.data).astype(np.uint8), mask.affine, "mask"))
-    scene.AddNode(node)
-    node.CreateDefaultDisplayNodes()
-    return node

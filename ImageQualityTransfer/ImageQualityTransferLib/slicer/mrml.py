@@ -492,6 +492,41 @@ def add_tensor_node(scene, vol: Volume, name: str):
     return node
 
 
+def add_dwi_node(scene, dwi: Volume, name: str = "dwi"):
+    """New vtkMRMLDiffusionWeightedVolumeNode in `scene` holding `dwi` (gradients in voxel axes): IJKToRAS the affine,
+    measurement frame the voxel axes' rotation (as `set_tensor_node`'s), so that its gradients are the voxel-axis ones
+    and processing.dwi_volume_from_node reads back what was given."""
+    from slicer import vtkMRMLDiffusionWeightedVolumeNode
+
+    ns = _vtk()[1]
+    node = vtkMRMLDiffusionWeightedVolumeNode()
+    node.SetName(free_name(scene, name))
+    node.SetIJKToRASMatrix(_numpy_to_matrix(dwi.affine))
+    mf = np.eye(4)
+    mf[:3, :3] = direction_rotation(dwi.affine)
+    node.SetMeasurementFrameMatrix(_numpy_to_matrix(mf))
+    node.SetAndObserveImageData(_image_data(np.asarray(dwi.data, dtype=np.float32), as_tensors=False))
+    node.SetNumberOfGradients(len(dwi.bvals))
+    g = np.asarray(dwi.bvecs, dtype=np.float64).reshape(-1, 3)
+    node.SetDiffusionGradients(ns.numpy_to_vtk(np.ascontiguousarray(g), deep=1))
+    node.SetBValues(ns.numpy_to_vtk(np.ascontiguousarray(np.asarray(dwi.bvals, dtype=np.float64)), deep=1))
+    scene.AddNode(node)
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+def add_label_node(scene, mask: Volume, name: str):
+    """New vtkMRMLLabelMapVolumeNode in `scene` holding `mask` (1 inside): what the module takes as its brain mask."""
+    from slicer import vtkMRMLLabelMapVolumeNode
+
+    node = vtkMRMLLabelMapVolumeNode()
+    node.SetName(free_name(scene, name))
+    _set_scalar_image(node, Volume(np.asarray(mask.data).astype(np.uint8), mask.affine, "mask"))
+    scene.AddNode(node)
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
 def set_tensor_node(node, vol: Volume):
     """Fill an existing DTI node with `vol` (geometry, measurement frame, tensors), in place: its display nodes
     are kept, so a node reused run after run never gains new ones. Display nodes are added only if it has none."""

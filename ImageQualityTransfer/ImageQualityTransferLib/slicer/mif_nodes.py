@@ -40,8 +40,8 @@ def load_mif(scene, path, name: str | None = None):
             return mrml.add_label_node(scene, image, name)
         return mrml.add_scalar_node(scene, image, name, colormap=None)  # grey, as Slicer loads one
     raise IQTError(_("{path}: an MRtrix image of {volumes} volumes with no gradient table (dw_scheme) is neither a DWI "
-                     "nor a tensor volume (6 volumes); add its gradients with 'mrconvert -fslgrad' or load a DWI, "
-                     "tensor or single-volume image").format(path=path, volumes=dim[3].strip()))
+                     "nor a tensor volume (6 volumes); add its gradients with {command} or load a DWI, tensor or "
+                     "single-volume image").format(path=path, volumes=dim[3].strip(), command="'mrconvert -fslgrad'"))
 
 
 def is_mask(keys: dict, image: Volume) -> bool:

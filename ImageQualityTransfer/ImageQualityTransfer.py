@@ -101,7 +101,7 @@ class ImageQualityTransfer(ScriptedLoadableModule):
               "99th percentile (the direction map up to 60°: a direction left to chance sits at its top), and "
               "only values from the model's median on clean scans, or the map's own median over the input's brain where "
               "lower, are coloured (the legend says which), so that the anatomy shows through below it and a noisy "
-              "scan shows more colour; untick <b>Display &gt; Above the median only</b> to colour "
+              "scan shows more colour; untick <b>Display &gt; Above clean level or median only</b> to colour "
               "every voxel. Tick\n"
               "<b>Display &gt; Same colour scale</b> to put every run's maps of one kind on one scale, so that\n"
               "one colour means one value when comparing methods or scans.</p>"),
@@ -214,8 +214,8 @@ class ImageQualityTransferParameterNode:
     averageFlips - learned methods: average over the input's axis flips and in-plane swap (16 runs, lower error).
     uncertaintyMap - the uncertainty map shown over the result ("std", "direction", ...; a run without it shows "std").
     uncertaintyOpacity - opacity of the uncertainty overlay.
-    uncertaintyFromMedian - each uncertainty map coloured only from its median over the input's brain up, the DTI
-        seen below.
+    uncertaintyFromMedian - each uncertainty map coloured only from its model's clean level or its median over the
+        input's brain, whichever is lower, the DTI seen below (the name kept from before the clean level: saved scenes).
     sharedColourScale - every run's uncertainty maps on one colour scale per map, so that colours compare across runs.
     outputVolume - high-resolution tensor output (created when empty).
     uncertaintyVolume - uncertainty map output (created when the method gives one).

@@ -211,7 +211,7 @@ def test_a_map_is_coloured_from_its_median_up_and_its_legend_says_so():
     assert disp.GetApplyThreshold() and disp.GetLowerThreshold() == pytest.approx(median, rel=1e-6)
     assert (disp.GetWindowLevelMin(), disp.GetWindowLevelMax()) == (0.0, pytest.approx(0.25))  # colours as before
     assert legend.GetTitleText() == "Tensor SD\n(µm²/ms)\n\u2265 median 0.15"
-    # off (the module's "Above the median only" unticked): every voxel of the support coloured, the line gone
+    # off (the module's "Above clean level or median only" unticked): every voxel of the support coloured, the line gone
     legends.share_scales(scene, shared=False, from_median=False)
     assert 0 < disp.GetLowerThreshold() < 0.05 and legend.GetTitleText() == "Tensor SD\n(µm²/ms)"
     legends.share_scales(scene, shared=False, from_median=True)

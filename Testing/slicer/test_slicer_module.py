@@ -127,6 +127,25 @@ def test_ui_parameter_names_are_not_translated_and_the_uncertainty_tooltip_names
                if p.get("name") == "toolTip")
     assert tensors.SHOWN_UNIT_LABEL in tip and "mm^2/s" not in tip
 
+def test_the_floor_checkbox_says_it_colours_from_the_clean_level_or_the_median():
+    """The overlay is coloured from a shipped model's clean level or the map's median, whichever is lower
+    (slicer/legends.py); the checkbox had read "Above the median only". Its label and tooltip name both, the help and
+    docs name the label the panel shows, and it still binds the parameter a saved scene holds its value under."""
+    widgets = ui_widgets()
+
+    def text(widget: str, prop: str) -> str:
+        return next(p.find("string").text for p in widgets[widget].findall("property") if p.get("name") == prop)
+
+    label = text("fromMedianCheckBoxLabel", "text").rstrip(":")
+    assert "clean level" in label and "median" in label, label
+    tip = text("fromMedianCheckBox", "toolTip")
+    assert "clean" in tip and "median" in tip and "lower" in tip, tip
+    assert text("fromMedianCheckBox", "SlicerParameterName") == "uncertaintyFromMedian"
+    assert "uncertaintyFromMedian" in parameter_names()
+    assert f"<b>Display &gt; {label}</b>" in MODULE_PY.read_text()
+    assert f"**Display \u2192 {label}**" in (REPO / "docs" / "slicer.md").read_text()
+
+
 def test_the_model_file_chooser_offers_the_model_files():
     """Advanced > Model file's file dialog lists the learned families' weights and their .json sidecars first (it had
     no filter: every file of a folder)."""

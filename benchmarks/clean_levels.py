@@ -2,9 +2,10 @@
 """The clean levels the uncertainty overlay is coloured against (slicer/clean_levels.py): per shipped model, the median
 and 99th percentile over the brain of each of its maps on clean inputs of the training subjects (style "own", as
 training makes them), the median of the subjects' figures. Prints one line per subject, model and map, then the table,
-and writes it to ImageQualityTransfer/Resources/Models/clean_levels.json with this command in it:
+and writes it to ImageQualityTransfer/Resources/Models/clean_levels.json with its command in it. The shipped table
+joins three runs' tables, its "commands" listing them (7, 5 and 6 models); one run of every shipped model would be:
 
-    python benchmarks/clean_levels.py --models espcn-hetero:2,espcn-hetero:1x1x2,biqt:2,biqt:3,rf:2,espcn-hetero-var1:2,deep-hetero-var1:2
+    python benchmarks/clean_levels.py --models espcn-hetero:2,espcn-hetero:1x1x2,espcn-hetero:1x1x3,biqt:2,biqt:3,biqt:1x1x2,biqt:1x1x3,rf:2,rf:3,rf:1x1x2,rf:1x1x3,espcn-hetero-var1:2,espcn-hetero-var1:1x1x2,espcn-hetero-var1:1x1x3,deep-hetero-var1:2,deep-hetero-var1:3,deep-hetero-var1:1x1x2,deep-hetero-var1:1x1x3
 
 Diffusivity maps are in µm²/ms (the map nodes' unit); each line also gives the level over the input's MD mode
 (core.tensors.md_mode), to judge whether levels must follow a subject's tensor scale. The dev subjects are never read.

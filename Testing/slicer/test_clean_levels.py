@@ -95,3 +95,25 @@ def test_a_map_below_its_clean_level_is_shown_from_its_own_median():
     legend = legends.style_uncertainty(scene, node, "std")
     assert node.GetDisplayNode().GetLowerThreshold() == pytest.approx(0.8 * median, rel=1e-4)
     assert 0.45 < _coloured(node) < 0.55 and "\n\u2265 median " in legend.GetTitleText()
+
+
+def test_every_shipped_uncertainty_model_has_a_clean_level():
+    """Each shipped model of a method with an uncertainty map (registry.json; a noise-trained twin is read against its
+    clean model's level) has a clean level for its tensor SD and direction maps, each map's median under its 99th
+    percentile: 11 of the 18 (espcn-hetero ×1,1,3, biqt and rf through-plane, rf ×3, the var1 models but ×2) had none,
+    and were coloured from their own median, half of a noisy scan's brain as of a clean one's."""
+    import json
+
+    from ImageQualityTransferLib import methods
+    from ImageQualityTransferLib.fileio.paths import MODELS_DIR
+
+    registry = json.loads((MODELS_DIR / "registry.json").read_text())["models"]
+    shipped = {e["sidecar"].removesuffix(".json").removesuffix("_noisy") for e in registry
+               if e["method"] in methods.with_uncertainty()}
+    table = json.loads(clean_levels.LEVELS_FILE.read_text())["models"]
+    assert len(shipped) == 18, sorted(shipped)
+    missing = sorted(m for m in shipped if not {"std", "direction"} <= set(table.get(m, {})))
+    assert not missing, f"shipped uncertainty models with no clean level: {missing}"
+    bad = {f"{m} {k}": v for m, maps in table.items() for k, v in maps.items()
+           if clean_levels.clean_level(f"shipped model {m}.pt", k) is None}
+    assert not bad, bad

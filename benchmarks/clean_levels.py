@@ -2,8 +2,7 @@
 """The clean levels the uncertainty overlay is coloured against (slicer/clean_levels.py): per shipped model, the median
 and 99th percentile over the brain of each of its maps on clean inputs of the training subjects (style "own", as
 training makes them), the median of the subjects' figures. Prints one line per subject, model and map, then the table,
-and writes it to ImageQualityTransfer/Resources/Models/clean_levels.json with its command in it. The shipped table
-joins three runs' tables, its "commands" listing them (7, 5 and 6 models); one run of every shipped model would be:
+and writes it to ImageQualityTransfer/Resources/Models/clean_levels.json with this command in it:
 
     python benchmarks/clean_levels.py --models espcn-hetero:2,espcn-hetero:1x1x2,espcn-hetero:1x1x3,biqt:2,biqt:3,biqt:1x1x2,biqt:1x1x3,rf:2,rf:3,rf:1x1x2,rf:1x1x3,espcn-hetero-var1:2,espcn-hetero-var1:1x1x2,espcn-hetero-var1:1x1x3,deep-hetero-var1:2,deep-hetero-var1:3,deep-hetero-var1:1x1x2,deep-hetero-var1:1x1x3
 
@@ -32,6 +31,10 @@ from ImageQualityTransferLib.slicer.clean_levels import LEVELS_FILE, model_key  
 from ImageQualityTransferLib.slicer.legends import input_support  # noqa: E402
 
 TRAIN = ROOT / ".." / "shared" / "data" / "dmri" / "train"
+# every shipped model of a method with an uncertainty map (registry.json), as the table's command lists them
+SHIPPED = ("espcn-hetero:2,espcn-hetero:1x1x2,espcn-hetero:1x1x3,biqt:2,biqt:3,biqt:1x1x2,biqt:1x1x3,rf:2,rf:3,rf:1x1x2,"
+           "rf:1x1x3,espcn-hetero-var1:2,espcn-hetero-var1:1x1x2,espcn-hetero-var1:1x1x3,deep-hetero-var1:2,"
+           "deep-hetero-var1:3,deep-hetero-var1:1x1x2,deep-hetero-var1:1x1x3")
 
 
 def levels(vol, factors: str, key: str) -> tuple[float, float]:
@@ -47,7 +50,7 @@ def levels(vol, factors: str, key: str) -> tuple[float, float]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("subjects", nargs="*", default=sorted(str(p) for p in TRAIN.glob("*")))
-    ap.add_argument("--models", default="espcn-hetero:2,espcn-hetero:1x1x2,biqt:2,biqt:3,rf:2",
+    ap.add_argument("--models", default=SHIPPED,
                     help="method:factors pairs, factors per axis written with x (1x1x2)")
     ap.add_argument("--out", default=str(LEVELS_FILE))
     args = ap.parse_args(argv)

@@ -122,3 +122,22 @@ def test_an_earlier_nifti_runs_mask_given_as_a_mif_runs_mask_is_named_as_that_ou
     said = str(err.value)
     assert f"{mask} is sub-adti's mask output of an earlier --output-format nifti run, which this run would remove" in \
         said and "map" not in said, said
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_a_rerun_with_the_other_record_setting_redoes_the_mif_outputs(tmp_path, first):
+    """A .mif run under `iqt --no-record` into a folder a recorded run wrote (or the reverse) redoes the subject: its
+    outputs had been skipped as done, keeping the other run's command_history (the input's paths under --no-record)."""
+    import shutil
+    from pathlib import Path
+
+    from ImageQualityTransferLib.fileio.mif import read_header
+
+    shutil.copy(Path(__file__).parents[1] / "fileio" / "mif_fixtures" / "dt.mif", tmp_path / "p_dt.mif")
+    (tmp_path / "list.txt").write_text("p_dt.mif\n")
+    items = batch.find_items(tmp_path / "list.txt")
+    for record, status in ((first, "done"), (not first, "done"), (not first, "skipped")):
+        s = batch.Settings(method="linear", output_format="mif", record=record)
+        assert [r["status"] for r in batch.run_cohort(items, s, tmp_path / "out", client=None, progress=False)] == [status]
+    outputs = sorted((tmp_path / "out").rglob("*.mif"))
+    assert len(outputs) == 4 and all(("command_history" in read_header(p)) == (not first) for p in outputs)

@@ -55,7 +55,7 @@ class Settings:
     # for the factors (methods/factor_choice.py Choice.note)
     output_format: str = "nifti"  # the images written: NIfTI, or MRtrix's .mif (fileio/mif.py) (OUTPUT_SUFFIXES)
     record: bool = True  # False under `iqt --no-record`: a .mif output's header then holds no command_history
-    # (subject._input_history); not part of what a rerun compares
+    # (subject._input_history); its sidecars say so (identity: CommandHistory), so a rerun with the other setting redoes it
 
 
 def output_names(item: Item, s: Settings, maps=()) -> dict[str, str]:
@@ -212,7 +212,8 @@ def identity(item: Item, s: Settings, hashes: dict) -> dict:
             **_tta_record(s), **({"TensorOrder": order} if order != "nifti" and item.kind == "dti" else {}),
             **({"OutputOrder": written} if written != "nifti" else {}),
             **({"BMax": s.bmax} if s.bmax is not None and item.kind == "dwi" else {}),
-            **({"ExcludeOutliers": True} if s.exclude_outliers and item.kind == "dwi" else {})}
+            **({"ExcludeOutliers": True} if s.exclude_outliers and item.kind == "dwi" else {}),
+            **({"CommandHistory": False} if not s.record and s.output_format != "nifti" else {})}
 
 
 def mc_samples(s: Settings) -> int | None:
@@ -252,7 +253,8 @@ def _factor(s: Settings):
 
 
 # identity fields written only where a setting is not its default: one in a sidecar but not asked for is a mismatch
-OPTIONAL_IDENTITY = ("TensorOrder", "OutputOrder", "BMax", "MaskSHA256", "TTA", "ExcludeOutliers", "SidecarSHA256")
+OPTIONAL_IDENTITY = ("TensorOrder", "OutputOrder", "BMax", "MaskSHA256", "TTA", "ExcludeOutliers", "SidecarSHA256",
+                     "CommandHistory")
 
 
 def finished(folder: Path, names: dict, ident: dict) -> dict | None:

@@ -859,7 +859,7 @@ def _mif_record(descrip: str = "") -> dict[str, list[str]]:
 
     lines = {}
     command, record, source = run_command(), run_json(), run_input()
-    try:  # the main input's own history where it is an MRtrix image, kept under --no-record too (it is the lab's)
+    try:  # the main input's own history where it is an MRtrix image (none under --no-record: run_input() is None)
         history = read_header(source).get("command_history", []) if source and is_mif(source) else []
     except IQTError:
         history = []

@@ -121,3 +121,60 @@ def test_every_shipped_uncertainty_model_has_a_clean_level():
     bad = {f"{m} {k}": v for m, maps in table.items() for k, v in maps.items()
            if clean_levels.clean_level(f"shipped model {m}.pt", k) is None}
     assert not bad, bad
+
+
+def test_a_noisy_scans_direction_map_colours_no_less_of_the_brain_than_a_clean_scans():
+    """The noise-trained twin's direction map may read low: on the 3 mm ortho dev scan biqt ×2's clean map has its
+    median above the clean level (49 against 45), the SNR-10 map its median below it. From the lower of the two the
+    clean map coloured more of the brain than the noisy one (0.585 and 0.570), noise looking more confident; each
+    direction map is coloured from its own median, the same half."""
+    scene = slicer.vtkMRMLScene()
+    level = clean_levels.clean_level("shipped model biqt_x2.npz", "direction")[0]
+    clean = _map(scene, _brain_map(1.08 * level), "shipped model biqt_x2.npz", "direction")
+    noisy = _map(scene, _brain_map(0.97 * level), "shipped model biqt_x2_noisy.npz", "direction")
+    noisy.SetAttribute(mrml.NOISE_ATTRIBUTE, "1.0")  # the direction map is drawn from the SD, never scaled itself
+    for node in (clean, noisy):
+        legends.style_uncertainty(scene, node, "direction")
+    assert _coloured(noisy) >= _coloured(clean) - 1e-3, (_coloured(clean), _coloured(noisy))
+    for node in (clean, noisy):
+        note = "\n\u2265 median " + legends.floor_label(legends._median(node)) + "\n"
+        assert note in legends.legend_of(node).GetTitleText() + "\n"
+
+
+def _noisy_scaled(scene, median: float = 0.189, g: float = 1.5477):
+    """biqt ×2's map of the 3 mm ortho dev scan at b0 SNR 5: median 0.189, scaled by its noise factor 1.55."""
+    node = _map(scene, _brain_map(median), "shipped model biqt_x2_noisy.npz")
+    node.SetAttribute(mrml.NOISE_ATTRIBUTE, repr(g))
+    node.SetAttribute(mrml.NOISE_INDEX_ATTRIBUTE, "0.3")
+    return node
+
+
+def test_a_noisy_inputs_scaled_map_is_not_said_to_be_shown_from_its_median():
+    """Coloured from its median over its noise factor (0.122, below biqt's clean level 0.15), the map's legend had read
+    "≥ median 0.12" while its median was 0.189: its line names no median it does not have."""
+    scene = slicer.vtkMRMLScene()
+    node = _noisy_scaled(scene)
+    title = legends.style_uncertainty(scene, node, "std").GetTitleText()
+    assert node.GetDisplayNode().GetLowerThreshold() == pytest.approx(0.189 / 1.5477, rel=1e-4)
+    assert "\nshown \u2265 0.12\n" in title + "\n" and "median" not in title and "clean" not in title, title
+
+
+def test_under_a_shared_scale_each_maps_note_is_true_of_it():
+    """One floor per map across runs, the lowest: espcn-hetero's clean level (0.12) under a biqt map whose own clean
+    level is 0.15, a user's model's map and a noisy scaled one. Each legend had taken the lowest floor's word ("≥ clean
+    0.12" on all four); only the map whose clean level it is says "clean", the others "shown"."""
+    scene = slicer.vtkMRMLScene()
+    level = clean_levels.clean_level(SHIPPED, "std")[0]
+    espcn = _map(scene, _brain_map(1.02 * level), SHIPPED)
+    biqt = _map(scene, _brain_map(0.3), "shipped model biqt_x2.npz")
+    user = _map(scene, _brain_map(0.4), "given model /data/mine.pt")
+    noisy = _noisy_scaled(scene, median=0.3)
+    for node in (espcn, biqt, user, noisy):
+        legends.style_uncertainty(scene, node, "std")
+    legends.share_scales(scene, shared=True)
+    label = legends.floor_label(level)
+    for node in (espcn, biqt, user, noisy):
+        assert node.GetDisplayNode().GetLowerThreshold() == pytest.approx(level)
+    assert f"\n\u2265 clean {label}\n" in legends.legend_of(espcn).GetTitleText() + "\n"
+    for node in (biqt, user, noisy):  # (above the clipped-top line, where there is one)
+        assert f"\nshown \u2265 {label}\n" in legends.legend_of(node).GetTitleText() + "\n", node.GetName()

@@ -154,10 +154,19 @@ def table_level(node):
 
 def expected_floor(node) -> tuple[float, bool]:
     """(the value a map is shown from, whether it is its model's clean level): the lower of that level and its own
-    median."""
+    median; the direction map's own median (legends._floor_of)."""
     level, own = table_level(node), support_median(node)
+    if node.GetAttribute(mrml.MAP_ATTRIBUTE) == "direction":
+        level = None
     return (level[0], True) if level and level[0] <= own else (own, False)
 
+
+def expected_note(node, floor: float) -> str:
+    """The note true of `floor` on this map: its clean level's, its median's, or the neutral one."""
+    level, own = table_level(node), support_median(node)
+    if level and floor == pytest.approx(level[0], rel=1e-6):
+        return legends.CLEAN_NOTE
+    return legends.FLOOR_NOTE if floor == pytest.approx(own, rel=1e-6) else legends.SHOWN_NOTE
 
 
 def tail(node, shared=()) -> str:
@@ -168,8 +177,8 @@ def tail(node, shared=()) -> str:
     data = mrml.scalar_volume_from_node(node).data
     out = ""
     if node.GetAttribute(legends.FROM_MEDIAN_ATTRIBUTE) == "1":
-        floor, clean = min(map(expected_floor, shared)) if shared else expected_floor(node)  # shared: the lowest
-        out += "\n" + (legends.CLEAN_NOTE if clean else legends.FLOOR_NOTE).format(floor=legends.floor_label(floor))
+        floor = min(map(expected_floor, shared))[0] if shared else expected_floor(node)[0]  # shared: the lowest
+        out += "\n" + expected_note(node, floor).format(floor=legends.floor_label(floor))
     if np.nanmax(data) > top:
         out += "\n" + legends.wrap_title(legends.CLIPPED_NOTE.format(top=(legend.GetLabelFormat() % top).strip()))
     return out
@@ -314,7 +323,8 @@ def test_a_noisy_input_s_map_scaled_up_looks_less_certain_and_its_legend_says_so
     assert floors == [pytest.approx(0.15, rel=1e-5)] * 3  # the noisy map from the median it had before its scaling
     assert shown[1] > 1.4 * shown[0] and shown[2] == shown[0]
     own = "\u2265 median 0.15"  # a map of no shipped model: from its own median (CLEAN_NOTE otherwise)
-    assert titles == [f"Tensor SD\n(µm²/ms)\n{own}", f"Tensor SD\n(µm²/ms)\nnoisy input:\nSD \u00d71.50\n{own}",
+    # the scaled map's median is 0.225: its floor is said neither its median nor a clean level (SHOWN_NOTE)
+    assert titles == [f"Tensor SD\n(µm²/ms)\n{own}", "Tensor SD\n(µm²/ms)\nnoisy input:\nSD \u00d71.50\nshown \u2265 0.15",
                       f"Tensor SD\n(µm²/ms)\nnoisy input\n{own}"], titles
     legends.share_scales(scene, shared=True)  # one floor for the kind: the lowest, over g
     assert noisy.GetDisplayNode().GetLowerThreshold() == pytest.approx(0.15, rel=1e-5)
@@ -340,7 +350,9 @@ def test_a_legend_calls_an_input_noisy_only_above_the_training_inputs_noise(g, i
     node.SetAttribute(mrml.MAP_ATTRIBUTE, "std")
     node.SetAttribute(mrml.FACTORS_ATTRIBUTE, "2")
     title = unpadded(legends.style_uncertainty(scene, node, "std"))
-    assert title.split("\n\u2265 median ")[0] == "\n".join(["Tensor SD\n(µm²/ms)", *([line] if line else [])]), title
+    body, note = title.rsplit("\n", 1)  # the floor's line: "shown" where the map was scaled (its median is not it)
+    assert body == "\n".join(["Tensor SD\n(µm²/ms)", *([line] if line else [])]), title
+    assert note.startswith("\u2265 median " if g == 1.0 else "shown \u2265 "), title
 
 
 
@@ -444,7 +456,8 @@ def test_legends_titles_and_label_formats(lowres):
     direction_display = nodes["uncertainties"]["direction"].GetDisplayNode()
     floor = direction_display.GetLowerThreshold()
     assert direction_display.GetWindowLevelMax() == 60.0 and direction_display.GetWindowLevelMin() == floor // 10 * 10
-    assert 20 < floor < 60 and shown["direction"].GetNumberOfLabels() in (4, 5)  # 40, 45, ... 60 or 30, 40, 50, 60
+    # 40, 45, ... 60; 30, 40, 50, 60; or 50, 52, ... 60 (a floor from 50 up: its own median, not its clean level)
+    assert 20 < floor < 60 and shown["direction"].GetNumberOfLabels() in (4, 5, 6)
     # round ticks (the 99th percentile's quarters printed 0.30 / 0.23 / 0.15 / 0.08), at most 5 characters
     for high, top, n, fmt in ((0.30, 0.3, 3, "%5.1f"), (0.0122, 0.015, 3, "%5.3f"), (64.7, 80.0, 4, "%5.0f"),
                               (0.19, 0.2, 4, "%5.2f"), (0.92, 1.0, 5, "%5.1f"), (0.0095, 0.01, 5, "%5.3f")):

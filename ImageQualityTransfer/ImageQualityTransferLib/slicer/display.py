@@ -11,7 +11,7 @@ import numpy as np
 from ..core.errors import IQTError
 from . import mrml
 from .legends import (CLEAN_NOTE, CLIPPED_NOTE, DIRECTION_NOISE_NOTE, FLOOR_NOTE, NOISE_INDEX_NOTE, NOISE_NOTE, NOISE_SCALE_NOTE,
-                      SHARED_NOTE, legend_of, legend_room, refresh_legends, share_scales, style_results)
+                      SHARED_NOTE, SHOWN_NOTE, legend_of, legend_room, refresh_legends, share_scales, style_results)
 
 SEEDING_CLASS = "vtkMRMLTractographyInteractiveSeedingNode"  # from SlicerDMRI, registered only where it is installed
 COMPARE_VIEWS = ("Red", "Yellow")  # the side-by-side layout's two slice views: interpolation | IQT
@@ -63,16 +63,18 @@ def show_results(scene, nodes: dict, opacity: float = 0.5, titles: dict | None =
                  shared_note: str = SHARED_NOTE, clipped_note: str = CLIPPED_NOTE, from_median: bool = True,
                  floor_note: str = FLOOR_NOTE, shown_map: str | None = None, marker: bool = False,
                  noise_notes: tuple[str, ...] = (NOISE_NOTE, NOISE_SCALE_NOTE, NOISE_INDEX_NOTE,
-                                                 DIRECTION_NOISE_NOTE), clean_note: str = CLEAN_NOTE) -> None:
+                                                 DIRECTION_NOISE_NOTE), clean_note: str = CLEAN_NOTE,
+                 shown_note: str = SHOWN_NOTE) -> None:
     """A run's results in every slice view: the IQT tensor as background, its main uncertainty map on top; each
     axial, coronal or sagittal view is fitted to the tensor with a strip on the right kept free for the legend (a
     plain fit puts the legend over the brain). `shared`: one colour scale per map across the scene's runs
     (`share_scales`, its legends ending in `shared_note`); `from_median`: each map coloured from its median up;
-    `clipped_note`, `floor_note`, `clean_note`: as `set_scale`, `noise_notes`: as `style_uncertainty`, translated; `shown_map`: the map on top (`overlay_of`); `marker`:
+    `clipped_note`, `floor_note`, `clean_note`, `shown_note`: as `set_scale`, `noise_notes`: as `style_uncertainty`, translated; `shown_map`: the map on top (`overlay_of`); `marker`:
     `show_marker` in each view."""
-    style_results(scene, nodes, titles, clipped_note, from_median, floor_note, noise_notes, clean_note)
+    style_results(scene, nodes, titles, clipped_note, from_median, floor_note, noise_notes, clean_note, shown_note)
     if shared:
-        share_scales(scene, note=shared_note, clipped_note=clipped_note, floor_note=floor_note, clean_note=clean_note)
+        share_scales(scene, note=shared_note, clipped_note=clipped_note, floor_note=floor_note, clean_note=clean_note,
+                     shown_note=shown_note)
     tensor, overlay, interpolated = nodes.get("tensor"), overlay_of(nodes, shown_map), nodes.get("interpolated")
     legend_follows_opacity(overlay, opacity)
     if _comparing(scene):  # a run made in the side-by-side layout: both sides showed it, as if IQT were cubic

@@ -46,8 +46,14 @@ FROM_MEDIAN_ATTRIBUTE = "ImageQualityTransfer.FromMedian"  # on the map node: "1
 # interior uncoloured, as confident as a clean scan (docs/measurements.md, "Slicer: a clean level").
 # A user's model has no clean level: its map keeps its own median, and the legend's line says which. One line each:
 # a second line had made the legend taller and its text smaller (Testing/slicer/test_render.py).
+# The direction map keeps its own median: the noise-trained twin's reads low ("may read low"), and from the lower of
+# the two a noisy scan's direction map had coloured less of the brain than the clean one's (biqt ×3 on the 3 mm yaw dev
+# scan: 0.567 clean, 0.500 at b0 SNR 5; docs/measurements.md, "Slicer: a clean level").
 FLOOR_NOTE = "\u2265 median {floor}"  # the legend's line while coloured from its own median
 CLEAN_NOTE = "\u2265 clean {floor}"  # ... from its model's clean median
+# ... from neither: a noisy input's scaled map from its median over its noise factor, or a shared scale's floor taken
+# from another run's map; "≥ median 0.12" had stood under a map whose median was 0.189 (`floor_word`)
+SHOWN_NOTE = "shown \u2265 {floor}"
 FLOOR_ATTRIBUTE = "ImageQualityTransfer.Floor"  # that line as set_scale wrote it, or ""
 # A noisy input's maps (mrml.NOISE_ATTRIBUTE: sigma scaled by g for the noise, methods/base.py NOISY_STD_SCALE): coloured
 # from the median over g, the median the map had before that scaling, and the legend says it under its title. From the
@@ -291,12 +297,14 @@ def style_uncertainty(scene, node, key: str = "std", title: str | None = None, v
                       region: np.ndarray | None = None, clipped_note: str = CLIPPED_NOTE, from_median: bool = True,
                       floor_note: str = FLOOR_NOTE, inner: np.ndarray | None = None,
                       noise_notes: tuple[str, ...] = (NOISE_NOTE, NOISE_SCALE_NOTE, NOISE_INDEX_NOTE,
-                                                      DIRECTION_NOISE_NOTE), clean_note: str = CLEAN_NOTE):
+                                                      DIRECTION_NOISE_NOTE), clean_note: str = CLEAN_NOTE,
+                      shown_note: str = SHOWN_NOTE):
     """Inferno colours from 0 to the map's own top (`own_top`), shown only from the map's median over its input's brain
     up with `from_median` (`_floor`), and a legend titled with the map's meaning and unit (`title` overrides the English default,
     for the module's translations; `region`: as `display_range`; `inner`: as `_median`), then a noisy input's line
     (`noise_notes`: unscaled, scaled, within, and the direction map's unscaled; `noise_line`), ending in `floor_note`
-    (`clean_note` for a shipped model's map, `clean_floor`) and `clipped_note` where they apply
+    (`clean_note` for a shipped model's map, `clean_floor`; `shown_note` for neither, `floor_word`) and `clipped_note`
+    where they apply
     (`set_scale`); returns the legend node."""
     if node is None:
         return None
@@ -315,7 +323,7 @@ def style_uncertainty(scene, node, key: str = "std", title: str | None = None, v
     node.RemoveAttribute(MEDIAN_ATTRIBUTE)  # a rerun refills the node: its median is read again (`_median`)
     _median(node, inner)
     node.SetAttribute(FROM_MEDIAN_ATTRIBUTE, "1" if from_median else "0")
-    set_scale(node, own_top(node, key, region), clipped_note, floor_note, clean_note=clean_note)
+    set_scale(node, own_top(node, key, region), clipped_note, floor_note, clean_note=clean_note, shown_note=shown_note)
     legend.SetTitleText(title_text(legend))
     return legend
 
@@ -384,19 +392,17 @@ def clean_floor(node) -> float | None:
 
 
 def set_scale(node, high: float, clipped_note: str = CLIPPED_NOTE, floor_note: str = FLOOR_NOTE,
-              floor: float | None = None, clean_note: str = CLEAN_NOTE, clean: bool | None = None) -> None:
+              floor: float | None = None, clean_note: str = CLEAN_NOTE, shown_note: str = SHOWN_NOTE) -> None:
     """Colours of an uncertainty map from 0 to the round top above `high` (`scale_ticks`), its legend's ticks to
     match; zero (outside the brain, where no method answers) is left transparent so that the tensor shows through, and
-    so is every value below the map's floor (`_floor`: its model's clean level, else its median; or `floor`, a shared
-    one, `clean` saying which) where FROM_MEDIAN_ATTRIBUTE says so, the legend's `clean_note` or `floor_note` saying it.
+    so is every value below the map's floor (`_floor_of`; or `floor`, a shared one) where FROM_MEDIAN_ATTRIBUTE says
+    so, the legend's `clean_note`, `floor_note` or `shown_note` saying it, whichever is true of this map (`floor_word`).
     The direction map's colours start at a round value under its floor (`scale_low`), not at 0.
     Where the map reaches above the top, its legend keeps `clipped_note` with the top's label (CLIPPED_ATTRIBUTE, for
     `title_text`): the top colour also stands for values several times higher (a radiologist's audit: the brain's rim
     at 1.5-4.4 µm²/ms under a legend topped "0.4")."""
     shown = node.GetAttribute(FROM_MEDIAN_ATTRIBUTE) == "1"
-    if floor is None or clean is None:
-        floor, clean = _floor_of(node) if floor is None else (floor, clean_floor(node) == floor)
-    floor = floor if shown else None
+    floor = (_floor_of(node) if floor is None else floor) if shown else None
     low = scale_low(floor, high) if node.GetAttribute(mrml.MAP_ATTRIBUTE) == "direction" else 0.0
     span, intervals = scale_ticks(high - low)
     high = low + span
@@ -412,8 +418,9 @@ def set_scale(node, high: float, clipped_note: str = CLIPPED_NOTE, floor_note: s
     if legend is not None:
         # one line, unwrapped: "shown ≥ 0.088" wrapped to two lengthened the title, and a tall view's legend then
         # reached the brain (Testing/slicer/test_render.py)
-        note = clean_note if clean else floor_note
-        legend.SetAttribute(FLOOR_ATTRIBUTE, "" if floor is None else note.format(floor=floor_label(floor)))
+        note = None if floor is None else {"clean": clean_note, "median": floor_note}.get(floor_word(node, floor),
+                                                                                           shown_note)
+        legend.SetAttribute(FLOOR_ATTRIBUTE, "" if note is None else note.format(floor=floor_label(floor)))
         legend.SetLabelFormat(label_format(span, intervals))
         legend.SetNumberOfLabels(intervals + 1)
         if node.GetScene() is not None:
@@ -439,18 +446,25 @@ def scale_low(floor: float | None, high: float) -> float:
     return float(min(np.floor(floor / 10.0) * 10.0, high - 10.0)) if high > 10.0 else 0.0
 
 
-def _floor_of(node) -> tuple[float | None, bool]:
-    """(the value a map is coloured from, whether it is its model's clean level): the lower of that level
-    (`clean_floor`) and its median (`_median`) over the factor a noisy input's map was scaled by (`noise_scale`; the
-    median the map had before, so the scaled map colours more of the brain, NOISE_NOTE). The clean level alone had
-    coloured less of a noisy scan than the median did where the noise-trained model's map runs below the clean model's
-    (biqt ×3 on the dev scans at b0 SNR 5: 28-42 % of the brain against 94-97 %, docs/measurements.md)."""
-    clean = clean_floor(node)
+def _floor_of(node) -> float | None:
+    """The value a map is coloured from: the lower of its model's clean level (`clean_floor`) and its median
+    (`_median`) over the factor a noisy input's map was scaled by (`noise_scale`; the median the map had before, so the
+    scaled map colours more of the brain, NOISE_NOTE). The clean level alone had coloured less of a noisy scan than the
+    median did where the noise-trained model's map runs below the clean model's (biqt ×3 on the dev scans at b0 SNR 5:
+    28-42 % of the brain against 94-97 %, docs/measurements.md). The direction map: its own median (SHOWN_NOTE)."""
     median = _median(node)
     own = None if median is None else median / (noise_scale(node) or 1.0)
-    if clean is not None and (own is None or clean <= own):
-        return clean, True
-    return own, False
+    clean = None if node.GetAttribute(mrml.MAP_ATTRIBUTE) == "direction" else clean_floor(node)
+    return own if clean is None or (own is not None and own < clean) else clean
+
+
+def floor_word(node, floor: float) -> str:
+    """Which note is true of `floor` on this map: "clean" where it is the map's clean level (`clean_floor`), "median"
+    where it is its own median (`_median`), else "shown" (a scaled map's median over its factor, another run's floor)."""
+    def same(value):
+        return value is not None and bool(np.isclose(floor, value, rtol=1e-6, atol=0.0))
+
+    return "clean" if same(clean_floor(node)) else "median" if same(_median(node)) else "shown"
 
 
 def _median(node, inner: np.ndarray | None = None) -> float | None:
@@ -524,7 +538,7 @@ def map_nodes(scene) -> dict[str, list]:
 
 def share_scales(scene, shared: bool = True, note: str = SHARED_NOTE, clipped_note: str = CLIPPED_NOTE,
                  floor_note: str = FLOOR_NOTE, from_median: bool | None = None,
-                 clean_note: str = CLEAN_NOTE) -> dict[str, float]:
+                 clean_note: str = CLEAN_NOTE, shown_note: str = SHOWN_NOTE) -> dict[str, float]:
     """With `shared`, every uncertainty map of the scene coloured on one scale per map (0 to the highest of their own
     `display_range`s), so that one colour means one SD across runs and methods (each on its own range, two
     runs' different SDs can be the same yellow), each legend's title ending in its run (`mrml.RUN_ATTRIBUTE`: else
@@ -539,14 +553,14 @@ def share_scales(scene, shared: bool = True, note: str = SHARED_NOTE, clipped_no
             for node in nodes:
                 node.SetAttribute(FROM_MEDIAN_ATTRIBUTE, "1" if from_median else "0")
         own = [own_top(node, key) for node in nodes]
-        floor = clean = None
+        floor = None
         if shared:
             tops[key] = max(own)
             shown = [n for n in nodes if n.GetAttribute(FROM_MEDIAN_ATTRIBUTE) == "1"]  # floors only where used
-            floors = [f for f in map(_floor_of, shown) if f[0] is not None]
-            floor, clean = min(floors) if floors else (None, None)
+            floors = [f for f in map(_floor_of, shown) if f is not None]
+            floor = min(floors) if floors else None
         for node, high in zip(nodes, own):
-            set_scale(node, tops.get(key, high), clipped_note, floor_note, floor, clean_note, clean)
+            set_scale(node, tops.get(key, high), clipped_note, floor_note, floor, clean_note, shown_note)
             legend = legend_of(node)
             title = legend.GetAttribute(TITLE_ATTRIBUTE) if legend is not None else None
             if title:
@@ -573,7 +587,8 @@ def pad_titles(titled: list) -> None:
 def style_results(scene, nodes: dict, titles: dict | None = None, clipped_note: str = CLIPPED_NOTE,
                   from_median: bool = True, floor_note: str = FLOOR_NOTE,
                   noise_notes: tuple[str, ...] = (NOISE_NOTE, NOISE_SCALE_NOTE, NOISE_INDEX_NOTE,
-                                                  DIRECTION_NOISE_NOTE), clean_note: str = CLEAN_NOTE) -> dict:
+                                                  DIRECTION_NOISE_NOTE), clean_note: str = CLEAN_NOTE,
+                  shown_note: str = SHOWN_NOTE) -> dict:
     """Every uncertainty map of a run styled (`style_uncertainty`), each with its legend; Slicer draws a legend only in
     the views that show its map, so picking another map as foreground brings its own legend. Returns {key: legend}."""
     titles = titles or {}
@@ -587,7 +602,7 @@ def style_results(scene, nodes: dict, titles: dict | None = None, clipped_note: 
         inner = brain_of_map(first, present, vol.voxel_size, rim=region)
     legends = {key: style_uncertainty(scene, node, key, titles.get(key), region=region, clipped_note=clipped_note,
                                       from_median=from_median, floor_note=floor_note, inner=inner,
-                                      noise_notes=noise_notes, clean_note=clean_note)
+                                      noise_notes=noise_notes, clean_note=clean_note, shown_note=shown_note)
                for key, node in maps.items()}
     pad_titles([(legend, legend.GetTitleText()) for legend in legends.values() if legend is not None])
     return legends

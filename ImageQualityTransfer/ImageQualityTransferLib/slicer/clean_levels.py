@@ -1,8 +1,8 @@
 """The clean levels of the shipped models' uncertainty maps: per model and map, the brain median and 99th percentile
 that model's map reads on clean inputs of the training subjects (Resources/Models/clean_levels.json, written by
-benchmarks/clean_levels.py). The overlay is coloured from that median up (slicer/legends.py), so that a noisy scan's
-map, higher all over, colours more of the brain than a clean one's; coloured from its own median, it had coloured
-the same half."""
+benchmarks/clean_levels.py). An SD map is coloured from that median up (slicer/legends.py; the direction map from
+its own), so that a noisy scan's map, higher all over, colours more of the brain than a clean one's; coloured from
+its own median, it had coloured the same half."""
 
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ FROM_MEDIAN_ATTRIBUTE = "ImageQualityTransfer.FromMedian"  # on the map node: "1
 # a second line had made the legend taller and its text smaller (Testing/slicer/test_render.py).
 # The direction map keeps its own median: the noise-trained twin's reads low ("may read low"), and from the lower of
 # the two a noisy scan's direction map had coloured less of the brain than the clean one's (biqt ×3 on the 3 mm yaw dev
-# scan: 0.567 clean, 0.500 at b0 SNR 5; docs/measurements.md, "Slicer: a clean level").
+# scan: 0.567 clean, 0.500 at b0 SNR 5; Testing/slicer/test_clean_levels.py).
 FLOOR_NOTE = "\u2265 median {floor}"  # the legend's line while coloured from its own median
 CLEAN_NOTE = "\u2265 clean {floor}"  # ... from its model's clean median
 # ... from neither: a noisy input's scaled map from its median over its noise factor, or a shared scale's floor taken

@@ -1314,7 +1314,8 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         return self.legends().share_scales(slicer.mrmlScene, shared, note=_("shared scale"),
                                            clipped_note=_("top colour: ≥ {top}"),
                                            floor_note=_("≥ median {floor}"),
-                                           clean_note=_("≥ clean {floor}"), shown_note=_("shown ≥ {floor}"), from_median=fromMedian)
+                                           clean_note=_("≥ clean {floor}"), shown_note=_("shown ≥ {floor}"),
+                                           from_median=fromMedian)
 
     def setUncertaintyOpacity(self, opacity: float, nodes: Optional[dict] = None) -> None:
         """The uncertainty overlay's opacity where one of the run's maps (`nodes`, process's result) is shown; with

@@ -101,7 +101,7 @@ class Viewer:
         s.message = ""
         s.notes = []  # the engine's warnings about the run shown (one line each), as the Slicer module's status shows them
         s.opacity = OPACITY
-        s.from_median = True  # each map coloured from its median over the input's brain up (legends._median)
+        s.from_median = True  # each map coloured from its clean level or median, the lower (legends._floor_of)
         s.display_mode = "tensor"
         s.shown = ""  # the method whose result is in the right view
         s.has_uncertainty = False

@@ -543,3 +543,24 @@ def test_a_real_brain_mask_copied_into_six_volumes_is_told_so(tmp_path, label, d
     nib.save(nib.Nifti1Image(np.repeat(mask[..., None], 6, axis=-1), img.affine), path)
     said = _refusal(path)
     assert "holds one volume six times" in said and "um^2/ms" not in said and "DWI series" not in said, said
+
+
+@pytest.mark.realdata
+def test_a_small_crop_of_a_real_fit_scaled_with_a_negative_intercept_is_told_its_unit_not_a_dwi_series(tmp_path):
+    """A 4x4x2 crop of the dStream's OLS fit in um^2/s, which nibabel scales into uint16 with a negative intercept: its
+    few voxels of one tract hold their off-diagonals' sign, their six medians of a size, and it had been told a DWI
+    series; its volumes are read alike only over fileio.volumes.DWI_ALIKE_BRAIN brain voxels, and its unit is said."""
+    import dataclasses
+
+    from helpers import TRAIN, need_data
+
+    from ImageQualityTransferLib.dmri.dti import fit_dti
+    from ImageQualityTransferLib.dmri.subject import dwi_path
+
+    dwi = fileio.load_dwi(dwi_path(need_data(TRAIN / "philips_achieva_dstream_3mm")))
+    box = dataclasses.replace(dwi, data=dwi.data[46:50, 30:34, 18:20])
+    path = tmp_path / "t.nii.gz"
+    nib.save(_auto(fit_dti(box, None, method="OLS", say_shells=False).data * 1e6, np.uint16), path)
+    assert nib.load(path).dataobj.inter < 0
+    said = _refusal(path)
+    assert "DWI series" not in said and "multiply them by 1e-6" in said, said

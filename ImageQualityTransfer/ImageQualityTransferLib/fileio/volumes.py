@@ -235,6 +235,10 @@ DWI_NEGATIVE_BRAIN = 0.05
 # 5 % of their brain negative, 0.02 at most in 208 real tensor files nibabel scaled to uint16 with an intercept
 # (docs/measurements.md, Integer files without a scale)
 DWI_VOLUMES_ALIKE = 0.3
+# the fewest brain voxels for that ratio to be read: under it, a small crop of a coherent tract holds its
+# off-diagonals' sign throughout (up to 0.93 in 4x4x2 and 0.36 in 8x8x4 crops of real tensor files), and had been
+# told a DWI series; 0.099 at most from 1,000 on in 10,123 crops (docs/measurements.md, Integer files without a scale)
+DWI_ALIKE_BRAIN = 1000
 
 
 def _intercept(img) -> float:
@@ -319,10 +323,10 @@ def _dwi_series_line(img, path, data: np.ndarray | None = None, raw: np.ndarray 
 
 def _volumes_alike(brain: np.ndarray) -> bool:
     """Whether a six-volume file's volumes, their values over its brain voxels `brain` (n, 6), have medians of a size:
-    the third smallest |median| over DWI_VOLUMES_ALIKE of the third largest. A tensor's three off-diagonals centre on 0
-    beside its positive diagonals; a DWI's volumes do not, where a negative scl_inter turns many of its brain voxels'
-    dim values negative."""
-    if brain.ndim != 2 or brain.shape[1] != 6 or not len(brain):
+    the third smallest |median| over DWI_VOLUMES_ALIKE of the third largest, over DWI_ALIKE_BRAIN voxels at least. A
+    tensor's three off-diagonals centre on 0 beside its positive diagonals; a DWI's volumes do not, where a negative
+    scl_inter turns many of its brain voxels' dim values negative."""
+    if brain.ndim != 2 or brain.shape[1] != 6 or len(brain) < DWI_ALIKE_BRAIN:
         return False
     medians = np.sort(np.abs(np.median(brain, axis=0)))
     return bool(medians[3] > 0 and medians[2] > DWI_VOLUMES_ALIKE * medians[3])

@@ -564,3 +564,37 @@ def test_a_small_crop_of_a_real_fit_scaled_with_a_negative_intercept_is_told_its
     assert nib.load(path).dataobj.inter < 0
     said = _refusal(path)
     assert "DWI series" not in said and "multiply them by 1e-6" in said, said
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("scale, unit, factor", [(1e4, "1e-4 mm^2/s", "1e-4"), (1e3, "um^2/ms", "1e-3")])
+def test_a_real_fit_cast_to_whole_numbers_is_told_the_unit_its_size_reads(tmp_path, scale, unit, factor):
+    """The dStream's OLS fit of a central box in 1e-4 mm^2/s (0.1 um^2/ms) rounded to int16, its brain's largest |Dii|
+    typically 8: told that unit and 1e-4, where it had been told um^2/ms and 1e-3 (61 of 80 such x2 files); the same
+    fit in um^2/ms is still told um^2/ms and 1e-3."""
+    import dataclasses
+
+    from helpers import TRAIN, need_data
+
+    from ImageQualityTransferLib.dmri.dti import fit_dti
+    from ImageQualityTransferLib.dmri.subject import dwi_path
+
+    dwi = fileio.load_dwi(dwi_path(need_data(TRAIN / "philips_achieva_dstream_3mm")))
+    box = dataclasses.replace(dwi, data=dwi.data[30:50, 30:50, 14:26])
+    path = tmp_path / "t.nii.gz"
+    nib.save(nib.Nifti1Image(np.round(fit_dti(box, None, method="OLS", say_shells=False).data * scale)
+                             .astype(np.int16), dwi.affine), path)
+    said = _refusal(path)
+    assert f"not in mm^2/s but {unit} cast to whole numbers" in said, said
+    assert f"multiply them by {factor} to get mm^2/s" in said and said.count("multiply") == 1, said
+
+
+def test_a_cast_whose_size_reads_in_two_units_names_both():
+    """A whole-number cast whose brain's largest |Dii| is typically 3 reads as free water in um^2/ms or a brain in
+    1e-4 mm^2/s: the line names both units and both factors, in one line."""
+    from ImageQualityTransferLib.core import tensor_checks
+
+    said = tensor_checks._um_cast_line(3.0, "input")
+    assert "not in mm^2/s but um^2/ms or 1e-4 mm^2/s cast to whole numbers" in said, said
+    assert "multiply them by 1e-3 to get mm^2/s if they are in um^2/ms, by 1e-4 if in 1e-4 mm^2/s" in said, said
+    assert [tensor_checks.cast_powers(b) for b in (1, 2, 4, 9)] == [[-3], [-3], [-4], [-4]]

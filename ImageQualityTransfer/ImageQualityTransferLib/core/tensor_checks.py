@@ -196,14 +196,38 @@ def integer_cause(data: np.ndarray, where, step: float, what: str = "input", wra
     return step_cause(step, what)
 
 
+# a brain's typical largest |Dii| in mm^2/s, as a whole-number cast keeps it: 1-2 um^2/ms in 128 casts of the
+# 8 subjects' fits, 4-9 in 1e-4 mm^2/s ones (their noisy fields' medians down to 0.4e-3), free water 3.0e-3 at most
+# (docs/measurements.md, Integer files without a scale)
+CAST_DII_RANGE = (0.3e-3, 3.0e-3)
+
+
+def cast_powers(big: float) -> list[int]:
+    """The powers of ten (-3 for um^2/ms, -4 for 1e-4 mm^2/s) whose unit reads a whole-number cast's typical largest
+    |Dii| `big` as a brain's (CAST_DII_RANGE): one, or two where its size fits both (3: free water in um^2/ms, or a
+    noisy field in 1e-4 mm^2/s); -3 where none does."""
+    powers = [p for p in range(-2, -6, -1) if CAST_DII_RANGE[0] <= big * 10.0 ** p <= CAST_DII_RANGE[1]]
+    return powers or [-3]
+
+
 def _um_cast_line(big: float, what: str, wrapped: int = 0) -> str:
-    """The line of a file of um^2/ms tensors cast to integers without a scl_slope, its brain's largest |Dii| typically
-    `big`; `wrapped`: how many of its stored values wrapped (a value near an unsigned type's top is no element of a
-    few steps: a negative one wrapped), said where there are any."""
-    line = _("the {what} tensor values look like they are not in mm^2/s but um^2/ms cast to whole numbers (the file "
+    """The line of a file of tensors in um^2/ms, or another unit (cast_powers), cast to integers without a scl_slope,
+    its brain's largest |Dii| typically `big`: the unit and its factor are read from that size, both named where it
+    fits two (1e-4 mm^2/s tensors had been told um^2/ms and 1e-3); `wrapped`: how many of its stored values wrapped
+    (a value near an unsigned type's top is no element of a few steps: a negative one wrapped), said where any did."""
+    powers = cast_powers(big)
+    names = [_("um^2/ms") if p == -3 else f"1e{p} mm^2/s" for p in powers]
+    if len(powers) == 1:
+        # the float unit check's advice (check_scale), for a brain MD of 0.7e-3 mm^2/s in that unit
+        unit, rescale = names[0], _rescale_hint(0.7e-3 * 10.0 ** -powers[0])
+    else:
+        unit = f"{names[0]} or {names[1]}"
+        rescale = _("multiply them by 1e{a} to get mm^2/s if they are in {ua}, by 1e{b} if in {ub}").format(
+            a=powers[0], ua=names[0], b=powers[1], ub=names[1])
+    line = _("the {what} tensor values look like they are not in mm^2/s but {unit} cast to whole numbers (the file "
              "stores integers without a scl_slope, and the brain's largest |Dii| is typically {big}; a brain's MD is "
-             "about 0.7e-3 mm^2/s, 0.7 um^2/ms): {rescale} and save them as float32 (cast to integers in um^2/ms, "
-             "each element keeps only a few steps)").format(what=what, big=f"{big:g}", rescale=_rescale_hint(0.7))
+             "about 0.7e-3 mm^2/s, 0.7 um^2/ms): {rescale} and save them as float32 (cast to integers in {unit}, "
+             "each element keeps only a few steps)").format(what=what, unit=unit, big=f"{big:g}", rescale=rescale)
     if wrapped:
         line += _("; {count} of its stored values lie just under the top of its unsigned integer type: negative "
                   "elements that wrapped there in the cast, read as huge positive ones").format(count=wrapped)

@@ -598,3 +598,22 @@ def test_a_cast_whose_size_reads_in_two_units_names_both():
     assert "not in mm^2/s but um^2/ms or 1e-4 mm^2/s cast to whole numbers" in said, said
     assert "multiply them by 1e-3 to get mm^2/s if they are in um^2/ms, by 1e-4 if in 1e-4 mm^2/s" in said, said
     assert [tensor_checks.cast_powers(b) for b in (1, 2, 4, 9)] == [[-3], [-3], [-4], [-4]]
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("intercept", [0.0, -50.0])
+def test_a_dim_real_dwi_whose_volumes_are_alike_is_told_a_dwi_series(tmp_path, intercept):
+    """The 3 mm Prisma ortho scan's volumes 1-6 as int16 (brain median 48, or 30 read with a scl_inter of -50), given
+    as tensors: under the 50 a DWI's brain had to reach, they had been told a um^2/ms cast and a positive-definite
+    share; their six volumes' brain medians are of a size over 1,000 brain voxels, as no tensor file's are."""
+    from helpers import AXIAL, need_data
+
+    from ImageQualityTransferLib.dmri.subject import dwi_path
+
+    img = nib.load(dwi_path(need_data(AXIAL)))
+    out = nib.Nifti1Image(np.round(np.asarray(img.dataobj[..., 1:7], np.float64)).astype(np.int16), img.affine)
+    out.header.set_slope_inter(1.0, intercept)
+    path = tmp_path / "t.nii.gz"
+    nib.save(out, path)
+    said = _refusal(path)
+    assert "is a DWI series" in said and "brain medians are of a size" in said, said

@@ -225,6 +225,10 @@ def file_frame(order: str, affine: np.ndarray) -> np.ndarray | None:
 
 # a tensor's elements stay below ~4e-3 mm^2/s (~4 um^2/ms); a DWI's brain intensities are hundreds to thousands
 DWI_INTENSITY_FLOOR = 50.0
+# the floor where its six volumes are alike (_volumes_alike): the 3 mm Prisma scans' DW volumes reach a brain median
+# of 30-48 only; a whole-number tensor cast's brain (a few steps, 1e-4 mm^2/s casts' peaks typically under 10) stays
+# under it (docs/measurements.md, Integer files without a scale)
+DWI_ALIKE_FLOOR = 20.0
 
 
 # share of a 6-, 7- or 9-volume file's brain voxels holding a negative value at most, where its scl_inter is negative,
@@ -298,10 +302,13 @@ def _dwi_series_line(img, path, data: np.ndarray | None = None, raw: np.ndarray 
         seen = peak[np.isfinite(peak)]
         bright = peak > 0.1 * np.percentile(seen, 99) if seen.size else np.zeros(peak.shape, bool)  # a tenth of the
         brain = peak[bright]  # bright end and above
-        if brain.size == 0 or np.median(brain) < DWI_INTENSITY_FLOOR:
+        if brain.size == 0 or np.median(brain) < DWI_ALIKE_FLOOR:
+            return None
+        alike = _volumes_alike(data[bright])
+        if np.median(brain) < DWI_INTENSITY_FLOOR and not alike:
             return None
         share = float(np.mean(negative[bright]))  # a DWI's lowest stored values, read with the intercept
-        alike = share > DWI_NEGATIVE_BRAIN and _volumes_alike(data[bright])
+        alike = share > DWI_NEGATIVE_BRAIN and alike
         if share > DWI_NEGATIVE_BRAIN and not alike:  # a tensor file scaled with an intercept
             return None
         signs = "no negative value" if not negative.any() else \
@@ -312,6 +319,8 @@ def _dwi_series_line(img, path, data: np.ndarray | None = None, raw: np.ndarray 
             f"a negative value in only {100 * share:.2g} % of its brain voxels (its scl_inter {_intercept(img):g} gives them)"
         why = (f"{signs}; its brain voxels' values, median {np.median(brain):.0f}, far above a tensor's "
                "elements, below ~4e-3 mm^2/s or ~4 um^2/ms")
+        if np.median(brain) < DWI_INTENSITY_FLOOR and not alike:  # a dim DWI, read by its volumes alone
+            why += "; its six volumes' brain medians are of a size, where a tensor's three off-diagonals centre on 0"
         fit = (f"'iqt fit {Path(path).name} -o dti.mif' on the whole series, its gradient table in its header's "
                "dw_scheme (mrconvert -fslgrad writes one) or given with --bval and --bvec" if is_mif(path) else
                "'iqt fit dwi.nii.gz -o dti.nii.gz' on the whole series, its .bval and .bvec beside it")

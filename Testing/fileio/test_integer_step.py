@@ -336,23 +336,29 @@ def test_a_uint16_cast_to_zero_whose_failed_fits_wrapped_is_told_the_cast(tmp_pa
     assert "stores integers without a scl_slope and all but 5 of its" in said and "wrap" not in said, said
 
 
-@pytest.mark.realdata
-def test_a_real_dwi_clipped_under_the_uint16_top_is_told_a_dwi_series(tmp_path):
-    """the dStream's DWIs after its b0 rescaled (their 99.9th percentile to 3 x 65,535) and clipped at 65,000, saved as
-    uint16 and given as a tensor file: its clipped voxels pile at 65,000, not at the top where a wrap stores -1; it had
-    been told its negative elements wrapped (6 of the 8 subjects' scans clipped so, tensor_checks.WRAPPED_AT_CLIP)."""
+def _told_a_clipped_dwi_series(tmp_path, top: int, clip: int, dtype) -> None:
+    """The dStream's DWIs 1-6, their 99.9th percentile rescaled to 3 x `top` and clipped at `clip`, saved as `dtype`
+    and given as a tensor file, are told a DWI series, with no word of a wrap."""
     from helpers import TRAIN, need_data
 
     from ImageQualityTransferLib.dmri.subject import dwi_path
 
     img = nib.load(dwi_path(need_data(TRAIN / "philips_achieva_dstream_3mm")))
     v = np.asarray(img.dataobj[..., 1:7], np.float64)
-    raw = np.clip(np.round(v / np.percentile(v[v > 0], 99.9) * 3 * 65535), 0, 65000).astype(np.uint16)
+    raw = np.clip(np.round(v / np.percentile(v[v > 0], 99.9) * 3 * top), 0, clip).astype(dtype)
     path = tmp_path / "t.nii.gz"
     nib.save(nib.Nifti1Image(raw, img.affine), path)
     with pytest.raises(IQTError) as refused:
         fileio.load_tensor(path, "dipy")
     assert "is a DWI series" in str(refused.value) and "wrap" not in str(refused.value), str(refused.value)
+
+
+@pytest.mark.realdata
+def test_a_real_dwi_clipped_under_the_uint16_top_is_told_a_dwi_series(tmp_path):
+    """the dStream's DWIs after its b0 rescaled (their 99.9th percentile to 3 x 65,535) and clipped at 65,000, saved as
+    uint16 and given as a tensor file: its clipped voxels pile at 65,000, not at the top where a wrap stores -1; it had
+    been told its negative elements wrapped (6 of the 8 subjects' scans clipped so, tensor_checks.WRAPPED_AT_CLIP)."""
+    _told_a_clipped_dwi_series(tmp_path, 65535, 65000, np.uint16)
 
 
 def _um_ms(x, wrapped=None):
@@ -408,18 +414,7 @@ def test_a_real_unmasked_dwi_clipped_at_the_uint8_top_is_told_a_dwi_series(tmp_p
     as uint8 and given as a tensor file: its pile at 255 has its bright voxels' ramp under it and a dark background
     beside it, and had been refused as a tensor's wrapped negative elements (19 of 64 such clean uint8 scans,
     tensor_checks.WRAPPED_SPREAD)."""
-    from helpers import TRAIN, need_data
-
-    from ImageQualityTransferLib.dmri.subject import dwi_path
-
-    img = nib.load(dwi_path(need_data(TRAIN / "philips_achieva_dstream_3mm")))
-    v = np.asarray(img.dataobj[..., 1:7], np.float64)
-    raw = np.clip(np.round(v / np.percentile(v[v > 0], 99.9) * 3 * 255), 0, 255).astype(np.uint8)
-    path = tmp_path / "t.nii.gz"
-    nib.save(nib.Nifti1Image(raw, img.affine), path)
-    with pytest.raises(IQTError) as refused:
-        fileio.load_tensor(path, "dipy")
-    assert "is a DWI series" in str(refused.value) and "wrap" not in str(refused.value), str(refused.value)
+    _told_a_clipped_dwi_series(tmp_path, 255, 255, np.uint8)
 
 
 def _dwi_with_intercept(tmp_path, zeroed: float):

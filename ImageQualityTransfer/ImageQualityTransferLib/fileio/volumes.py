@@ -226,8 +226,8 @@ def file_frame(order: str, affine: np.ndarray) -> np.ndarray | None:
 # a tensor's elements stay below ~4e-3 mm^2/s (~4 um^2/ms); a DWI's brain intensities are hundreds to thousands
 DWI_INTENSITY_FLOOR = 50.0
 # the floor where its six volumes are alike (_volumes_alike): the 3 mm Prisma scans' DW volumes reach a brain median
-# of 30-48 only; a whole-number tensor cast's brain (a few steps, 1e-4 mm^2/s casts' peaks typically under 10) stays
-# under it (docs/measurements.md, Integer files without a scale)
+# of 30-48 only; an unmasked whole-number tensor cast with its negatives clipped can pass it (22-25 in
+# docs/measurements.md, Integer files without a scale) but its volumes are not alike: its off-diagonals centre on 0
 DWI_ALIKE_FLOOR = 20.0
 
 
@@ -304,11 +304,11 @@ def _dwi_series_line(img, path, data: np.ndarray | None = None, raw: np.ndarray 
         brain = peak[bright]  # bright end and above
         if brain.size == 0 or np.median(brain) < DWI_ALIKE_FLOOR:
             return None
-        alike = _volumes_alike(data[bright])
-        if np.median(brain) < DWI_INTENSITY_FLOOR and not alike:
+        volumes_alike = _volumes_alike(data[bright])
+        if np.median(brain) < DWI_INTENSITY_FLOOR and not volumes_alike:
             return None
         share = float(np.mean(negative[bright]))  # a DWI's lowest stored values, read with the intercept
-        alike = share > DWI_NEGATIVE_BRAIN and alike
+        alike = share > DWI_NEGATIVE_BRAIN and volumes_alike  # the intercept's negatives, told beside alike volumes
         if share > DWI_NEGATIVE_BRAIN and not alike:  # a tensor file scaled with an intercept
             return None
         signs = "no negative value" if not negative.any() else \

@@ -226,7 +226,7 @@ def file_frame(order: str, affine: np.ndarray) -> np.ndarray | None:
 # a tensor's elements stay below ~4e-3 mm^2/s (~4 um^2/ms); a DWI's brain intensities are hundreds to thousands
 DWI_INTENSITY_FLOOR = 50.0
 # the floor where its six volumes are alike (_volumes_alike): the 3 mm Prisma scans' DW volumes reach a brain median
-# of 30-48 only; an unmasked whole-number tensor cast with its negatives clipped can pass it (22-25 in
+# of 30-48 only; an unmasked whole-number tensor cast with its negatives clipped can pass it (brain medians 22-241 in
 # docs/measurements.md, Integer files without a scale) but its volumes are not alike: its off-diagonals centre on 0
 DWI_ALIKE_FLOOR = 20.0
 

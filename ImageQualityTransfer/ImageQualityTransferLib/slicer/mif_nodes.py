@@ -1,7 +1,7 @@
 """MRtrix images (.mif, .mif.gz, .mih) as MRML nodes, Qt-free: Slicer has no reader for them, so the module's file
 reader (ImageQualityTransfer.py ImageQualityTransferFileReader) hands them here. Read by the engine's reader
-(fileio/mif.py): a DWI (its dw_scheme) becomes a DWI node, six volumes a DTI node, a mask (dwi2mask's bits, integers of 0 and 1) a label map,
-another 3D image (a map iqt wrote) a scalar node."""
+(fileio/mif.py): a DWI (its dw_scheme) becomes a DWI node, six volumes a DTI node, a mask (dwi2mask's bits, integers
+of 0 and 1) a label map, another 3D image (a map iqt wrote) a scalar node."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import mrml
 from ..core.errors import IQTError
 from ..core.i18n import _
 from ..core.volume import Volume
 from ..fileio.mif import READ_SUFFIXES
+from . import mrml
+
 
 def node_name(path) -> str:
     """The node's name: the file's without its MRtrix suffix (dt.mif.gz -> dt), as Slicer names a loaded volume."""

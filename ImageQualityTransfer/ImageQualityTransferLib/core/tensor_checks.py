@@ -221,7 +221,7 @@ def _um_cast_line(big: float, what: str, wrapped: int = 0) -> str:
         # the float unit check's advice (check_scale), for a brain MD of 0.7e-3 mm^2/s in that unit
         unit, rescale = names[0], _rescale_hint(0.7e-3 * 10.0 ** -powers[0])
     else:
-        unit = f"{names[0]} or {names[1]}"
+        unit = _("{one} or {other}").format(one=names[0], other=names[1])
         rescale = _("multiply them by 1e{a} to get mm^2/s if they are in {ua}, by 1e{b} if in {ub}").format(
             a=powers[0], ua=names[0], b=powers[1], ub=names[1])
     line = _("the {what} tensor values look like they are not in mm^2/s but {unit} cast to whole numbers (the file "

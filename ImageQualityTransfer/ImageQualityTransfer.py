@@ -99,8 +99,8 @@ class ImageQualityTransfer(ScriptedLoadableModule):
               "destroy fibre organisation: do not trust tracts through such regions; pick it in <b>Display &gt; "
               "Uncertainty map</b>. Each map's colours run from 0 to its own\n"
               "99th percentile (the direction map up to 60°: a direction left to chance sits at its top), and "
-              "only values from the model's median on clean scans, or the map's own median over the input's brain where "
-              "lower, are coloured (the legend says which), so that the anatomy shows through below it and a noisy "
+              "only values from the model's median on clean scans (at this scan's diffusivity scale), or the map's "
+              "own median over the input's brain where lower, are coloured (the legend says which), so that the anatomy shows through below it and a noisy "
               "scan shows more colour; untick <b>Display &gt; Above clean level or median only</b> to colour "
               "every voxel. Tick\n"
               "<b>Display &gt; Same colour scale</b> to put every run's maps of one kind on one scale, so that\n"
@@ -1292,7 +1292,8 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         display.show_results(slicer.mrmlScene, nodes, opacity, self._titles(nodes), shared=shared,
                              shared_note=_("shared scale"), clipped_note=_("top colour: ≥ {top}"),
                              from_median=fromMedian, floor_note=_("≥ median {floor}"),
-                             clean_note=_("≥ clean {floor}"), shown_note=_("shown ≥ {floor}"), shown_map=shownMap,
+                             clean_note=_("from clean-scan\nlevel {floor}"), shown_note=_("shown ≥ {floor}"),
+                             shown_map=shownMap,
                              marker=True,  # fits the views; the orientation marker shows laterality
                              noise_notes=(_("noisy input"), _("noisy input: SD ×{scale}"),
                                           _("SD ×{scale} for input noise"), _("noisy input: may read low")))
@@ -1314,7 +1315,7 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         return self.legends().share_scales(slicer.mrmlScene, shared, note=_("shared scale"),
                                            clipped_note=_("top colour: ≥ {top}"),
                                            floor_note=_("≥ median {floor}"),
-                                           clean_note=_("≥ clean {floor}"), shown_note=_("shown ≥ {floor}"),
+                                           clean_note=_("from clean-scan\nlevel {floor}"), shown_note=_("shown ≥ {floor}"),
                                            from_median=fromMedian)
 
     def setUncertaintyOpacity(self, opacity: float, nodes: Optional[dict] = None) -> None:

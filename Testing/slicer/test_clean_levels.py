@@ -175,6 +175,81 @@ def test_under_a_shared_scale_each_maps_note_is_true_of_it():
     label = legends.floor_label(level)
     for node in (espcn, biqt, user, noisy):
         assert node.GetDisplayNode().GetLowerThreshold() == pytest.approx(level)
-    assert f"\n\u2265 clean {label}\n" in legends.legend_of(espcn).GetTitleText() + "\n"
+    assert f"\n{legends.CLEAN_NOTE.format(floor=label)}\n" in legends.legend_of(espcn).GetTitleText() + "\n"
     for node in (biqt, user, noisy):  # (above the clipped-top line, where there is one)
         assert f"\nshown \u2265 {label}\n" in legends.legend_of(node).GetTitleText() + "\n", node.GetName()
+
+
+@pytest.mark.parametrize("tensor", [1.3, 0.8])
+def test_a_clean_scans_map_is_read_against_the_level_at_its_own_tensor_scale(tensor):
+    """The SD follows the tensor: a clean scan whose tensors run 1.3 times the training inputs' (a child's MD of about
+    1.0 µm²/ms, another b-value) has its whole map 1.3 times higher. Against the absolute level it had coloured 0.69 of
+    the Elition scan's brain, as a noisy scan does; the level times the scan's tensor scale over the training inputs'
+    (mrml.TENSOR_SCALE_ATTRIBUTE, the level's "scale") colours about half, and a noisy map at that scale nearly all."""
+    scene = slicer.vtkMRMLScene()
+    level = clean_levels.clean_level(SHIPPED, "std")[0]
+    trained = clean_levels._table()["espcn-hetero_x2"]["std"]["scale"]
+    clean, noisy = (_map(scene, _brain_map(level, tensor * g), SHIPPED) for g in (1.02, 1.87))
+    for node in (clean, noisy):
+        node.SetAttribute(mrml.TENSOR_SCALE_ATTRIBUTE, repr(tensor * trained))
+        legends.style_uncertainty(scene, node, "std")
+    assert 0.45 < _coloured(clean) < 0.55 and _coloured(noisy) > 0.95, (_coloured(clean), _coloured(noisy))
+    assert clean.GetDisplayNode().GetLowerThreshold() == pytest.approx(tensor * level, rel=1e-4)
+    assert legends.legend_of(clean).GetTitleText().endswith(
+        legends.CLEAN_NOTE.format(floor=legends.floor_label(tensor * level)))
+    # the direction map, in degrees, is no diffusivity: its level is not scaled
+    assert clean_levels.clean_level(SHIPPED, "direction", tensor * trained) == clean_levels.clean_level(
+        SHIPPED, "direction")
+
+
+def test_a_level_measured_on_another_model_file_is_not_used(monkeypatch):
+    """A retrained model of a shipped name had kept the old file's level: each level records the SHA256 of the model
+    file it was measured on (benchmarks/clean_levels.py) and is used only while the installed model's sidecar records
+    the same; otherwise the map is coloured from its own median, as a user's model's, the legend saying so."""
+    import copy
+
+    from ImageQualityTransferLib.fileio.model_files import model_sha256
+    from ImageQualityTransferLib.fileio.paths import MODELS_DIR
+
+    table = copy.deepcopy(clean_levels._table())
+    assert table["espcn-hetero_x2"]["std"]["sha256"] == model_sha256(MODELS_DIR / "espcn-hetero_x2.json")
+    table["espcn-hetero_x2"]["std"]["sha256"] = "0" * 64
+    monkeypatch.setattr(clean_levels, "_table", lambda: table)
+    assert clean_levels.clean_level(SHIPPED, "std") is None
+    scene = slicer.vtkMRMLScene()
+    node = _map(scene, _brain_map(0.3), SHIPPED)
+    legend = legends.style_uncertainty(scene, node, "std")
+    assert node.GetDisplayNode().GetLowerThreshold() == pytest.approx(0.3, rel=1e-5)
+    assert f"\n{legends.FLOOR_NOTE.format(floor='0.3')}\n" in legend.GetTitleText() + "\n"
+
+
+def test_the_clean_levels_line_reads_as_a_threshold_in_the_module_and_the_view():
+    """"≥ clean 0.12" could be read as a verdict on the scan ("clean from 0.12"): the line names the clean-scan level
+    the map is coloured from, and the module translates that same text (tr()) that `iqt view` shows."""
+    import ast
+    import re
+
+    from helpers import REPO
+
+    line = legends.CLEAN_NOTE.format(floor="0.12")
+    assert line.split() == ["from", "clean-scan", "level", "0.12"], line
+    source = (REPO / "ImageQualityTransfer" / "ImageQualityTransfer.py").read_text(encoding="utf-8")
+    notes = [ast.literal_eval(n) for n in re.findall(r'clean_note=_\(("[^"]*")\)', source)]
+    assert notes and set(notes) == {legends.CLEAN_NOTE}, notes
+
+
+def test_a_noisy_inputs_level_is_not_raised_by_its_tensor_scale():
+    """Noise raises the input's MD mode (the Achieva training scan's by 4 % at b0 SNR 20, 20 % at SNR 5): the level
+    raised with it had coloured biqt ×2's SNR-20 map of that scan no more than its clean one's (0.555 and 0.556). An
+    input read noisy (mrml.NOISE_ATTRIBUTE) keeps the training inputs' level where its scale is higher, and takes
+    the lower one where its scale is lower."""
+    trained = clean_levels._table()["espcn-hetero_x2"]["std"]["scale"]
+    level = clean_levels.clean_level(SHIPPED, "std")[0]
+    scene = slicer.vtkMRMLScene()
+    for tensor, floor in ((1.2, level), (0.8, 0.8 * level)):
+        node = _map(scene, _brain_map(level, 1.5), SHIPPED)  # own median 1.5 times the level: the level is the floor
+        node.SetAttribute(mrml.TENSOR_SCALE_ATTRIBUTE, repr(tensor * trained))
+        node.SetAttribute(mrml.NOISE_ATTRIBUTE, "1.0")
+        node.SetAttribute(mrml.NOISE_INDEX_ATTRIBUTE, "0.09")
+        legends.style_uncertainty(scene, node, "std")
+        assert node.GetDisplayNode().GetLowerThreshold() == pytest.approx(floor, rel=1e-4), tensor

@@ -142,14 +142,22 @@ def support_median(node) -> float:
 
 
 def table_level(node):
-    """(median, top) of the map's shipped model on clean training inputs, read from the table itself; None for another's."""
+    """(median, top) of the map's shipped model on clean training inputs, read from the table itself, a tensor SD's times
+    its input's tensor scale over the training inputs' (mrml.TENSOR_SCALE_ATTRIBUTE; not above 1 for a noisy input's);
+    None for another's."""
     import json
 
     from ImageQualityTransferLib.slicer.clean_levels import LEVELS_FILE, model_key
 
     key = model_key(node.GetAttribute(mrml.MODEL_ATTRIBUTE))
     entry = json.loads(LEVELS_FILE.read_text())["models"].get(key or "", {}).get(node.GetAttribute(mrml.MAP_ATTRIBUTE))
-    return (entry["median"], entry["top"]) if entry else None
+    if not entry:
+        return None
+    scale = node.GetAttribute(mrml.TENSOR_SCALE_ATTRIBUTE)
+    ratio = float(scale) / entry["scale"] if scale and node.GetAttribute(mrml.MAP_ATTRIBUTE) == "std" else 1.0
+    if node.GetAttribute(mrml.NOISE_ATTRIBUTE):
+        ratio = min(ratio, 1.0)
+    return entry["median"] * ratio, entry["top"] * ratio
 
 
 def expected_floor(node) -> tuple[float, bool]:

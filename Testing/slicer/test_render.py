@@ -128,8 +128,10 @@ def test_overlay_is_coloured(rendering):
     std = mrml.scalar_volume_from_node(rendering.nodes["uncertainty"])
     floor = rendering.nodes["uncertainty"].GetDisplayNode().GetLowerThreshold()
     inner = legends.input_support(std.data > 0, rendering.nodes["uncertainty"].GetAttribute(mrml.FACTORS_ATTRIBUTE))
-    level = clean_level(rendering.nodes["uncertainty"].GetAttribute(mrml.MODEL_ATTRIBUTE), "std")
-    # biqt's clean median, or its own median over the input's brain where that is lower
+    node = rendering.nodes["uncertainty"]
+    level = clean_level(node.GetAttribute(mrml.MODEL_ATTRIBUTE), "std", node.GetAttribute(mrml.TENSOR_SCALE_ATTRIBUTE),
+                        legends.noise_scale(node) is not None)
+    # biqt's clean median at this input's tensor scale, or its own median over the input's brain where that is lower
     assert level is not None and floor == pytest.approx(min(level[0], np.median(std.data[inner])), rel=1e-6)
     value = at_pixels(rendering, RIGHT, std.data, std.affine)
     above, below = inside & (value > 1.2 * floor), inside & (value < 0.8 * floor)  # away from the threshold's edge

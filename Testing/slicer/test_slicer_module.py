@@ -144,6 +144,10 @@ def test_the_floor_checkbox_says_it_colours_from_the_clean_level_or_the_median()
     assert "uncertaintyFromMedian" in parameter_names()
     assert f"<b>Display &gt; {label}</b>" in MODULE_PY.read_text()
     assert f"**Display \u2192 {label}**" in (REPO / "docs" / "slicer.md").read_text()
+    # `iqt view`'s box says the same (it had kept "Above the median only"), and its page names it so
+    view = (MODULE_DIR / "ImageQualityTransferLib" / "apps" / "view" / "viewer.py").read_text()
+    assert f'label="{label}"' in view and "Above the median only" not in view
+    assert f"**{label}**" in " ".join((REPO / "docs" / "view.md").read_text().split())
 
 
 def test_the_model_file_chooser_offers_the_model_files():

@@ -50,7 +50,9 @@ FROM_MEDIAN_ATTRIBUTE = "ImageQualityTransfer.FromMedian"  # on the map node: "1
 # the two a noisy scan's direction map had coloured less of the brain than the clean one's (biqt ×3 on the 3 mm yaw dev
 # scan: 0.567 clean, 0.500 at b0 SNR 5; Testing/slicer/test_clean_levels.py).
 FLOOR_NOTE = "\u2265 median {floor}"  # the legend's line while coloured from its own median
-CLEAN_NOTE = "\u2265 clean {floor}"  # ... from its model's clean median
+# ... from its model's clean level, worded as the threshold it is ("≥ clean 0.12" could be read as a verdict on the
+# scan); on two lines, as one the legend's title had widened over a whole-field output (Testing/slicer/test_render.py)
+CLEAN_NOTE = "from clean-scan\nlevel {floor}"
 # ... from neither: a noisy input's scaled map from its median over its noise factor, or a shared scale's floor taken
 # from another run's map; "≥ median 0.12" had stood under a map whose median was 0.189 (`floor_word`)
 SHOWN_NOTE = "shown \u2265 {floor}"
@@ -381,8 +383,10 @@ def own_top(node, key: str, region: np.ndarray | None = None) -> float:
 
 
 def _clean(node) -> tuple[float, float] | None:
-    """(median, top) of the map's shipped model on clean training inputs (`clean_levels.clean_level`), or None."""
-    return clean_level(node.GetAttribute(mrml.MODEL_ATTRIBUTE), node.GetAttribute(mrml.MAP_ATTRIBUTE) or "")
+    """(median, top) of the map's shipped model on clean training inputs (`clean_levels.clean_level`) at its input's
+    tensor scale, never raised for an input read noisy (`noise_scale`), or None."""
+    return clean_level(node.GetAttribute(mrml.MODEL_ATTRIBUTE), node.GetAttribute(mrml.MAP_ATTRIBUTE) or "",
+                       node.GetAttribute(mrml.TENSOR_SCALE_ATTRIBUTE), noise_scale(node) is not None)
 
 
 def clean_floor(node) -> float | None:

@@ -62,6 +62,10 @@ NOISE_KEY = "noisy_std_scale"  # that factor in a map Volume's meta (slicer/proc
 NOISE_INDEX_ATTRIBUTE = "ImageQualityTransfer.NoiseIndex"  # beside it, the input's noise index: the legend says "noisy
 # input" only above core.noise_level.NOISY_INPUT (a clean training scan, the Trio at 0.080, had been called noisy)
 NOISE_INDEX_KEY = "noise_index"  # that index in a map Volume's meta, kept to its node
+TENSOR_SCALE_ATTRIBUTE = "ImageQualityTransfer.TensorScale"  # on a map node: its run's input tensor scale, the MD
+# mode of the low-res input in µm²/ms (core.tensors.md_mode), that a shipped model's clean level is scaled by
+# (slicer/clean_levels.py)
+TENSOR_SCALE_KEY = "input_md_mode"  # that scale in a map Volume's meta, kept to its node
 MEDIAN_ATTRIBUTE = "ImageQualityTransfer.SupportMedian"  # on a map node: its median over its input's brain (legends._median)
 SUPPORT_ATTRIBUTE = "ImageQualityTransfer.Support"  # "estimated" on a run's outputs kept to a brain estimated from the
 # tensors (an input fitted without a mask): a rim of scalp and background fits surrounds the brain there

@@ -27,7 +27,7 @@ import numpy as np
 
 from .. import methods as methods_mod
 from . import mrml
-from ..core import grid
+from ..core import grid, tensors
 from ..core.errors import IQTError, IQTWarning
 from ..core.i18n import _, options_named
 from ..fileio.nrrd import direction_rotation
@@ -352,7 +352,9 @@ def predict_volumes(lr: Volume, request: Request, mask: Volume | None = None, pr
     pred.tensor.meta["notes"] = list(lr.meta.get("input_notes", [])) + notes
     out = {"tensor": pred.tensor}
     noisy = noisy_scale(pred.tensor.meta)
+    scale = tensors.md_mode(np.asarray(lr.data)) * tensors.SHOWN_UNIT  # the clean level follows it (clean_levels.py)
     for key, v in pred.maps().items():
+        v.meta[mrml.TENSOR_SCALE_KEY] = float(scale)
         if noisy is not None:  # the legend says it (mrml.NOISE_ATTRIBUTE): a uniformly scaled map looks like a clean one
             v.meta[mrml.NOISE_KEY] = noisy if key in NOISY_STD_MAPS else 1.0  # the direction's: drawn from the scaled SD, not multiplied
             v.meta[mrml.NOISE_INDEX_KEY] = float(pred.tensor.meta["noise_index"])  # the legend's words by it

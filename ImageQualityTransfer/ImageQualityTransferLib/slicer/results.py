@@ -126,6 +126,10 @@ def _put(scene, vol: Volume, name: str, input_node, output: str, target=None):
         node.SetAttribute(mrml.NOISE_INDEX_ATTRIBUTE, repr(float(vol.meta[mrml.NOISE_INDEX_KEY])))
     else:
         node.RemoveAttribute(mrml.NOISE_INDEX_ATTRIBUTE)
+    if vol.meta.get(mrml.TENSOR_SCALE_KEY) is not None:  # the input's tensor scale, for the clean level (legends._clean)
+        node.SetAttribute(mrml.TENSOR_SCALE_ATTRIBUTE, repr(float(vol.meta[mrml.TENSOR_SCALE_KEY])))
+    else:
+        node.RemoveAttribute(mrml.TENSOR_SCALE_ATTRIBUTE)
     model = model_words(vol.meta)
     if model:
         node.SetAttribute(mrml.MODEL_ATTRIBUTE, model)

@@ -69,7 +69,8 @@ def predict_in_subprocess(lr: Volume, request, mask: Volume | None = None, progr
                 results[key].meta["factor"] = grid.record(request.factor)
             if entry.get("support"):  # nor an estimated support, which the uncertainty legend is scaled by
                 results[key].meta["support"] = entry["support"]
-            results[key].meta.update({k: entry[k] for k in ("model_name", "model_origin", mrml.NOISE_KEY, mrml.NOISE_INDEX_KEY)
+            results[key].meta.update({k: entry[k] for k in ("model_name", "model_origin", mrml.NOISE_KEY, mrml.NOISE_INDEX_KEY,
+                                                            mrml.TENSOR_SCALE_KEY)
                                       if entry.get(k)})
         results["tensor"].meta["notes"] = list(lr.meta.get("input_notes", [])) + [
             _without_paths(n, folder) for n in summary.get("notes", [])]

@@ -101,7 +101,8 @@ def main(argv=None) -> int:
             outputs[key] = {"path": str(path), "kind": vol.kind, "affine": np.asarray(vol.affine, float).tolist(),
                             "support": vol.meta.get("support"),
                             # the model that ran, which the header's 80 bytes drop for long names
-                            **{k: vol.meta[k] for k in ("model_name", "model_origin", mrml.NOISE_KEY, mrml.NOISE_INDEX_KEY)
+                            **{k: vol.meta[k] for k in ("model_name", "model_origin", mrml.NOISE_KEY, mrml.NOISE_INDEX_KEY,
+                                                        mrml.TENSOR_SCALE_KEY)
                                if vol.meta.get(k)}}
     except IQTError as exc:  # a model refused for its factors says so (`advice`: methods/factor_choice.py model_hint)
         _emit(error=str(exc), **({"advice": exc.advice} if getattr(exc, "advice", None) else {}))

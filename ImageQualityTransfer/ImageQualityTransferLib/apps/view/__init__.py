@@ -1,6 +1,7 @@
 """`iqt view`: a browser page for readers without Slicer. Slicer's own slice views, served by trame-slicer: cubic
-interpolation | IQT side by side (linked), the uncertainty overlay with its legend, an opacity slider and "Above the median only", a method
-picker that runs the engine in the background with a progress bar, and colour-FA / FA display of the tensors.
+interpolation | IQT side by side (linked), the uncertainty overlay with its legend, an opacity slider and "Above clean
+level or median only", a method picker that runs the engine in the background with a progress bar, and colour-FA /
+FA display of the tensors.
 
 The engine runs in a worker thread on numpy Volumes; MRML nodes are only touched on the server's event loop.
 `iqt view` refuses bad input before serving (apps/cli/view.py); a Viewer given a path reads it itself, and then shows

@@ -31,8 +31,9 @@ SLIDER_PX = 40  # the slice slider's strip over each view's bottom, in CSS px, k
 
 
 # below 960 px wide the toolbar's controls need more than one row (their least widths, and the title's text): the
-# opacity slider and "Above the median only" go to a second row, the app bar and the page's top grown to match (in one
-# row the checkbox had run off the page below 760 px and the title had shrunk to nothing below 1100: a viewer audit)
+# opacity slider and "Above clean level or median only" go to a second row, the app bar and the page's top grown to
+# match (in one row the checkbox had run off the page below 760 px and the title had shrunk to nothing below 1100: a
+# viewer audit)
 TOOLBAR_ROWS_PX = 960
 
 

@@ -1,6 +1,7 @@
 """The `iqt view` page and its state (Viewer): Slicer's own slice views, served by trame-slicer: cubic
-interpolation | IQT side by side (linked), the uncertainty overlay with its legend, an opacity slider and "Above the median only", a method
-picker that runs the engine in the background with a progress bar, and colour-FA / FA display of the tensors.
+interpolation | IQT side by side (linked), the uncertainty overlay with its legend, an opacity slider and "Above clean
+level or median only", a method picker that runs the engine in the background with a progress bar, and colour-FA /
+FA display of the tensors.
 
 The engine runs in a worker thread on numpy Volumes; MRML nodes are only touched on the server's event loop.
 `iqt view` refuses bad input before serving (apps/cli/view.py); a Viewer given a path reads it itself, and then shows
@@ -157,7 +158,7 @@ class Viewer:
                           disabled=("busy || !has_uncertainty",),
                           style="flex: 1 1 300px; min-width: 240px; max-width: 300px",
                           classes="ml-2 mr-6 iqt-opacity")
-                v.VCheckbox(id="iqt-from-median", label="Above the median only", v_model=("from_median",),
+                v.VCheckbox(id="iqt-from-median", label="Above clean level or median only", v_model=("from_median",),
                             density="compact", hide_details=True, disabled=("busy || !has_uncertainty",),
                             style="flex: 0 0 auto; max-width: 220px", classes="mr-4 iqt-from-median")
                 v.VProgressLinear(v_model=("progress",), active=("busy",), absolute=True, location="bottom",

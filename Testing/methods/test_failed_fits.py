@@ -1,5 +1,5 @@
-"""Failed fits in a user's tensors (dipy's WLS in low-signal voxels reaches eigenvalues of 1e-2 mm^2/s and more): the
-learned methods take them as missing and fill them from the nearest fits, with one warning; interpolation clips them."""
+"""Failed fits in a user's tensors (dipy's WLS in low-signal voxels reaches eigenvalues of 1e-2 mm^2/s and more): every
+method takes them as missing and fills them from the nearest fits, with one line."""
 
 from __future__ import annotations
 
@@ -59,17 +59,53 @@ def test_a_learned_method_fills_failed_fits_and_says_so(axial_subject, monkeypat
         filled = exterior("global-linear", bad)
     said = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
     assert len(said) == 1 and f"{n} voxels in the mask hold a failed fit" in said[0]
-    monkeypatch.setattr(base, "drop_failed_fits", lambda lr, mask, where, drop, **kw: (lr, None))  # as before: clipped by the method
+    assert "every method takes them as missing" in said[0] and "clips" not in said[0], said
+    monkeypatch.setattr(base, "drop_failed_fits", lambda lr, mask, where, **kw: (lr, None))  # as before: clipped by the method
     clipped = exterior("global-linear", bad)
     assert filled - clean < 0.25 * (clipped - clean), (clean, filled, clipped)
-    # interpolation is not changed by it (it clips, as any interpolator would), and says the same line
+    # interpolation, the baseline, sees the learned methods' input: its output is the one on the input with the failed
+    # fits zeroed (filled from the nearest fits as the context is), and it says the same line
     monkeypatch.undo()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         cubic = methods.get("cubic").predict(bad, 2, case.lr_mask).tensor.data
     assert [str(w.message) for w in caught if issubclass(w.category, IQTWarning)] == said
-    monkeypatch.setattr(base, "drop_failed_fits", lambda lr, mask, where, drop, **kw: (lr, None))
-    assert np.array_equal(methods.get("cubic").predict(bad, 2, case.lr_mask).tensor.data, cubic)
+    zeroed = _cubic(inputs.failed_fits_zeroed(bad), case.lr_mask)  # its mask cut to the fit: a smaller support
+    both = np.any(zeroed != 0, axis=-1)
+    assert np.array_equal(cubic[both], zeroed[both])
+    assert np.array_equal(np.any(cubic != 0, axis=-1), np.any(_cubic(case.lr, case.lr_mask) != 0, axis=-1))
+
+
+def _cubic(lr, mask=None):
+    """cubic's x2 output on `lr`, its warnings left out."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return methods.get("cubic").predict(lr, 2, mask).tensor.data
+
+
+@pytest.mark.parametrize("masked", [True, False])
+def test_interpolation_takes_failed_fits_as_missing(masked):
+    """Failed fits (a blown-up fit of 1.7 mm^2/s, one with a negative eigenvalue) inside a synthetic brain and at its
+    edge: cubic fills them from the nearest fits as the learned methods do, so its output is the one on the input
+    with them zeroed; clipped, a failed fit had spread into its neighbours. The support and the zeros outside it stay
+    those of the clean input."""
+    from ImageQualityTransferLib.core.volume import Volume
+
+    t = np.zeros((16, 16, 12, 6), np.float32)
+    t[3:-3, 3:-3, 2:-2] = [7e-4, 1e-5, 6e-4, 0, 2e-5, 8e-4]
+    t[3:-3, 3:-3, 2:-2, 0] += np.linspace(0, 4e-4, 10, dtype=np.float32)[:, None, None]
+    clean = Volume(t, np.diag([2.5, 2.5, 2.5, 1.0]), "tensor")
+    mask = Volume(np.any(t != 0, axis=-1), clean.affine, "mask") if masked else None
+    bad = t.copy()
+    bad[7, 7, 5] = [1.7, 0, 1e-9, 0, 0, 1e-9]  # inside
+    bad[3, 8, 6] = [7e-4, 0, 7e-4, 0, 0, -4e-3]  # at the edge
+    bad = clean.replace(data=bad)
+    out, before = _cubic(bad, mask), _cubic(clean, mask)
+    assert np.array_equal(np.any(out != 0, axis=-1), np.any(before != 0, axis=-1))
+    zeroed = _cubic(inputs.failed_fits_zeroed(bad), mask)
+    inside = np.any(zeroed != 0, axis=-1)  # without a mask the zeroed edge voxel leaves the support
+    assert np.array_equal(out[inside], zeroed[inside])
+    assert np.abs(out - before).max() < 2e-4  # clipped, the 1.7 mm^2/s fit had reached 4e-3 there
 
 
 _THICK: dict = {}  # (subject, f, snr) -> its degraded pair: three tests here read the same ones
@@ -310,7 +346,7 @@ def test_a_few_csf_like_failed_fits_are_filled_without_a_line_and_more_or_others
     warned, _ = said(csf, 400)  # 4 % of the mask: not "a few"
     assert len(warned) == 1 and warned[0].endswith("sinks to the noise floor")
     warned, _ = said(negative, 27)  # a negative eigenvalue: not CSF's
-    assert len(warned) == 1 and warned[0].endswith("interpolation clips them")
+    assert len(warned) == 1 and warned[0].endswith("any uncertainty map raised to the top there")
     warned, _ = said(csf, 27, md=2e-3)  # the whole brain too fast: a scale's fault
     assert len(warned) == 1 and warned[0].endswith("not CSF's noise floor")
     # mostly CSF-like, but 5 with a negative eigenvalue among them (tissue fits failing): warned, as the CHANGELOG says
@@ -397,7 +433,7 @@ def _estimated_brain_warnings(t, brain, voxel):
     lr = Volume(t, np.diag(list(voxel) + [1.0]), "tensor")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        drop_failed_fits(lr, Volume(brain, lr.affine, "mask"), "the brain estimated", drop=False, refuse=False,
+        drop_failed_fits(lr, Volume(brain, lr.affine, "mask"), "the brain estimated", refuse=False,
                          estimated=True)
     return [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
 
@@ -630,7 +666,7 @@ def test_thick_slices_of_a_clean_scan_fitted_unmasked_hold_no_cavity(zeroed_back
     lr = low_res_case(zeroed_background_subject, (1, 1, 3), "unmasked").lr
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        drop_failed_fits(lr, brain_within_box(lr), "the brain estimated", drop=False, refuse=False, estimated=True)
+        drop_failed_fits(lr, brain_within_box(lr), "the brain estimated", refuse=False, estimated=True)
     assert not [str(w.message) for w in caught if "failed fit" in str(w.message)], [str(w.message) for w in caught]
 
 
@@ -696,7 +732,7 @@ def test_a_cyst_at_the_cortex_on_coarse_voxels_fitted_unmasked_is_warned(zeroed_
     lr = case.lr.replace(data=t)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        drop_failed_fits(lr, brain_within_box(lr), "the brain estimated", drop=False, refuse=False, estimated=True)
+        drop_failed_fits(lr, brain_within_box(lr), "the brain estimated", refuse=False, estimated=True)
     said = [str(w.message) for w in caught if CLUSTER_SAID in str(w.message)]
     assert int(cyst.sum()) == 14 and len(said) == 1 and f"3.0 {CLUSTER_SAID}" in said[0], (int(cyst.sum()), said)
 

@@ -303,9 +303,9 @@ class Method:
         # certain, holes in the flagged rim (a review; Testing/methods/test_support.py)
         failed = tensors.failed_fits(lr.data)  # before they are zeroed: those in a hole are said in the holes' line
         kept_failed = failed if estimated and mask is not None else None
-        # said for every method; interpolation clips them, as any interpolator would
-        lr, unsure = drop_failed_fits(lr, mask, where, drop=self.learned, refuse=mask is not None and not estimated,
-                                      estimated=estimated, flagged=True)
+        # taken as missing by every method: the baseline IQT is read against sees the input the learned methods see
+        lr, unsure = drop_failed_fits(lr, mask, where, refuse=mask is not None and not estimated, estimated=estimated,
+                                      flagged=True)
         if self.learned:
             runner, index = self._for_noise(lr, mask, f, estimated=estimated, maps=maps)
             self._warn_off_training(lr, mask, f)
@@ -318,9 +318,7 @@ class Method:
         # holes the fitted tensors enclose (a lesion a fit's mask left out), filled from around them as a cavity's
         # failed fits are: every map raised there too, the voxels counted for a cohort's QC table (a masked fit's support,
         # its non-zero voxels, read as no mask: its holes are judged by their depth)
-        # interpolation's input keeps its failed fits (clipped): dropped to look for the holes as a learned method's are
-        holes = enclosed_holes(lr, as_given if given else mask if estimated else None, missing) if self.learned \
-            else holes_said_apart(lr, as_given if given else mask if estimated else None, missing)
+        holes = enclosed_holes(lr, as_given if given else mask if estimated else None, missing)
         if holes is not None:
             # failed fits in a hole count in both lines (and qc.tsv's columns): the holes' line says how many
             warn_holes(lr, holes, int((failed & holes).sum()), told=unsure is not None and bool((unsure & holes).any()))
@@ -331,7 +329,7 @@ class Method:
 
                 note_run(holes_flagged=int(holes.sum()))
         if unsure is not None and self.learned:  # failed fits warned of (a cavity's), filled from around them: as
-            # uncertain as noise fits (interpolation clips them and makes no maps)
+            # uncertain as noise fits (interpolation makes no maps)
             noise = lr.replace(data=unsure if noise is None else noise.data | unsure, kind="mask")
             if uncertainty:  # for a cohort's reader, as the noise factor is
                 from ..fileio.records import note_run

@@ -525,15 +525,14 @@ def mask_within_fit(lr: Volume, mask: Volume, before: Volume | None = None, said
 
 def holes_said_apart(lr: Volume, mask: Volume | None, missing: np.ndarray) -> np.ndarray | None:
     """The holes that enclosed_holes finds in `lr` within `mask` once its failed fits are dropped (drop_failed_fits):
-    warn_holes says them, so the mask's line leaves them out; interpolation, which keeps its failed fits, finds its
-    so."""
+    warn_holes says them, so the mask's line, said before the failed fits are dropped, leaves them out."""
     return enclosed_holes(failed_fits_zeroed(lr), mask, missing)
 
 
 def failed_fits_zeroed(lr: Volume, failed: np.ndarray | None = None) -> Volume:
-    """`lr` with its failed fits (`failed`, tensors.failed_fits where None) zeroed, in its own dtype: the input a
-    learned method reads (drop_failed_fits) and the one interpolation's holes are looked for in (holes_said_apart),
-    one source so that the two cannot count different holes."""
+    """`lr` with its failed fits (`failed`, tensors.failed_fits where None) zeroed, in its own dtype: the input every
+    method reads (drop_failed_fits) and the one the mask's line looks for holes in (holes_said_apart), one source so
+    that the two cannot count different holes."""
     failed = tensors.failed_fits(lr.data) if failed is None else failed
     return lr.replace(data=np.where(failed[..., None], 0, lr.data).astype(np.asarray(lr.data).dtype))
 
@@ -542,18 +541,18 @@ MOSTLY_FAILED = 0.5  # the share of the brain's tensors beyond which the input i
 # a few per cent (docs/measurements.md, "Failed fits in the input")
 
 
-def drop_failed_fits(lr: Volume, mask: Volume | None, where: str | None = None, drop: bool = True,
-                     refuse: bool = True, estimated: bool = False, flagged: bool = False):
-    """A learned method's input with its failed fits (tensors.failed_fits) taken as missing: zero, filled from the
-    nearest fits as the context beyond a tight mask is (methods/context.py), instead of clipped into bright, strongly
+def drop_failed_fits(lr: Volume, mask: Volume | None, where: str | None = None, refuse: bool = True,
+                     estimated: bool = False, flagged: bool = False):
+    """Every method's input with its failed fits (tensors.failed_fits) taken as missing: zero, filled from the nearest
+    fits as the context beyond a tight mask is (methods/context.py), instead of clipped into bright, strongly
     anisotropic tensors that the method spreads into their neighbours (docs/measurements.md, "Failed fits in the
-    input"); one warning line counts those inside the mask (or the support), the same for every method (`drop`
-    False: interpolation's input, said and kept). With `refuse` and a mask, an input whose tensors there are mostly
+    input"): interpolation, the baseline IQT is read against, sees the input the learned methods see. One line counts
+    those inside the mask (or the support). With `refuse` and a mask, an input whose tensors there are mostly
     failed fits is refused (IQTError): not a fit of this brain in mm^2/s; a brain estimated from a whole-field fit,
     which keeps background fits around it, is not judged so (`estimated`: `mask` is that brain). `flagged`: also
     return the low-res voxels warned of (None where none), whose uncertainty the caller raises where it filled them
     (flags.flag_maps: filled from around, a cavity's had read as confident tissue, an audit) and counts for a
-    cohort's QC table (interpolation's too, which clips them)."""
+    cohort's QC table (interpolation's too, which makes no maps)."""
     failed = tensors.failed_fits(lr.data)
     unsure = None
     if not failed.any():
@@ -579,19 +578,17 @@ def drop_failed_fits(lr: Volume, mask: Volume | None, where: str | None = None, 
                 high=f"{tensors.PLAUSIBLE_RANGE[1]:g}"))
         cause, usual = _likely_cause(lr, inside, mask, estimated)
         if n == 1:
-            line = _("{count} voxel in {where} holds a failed fit (an eigenvalue outside {low} to {high} mm^2/s); the "
-                     "learned methods take it as missing and fill it from the nearest fits; interpolation clips "
-                     "it{cause}") if usual else \
-                _("{count} voxel in {where} holds a failed fit (an eigenvalue outside {low} to {high} mm^2/s); the "
-                  "learned methods take it as missing and fill it from the nearest fits; any uncertainty map raised to "
-                  "the top there; interpolation clips it{cause}")
+            line = _("{count} voxel in {where} holds a failed fit (an eigenvalue outside {low} to {high} mm^2/s); "
+                     "every method takes it as missing and fills it from the nearest fits{cause}") if usual else \
+                _("{count} voxel in {where} holds a failed fit (an eigenvalue outside {low} to {high} mm^2/s); "
+                  "every method takes it as missing and fills it from the nearest fits; any uncertainty map raised to "
+                  "the top there{cause}")
         else:
-            line = _("{count} voxels in {where} hold a failed fit (an eigenvalue outside {low} to {high} mm^2/s); the "
-                     "learned methods take them as missing and fill them from the nearest fits; interpolation clips "
-                     "them{cause}") if usual else \
-                _("{count} voxels in {where} hold a failed fit (an eigenvalue outside {low} to {high} mm^2/s); the "
-                  "learned methods take them as missing and fill them from the nearest fits; any uncertainty map "
-                  "raised to the top there; interpolation clips them{cause}")
+            line = _("{count} voxels in {where} hold a failed fit (an eigenvalue outside {low} to {high} mm^2/s); "
+                     "every method takes them as missing and fills them from the nearest fits{cause}") if usual else \
+                _("{count} voxels in {where} hold a failed fit (an eigenvalue outside {low} to {high} mm^2/s); "
+                  "every method takes them as missing and fills them from the nearest fits; any uncertainty map "
+                  "raised to the top there{cause}")
         line = lr.source + line.format(count=n, where=where, low=f"{tensors.PLAUSIBLE_RANGE[0]:g}",
                                        high=f"{tensors.PLAUSIBLE_RANGE[1]:g}", cause=cause)
         if usual:  # what every clean scan holds: a warning on each had taught users to skip warnings (a review)
@@ -599,8 +596,6 @@ def drop_failed_fits(lr: Volume, mask: Volume | None, where: str | None = None, 
         else:
             warnings.warn(line, IQTWarning, stacklevel=3)
             unsure = inside
-    if not drop:
-        return (lr, unsure) if flagged else lr
     lr = failed_fits_zeroed(lr, failed)
     return (lr, unsure) if flagged else lr
 

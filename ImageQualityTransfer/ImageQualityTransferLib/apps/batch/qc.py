@@ -246,7 +246,7 @@ def write_qc(out_root: Path, results: list[dict], s: Settings | None = None, als
             f"{FRAME_NOISE_ADVICE}; n/a for other tensor files). failed_fits_flagged: the input's low-res voxels "
             "of failed fits (an eigenvalue outside the plausible range) that the subject's warning names, a cavity of "
             "them (a cyst or a region at the noise floor), many, or any below the range; the learned methods fill them "
-            "from the nearest fits and raise every uncertainty map to its top there (interpolation clips them): look "
+            "from the nearest fits and raise every uncertainty map to its top there (interpolation fills them too): look "
             "at the scan there (0: none warned of; n/a: a row an earlier version wrote; a failed check, orange, where the "
             "warning names a cluster of them, a cavity). holes_flagged: the input's low-res voxels that hold no tensor "
             "where its fitted tensors enclose them (a lesion, ventricle or region left out of the fit's mask, or "

@@ -366,6 +366,29 @@ def test_a_few_csf_like_failed_fits_are_filled_without_a_line_and_more_or_others
         assert len(warned) == 1 and "5.8 cm^3 of them in one cluster" in warned[0], (where, warned)
 
 
+@pytest.mark.parametrize("blown", [[1.7, 0, 1e-9, 0, 0, 1e-9], [0.2, 0, 6e-3, 0, 0, 6e-3]])
+def test_a_few_fits_that_diverged_are_warned_once_not_logged_as_csf(caplog, blown):
+    """Three fits that diverged (an eigenvalue of 1.7 or 0.2 mm^2/s, as a dipy WLS fit's blow-ups: no signal decays
+    so fast) are no CSF at the noise floor: one warning naming them, however few, where they had been logged at INFO
+    only as CSF's (a dipy fit of the 3 mm dev scan)."""
+    import logging
+
+    from ImageQualityTransferLib.core.volume import Volume
+
+    t = np.tile(np.array([7e-4, 0, 7e-4, 0, 0, 7e-4], np.float32), (50, 50, 4, 1))
+    t[10, 10:13, 2] = blown
+    t[30, 30:35, 1] = [9e-3, 0, 6e-3, 0, 0, 6e-3]  # CSF's, as every clean scan holds
+    lr = Volume(t, np.eye(4), "tensor")
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
+        warnings.simplefilter("always")
+        inputs.drop_failed_fits(lr, Volume(np.ones(t.shape[:3], bool), lr.affine, "mask"))
+    warned = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
+    assert len(warned) == 1 and warned[0].startswith("8 voxels in the mask hold a failed fit"), warned
+    assert "; 3 of them with an eigenvalue above 0.1 mm^2/s, more than any signal's decay gives: the fit diverged " \
+           "there" in warned[0], warned
+    assert not [r for r in caplog.records if "failed fit" in r.getMessage()]
+
+
 def test_a_cavity_of_2_cm3_is_warned_and_a_sheet_of_csf_s_failed_fits_as_large_is_not(caplog):
     """A cavity of failed fits under USUAL_FAILED_CLUSTER_CM3 (a 3x3x3 block of 4 mm voxels, 1.7 cm^3: a 2 cm^3 cyst at
     the noise floor of a 2 mm scan's x2 input) had been filled as tissue without a word, inside a given mask (a

@@ -936,9 +936,10 @@ def _surrounded(parts: np.ndarray, label: int, box: tuple, brain: np.ndarray) ->
 def _likely_cause(lr: Volume, failed: np.ndarray, mask: Volume | None, estimated: bool = False) -> tuple[str, bool]:
     """(Where most failed fits diffuse faster than free water, their usual cause, so that they are not read as a fault
     in the data (an input audit: 27 in the 3 mm dev scan's own fit, its CSF at b=2000); whether they are what every
-    clean scan holds: that cause, none below the plausible range, an in-vivo brain MD, at most USUAL_FAILED of the
-    mask (or of the fitted voxels), no cluster over USUAL_FAILED_CLUSTER_CM3 and no cavity over CAVITY_CM3 (a
-    lesion-sized block had been filled as tissue without a word, a review), whose size the line then says)."""
+    clean scan holds: that cause, none below the plausible range nor above DIVERGED, an in-vivo brain MD, at most
+    USUAL_FAILED of the mask (or of the fitted voxels), no cluster over USUAL_FAILED_CLUSTER_CM3 and no cavity over
+    CAVITY_CM3 (a lesion-sized block had been filled as tissue without a word, a review), whose size the line then
+    says)."""
     t = np.asarray(lr.data)
     w = tensors.eigenvalues(t[failed])
     too_fast = w.max(axis=-1) > tensors.PLAUSIBLE_RANGE[1]

@@ -389,6 +389,27 @@ def test_a_few_fits_that_diverged_are_warned_once_not_logged_as_csf(caplog, blow
     assert not [r for r in caplog.records if "failed fit" in r.getMessage()]
 
 
+def test_fits_that_diverged_in_an_estimated_brain_s_rim_are_its_background_s_and_in_its_core_are_warned():
+    """Without --mask the brain estimated from a whole-field fit keeps the background's fits in its rim, and those
+    diverge in every clean whole-field fit (dipy's and the unmasked inputs of the Philips scans): judged in its core,
+    as clusters are, where one that diverged is warned."""
+    from ImageQualityTransferLib.core.volume import Volume
+
+    def warned(where):
+        t = np.tile(np.array([7e-4, 0, 7e-4, 0, 0, 7e-4], np.float32), (30, 30, 20, 1))
+        t[where] = [1.7, 0, 1e-9, 0, 0, 1e-9]
+        lr = Volume(t, np.diag([3.0, 3.0, 3.0, 1.0]), "tensor")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            inputs.drop_failed_fits(lr, Volume(np.ones(t.shape[:3], bool), lr.affine, "mask"), "the brain estimated",
+                                    refuse=False, estimated=True)
+        return [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
+
+    assert warned((0, slice(10, 13), 10)) == []
+    said = warned((15, slice(10, 13), 10))
+    assert len(said) == 1 and "3 of them with an eigenvalue above 0.1 mm^2/s" in said[0], said
+
+
 def test_a_cavity_of_2_cm3_is_warned_and_a_sheet_of_csf_s_failed_fits_as_large_is_not(caplog):
     """A cavity of failed fits under USUAL_FAILED_CLUSTER_CM3 (a 3x3x3 block of 4 mm voxels, 1.7 cm^3: a 2 cm^3 cyst at
     the noise floor of a 2 mm scan's x2 input) had been filled as tissue without a word, inside a given mask (a

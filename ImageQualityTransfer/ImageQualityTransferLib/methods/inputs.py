@@ -972,8 +972,9 @@ def _likely_cause(lr: Volume, failed: np.ndarray, mask: Volume | None, estimated
     # each piece one marked sentence (CLUSTER_SAID's words in it, read by iqt batch's QC in English)
     cluster = "; " + _("{size} cm^3 of them in one cluster, a lesion's or a failed region's size: look at the scan "
                        "there").format(size=f"{big:.1f}") if big else ""
-    # a fit that diverged is no CSF's: said, however few (a dipy fit's 1.7 mm^2/s had been logged at INFO only)
-    diverged = int((w.max(axis=-1) > DIVERGED).sum())
+    # a fit that diverged is no CSF's: said, however few (a dipy fit's 1.7 mm^2/s had been logged at INFO only); in an
+    # estimated brain's core, as clusters are: its rim's background fits diverge in every clean whole-field fit
+    diverged = int((tensors.eigenvalues(t[judged]).max(axis=-1) > DIVERGED).sum()) if judged.any() else 0
     few = few and not diverged
     cluster += "; " + _("{count} of them with an eigenvalue above {limit} mm^2/s, more than any signal's decay gives: "
                         "the fit diverged there").format(count=diverged, limit=f"{DIVERGED:g}") if diverged else ""

@@ -78,6 +78,25 @@ def test_an_integer_mask_of_0_and_1_becomes_a_label_map_and_other_integers_a_sca
     assert node.IsA("vtkMRMLScalarVolumeNode") and not node.IsA("vtkMRMLLabelMapVolumeNode")
 
 
+def test_a_float_mask_of_0_and_1_becomes_a_label_map_and_other_floats_a_scalar_node(scene, tmp_path):
+    """mrcalc writes its masks as float32 (mrcalc dwi_b0.mif 100 -gt mask.mif): exactly 0 and 1, both present, is a
+    label map the module's brain mask selector offers; a float image of 0 only, 1 only, 0 and 0.5 or 0 and 2 stays a
+    scalar volume."""
+    from ImageQualityTransferLib.fileio.mif import write_mif
+
+    mask = fileio.load_scalar(FIXTURES / "mask.nii")
+    inside = np.asarray(mask.data) > 0
+    write_mif(tmp_path / "mrcalc.mif", inside.astype(np.float32), mask.affine)
+    node = mif_nodes.load_mif(scene, tmp_path / "mrcalc.mif")
+    assert node.IsA("vtkMRMLLabelMapVolumeNode"), node.GetClassName()
+    assert np.array_equal(mrml.mask_from_node(node).data, inside)
+    for label, data in (("zeros", np.zeros(inside.shape)), ("ones", np.ones(inside.shape)),
+                        ("half", inside * 0.5), ("two", inside * 2.0)):
+        write_mif(tmp_path / f"{label}.mif", data.astype(np.float32), mask.affine)
+        node = mif_nodes.load_mif(scene, tmp_path / f"{label}.mif")
+        assert not node.IsA("vtkMRMLLabelMapVolumeNode"), label
+
+
 @pytest.mark.skipif(shutil.which("mrconvert") is None, reason="MRtrix3's mrconvert is not on PATH (apt-get install "
                     "mrtrix3)")
 @pytest.mark.parametrize("datatype", ["uint8", "int16"])

@@ -1,7 +1,7 @@
 """MRtrix images (.mif, .mif.gz, .mih) as MRML nodes, Qt-free: Slicer has no reader for them, so the module's file
 reader (ImageQualityTransfer.py ImageQualityTransferFileReader) hands them here. Read by the engine's reader
 (fileio/mif.py): a DWI (its dw_scheme) becomes a DWI node, six volumes a DTI node, a mask (dwi2mask's bits, integers
-of 0 and 1) a label map, another 3D image (a map iqt wrote) a scalar node."""
+of 0 and 1, mrcalc's floats of 0 and 1) a label map, another 3D image (a map iqt wrote) a scalar node."""
 
 from __future__ import annotations
 
@@ -46,11 +46,13 @@ def load_mif(scene, path, name: str | None = None):
 
 
 def is_mask(keys: dict, image: Volume) -> bool:
-    """Whether a single-volume image is a brain mask: dwi2mask's bit image, or integers holding only 0 and 1 (iqt's
-    --mask-out and batch masks, a NIfTI mask through mrconvert: uint8); a float map or a parcellation is not one."""
+    """Whether a single-volume image is a brain mask: dwi2mask's bit image, integers holding only 0 and 1 (iqt's
+    --mask-out and batch masks, a NIfTI mask through mrconvert: uint8), or floats holding exactly 0 and 1, both (mrcalc
+    writes its masks as float32); a float map of other values or a parcellation is not one."""
     datatype = keys.get("datatype", [""])[0].lower()
     if datatype == "bit":
         return True
-    if not datatype.startswith(("int", "uint")):
-        return False
-    return bool(np.isin(np.unique(np.asarray(image.data)), (0, 1)).all())
+    values = np.unique(np.asarray(image.data))
+    if datatype.startswith(("int", "uint")):
+        return bool(np.isin(values, (0, 1)).all())
+    return values.size == 2 and bool(np.array_equal(values, (0, 1)))  # a float map that is 0 or 1 throughout: not one

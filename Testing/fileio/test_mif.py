@@ -114,6 +114,20 @@ def test_a_dwi_mif_without_a_gradient_table_is_one_line(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dwi.mif"]
 
 
+def test_a_gzipped_dwi_mif_without_a_table_reads_the_bval_and_bvec_beside_it(tmp_path):
+    """dwi.mif.gz's FSL files are dwi.bval and dwi.bvec, as for dwi.nii.gz (dwi.mif.bval had been looked for), and
+    its BIDS sidecar dwi.json."""
+    from ImageQualityTransferLib.fileio.gradients import sidecar_path
+    from ImageQualityTransferLib.fileio.mif import write_mif
+
+    dwi = fileio.load_dwi(HERE / "dwi_from_mif.nii")
+    fileio.save_dwi(dwi, tmp_path / "dwi.nii.gz")  # writes dwi.bval and dwi.bvec
+    write_mif(tmp_path / "dwi.mif.gz", dwi.data, dwi.affine)  # no dw_scheme
+    got = fileio.load_dwi(tmp_path / "dwi.mif.gz")
+    assert np.allclose(got.bvals, dwi.bvals) and np.allclose(got.bvecs, dwi.bvecs, atol=1e-6)
+    assert sidecar_path(tmp_path / "dwi.mif.gz") == tmp_path / "dwi.json"
+
+
 def test_a_scaling_on_float_data_is_left_unapplied_as_mrtrix_does(tmp_path):
     scaled = _header(tmp_path / "scaled.mif", b"mrtrix_version: 3.0.3", b"scaling: 0.5,2       ")  # same length
     plain = fileio.load_tensor(HERE / "dt.mif")

@@ -19,7 +19,8 @@ SLICE_ENCODING = {"i": 0, "j": 1, "k": 2, "i-": 0, "j-": 1, "k-": 2}  # BIDS Sli
 
 def _stem(dwi_path) -> str:
     p = str(dwi_path)
-    return p[: -len(".nii.gz")] if p.lower().endswith(".nii.gz") else os.path.splitext(p)[0]
+    double = next((suffix for suffix in (".nii.gz", ".mif.gz") if p.lower().endswith(suffix)), None)
+    return p[: -len(double)] if double else os.path.splitext(p)[0]
 
 
 def bval_bvec_paths(dwi_path, bval=None, bvec=None):

@@ -364,6 +364,11 @@ def _mif_lines(img, path) -> str | None:
         return (f"{path}: shape {img.shape} is a DWI series (its header holds a dw_scheme), not diffusion tensors; fit "
                 f"tensors from it first with 'iqt fit {Path(path).name} -o dti.mif', which reads its dw_scheme, and "
                 "give that file")
+    if img.shape[3] >= 7:  # a DWI read as tensors for want of a table: it cannot be fitted either
+        return (f"{path}: shape {img.shape} is neither diffusion tensors (dwi2tensor's six volumes) nor a DWI with its "
+                f"gradient table: {img.shape[3]} volumes and no dw_scheme in its header; if it is a DWI, add its table "
+                f"with 'mrconvert {Path(path).name} -fslgrad dwi.bvec dwi.bval dwi_grad.mif' and give that, else give "
+                "dwi2tensor's output")
     return (f"{path}: shape {img.shape} is not a diffusion tensor volume: an MRtrix tensor image holds six volumes "
             f"(dwi2tensor's Dxx,Dyy,Dzz,Dxy,Dxz,Dyz), this one {img.shape[3]}; give dwi2tensor's output, or fit tensors "
             "from the DWI with 'iqt fit dwi.mif -o dti.mif'")

@@ -27,6 +27,7 @@ class Item:
     mask: str = ""  # a list line's --mask: a brain mask on the input's grid or on the output's
     bval: str = ""  # a BIDS DWI's b-values and b-vectors where they are inherited from a folder above (`gradients`)
     bvec: str = ""
+    scheme: bool = False  # an MRtrix DWI whose gradient table is its header's dw_scheme (`gradients` gives no files)
     typed: tuple = ()  # (absolute path, as typed) of the paths made absolute for the workers: messages give them as typed
     line: str = ""  # where a list names it, for messages: "list.txt line 3 ('P01 --mask m.nii.gz')"
 
@@ -37,11 +38,12 @@ class Item:
             text = text.replace(absolute, typed)
         return text
 
-    def gradients(self) -> tuple[Path, Path]:
-        """A DWI's .bval and .bvec: beside it, or the inherited ones `bids_items` found."""
+    def gradients(self) -> tuple[Path, ...]:
+        """A DWI's .bval and .bvec: beside it, or the inherited ones `bids_items` found; none for an MRtrix DWI whose
+        table is in its own header (its file's SHA256 covers it)."""
         from ...fileio import bval_bvec_paths
 
-        return bval_bvec_paths(self.path, self.bval or None, self.bvec or None)
+        return () if self.scheme else bval_bvec_paths(self.path, self.bval or None, self.bvec or None)
 
 
 def label(text: str) -> str:
@@ -211,9 +213,15 @@ def list_items(listfile) -> list[Item]:
         parts = [x for x in Path(os.path.normpath(line)).parts if x not in ("/", "..", ".")]
         if str(p).lower().endswith(files):
             suffix = next(suf for suf in sorted(files, key=len, reverse=True) if p.name.lower().endswith(suf))
-            entries.append((_subject_folders(parts[:-1]), p.name[: -len(suffix)], "dti", str(p), line, opts))
+            scheme = _mif_dwi(p)  # an MRtrix DWI is fitted as a folder's dwi.nii.gz is
+            if scheme is not None:
+                opts["scheme"] = scheme
+            entries.append((_subject_folders(parts[:-1]), p.name[: -len(suffix)], "dti" if scheme is None else "dwi",
+                            str(p), line, opts))
         else:
-            name = "dwi.nii" if (p / "dwi.nii").is_file() and not (p / "dwi.nii.gz").exists() else "dwi.nii.gz"
+            name = _folder_dwi(p)
+            if name.endswith(READ_SUFFIXES):
+                opts["scheme"] = _mif_dwi(p / name) is not False  # without a table its reader says what to add
             entries.append((_subject_folders(parts) or parts, None, "dwi", str(p / name), line, opts))  # as train reads
     for folders, stem, kind, _, line, opts in entries:
         if kind == "dwi" and opts.get("tensor_order"):  # else said by the subject's worker, after the run had begun
@@ -226,6 +234,38 @@ def list_items(listfile) -> list[Item]:
     return [Item(sub, f"{sub}/dwi", path, kind, line if not Path(line).is_absolute() else "",
                  os.path.normpath(listfile.parent.absolute()) if not Path(line).is_absolute() else "", **opts)
             for sub, (_, _, kind, path, line, opts) in zip(names, entries)]
+
+
+def _folder_dwi(folder: Path) -> str:
+    """The DWI a listed subject folder holds: dwi.nii.gz (named, there or not, where it holds none), else dwi.nii,
+    else an MRtrix dwi.mif, dwi.mif.gz or dwi.mih."""
+    from ...fileio.mif import READ_SUFFIXES
+
+    for name in ("dwi.nii.gz", "dwi.nii", *("dwi" + suffix for suffix in READ_SUFFIXES)):
+        if (folder / name).is_file():
+            return name
+    return "dwi.nii.gz"
+
+
+def _mif_dwi(p: Path) -> bool | None:
+    """For a listed MRtrix image: True where it is a DWI (4D, at least 7 volumes) whose header holds a dw_scheme,
+    False one without but with a .bval and .bvec beside it (as `iqt fit` reads it), None otherwise: tensors, or a file
+    its reader refuses in the subject's row (a header that cannot be read included)."""
+    from ...fileio import bval_bvec_paths
+    from ...fileio.mif import is_mif, read_header
+
+    if not is_mif(p) or not p.is_file():
+        return None
+    try:
+        keys = read_header(p)
+        dim = [int(n) for n in keys["dim"][0].split(",")]
+    except (IQTError, KeyError, IndexError, ValueError):
+        return None
+    if len(dim) != 4 or dim[3] < 7:
+        return None
+    if keys.get("dw_scheme"):
+        return True
+    return False if all(g.is_file() for g in bval_bvec_paths(p)) else None
 
 
 BIDS_DATATYPES = ("dwi", "anat", "func", "fmap", "perf")  # folders under a subject that do not name it

@@ -161,14 +161,15 @@ def input_hashes(item: Item) -> dict:
     changed dwi.json had left a subject skipped, its outputs made with the old slice axis: a researcher's audit)."""
     if item.kind == "dwi" and Path(item.path).name == "dwi.nii.gz" and not Path(item.path).exists():  # a listed folder
         raise IQTError(f"{Path(item.path).parent}: no dwi.nii.gz there (or no such folder); a subject folder holds "
-                       "dwi.nii.gz, dwi.bval and dwi.bvec")
+                       "dwi.nii.gz, dwi.bval and dwi.bvec (or an MRtrix dwi.mif holding its dw_scheme)")
     out = {"InputSHA256": _sha256(item.path, image=True)}
-    if item.kind == "dwi":
+    if item.kind == "dwi" and item.gradients():  # an MRtrix DWI's own dw_scheme is in InputSHA256
         bval, bvec = item.gradients()
         for p, flag in ((bval, "bval"), (bvec, "bvec")):
             if not p.exists():
                 raise IQTError(f"{p}: not found; every DWI needs its FSL .{flag} file beside it")
         out["GradientSHA256"] = {"bval": _sha256(bval), "bvec": _sha256(bvec)}
+    if item.kind == "dwi":
         sidecar = sidecar_path(item.path)
         if sidecar.exists():  # its slice axis decides which slices --exclude-outliers drops and what the notes name
             out["SidecarSHA256"] = _sha256(sidecar)
@@ -384,8 +385,8 @@ def input_files(item: Item) -> list[tuple[str, str]]:
     if item.kind == "dwi":
         from ...fileio.gradients import _stem
 
-        bval, bvec = item.gradients()
-        files += [(str(bval), "b-values"), (str(bvec), "b-vectors"), (_stem(item.path) + ".json", "sidecar")]
+        files += [(str(g), what) for g, what in zip(item.gradients(), ("b-values", "b-vectors"))]
+        files.append((_stem(item.path) + ".json", "sidecar"))
     if item.mask:
         files.append((item.mask, "mask"))
     images = [(item.path, "input")] + ([(item.mask, "mask")] if item.mask else [])

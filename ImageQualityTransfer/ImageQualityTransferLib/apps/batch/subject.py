@@ -208,7 +208,8 @@ def compute(item: Item, s: Settings) -> tuple[dict, dict]:
             warn_if_cut(dwi, mask, f"the mask {item.mask}", "give the subject a mask that covers the whole brain (e.g. "
                         "from 'iqt mask'), or none to fit in that estimate")
         # iqt fit's checks, said in the subject's notes and counted in its QC row
-        done = fit_with_checks(dwi, mask, s.exclude_outliers, str(item.gradients()[1]))
+        bvec = fileio.bval_bvec_paths(item.path, item.bval or None, item.bvec or None)[1]  # named as iqt fit names it
+        done = fit_with_checks(dwi, mask, s.exclude_outliers, str(bvec))
         lr, found, table = done.tensor, done.outliers, done.gradients
         # with 6 DW directions the fit check sees nothing (dmri/outliers.py blind_count): n/a, not a clean 0
         blind = blind_count(dwi.bvals, dwi.bvecs)

@@ -33,8 +33,19 @@ def _refused(capsys, argv, *words):
 
 def test_upsample_to_nifti_is_refused_naming_a_nrrd_output(lr, tmp_path, capsys):
     _refused(capsys, ["upsample", str(lr), "--method", "cubic", "--factor", TOO_LONG, "-o", str(tmp_path / "o.nii.gz")],
-             "give smaller factors", "a .nrrd tensor output")
+             "give smaller factors", "a .nrrd or .mif tensor output")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lr.nii.gz"]
+
+
+@pytest.mark.parametrize("name", ["o.mif", "o.mif.gz"])
+def test_upsample_to_an_mrtrix_image_has_no_such_limit_and_reads_back(lr, tmp_path, capsys, name):
+    """An MRtrix image's sizes are text: a .mif output of an axis over 32,767 voxels is written (it had been refused
+    in NIfTI's words), and this tool reads it back (a NIfTI-2 in memory: the reader had failed with nibabel's
+    HeaderDataError)."""
+    code = main(["upsample", str(lr), "--method", "cubic", "--factor", TOO_LONG, "-o", str(tmp_path / name)])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    assert fileio.load_tensor(tmp_path / name).shape3 == (6, 6, 32768)
 
 
 def test_a_nifti_map_beside_a_nrrd_output_is_refused(lr, tmp_path, capsys):
@@ -55,6 +66,7 @@ def test_propagate_is_refused(tmp_path, capsys):
 def test_the_limit_itself():
     grid.check_nifti_grid((6, 6, 16), (1, 1, 2047), ["o.nii.gz"])  # 32,752: fits
     grid.check_nifti_grid((6, 6, 16), (1, 1, 2048), ["o.nrrd"])  # a NRRD has no such limit
+    grid.check_nifti_grid((6, 6, 16), (1, 1, 2048), ["o.mif", "o_FA.mif.gz"])  # nor an MRtrix image
     with pytest.raises(IQTError, match="32,767"):
         grid.check_nifti_grid((6, 6, 16), (1, 1, 2048), ["o.nrrd", "o_FA.nii.gz"], nrrd_ok=True)
 
@@ -64,5 +76,5 @@ def test_batch_is_refused_before_its_folder_is_made(lr, tmp_path, capsys, monkey
     monkeypatch.chdir(tmp_path)
     (tmp_path / "list.txt").write_text("lr.nii.gz\n")
     _refused(capsys, ["batch", "list.txt", "-o", "out", "--method", "cubic", "--factor", TOO_LONG, "--workers", "1"],
-             "sub-lr (lr.nii.gz)", "leave that subject out")
+             "sub-lr (lr.nii.gz)", "leave that subject out", "unless --output-format mif")
     assert not (tmp_path / "out").exists()

@@ -70,17 +70,18 @@ def isotropic(f) -> int | None:
 
 
 NIFTI_MAX_DIM = 32767  # NIfTI-1 stores each dim as int16: nibabel's writer fails on more, after the whole run
+UNLIMITED = (".nrrd", ".nhdr", ".mif", ".mif.gz")  # NRRD's and MRtrix's sizes are text (fileio/paths.py's suffixes)
 
 
 def check_nifti_grid(shape3, f, outputs, nrrd_ok: bool = False) -> None:
     """Refuse (one line) before any work a high-res grid of `shape3` at `f` with an axis above NIFTI_MAX_DIM voxels
-    where any of `outputs` (paths) is NIfTI; `nrrd_ok`: the first of them could be a .nrrd instead (said so)."""
+    where any of `outputs` (paths) is NIfTI; `nrrd_ok`: the first of them could be a .nrrd or .mif instead (said so)."""
     shape = tuple(int(s) * int(k) for s, k in zip(shape3, factors(f)))
-    nifti = [p for p in outputs if not str(p).lower().endswith((".nrrd", ".nhdr"))]
+    nifti = [p for p in outputs if not str(p).lower().endswith(UNLIMITED)]
     if max(shape) <= NIFTI_MAX_DIM or not nifti:
         return
-    other = "; or a .nrrd tensor output (-o NAME.nrrd), which has no such limit" if nrrd_ok and nifti[0] == outputs[0] \
-        and len(nifti) == 1 else ""
+    other = "; or a .nrrd or .mif tensor output (-o NAME.nrrd, -o NAME.mif), which have no such limit" \
+        if nrrd_ok and nifti[0] == outputs[0] and len(nifti) == 1 else ""
     raise IQTError(f"{describe(f)}: a high-res grid of {shape[0]}x{shape[1]}x{shape[2]} voxels, more than the "
                    f"{NIFTI_MAX_DIM:,} voxels along an axis a NIfTI file can hold ({nifti[0]}); give smaller "
                    f"factors (or a larger --voxel-size){other}")

@@ -122,7 +122,11 @@ def _mif_image(path) -> "nibabel.Nifti1Image":
     data, affine, keys = read_mif(path)
     _check_extent(data.shape, path)
     _check_geometry(affine, path)
-    img = nibabel_lib().Nifti1Image(data, affine)
+    from ..core.grid import NIFTI_MAX_DIM
+
+    nib = nibabel_lib()
+    # an axis over NIfTI-1's int16 dims, which an MRtrix image may hold, as NIfTI-2 holds it
+    img = (nib.Nifti2Image if max(data.shape) > NIFTI_MAX_DIM else nib.Nifti1Image)(data, affine)
     img.set_qform(affine, 1)
     img.set_sform(affine, 1)  # scanner coordinates, as mrconvert's NIfTI gives them
     if keys.get("comments"):  # what a map iqt wrote holds (volumes._mif_record), where a NIfTI's description holds it

@@ -273,11 +273,12 @@ def run(args) -> int:
     check_qc_table(out)
     from .upsample import input_shape3
 
-    for _, g, group, _ in runs:  # else a subject fails at its write, after its whole run (core/grid.py, NIFTI_MAX_DIM)
+    for _, g, group, s in runs:  # else a subject fails at its write, after its whole run (core/grid.py, NIFTI_MAX_DIM)
         for it in group:
             shape3 = input_shape3(it.path)
             try:
-                grid.check_nifti_grid(shape3 or (1, 1, 1), g, ["iqt batch writes NIfTI"])
+                if s.output_format == "nifti":  # an MRtrix image's sizes are text: --output-format mif has no limit
+                    grid.check_nifti_grid(shape3 or (1, 1, 1), g, ["iqt batch writes NIfTI unless --output-format mif"])
             except IQTError as exc:
                 raise IQTError(f"{it.prefix} ({it.as_typed(it.path)}): {exc}; or leave that subject out") from None
     for _, _, group, s in runs:  # no subject's output or removal is a file of the cohort's inputs

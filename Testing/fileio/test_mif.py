@@ -144,6 +144,27 @@ def test_a_batch_list_line_naming_a_mih_is_a_tensor_file(tmp_path):
     assert [(i.kind, i.path) for i in list_items(tmp_path / "list.txt")] == [("dti", str(HERE / "dt_int16.mih"))]
 
 
+def test_a_mih_is_hashed_with_its_data_file(tmp_path):
+    """A .mih's data changed behind the same header is a changed input (iqt batch redoes it, as a .nhdr's), its data
+    file is one a run reads, and two .mih behind byte-identical headers are no copies."""
+    from ImageQualityTransferLib.apps.batch import items as batch_items
+    from ImageQualityTransferLib.apps.batch import records
+    from ImageQualityTransferLib.fileio.checksums import first_copy
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for file in ("dt_int16.mih", "dt_int16.dat"):
+            shutil.copy(HERE / file, tmp_path / name / file)
+    mih, dat = tmp_path / "a" / "dt_int16.mih", tmp_path / "a" / "dt_int16.dat"
+    item = batch_items.Item(prefix="sub-a", subdir="sub-a", path=str(mih), kind="dti")
+    before = records.input_hashes(item)["InputSHA256"]
+    assert (str(dat), "input's data file") in records.input_files(item)
+    data = np.fromfile(dat, "<i2")
+    (data // 2).astype("<i2").tofile(dat)  # the data halved, the header untouched
+    assert records.input_hashes(item)["InputSHA256"] != before
+    assert first_copy([mih, tmp_path / "b" / "dt_int16.mih"]) is None
+
+
 def test_iqt_degrade_to_a_mif_names_no_tensor_order_and_refuses_a_dtifit_style(tmp_path, capsys):
     from ImageQualityTransferLib.apps.cli import main
 

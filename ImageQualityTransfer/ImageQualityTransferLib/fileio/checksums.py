@@ -1,6 +1,6 @@
 """Checksums of input and model files, and finding one subject's file given twice under two names.
 
-An image is hashed as read: a NRRD header (`.nhdr`) and the detached data file it names, one after the other
+An image is hashed as read: a NRRD header (`.nhdr`) or an MRtrix `.mih` and the data file it names, one after the other
 (`image_files`), so that a re-exported subject behind an unchanged header is seen as changed (`iqt batch`'s resume,
 apps/batch/records.py) and two subjects behind byte-identical headers are not taken for copies (apps/batch/items.py).
 """
@@ -12,18 +12,25 @@ import os
 import zlib
 
 from ..core.errors import IQTError
+from .mif import mih_data_file
 from .paths import not_a_file, nrrd_data_file
 
 
+def detached_data(path):
+    """The data file an image header names apart from itself: a NRRD header's 'data file', a .mih's 'file' line; None
+    for an image that holds its data."""
+    return nrrd_data_file(path) or mih_data_file(path)
+
+
 def image_files(path) -> list:
-    """The files an image at `path` is read from: the file itself, then a NRRD header's detached data file where that
-    is one regular file. Anything else is left out, unopened, for its reader (fileio/nrrd.py `_read`) to refuse in its
+    """The files an image at `path` is read from: the file itself, then a NRRD or .mih header's detached data file where
+    that is one regular file. Anything else is left out, unopened, for its reader (fileio/nrrd.py `_read`) to refuse in its
     own line: a FIFO, a device or a folder (a FIFO data file had hung `iqt batch`), a missing data file or one split
     over several ('data file: LIST', 'slice%03d.raw 1 36 1 3': these had been called 'file not found')."""
     from .nrrd import _split_data
 
     files = [path] if not_a_file(path) is None else []
-    data = nrrd_data_file(path)
+    data = detached_data(path)
     if data is None or _split_data(data.name) is not None or not os.path.isfile(data):
         return files
     return files + [data]
@@ -34,7 +41,7 @@ def image_sha256(path) -> str:
     whose data file is left out gets a digest no record of a read image holds (its reader refuses it)."""
     files = image_files(path)
     digest = sha256(*files)
-    if nrrd_data_file(path) is not None and len(files) < 2:
+    if detached_data(path) is not None and len(files) < 2:
         digest = hashlib.sha256(b"data file unread:" + digest.encode()).hexdigest()
     return digest
 
@@ -55,13 +62,13 @@ def first_copy(paths) -> tuple[int, int] | None:
     audit: dwi.nii beside the same scan's dwi.nii.gz was a second subject): of those, only pairs of one uncompressed
     size (which a gzip records at its end, modulo 4 GiB; a gzip of several members, as bgzip writes, is compared by its
     last one's and missed), read side by side up to their first difference, so that a cohort of one grid, one plain
-    file among its gzips, is not decompressed in full (a review). A NRRD header with a detached data file is compared
-    with its data (`image_sha256`): two subjects behind byte-identical headers are no copies. An empty or missing file
-    is none's copy (its reader says what is wrong)."""
+    file among its gzips, is not decompressed in full (a review). A NRRD or .mih header with a detached data file is
+    compared with its data (`image_sha256`): two subjects behind byte-identical headers are no copies. An empty or
+    missing file is none's copy (its reader says what is wrong)."""
     by_size: dict = {}
     detached: dict = {}
     for i, p in enumerate(paths):
-        if nrrd_data_file(p) is not None:
+        if detached_data(p) is not None:
             files = image_files(p)
             if len(files) < 2:  # its data file unread: none's copy, its reader says what is wrong
                 continue

@@ -6,6 +6,7 @@ negative), so that a .mif and its mrconvert'ed NIfTI give the same voxel grid.""
 from __future__ import annotations
 
 import gzip
+import os
 import warnings
 from pathlib import Path
 
@@ -164,18 +165,14 @@ def _read_data(path, keys, dtype, dim, ranks) -> np.ndarray:
     if len(spec) != 1:
         _fail(path, "its header names no data file, or several ('file' lines)" if spec else
               "its header has no 'file' line")
-    name, _, offset = spec[0].rpartition(" ")
-    try:
-        offset = int(offset)
-    except ValueError:
-        name, offset = spec[0], 0
+    name, offset = _data_name(spec[0])
     count = int(np.prod(dim))
     bits = keys["datatype"][0].lower() == "bit"
     size = -(-count // 8) if bits else count * dtype.itemsize
-    if name.strip() == ".":
+    if name == ".":
         source = path
     else:
-        source = path.parent / name.strip()
+        source = path.parent / name
         if not source.is_file():
             raise IQTError(f"{path}: its data file {source} is not found; keep the data file where its header's 'file' "
                            "line names it (beside a .mih), or write the image again as one .mif")
@@ -197,6 +194,30 @@ def _read_data(path, keys, dtype, dim, ranks) -> np.ndarray:
     if bits:  # the first voxel in a byte's highest bit, as MRtrix packs them
         return np.unpackbits(np.frombuffer(raw, np.uint8), count=count)
     return np.frombuffer(raw, dtype).astype(dtype.newbyteorder("="))
+
+
+def _data_name(spec: str) -> tuple[str, int]:
+    """(file name, byte offset) of a header's 'file' line: 'NAME OFFSET', the offset optional."""
+    name, _, offset = spec.rpartition(" ")
+    try:
+        return name.strip(), int(offset)
+    except ValueError:
+        return spec.strip(), 0
+
+
+def mih_data_file(path) -> Path | None:
+    """The data file a .mih header names (its one 'file' line, relative to the header's folder, as `_read_data` reads
+    it), so that the image is hashed with its data (fileio/checksums.py); None for any other file, or a header its
+    reader refuses (and says why). Only a regular file is opened (a FIFO would hang)."""
+    p = Path(path)
+    if not str(p).lower().endswith(".mih") or not os.path.isfile(p):
+        return None
+    try:
+        spec = read_header(p).get("file", [])
+    except IQTError:
+        return None
+    name = _data_name(spec[0])[0] if len(spec) == 1 else "."
+    return None if name == "." else p.parent / name
 
 
 def dw_scheme(keys) -> np.ndarray | None:

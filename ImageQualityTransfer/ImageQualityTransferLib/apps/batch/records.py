@@ -378,8 +378,8 @@ ROOT_FILES = ("dataset_description.json", "qc.tsv", "qc.html")  # what a run wri
 
 def input_files(item: Item) -> list[tuple[str, str]]:
     """(path, what it is) of every file a subject's run reads: its image, a DWI's b-values, b-vectors and JSON sidecar,
-    a line's mask, and a NRRD header's detached data file."""
-    from ...fileio.paths import nrrd_data_file
+    a line's mask, and a NRRD or .mih header's detached data file."""
+    from ...fileio.checksums import detached_data
 
     files = [(item.path, "input")]
     if item.kind == "dwi":
@@ -391,7 +391,7 @@ def input_files(item: Item) -> list[tuple[str, str]]:
         files.append((item.mask, "mask"))
     images = [(item.path, "input")] + ([(item.mask, "mask")] if item.mask else [])
     return files + [(str(data), f"{what}'s data file") for path, what in images
-                    if (data := nrrd_data_file(path)) is not None]
+                    if (data := detached_data(path)) is not None]
 
 
 def check_apart_from_inputs(out_root, items) -> None:

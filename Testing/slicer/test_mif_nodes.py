@@ -97,6 +97,24 @@ def test_a_float_mask_of_0_and_1_becomes_a_label_map_and_other_floats_a_scalar_n
         assert not node.IsA("vtkMRMLLabelMapVolumeNode"), label
 
 
+def test_a_single_volume_that_kept_its_dwis_dw_scheme_is_a_mask_or_map_not_a_dwi(scene, tmp_path):
+    """A b0 taken with 'mrconvert dwi.mif -coord 3 0 b0.mif' keeps a one-row dw_scheme and a fourth axis of one volume,
+    and 'mrcalc b0.mif 100 -gt mask.mif' keeps both: the mask is a label map, the b0 a scalar volume (both had been
+    refused as a DWI of fewer than 7 volumes)."""
+    from ImageQualityTransferLib.fileio.mif import write_mif
+
+    mask = fileio.load_scalar(FIXTURES / "mask.nii")
+    inside = np.asarray(mask.data) > 0
+    kept = {"dw_scheme": ["0,0,0,0"]}
+    write_mif(tmp_path / "mask.mif", inside.astype(np.float32)[..., None], mask.affine, kept)
+    node = mif_nodes.load_mif(scene, tmp_path / "mask.mif")
+    assert node.IsA("vtkMRMLLabelMapVolumeNode"), node.GetClassName()
+    assert np.array_equal(mrml.mask_from_node(node).data, inside)
+    write_mif(tmp_path / "b0.mif", (inside * 900.0 + 50).astype(np.float32)[..., None], mask.affine, kept)
+    node = mif_nodes.load_mif(scene, tmp_path / "b0.mif")
+    assert node.IsA("vtkMRMLScalarVolumeNode") and not node.IsA("vtkMRMLLabelMapVolumeNode")
+
+
 @pytest.mark.skipif(shutil.which("mrconvert") is None, reason="MRtrix3's mrconvert is not on PATH (apt-get install "
                     "mrtrix3)")
 @pytest.mark.parametrize("datatype", ["uint8", "int16"])

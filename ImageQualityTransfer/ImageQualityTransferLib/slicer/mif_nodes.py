@@ -31,11 +31,12 @@ def load_mif(scene, path, name: str | None = None):
     keys = read_header(path)
     dim = keys.get("dim", [""])[0].split(",")
     name = name or node_name(path)
-    if keys.get("dw_scheme"):
+    single = len(dim) != 4 or dim[3].strip() == "1"  # a b0 or mask made from a DWI may keep its one-row dw_scheme
+    if keys.get("dw_scheme") and not single:
         return mrml.add_dwi_node(scene, fileio.load_dwi(path), name)
     if len(dim) == 4 and dim[3].strip() == "6":
         return mrml.add_tensor_node(scene, fileio.load_tensor(path), name)
-    if len(dim) != 4 or dim[3].strip() == "1":  # the map reader's refusal for what is not 3D (fileio/mif.py)
+    if single:  # the map reader's refusal for what is not 3D (fileio/mif.py)
         image = fileio.load_scalar(path)
         if is_mask(keys, image):  # the module's brain mask input takes label maps only
             return mrml.add_label_node(scene, image, name)

@@ -255,12 +255,24 @@ def test_a_model_without_a_variance_network_warm_starts_the_mean_of_a_heterosced
         training.train(items, seed=1, init=tmp_path / "h.pt", method="deep", **kw)
 
 
+# two epochs (4 had run): the loss falling from the first to the second is the check; seeded, so it holds
+TINY_ESPCN = dict(method="espcn", epochs=2, iters_per_epoch=12, batch_size=4, patch=6, val_patches=4, patience=10,
+                  progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_espcn_seed_3():
+    """training.train(synthetic_items(), seed=3, **TINY_ESPCN) (net, metadata, history), run once for the two tests
+    below that read it: the determinism test's first run (its second is its own) and the weight-averaging test's live
+    run, which had trained the same network again."""
+    return training.train(synthetic_items(), seed=3, **TINY_ESPCN)
+
+
 @pytest.mark.slow
-def test_a_tiny_training_run_lowers_the_loss_and_is_deterministic():
+def test_a_tiny_training_run_lowers_the_loss_and_is_deterministic(tiny_espcn_seed_3):
     items = synthetic_items()
-    # two epochs (4 had run): the loss falling from the first to the second is the check; seeded, so it holds
-    kw = dict(method="espcn", epochs=2, iters_per_epoch=12, batch_size=4, patch=6, val_patches=4, patience=10, progress=False)
-    net, meta, hist = training.train(items, seed=3, **kw)
+    kw = TINY_ESPCN
+    net, meta, hist = tiny_espcn_seed_3
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
     assert min(h["val_loss"] for h in hist) < hist[0]["val_loss"]
     assert meta["normalisation"]["kind"] == "residual-over-cubic" and meta["training"]["seed"] == 3
@@ -271,19 +283,19 @@ def test_a_tiny_training_run_lowers_the_loss_and_is_deterministic():
 
 
 @pytest.mark.slow
-def test_weight_averaging_ships_the_average_and_validates_it():
+def test_weight_averaging_ships_the_average_and_validates_it(tiny_espcn_seed_3):
     """A decay near 1 keeps the average at the initial weights over a few batches: that is what comes back, and its
-    validation loss is the untrained network's, while the live weights (no averaging) have moved and learnt."""
+    validation loss is the untrained network's, while the live weights (no averaging: the module's run of the same
+    items, seed and settings) have moved and learnt."""
     items = synthetic_items()
-    kw = dict(method="espcn", epochs=2, iters_per_epoch=12, batch_size=4, patch=6, val_patches=4, patience=10,
-              progress=False)
+    kw = TINY_ESPCN
     torch.manual_seed(3)
     initial = networks.build({"name": "espcn", "factor": 2, "widths": list(networks.default_widths("espcn"))})
     still, meta, hist = training.train(items, seed=3, ema=1 - 1e-9, **kw)
     for a, b in zip(still.state_dict().values(), initial.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6)
     assert meta["training"]["options"]["ema"] == 1 - 1e-9
-    live, _, hist_live = training.train(items, seed=3, **kw)
+    live, _, hist_live = tiny_espcn_seed_3
     assert any(not torch.allclose(a, b, atol=1e-6) for a, b in zip(live.state_dict().values(), initial.state_dict().values()))
     assert hist_live[-1]["val_loss"] < hist[-1]["val_loss"]
     assert abs(hist[-1]["val_loss"] - hist[0]["val_loss"]) < 1e-4 * hist[0]["val_loss"]

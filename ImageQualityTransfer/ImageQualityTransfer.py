@@ -1292,7 +1292,7 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         display.show_results(slicer.mrmlScene, nodes, opacity, self._titles(nodes), shared=shared,
                              shared_note=_("shared scale"), clipped_note=_("top colour: ≥ {top}"),
                              from_median=fromMedian, floor_note=_("≥ median {floor}"),
-                             clean_note=_("from clean-scan\nlevel {floor}"), shown_note=_("shown ≥ {floor}"),
+                             clean_note=_("≥ clean-scan\nlevel {floor}"), shown_note=_("shown ≥ {floor}"),
                              shown_map=shownMap,
                              marker=True,  # fits the views; the orientation marker shows laterality
                              noise_notes=(_("noisy input"), _("noisy input: SD ×{scale}"),
@@ -1315,7 +1315,7 @@ class ImageQualityTransferLogic(ScriptedLoadableModuleLogic):
         return self.legends().share_scales(slicer.mrmlScene, shared, note=_("shared scale"),
                                            clipped_note=_("top colour: ≥ {top}"),
                                            floor_note=_("≥ median {floor}"),
-                                           clean_note=_("from clean-scan\nlevel {floor}"), shown_note=_("shown ≥ {floor}"),
+                                           clean_note=_("≥ clean-scan\nlevel {floor}"), shown_note=_("shown ≥ {floor}"),
                                            from_median=fromMedian)
 
     def setUncertaintyOpacity(self, opacity: float, nodes: Optional[dict] = None) -> None:

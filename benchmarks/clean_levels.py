@@ -6,10 +6,10 @@ and writes it to ImageQualityTransfer/Resources/Models/clean_levels.json with th
 
     python benchmarks/clean_levels.py --models espcn-hetero:2,espcn-hetero:1x1x2,espcn-hetero:1x1x3,biqt:2,biqt:3,biqt:1x1x2,biqt:1x1x3,rf:2,rf:3,rf:1x1x2,rf:1x1x3,espcn-hetero-var1:2,espcn-hetero-var1:1x1x2,espcn-hetero-var1:1x1x3,deep-hetero-var1:2,deep-hetero-var1:3,deep-hetero-var1:1x1x2,deep-hetero-var1:1x1x3
 
-Diffusivity maps are in µm²/ms (the map nodes' unit); each line also gives the level over the input's MD mode
-(core.tensors.md_mode). Each level records that mode's median over the subjects ("scale", µm²/ms: the overlay scales a
-diffusivity level by a scan's own over it) and the SHA256 its model's sidecar records ("sha256": a level of another
-file is not used). --scales-only writes those two into the table at --out without running the models (minutes, not
+Diffusivity maps are in µm²/ms (the map nodes' unit); each line also gives the level over the input's MD mode (of
+its brain, as a run reads it: methods/inputs.py brain_md_unit). Each level records that mode's median over the
+subjects ("scale", µm²/ms: the overlay scales a diffusivity level by a scan's own over it) and the SHA256 its
+model's sidecar records ("sha256": a level of another file is not used). --scales-only writes those two into the table at --out without running the models (minutes, not
 hours); the levels stay as measured. The dev subjects are never read.
 """
 
@@ -32,6 +32,7 @@ from ImageQualityTransferLib.dmri.subject import load_subject, make_case  # noqa
 from ImageQualityTransferLib.fileio.model_files import model_sha256  # noqa: E402
 from ImageQualityTransferLib.fileio.paths import MODELS_DIR  # noqa: E402
 from ImageQualityTransferLib.fileio.records import MAP_UNITS  # noqa: E402
+from ImageQualityTransferLib.methods.inputs import brain_md_unit  # noqa: E402
 from ImageQualityTransferLib.slicer.clean_levels import LEVELS_FILE, model_key  # noqa: E402
 from ImageQualityTransferLib.slicer.legends import input_support  # noqa: E402
 
@@ -72,7 +73,7 @@ def main(argv=None) -> int:
         subject = load_subject(folder)
         for name, f in pairs:
             case = make_case(subject, f, style="own")
-            unit = tensors.md_mode(case.lr.data) * tensors.SHOWN_UNIT
+            unit = tensor_scale(case)
             pred = methods.get(name).predict(case.lr, f, case.lr_mask, direction=True)
             model = model_key(f"shipped model {pred.tensor.meta['model_name']}")
             for key, vol in pred.maps().items():
@@ -98,6 +99,12 @@ def main(argv=None) -> int:
     return 0
 
 
+def tensor_scale(case) -> float:
+    """The case's input tensor scale (µm²/ms) as a run reads it (methods/inputs.py brain_md_unit, its mask given): the
+    MD mode of its brain."""
+    return brain_md_unit(case.lr, np.asarray(case.lr_mask.data, bool)) * tensors.SHOWN_UNIT
+
+
 def add_scales(subjects, pairs, out: Path) -> int:
     """--scales-only: each listed model's levels in the table at `out` get the training inputs' median MD mode at its
     factors ("scale") and its sidecar's SHA256, the models unrun."""
@@ -107,7 +114,7 @@ def add_scales(subjects, pairs, out: Path) -> int:
         subject = load_subject(folder)
         for f in {f for _, f in pairs}:
             case = make_case(subject, f, style="own")
-            modes.setdefault(f, []).append(tensors.md_mode(case.lr.data) * tensors.SHOWN_UNIT)
+            modes.setdefault(f, []).append(tensor_scale(case))
             print(f"{subject.name} x{grid.text(f)}: md_mode {modes[f][-1]:.4g}", flush=True)
     for name, f in pairs:
         model = f"{name}_x{grid.text(f).replace(',', 'x')}"

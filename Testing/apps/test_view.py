@@ -922,7 +922,7 @@ def test_each_methods_map_is_on_its_own_scale(child, lowres):
     # turns it off and on again
     on, off, again = runs["floors"]
     assert on == pytest.approx(min(runs["clean"], runs["median"]), rel=1e-6) and again == pytest.approx(on), runs
-    assert off < 1e-3 * on and ("from clean-scan" in runs["biqt"]["title"]) == (runs["clean"] <= runs["median"]), runs
+    assert off < 1e-3 * on and ("\u2265 clean-scan" in runs["biqt"]["title"]) == (runs["clean"] <= runs["median"]), runs
     assert runs["after_box"] == pytest.approx(runs["biqt"]["top"]), runs  # the box keeps the map's own range
 
 

@@ -224,15 +224,15 @@ def test_a_level_measured_on_another_model_file_is_not_used(monkeypatch):
 
 
 def test_the_clean_levels_line_reads_as_a_threshold_in_the_module_and_the_view():
-    """"≥ clean 0.12" could be read as a verdict on the scan ("clean from 0.12"): the line names the clean-scan level
-    the map is coloured from, and the module translates that same text (tr()) that `iqt view` shows."""
+    """"≥ clean 0.12" could be read as a verdict on the scan ("clean from 0.12"), and "from clean-scan level 0.12" under
+    "noisy input" as one phrase: the line is the threshold on the clean-scan level, and the module translates that same text (tr()) that `iqt view` shows."""
     import ast
     import re
 
     from helpers import REPO
 
     line = legends.CLEAN_NOTE.format(floor="0.12")
-    assert line.split() == ["from", "clean-scan", "level", "0.12"], line
+    assert line.split() == ["≥", "clean-scan", "level", "0.12"], line
     source = (REPO / "ImageQualityTransfer" / "ImageQualityTransfer.py").read_text(encoding="utf-8")
     notes = [ast.literal_eval(n) for n in re.findall(r'clean_note=_\(("[^"]*")\)', source)]
     assert notes and set(notes) == {legends.CLEAN_NOTE}, notes
@@ -253,3 +253,22 @@ def test_a_noisy_inputs_level_is_not_raised_by_its_tensor_scale():
         node.SetAttribute(mrml.NOISE_INDEX_ATTRIBUTE, "0.09")
         legends.style_uncertainty(scene, node, "std")
         assert node.GetDisplayNode().GetLowerThreshold() == pytest.approx(floor, rel=1e-4), tensor
+
+
+@pytest.mark.parametrize("given", [True, False], ids=["mask", "no-mask"])
+def test_a_whole_field_fits_tensor_scale_is_its_brains_not_its_backgrounds(given):
+    """A whole-field fit whose background's MD peak (0.45) outnumbers its brain's (0.72), as the 3 mm Prisma scans
+    fitted unmasked at ×3 leave it: the tensor scale a map carries is the brain's MD mode, the unit its noise index is
+    read in (methods/inputs.py brain_md_unit), with its brain mask or the brain estimated without; the field's had
+    scaled the clean level to 0.63 of its value and coloured a clean scan's map as a noisy one's."""
+    import helpers
+    from ImageQualityTransferLib.core import tensors
+    from ImageQualityTransferLib.slicer import processing
+
+    lr, brain = helpers.brain_outnumbered_by_its_background()
+    in_brain = tensors.md_mode(np.where(brain[..., None], lr.data, 0)) * tensors.SHOWN_UNIT
+    assert tensors.md_mode(lr.data) * tensors.SHOWN_UNIT < 0.7 * in_brain
+    mask = lr.replace(data=brain.astype(np.uint8), kind="mask") if given else None
+    out = processing.predict_volumes(lr, processing.Request("biqt", 2), mask)
+    scales = [v.meta[mrml.TENSOR_SCALE_KEY] for k, v in out.items() if k.startswith("uncertainty/")]
+    assert scales and all(s == pytest.approx(in_brain, rel=0.02) for s in scales), (scales, in_brain)

@@ -142,11 +142,12 @@ def support_median(node) -> float:
 
 
 def table_level(node):
-    """(median, top) of the map's shipped model on clean training inputs, read from the table itself, a tensor SD's times
-    its input's tensor scale over the training inputs' (mrml.TENSOR_SCALE_ATTRIBUTE; not above 1 for a noisy input's);
-    None for another's."""
+    """(median, top) of the map's shipped model on clean training inputs, read from the table itself, a map in mm²/s
+    (fileio.records.MAP_UNITS) times its input's tensor scale over the training inputs' (mrml.TENSOR_SCALE_ATTRIBUTE; not
+    above 1 for a noisy input's); None for another's."""
     import json
 
+    from ImageQualityTransferLib.fileio.records import MAP_UNITS
     from ImageQualityTransferLib.slicer.clean_levels import LEVELS_FILE, model_key
 
     key = model_key(node.GetAttribute(mrml.MODEL_ATTRIBUTE))
@@ -154,7 +155,8 @@ def table_level(node):
     if not entry:
         return None
     scale = node.GetAttribute(mrml.TENSOR_SCALE_ATTRIBUTE)
-    ratio = float(scale) / entry["scale"] if scale and node.GetAttribute(mrml.MAP_ATTRIBUTE) == "std" else 1.0
+    ratio = float(scale) / entry["scale"] if scale and MAP_UNITS.get(node.GetAttribute(mrml.MAP_ATTRIBUTE)) == "mm2/s" \
+        else 1.0
     if node.GetAttribute(mrml.NOISE_ATTRIBUTE):
         ratio = min(ratio, 1.0)
     return entry["median"] * ratio, entry["top"] * ratio

@@ -26,6 +26,7 @@ from . import symmetry
 from .flags import flag_maps
 from .inputs import (
     _negligible_zeroed,
+    brain_md_unit,
     brain_within_box,
     check_tensor_input,
     drop_failed_fits,
@@ -349,6 +350,9 @@ class Method:
 
                 pred.tensor.meta["noise_std_scale"] = g
                 note_run(noise_index=round(float(index), 4), noise_std_scale=round(g, 4))
+        if self.learned and uncertainty:  # the brain's MD mode, that a shipped model's clean level is scaled by
+            pred.tensor.meta["md_unit"] = brain_md_unit(lr, None if mask is None else np.asarray(mask.data, bool),
+                                                        estimated, mask.meta.get("md_unit") if mask is not None else None)
         if unsure is not None:  # the warned failed fits' count, for a cohort's QC table (apps/batch/subject.py)
             pred.tensor.meta["failed_fits_flagged"] = int(unsure.sum())
         if holes is not None and self.learned:  # the holes' count, for a cohort's QC table (apps/batch/subject.py)

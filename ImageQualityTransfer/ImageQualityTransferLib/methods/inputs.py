@@ -106,6 +106,15 @@ def _brain_unit(lr: Volume, brain: np.ndarray) -> float | None:
     return None
 
 
+def brain_md_unit(lr: Volume, brain: np.ndarray | None, estimated: bool = False, md_unit: float | None = None) -> float:
+    """The MD mode (mm^2/s) of the input's brain, the unit its noise index is read in: over a brain mask given for a
+    whole-field fit (`_brain_unit`), the unit a brain estimated from whole-field tensors was found in (`md_unit`, its
+    meta's: the brain's peak where 9 mm voxels' background outnumbers it), else the field's (tensors.md_mode). The
+    overlay's clean level follows it (slicer/clean_levels.py): the field's mode had been the background's there."""
+    unit = md_unit if estimated else None if brain is None else _brain_unit(lr, brain)
+    return tensors.md_mode(lr.data) if unit is None else float(unit)
+
+
 def noise_unreadable(lr: Volume, brain: np.ndarray) -> bool:
     """Whether a brain mask whose noise index input_noise_index left unread (None) may hide a noisy scan: its small-brain
     reading is none (under SMALL_BRAIN_MIN voxels) or above NOISY_MODEL, where no threshold tells a clean crop from a

@@ -44,12 +44,13 @@ def _installed_sha256(stem: str) -> str | None:
 
 
 def _ratio(level: dict, key: str, scale, noisy: bool) -> float:
-    """What a diffusivity map's level is multiplied by on a scan of tensor scale `scale` (µm²/ms, the input's MD mode,
-    mrml.TENSOR_SCALE_ATTRIBUTE): its ratio to the training inputs' ("scale"). The SD follows the tensor: on a clean scan
-    ×1.3 the absolute level had coloured 0.69 of the brain, as SNR 10 does (docs/measurements.md). Never above 1 for an
-    input read `noisy`: noise raises the MD mode (+4 % at b0 SNR 20, +20 % at SNR 5 on a training scan), and the level
-    raised with it had coloured an SNR-20 map no more than the clean one. 1 for a map in degrees or a unitless one, or
-    a scale unknown (a node of an older run)."""
+    """What a diffusivity map's level is multiplied by on a scan of tensor scale `scale` (µm²/ms, the MD mode of the
+    input's brain, methods/inputs.py brain_md_unit; mrml.TENSOR_SCALE_ATTRIBUTE): its ratio to the training inputs'
+    ("scale"). The SD follows the tensor: on a clean scan ×1.3 the absolute level had coloured 0.69 of the brain, as SNR
+    10 does (docs/measurements.md). Never above 1 for an input read `noisy`: noise moves the MD mode either way (+4 % at
+    b0 SNR 20, +20 % at SNR 5 on a b=1000 training scan; -5 to -9 % at SNR 5 on three b=2000 scans), and a level raised
+    with it had coloured an SNR-20 map no more than the clean one; lowered, it colours more. 1 for a map in degrees or
+    a unitless one, or a scale unknown (a node of an older run)."""
     try:
         ratio = float(scale) / float(level["scale"])
     except (TypeError, KeyError, ValueError, ZeroDivisionError):

@@ -51,8 +51,9 @@ FROM_MEDIAN_ATTRIBUTE = "ImageQualityTransfer.FromMedian"  # on the map node: "1
 # scan: 0.567 clean, 0.500 at b0 SNR 5; Testing/slicer/test_clean_levels.py).
 FLOOR_NOTE = "\u2265 median {floor}"  # the legend's line while coloured from its own median
 # ... from its model's clean level, worded as the threshold it is ("≥ clean 0.12" could be read as a verdict on the
-# scan); on two lines, as one the legend's title had widened over a whole-field output (Testing/slicer/test_render.py)
-CLEAN_NOTE = "from clean-scan\nlevel {floor}"
+# scan, "from clean-scan level" under "noisy input" as one phrase); on two lines, as one the legend's title had widened
+# over a whole-field output (Testing/slicer/test_render.py)
+CLEAN_NOTE = "\u2265 clean-scan\nlevel {floor}"
 # ... from neither: a noisy input's scaled map from its median over its noise factor, or a shared scale's floor taken
 # from another run's map; "≥ median 0.12" had stood under a map whose median was 0.189 (`floor_word`)
 SHOWN_NOTE = "shown \u2265 {floor}"

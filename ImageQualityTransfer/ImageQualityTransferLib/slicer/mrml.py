@@ -63,7 +63,7 @@ NOISE_INDEX_ATTRIBUTE = "ImageQualityTransfer.NoiseIndex"  # beside it, the inpu
 # input" only above core.noise_level.NOISY_INPUT (a clean training scan, the Trio at 0.080, had been called noisy)
 NOISE_INDEX_KEY = "noise_index"  # that index in a map Volume's meta, kept to its node
 TENSOR_SCALE_ATTRIBUTE = "ImageQualityTransfer.TensorScale"  # on a map node: its run's input tensor scale, the MD
-# mode of the low-res input in µm²/ms (core.tensors.md_mode), that a shipped model's clean level is scaled by
+# mode of the low-res input's brain in µm²/ms (methods/inputs.py brain_md_unit), that a shipped model's clean level is scaled by
 # (slicer/clean_levels.py)
 TENSOR_SCALE_KEY = "input_md_mode"  # that scale in a map Volume's meta, kept to its node
 MEDIAN_ATTRIBUTE = "ImageQualityTransfer.SupportMedian"  # on a map node: its median over its input's brain (legends._median)

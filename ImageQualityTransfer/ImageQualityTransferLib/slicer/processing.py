@@ -352,7 +352,9 @@ def predict_volumes(lr: Volume, request: Request, mask: Volume | None = None, pr
     pred.tensor.meta["notes"] = list(lr.meta.get("input_notes", [])) + notes
     out = {"tensor": pred.tensor}
     noisy = noisy_scale(pred.tensor.meta)
-    scale = tensors.md_mode(np.asarray(lr.data)) * tensors.SHOWN_UNIT  # the clean level follows it (clean_levels.py)
+    # the clean level follows the brain's MD mode (clean_levels.py), the field's where the method read none
+    unit = pred.tensor.meta.get("md_unit")
+    scale = (tensors.md_mode(np.asarray(lr.data)) if unit is None else unit) * tensors.SHOWN_UNIT
     for key, v in pred.maps().items():
         v.meta[mrml.TENSOR_SCALE_KEY] = float(scale)
         if noisy is not None:  # the legend says it (mrml.NOISE_ATTRIBUTE): a uniformly scaled map looks like a clean one

@@ -158,7 +158,7 @@ def _apart_degrees(a, b) -> float:
     return float(np.degrees(np.arccos(np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0))))
 
 
-def candidates(affine) -> list[Candidate]:
+def candidates(affine, scheme: bool = False) -> list[Candidate]:
     """The table as given; each axis negated; the rows permuted (with any one negated); the directions as scanner
     coordinates (RAS, as MRtrix and NIfTI's world frame, or DICOM's LPS, or either with one more axis negated) rather
     than FSL's image frame; the directions turned by the scan's obliquity alone. Corrections
@@ -219,6 +219,11 @@ def candidates(affine) -> list[Candidate]:
             _frame_fix(turn.T), flip @ turn.T @ flip)
     scanner("RAS-x-flipped", np.diag([-1.0, 1.0, 1.0]))
     scanner("RAS-y-flipped", np.diag([1.0, -1.0, 1.0]))
+    if scheme:  # a dw_scheme's columns are the scanner's axes: on an oblique scan its flips are none of the above
+        from .scheme_advice import scheme_corrections
+
+        for key, m in scheme_corrections(affine):
+            add(key, "its dw_scheme's columns look negated or swapped", "", m)
     return out
 
 
@@ -266,10 +271,10 @@ def _canonical_order(rows, where, affine, shape) -> np.ndarray:
     return rows[np.argsort(rank[where[rows]], kind="stable")]
 
 
-def gradient_scores(tensor: Volume, mask, seeds: int = SEEDS) -> GradCheck:
+def gradient_scores(tensor: Volume, mask, seeds: int = SEEDS, scheme: bool = False) -> GradCheck:
     """The score (mean streamline length both ways, mm) of every `candidates` correction of the fitted tensors'
-    principal directions; see the module's docstring."""
-    cands = candidates(tensor.affine)
+    principal directions; see the module's docstring. `scheme`: the table is an MRtrix dw_scheme."""
+    cands = candidates(tensor.affine, scheme)
     vox = np.linalg.norm(np.asarray(tensor.affine, float)[:3, :3], axis=0)
     out = GradCheck(candidates={c.key: c for c in cands}, step_mm=float(vox.mean()))
     brain = np.asarray(mask.data if isinstance(mask, Volume) else mask, bool)
@@ -325,7 +330,8 @@ def check_gradients(dwi: Volume, mask, tensor: Volume, table: str | None = None,
     found, for a record of it (iqt batch's QC). Where noise ends the streamlines too soon to judge (`GradCheck.noisy`)
     one warning line says the table could not be judged, naming no correction (unless `say_noise` is False: a fit
     another warning already calls wrong, whose refit is checked again)."""
-    found = gradient_scores(tensor, mask)
+    scheme = getattr(dwi, "meta", {}).get("table") == "dw_scheme"
+    found = gradient_scores(tensor, mask, scheme=True) if scheme else gradient_scores(tensor, mask)
     if found.noisy:
         if not say_noise:
             return found
@@ -344,6 +350,11 @@ def check_gradients(dwi: Volume, mask, tensor: Volume, table: str | None = None,
     # a DWI node's gradients are read through its measurement frame: the file's edit does not say what to do there
     fix = c.fix.replace("the bvec file", table) if table else _("load the DWI again from a conversion whose gradients "
                                                                 "and measurement frame are right")
+    what = c.what
+    if scheme:  # an MRtrix image's header: its columns, in the scanner frame
+        from .scheme_advice import scheme_advice
+
+        what, fix = scheme_advice(c.matrix, dwi.affine, dwi.meta["path"])
     # pieces (split at "; ") of at most PIECE_LIMIT characters, as a long warning is said over several lines
     # (methods/base.py warning_lines): as one line it had run to 563-651 characters after the file's name
     warnings.warn(source + _("the gradient table looks wrong; {what}; the fibres are far more continuous with the "
@@ -354,5 +365,5 @@ def check_gradients(dwi: Volume, mask, tensor: Volume, table: str | None = None,
                              "again: a second would turn or mirror it again; one way: check how the table was "
                              "converted and convert it again; another way, instead: {fix}; this check is a heuristic, "
                              "as MRtrix's dwigradcheck: the fit is as the table says").format(
-        what=c.what, best=f"{best:.1f}", given=f"{given:.1f}", fix=fix), IQTWarning, stacklevel=2)
+        what=what, best=f"{best:.1f}", given=f"{given:.1f}", fix=fix), IQTWarning, stacklevel=2)
     return found

@@ -68,6 +68,8 @@ def load_dwi(path, bval=None, bvec=None) -> Volume:
         meta["slice_axis"] = axis  # where dmri.outliers reads slices (dmri.outliers.slice_axis_of)
     if count is not None:
         meta["slice_count"] = count
+    if is_mif(path) and bval is None and bvec is None and dw_scheme(img.extra["mif"]) is not None:
+        meta["table"] = "dw_scheme"  # the gradient check's advice names it (dmri/scheme_advice.py)
     return Volume(data, img.affine, "dwi", bvals=bvals, bvecs=bvecs @ fsl_flip(img.affine), meta=meta)
 
 
@@ -141,13 +143,19 @@ def _gradient_files(path, n: int, bval_p: Path, bvec_p: Path) -> tuple[np.ndarra
     return bvals, bvecs
 
 
+# what to do with a dw_scheme that does not fit its DWI, for iqt fit and for an iqt batch line, which takes no --bval
+_MEND_SCHEME = ("write the series' own table into it: 'mrconvert dwi.mif -fslgrad dwi.bvec dwi.bval fixed.mif' (or -grad "
+                "table.b, rows of x y z b) and give fixed.mif, on an iqt batch line too; or give iqt fit --bval and "
+                "--bvec; or list, in iqt batch, a folder of dwi.nii.gz with its dwi.bval and dwi.bvec")
+
+
 def _mif_gradients(img, path, n: int, bval_p: Path, bvec_p: Path) -> tuple[np.ndarray, np.ndarray]:
     """(b-values, directions in FSL's frame, as `_dwi_header` gives them) of an MRtrix DWI from its header's dw_scheme
     (x y z b per volume, scanner coordinates), or from a bval and bvec beside it where it holds none."""
     try:
         table = dw_scheme(img.extra["mif"])
     except ValueError:
-        raise IQTError(f"{path}: its dw_scheme is not rows of four numbers (x,y,z,b); give --bval and --bvec") from None
+        raise IQTError(f"{path}: its dw_scheme is not rows of four numbers (x,y,z,b); {_MEND_SCHEME}") from None
     if table is None:
         if bval_p.is_file() and bvec_p.is_file():
             return _gradient_files(path, n, bval_p, bvec_p)
@@ -156,7 +164,7 @@ def _mif_gradients(img, path, n: int, bval_p: Path, bvec_p: Path) -> tuple[np.nd
                        "-grad table.b), or give --bval and --bvec")
     if table.shape != (n, 4) or not np.all(np.isfinite(table)):
         raise IQTError(f"{path}: the DWI has {n} volumes but its dw_scheme {table.shape[0]} rows of "
-                       f"{table.shape[1]} numbers (or NaN/Inf among them); give --bval and --bvec")
+                       f"{table.shape[1]} numbers (or NaN/Inf among them); {_MEND_SCHEME}")
     bvals, scanner = table[:, 3], table[:, :3]
     check_table(bvals, scanner, n, f"{path}: dw_scheme: ")
     rotation = img.affine[:3, :3] / voxel_sizes(img.affine)

@@ -1,0 +1,79 @@
+"""A wrong table in an MRtrix DWI's dw_scheme (dmri/scheme_advice.py): `iqt fit dwi.mif` names the dw_scheme's column
+in the scanner frame it is kept in, whatever the storage order, and MRtrix's tools to mend it, not a bvec file that
+does not exist; after the edit it asks for, nothing is said. A dw_scheme of fewer rows than volumes is told how to mend
+the image, which an iqt batch line needs (it takes no --bval). The .mif files are written by the project's own writer
+(fileio/mif.py), so the test runs without MRtrix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import table_looks_wrong
+from ImageQualityTransferLib.apps import cli
+from ImageQualityTransferLib.dmri.phantom import make_phantom
+from ImageQualityTransferLib.fileio.mif import write_mif
+
+
+def _write(path, dwi, perm, scheme) -> None:
+    """`dwi` stored with its voxel axes in the order `perm` (as mrconvert -strides permutes them), its table as the
+    dw_scheme lines `scheme` (x y z b, scanner frame)."""
+    data = np.transpose(np.asarray(dwi.data, np.float32), (*perm, 3))
+    affine = np.array(dwi.affine, float)
+    affine[:3, :3] = affine[:3, list(perm)]
+    write_mif(path, data, affine, {"dw_scheme": [",".join(f"{v:.10g}" for v in row) for row in scheme]})
+
+
+def _scheme(dwi) -> np.ndarray:
+    rotation = dwi.affine[:3, :3] / np.linalg.norm(dwi.affine[:3, :3], axis=0)
+    return np.column_stack([dwi.bvecs @ rotation.T, dwi.bvals])
+
+
+def _fit(path, out, capsys) -> list[str]:
+    assert cli.main(["fit", str(path), "-o", str(out)]) == 0
+    return table_looks_wrong(capsys.readouterr().err.splitlines())
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=12)
+
+
+def _yaw(dwi, degrees=20.0):
+    """The same voxels and voxel-axis directions on a grid turned about S (an oblique acquisition)."""
+    t = np.radians(degrees)
+    aff = np.array(dwi.affine, float)
+    aff[:3, :3] = np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]]) @ aff[:3, :3]
+    return dwi.replace(affine=aff)
+
+
+@pytest.mark.parametrize("perm,oblique", [((0, 1, 2), False), ((1, 2, 0), False), ((1, 2, 0), True)])
+def test_a_negated_scheme_column_is_named_in_the_scanner_frame_and_its_edit_mends_it(phantom, perm, oblique, tmp_path,
+                                                                                     capsys):
+    phantom = _yaw(phantom) if oblique else phantom
+    scheme = _scheme(phantom)
+    bad = scheme * [-1.0, 1.0, 1.0, 1.0]  # the scanner's x negated
+    _write(tmp_path / "dwi.mif", phantom, perm, bad)
+    said = _fit(tmp_path / "dwi.mif", tmp_path / "bad_dti.nii.gz", capsys)
+    assert len(said) == 1, said
+    assert "the x column of its dw_scheme (the scanner's x) looks negated" in said[0], said
+    assert "negate the first column (x)" in said[0] and ".bvec" not in said[0], said
+    assert f"'mrinfo {tmp_path / 'dwi.mif'} -export_grad_mrtrix grad.b'" in said[0], said
+    assert f"'mrconvert {tmp_path / 'dwi.mif'} -grad grad.b {tmp_path / 'dwi_fixed.mif'}'" in said[0], said
+    _write(tmp_path / "dwi_fixed.mif", phantom, perm, bad * [-1.0, 1.0, 1.0, 1.0])  # the edit it asks for
+    assert _fit(tmp_path / "dwi_fixed.mif", tmp_path / "fixed_dti.nii.gz", capsys) == []
+
+
+def test_swapped_scheme_columns_are_named_with_their_order(phantom, tmp_path, capsys):
+    scheme = _scheme(phantom)
+    _write(tmp_path / "dwi.mif", phantom, (2, 0, 1), scheme[:, [1, 0, 2, 3]])
+    said = _fit(tmp_path / "dwi.mif", tmp_path / "bad_dti.nii.gz", capsys)
+    assert len(said) == 1 and "the x and y columns of its dw_scheme (the scanner's) look swapped" in said[0], said
+    assert "reorder the columns x y z to (y, x, z)" in said[0], said
+
+
+def test_a_scheme_of_fewer_rows_than_volumes_is_told_how_to_mend_the_image(phantom, tmp_path, capsys):
+    _write(tmp_path / "dwi.mif", phantom, (0, 1, 2), _scheme(phantom)[:-2])
+    assert cli.main(["fit", str(tmp_path / "dwi.mif"), "-o", str(tmp_path / "dti.nii.gz")]) == 2
+    err = capsys.readouterr().err
+    assert "its dw_scheme 12 rows" in err and "mrconvert dwi.mif -fslgrad dwi.bvec dwi.bval fixed.mif" in err, err
+    assert "on an iqt batch line too" in err and not (tmp_path / "dti.nii.gz").exists()

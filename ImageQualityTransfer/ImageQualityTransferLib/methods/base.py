@@ -30,7 +30,6 @@ from .inputs import (
     brain_within_box,
     check_tensor_input,
     drop_failed_fits,
-    enclosed_holes,
     filled_box,
     holes_said_apart,
     input_noise_index,
@@ -304,9 +303,9 @@ class Method:
         # certain, holes in the flagged rim (a review; Testing/methods/test_support.py)
         failed = tensors.failed_fits(lr.data)  # before they are zeroed: those in a hole are said in the holes' line
         kept_failed = failed if estimated and mask is not None else None
-        # taken as missing by every method: the baseline IQT is read against sees the input the learned methods see
+        # taken as missing by every method, but interpolation clips the CSF-like ones, nearer the high-res reference so
         lr, unsure = drop_failed_fits(lr, mask, where, refuse=mask is not None and not estimated, estimated=estimated,
-                                      flagged=True)
+                                      flagged=True, clip_csf=not self.learned)
         if self.learned:
             runner, index = self._for_noise(lr, mask, f, estimated=estimated, maps=maps)
             self._warn_off_training(lr, mask, f)
@@ -319,7 +318,8 @@ class Method:
         # holes the fitted tensors enclose (a lesion a fit's mask left out), filled from around them as a cavity's
         # failed fits are: every map raised there too, the voxels counted for a cohort's QC table (a masked fit's support,
         # its non-zero voxels, read as no mask: its holes are judged by their depth)
-        holes = enclosed_holes(lr, as_given if given else mask if estimated else None, missing)
+        # looked for with every failed fit zeroed, interpolation's CSF-like ones too: the same holes for every method
+        holes = holes_said_apart(lr, as_given if given else mask if estimated else None, missing)
         if holes is not None:
             # failed fits in a hole count in both lines (and qc.tsv's columns): the holes' line says how many
             warn_holes(lr, holes, int((failed & holes).sum()), told=unsure is not None and bool((unsure & holes).any()))

@@ -550,12 +550,23 @@ MOSTLY_FAILED = 0.5  # the share of the brain's tensors beyond which the input i
 # a few per cent (docs/measurements.md, "Failed fits in the input")
 
 
+def csf_like_fits(t: np.ndarray, failed: np.ndarray) -> np.ndarray:
+    """The `failed` fits of `t` whose eigenvalues are finite, none below the plausible range and none above DIVERGED:
+    CSF at the noise floor, whose clipped tensor is nearer the high-res reference than one filled from around it."""
+    keep = np.zeros(failed.shape, bool)
+    if failed.any():
+        w = tensors.eigenvalues(np.asarray(t)[failed])
+        keep[failed] = np.isfinite(w).all(-1) & (w.min(-1) >= tensors.PLAUSIBLE_RANGE[0]) & (w.max(-1) <= DIVERGED)
+    return keep
+
+
 def drop_failed_fits(lr: Volume, mask: Volume | None, where: str | None = None, refuse: bool = True,
-                     estimated: bool = False, flagged: bool = False):
-    """Every method's input with its failed fits (tensors.failed_fits) taken as missing: zero, filled from the nearest
+                     estimated: bool = False, flagged: bool = False, clip_csf: bool = False):
+    """A method's input with its failed fits (tensors.failed_fits) taken as missing: zero, filled from the nearest
     fits as the context beyond a tight mask is (methods/context.py), instead of clipped into bright, strongly
     anisotropic tensors that the method spreads into their neighbours (docs/measurements.md, "Failed fits in the
-    input"): interpolation, the baseline IQT is read against, sees the input the learned methods see. One line counts
+    input"). `clip_csf` (interpolation's): the CSF-like ones (csf_like_fits) are kept, clipped by the method as
+    before, where filling took cubic about twice as far from the high-res reference. One line counts
     those inside the mask (or the support). With `refuse` and a mask, an input whose tensors there are mostly
     failed fits is refused (IQTError): not a fit of this brain in mm^2/s; a brain estimated from a whole-field fit,
     which keeps background fits around it, is not judged so (`estimated`: `mask` is that brain). `flagged`: also
@@ -588,24 +599,26 @@ def drop_failed_fits(lr: Volume, mask: Volume | None, where: str | None = None, 
         cause, usual = _likely_cause(lr, inside, mask, estimated)
         if n == 1:
             line = _("{count} voxel in {where} holds a failed fit (an eigenvalue outside {low} to {high} mm^2/s); "
-                     "every method takes it as missing and fills it from the nearest fits{cause}") if usual else \
+                     "interpolation fills it if below {low} or above {diverged} mm^2/s, else clips it; the learned "
+                     "methods fill it from the nearest fits{cause}") if usual else \
                 _("{count} voxel in {where} holds a failed fit (an eigenvalue outside {low} to {high} mm^2/s); "
-                  "every method takes it as missing and fills it from the nearest fits; any uncertainty map raised to "
-                  "the top there{cause}")
+                  "interpolation fills it if below {low} or above {diverged} mm^2/s, else clips it; the learned "
+                  "methods fill it from the nearest fits; any uncertainty map raised to the top there{cause}")
         else:
             line = _("{count} voxels in {where} hold a failed fit (an eigenvalue outside {low} to {high} mm^2/s); "
-                     "every method takes them as missing and fills them from the nearest fits{cause}") if usual else \
+                     "interpolation fills those below {low} or above {diverged} mm^2/s and clips the others; the "
+                     "learned methods fill them from the nearest fits{cause}") if usual else \
                 _("{count} voxels in {where} hold a failed fit (an eigenvalue outside {low} to {high} mm^2/s); "
-                  "every method takes them as missing and fills them from the nearest fits; any uncertainty map "
-                  "raised to the top there{cause}")
+                  "interpolation fills those below {low} or above {diverged} mm^2/s and clips the others; the "
+                  "learned methods fill them from the nearest fits; any uncertainty map raised to the top there{cause}")
         line = lr.source + line.format(count=n, where=where, low=f"{tensors.PLAUSIBLE_RANGE[0]:g}",
-                                       high=f"{tensors.PLAUSIBLE_RANGE[1]:g}", cause=cause)
+                                       high=f"{tensors.PLAUSIBLE_RANGE[1]:g}", diverged=f"{DIVERGED:g}", cause=cause)
         if usual:  # what every clean scan holds: a warning on each had taught users to skip warnings (a review)
             log.info(line)
         else:
             warnings.warn(line, IQTWarning, stacklevel=3)
             unsure = inside
-    lr = failed_fits_zeroed(lr, failed)
+    lr = failed_fits_zeroed(lr, failed & ~csf_like_fits(lr.data, failed) if clip_csf else failed)
     return (lr, unsure) if flagged else lr
 
 
@@ -988,7 +1001,11 @@ def _likely_cause(lr: Volume, failed: np.ndarray, mask: Volume | None, estimated
     cluster += "; " + _("{count} of them with an eigenvalue above {limit} mm^2/s, more than any signal's decay gives: "
                         "the fit diverged there").format(count=diverged, limit=f"{DIVERGED:g}") if diverged else ""
     md = float(np.median(tensors.md(t[brain]))) if brain.any() else 0.0
+    # the diverged ones are no CSF's: the clauses that say the others' cause count those up to DIVERGED only
+    too_fast = too_fast & (w.max(axis=-1) <= DIVERGED)
     every, count = too_fast.all(), int(too_fast.sum())
+    if not count:  # every one that diffuses faster than free water diverged: the diverged clause alone
+        return cluster, few
     if md > tensor_checks.IN_VIVO_MD[1]:  # the whole brain diffuses too fast: its scale's (check_scale's warning), not CSF's
         return "; " + (_("all of them diffuse faster than free water, as the brain's median MD {md}e-3 mm^2/s, above an "
                          "in-vivo brain's, makes them: not CSF's noise floor{cluster}") if every else

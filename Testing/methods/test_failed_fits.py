@@ -15,6 +15,7 @@ from ImageQualityTransferLib.analysis import evaluation
 from ImageQualityTransferLib.core import noise_level, tensors
 from ImageQualityTransferLib.core.errors import IQTWarning
 from ImageQualityTransferLib.methods import base, inputs
+from ImageQualityTransferLib.slicer.processing import notes_in_shown_unit
 from helpers import low_res_case
 
 
@@ -140,9 +141,10 @@ def test_interpolation_clips_csf_like_failed_fits_and_fills_diverged_ones(masked
     assert np.array_equal(out[inside], expected[inside])
     assert not np.array_equal(out, filled)  # the CSF-like one is not filled
     line = [str(w.message) for w in caught if "failed fit" in str(w.message)]
-    assert len(line) == 1 and "interpolation fills those below -0.001 or above 0.1 mm^2/s and clips the others" in line[0], line
+    assert len(line) == 1 and "interpolation fills those outside -0.001 to 0.1 mm^2/s and clips the others" in line[0], line
     assert "all of them diffuse faster than free water" not in line[0], line
     assert "1 of them diffuse faster than free water" in line[0] and "1 of them with an eigenvalue above 0.1" in line[0]
+    assert "mm^2/s" not in notes_in_shown_unit(line[0])  # Slicer's panel gives every figure in its own unit
 
 
 _THICK: dict = {}  # (subject, f, snr) -> its degraded pair: three tests here read the same ones

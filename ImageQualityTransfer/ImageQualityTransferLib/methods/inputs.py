@@ -599,17 +599,17 @@ def drop_failed_fits(lr: Volume, mask: Volume | None, where: str | None = None, 
         cause, usual = _likely_cause(lr, inside, mask, estimated)
         if n == 1:
             line = _("{count} voxel in {where} holds a failed fit (an eigenvalue outside {low} to {high} mm^2/s); "
-                     "interpolation fills it if below {low} or above {diverged} mm^2/s, else clips it; the learned "
+                     "interpolation fills it if outside {low} to {diverged} mm^2/s, else clips it; the learned "
                      "methods fill it from the nearest fits{cause}") if usual else \
                 _("{count} voxel in {where} holds a failed fit (an eigenvalue outside {low} to {high} mm^2/s); "
-                  "interpolation fills it if below {low} or above {diverged} mm^2/s, else clips it; the learned "
+                  "interpolation fills it if outside {low} to {diverged} mm^2/s, else clips it; the learned "
                   "methods fill it from the nearest fits; any uncertainty map raised to the top there{cause}")
         else:
             line = _("{count} voxels in {where} hold a failed fit (an eigenvalue outside {low} to {high} mm^2/s); "
-                     "interpolation fills those below {low} or above {diverged} mm^2/s and clips the others; the "
+                     "interpolation fills those outside {low} to {diverged} mm^2/s and clips the others; the "
                      "learned methods fill them from the nearest fits{cause}") if usual else \
                 _("{count} voxels in {where} hold a failed fit (an eigenvalue outside {low} to {high} mm^2/s); "
-                  "interpolation fills those below {low} or above {diverged} mm^2/s and clips the others; the "
+                  "interpolation fills those outside {low} to {diverged} mm^2/s and clips the others; the "
                   "learned methods fill them from the nearest fits; any uncertainty map raised to the top there{cause}")
         line = lr.source + line.format(count=n, where=where, low=f"{tensors.PLAUSIBLE_RANGE[0]:g}",
                                        high=f"{tensors.PLAUSIBLE_RANGE[1]:g}", diverged=f"{DIVERGED:g}", cause=cause)

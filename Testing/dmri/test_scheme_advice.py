@@ -11,6 +11,7 @@ import pytest
 from helpers import table_looks_wrong
 from ImageQualityTransferLib.apps import cli
 from ImageQualityTransferLib.dmri.phantom import make_phantom
+from ImageQualityTransferLib.dmri.scheme_advice import scheme_advice
 from ImageQualityTransferLib.fileio.mif import write_mif
 
 
@@ -77,3 +78,11 @@ def test_a_scheme_of_fewer_rows_than_volumes_is_told_how_to_mend_the_image(phant
     err = capsys.readouterr().err
     assert "its dw_scheme 12 rows" in err and "mrconvert dwi.mif -fslgrad dwi.bvec dwi.bval fixed.mif" in err, err
     assert "on an iqt batch line too" in err and not (tmp_path / "dti.nii.gz").exists()
+
+
+@pytest.mark.parametrize("name,fixed", [("sub-01.run-1.mif", "sub-01.run-1_fixed.mif"),
+                                        ("sub-01.run-2.MIF.gz", "sub-01.run-2_fixed.mif"), ("dwi.mih", "dwi_fixed.mif")])
+def test_the_mended_file_keeps_the_whole_name(name, fixed, tmp_path):
+    """Two runs in one folder (run-1, run-2) are not both told to write the same file."""
+    _, fix = scheme_advice(np.diag([-1.0, 1.0, 1.0]), np.diag([-2.0, 2.0, 2.0, 1.0]), tmp_path / name)
+    assert f"-grad grad.b {tmp_path / fixed}', and give {fixed}" in fix, fix

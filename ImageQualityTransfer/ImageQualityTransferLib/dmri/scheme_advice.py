@@ -79,7 +79,8 @@ def scheme_advice(correction, affine, path) -> tuple[str, str]:
                     if len(moved) == 2 else "the columns of its dw_scheme (the scanner's x y z) look permuted")
             what += " and one negated" if (signs < 0).any() else ""
             edit = f"in grad.b (rows of x y z b) reorder the columns x y z to {order}, b kept last"
-    fixed = Path(str(path)).with_name(name.split(".")[0] + "_fixed.mif")
+    suffix = next((e for e in (".mif.gz", ".mif", ".mih") if name.lower().endswith(e)), "")
+    fixed = Path(str(path)).with_name(name[: len(name) - len(suffix)] + "_fixed.mif")  # run-1.dwi.mif: run-1.dwi_fixed
     fix = (f"mend the dw_scheme of {name}, in the scanner frame MRtrix keeps it in, not a bvec file; "
            f"export it: 'mrinfo {path} -export_grad_mrtrix grad.b'; {edit}; "
            f"write it back: 'mrconvert {path} -grad grad.b {fixed}', and give {fixed.name}")

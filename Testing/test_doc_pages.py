@@ -193,6 +193,24 @@ def test_the_slicer_steps_name_the_preselected_method_with_and_without_pytorch(m
         assert f"`{with_torch}`" in text and f"`{without}`" in text, (where, with_torch, without)
 
 
+def test_the_slicer_pages_input_noise_line_shows_a_factor_the_legend_can_show():
+    """docs/slicer.md quoted "SD ×1.10 for input noise", a line the legend shows only up to a noise index of 0.10
+    (legends.noise_line), where no shipped method's SD factor reaches 1.10 (methods/base.py NOISY_STD_SCALE): each
+    factor it quotes is one such an input's legend can read."""
+    import numpy as np
+
+    from ImageQualityTransferLib.core.noise_level import NOISY_INPUT, NOISY_MODEL
+    from ImageQualityTransferLib.methods.base import NOISY_STD_SCALE, noisy_std_scale
+    from ImageQualityTransferLib.slicer import legends
+
+    head, tail = legends.NOISE_INDEX_NOTE.split("{scale}")
+    page = (REPO / "docs/slicer.md").read_text(encoding="utf-8")
+    quoted = re.findall(re.escape(head) + r"([0-9.]+)" + re.escape(tail), page)
+    shown = {f"{noisy_std_scale(name, index, f):.2f}" for name in NOISY_STD_SCALE
+             for f in [(2, 2, 2), (3, 3, 3), (1, 1, 2), (1, 1, 3)] for index in np.linspace(NOISY_MODEL, NOISY_INPUT, 401)}
+    assert quoted and set(quoted) <= {s for s in shown if float(s) >= legends.NOISE_SCALE_SHOWN}, (quoted, sorted(shown))
+
+
 def test_the_inputs_steps_give_the_margin_to_a_low_res_mask_only():
     # methods/inputs.py: a low-res mask is widened by one low-res voxel; one on the output grid cuts to exactly itself
     text = _step((REPO / "docs/inputs.md").read_text(encoding="utf-8"), 3)

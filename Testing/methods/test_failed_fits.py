@@ -84,19 +84,25 @@ def _cubic(lr, mask=None):
         return methods.get("cubic").predict(lr, 2, mask).tensor.data
 
 
-@pytest.mark.parametrize("masked", [True, False])
-def test_interpolation_takes_diverged_and_negative_failed_fits_as_missing(masked):
-    """Failed fits (a blown-up fit of 1.7 mm^2/s, one with a negative eigenvalue) inside a synthetic brain and at its
-    edge: cubic fills them from the nearest fits as the learned methods do, so its output is the one on the input
-    with them zeroed; clipped, a failed fit had spread into its neighbours. The support and the zeros outside it stay
-    those of the clean input."""
+def _smooth_brain(masked):
+    """A synthetic brain of plausible tensors with a gentle gradient, zero around it (its array, the tensor volume, and
+    its mask where `masked`): the input the interpolation tests plant failed fits in."""
     from ImageQualityTransferLib.core.volume import Volume
 
     t = np.zeros((16, 16, 12, 6), np.float32)
     t[3:-3, 3:-3, 2:-2] = [7e-4, 1e-5, 6e-4, 0, 2e-5, 8e-4]
     t[3:-3, 3:-3, 2:-2, 0] += np.linspace(0, 4e-4, 10, dtype=np.float32)[:, None, None]
     clean = Volume(t, np.diag([2.5, 2.5, 2.5, 1.0]), "tensor")
-    mask = Volume(np.any(t != 0, axis=-1), clean.affine, "mask") if masked else None
+    return t, clean, Volume(np.any(t != 0, axis=-1), clean.affine, "mask") if masked else None
+
+
+@pytest.mark.parametrize("masked", [True, False])
+def test_interpolation_takes_diverged_and_negative_failed_fits_as_missing(masked):
+    """Failed fits (a blown-up fit of 1.7 mm^2/s, one with a negative eigenvalue) inside a synthetic brain and at its
+    edge: cubic fills them from the nearest fits as the learned methods do, so its output is the one on the input
+    with them zeroed; clipped, a failed fit had spread into its neighbours. The support and the zeros outside it stay
+    those of the clean input."""
+    t, clean, mask = _smooth_brain(masked)
     bad = t.copy()
     bad[7, 7, 5] = [1.7, 0, 1e-9, 0, 0, 1e-9]  # inside
     bad[3, 8, 6] = [7e-4, 0, 7e-4, 0, 0, -4e-3]  # at the edge
@@ -115,13 +121,7 @@ def test_interpolation_clips_csf_like_failed_fits_and_fills_diverged_ones(masked
     diverged one (1.7) and one below the range: cubic clips the CSF-like one, as before it took any as missing (filled,
     its high-res block had been about twice as far from the reference), and fills the other two (zeroed); the failed-fit
     line names what interpolation does with each kind, and the diverged clause is no CSF's."""
-    from ImageQualityTransferLib.core.volume import Volume
-
-    t = np.zeros((16, 16, 12, 6), np.float32)
-    t[3:-3, 3:-3, 2:-2] = [7e-4, 1e-5, 6e-4, 0, 2e-5, 8e-4]
-    t[3:-3, 3:-3, 2:-2, 0] += np.linspace(0, 4e-4, 10, dtype=np.float32)[:, None, None]
-    clean = Volume(t, np.diag([2.5, 2.5, 2.5, 1.0]), "tensor")
-    mask = Volume(np.any(t != 0, axis=-1), clean.affine, "mask") if masked else None
+    t, clean, mask = _smooth_brain(masked)
     bad = t.copy()
     bad[6, 6, 5] = [8e-3, 0, 3e-3, 0, 0, 3e-3]  # CSF-like
     bad[9, 10, 6] = [1.7, 0, 1e-9, 0, 0, 1e-9]  # diverged

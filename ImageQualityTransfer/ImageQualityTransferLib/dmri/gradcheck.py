@@ -35,6 +35,8 @@ from ..core.errors import IQTWarning
 from ..core.i18n import _
 from ..core.volume import Volume
 from ..fileio.gradients import fsl_flip
+from .scheme_advice import scheme_advice, scheme_corrections
+from .table_terms import AXES, ROWS, SAME_DEGREES, _apart_degrees, _rows, _shown
 
 SEED_FA = 0.3  # white matter: the seeds
 STOP_FA = 0.2  # a streamline stops where FA falls below this
@@ -44,9 +46,6 @@ SEEDS = 4000  # at most this many seeds (a fixed random choice): the time is the
 MIN_WHITE_MATTER = 500  # fewer white-matter voxels than this: nothing said
 MIN_THICKNESS = 4  # voxels: a brain thinner than this along an axis (a slab of a slice or two) is not judged either: a
 # single slice of the 3 mm ortho scan had its table called swapped (fresh-eyes audit)
-SAME_DEGREES = 15.0  # corrections closer than this are one candidate: the scanner frame of a scan stored bottom-up and a
-# few degrees oblique is a small turn of the table as given and scored 0.99 of it (the Elition scan stored LPI, 4
-# degrees oblique), a margin of 10 % to a false warning; the 3 mm yaw scan's 19 degrees stay apart (0.83-0.84)
 WARN_RATIO = 1.1  # a candidate scoring more than this times the table as given is named (real subjects: at most 0.85)
 # noise: where even the winner's streamlines run under NOISE_SHORT_STEPS steps on average, noise ends them, and the
 # winner must score more than NOISY_RATIO times the table as given; where none wins but the table as given runs under
@@ -68,7 +67,6 @@ LINES_CHECK = ("check the same table on a higher-SNR scan of the protocol, or by
                "(docs/inputs.md); a left-right or front-back flip turns the glyphs across the forceps around the genu "
                "in an axial view; an up-down flip turns the glyphs across the rising corticospinal tracts in a coronal "
                "view; colour FA shows a swap, never a flip")
-AXES = "xyz"
 
 
 def lines_check_text() -> str:
@@ -77,7 +75,6 @@ def lines_check_text() -> str:
              "(docs/inputs.md); a left-right or front-back flip turns the glyphs across the forceps around the genu in "
              "an axial view; an up-down flip turns the glyphs across the rising corticospinal tracts in a coronal view; "
              "colour FA shows a swap, never a flip")
-ROWS = ("first", "second", "third")
 
 
 @dataclass
@@ -139,23 +136,11 @@ class GradCheck:
         return "n/a" if not self.judged else NOISE_VERDICT if self.noisy else self.suspect or "ok"
 
 
-def _rows(perm, signs) -> str:
-    """The bvec file's new rows in words, e.g. "(-x, y, z)" or "(y, x, z)"."""
-    return "(" + ", ".join(("-" if s < 0 else "") + AXES[j] for j, s in zip(perm, signs)) + ")"
-
-
 def _rotation(affine) -> np.ndarray:
     """The affine's 3x3 with unit columns, made orthogonal (its polar factor): image axes -> scanner (RAS) axes."""
     a = np.asarray(affine, float)[:3, :3]
     u, _, vt = np.linalg.svd(a / np.linalg.norm(a, axis=0))
     return u @ vt
-
-
-def _apart_degrees(a, b) -> float:
-    """How far apart two corrections turn the directions (degrees), up to sign (D is the same for C and -C)."""
-    r = np.asarray(a, float).T @ np.asarray(b, float)
-    r = -r if np.linalg.det(r) < 0 else r
-    return float(np.degrees(np.arccos(np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0))))
 
 
 def candidates(affine, scheme: bool = False) -> list[Candidate]:
@@ -220,7 +205,6 @@ def candidates(affine, scheme: bool = False) -> list[Candidate]:
     scanner("RAS-x-flipped", np.diag([-1.0, 1.0, 1.0]))
     scanner("RAS-y-flipped", np.diag([1.0, -1.0, 1.0]))
     if scheme:  # a dw_scheme's columns are the scanner's axes: on an oblique scan its flips are none of the above
-        from .scheme_advice import scheme_corrections
 
         for key, m in scheme_corrections(affine):
             add(key, "its dw_scheme's columns look negated or swapped", "", m)
@@ -241,11 +225,6 @@ def _axis_angle(turn) -> tuple[float, str]:
     axis = np.array([turn[2, 1] - turn[1, 2], turn[0, 2] - turn[2, 0], turn[1, 0] - turn[0, 1]])
     j = int(np.argmax(np.abs(axis)))
     return _apart_degrees(np.eye(3), turn), ("-" if axis[j] < 0 else "+") + AXES[j]
-
-
-def _shown(matrix) -> str:
-    """A 3x3 matrix as the warning writes it, e.g. [[0.9455, -0.3256, 0.0000], ...]."""
-    return "[" + ", ".join("[" + ", ".join(f"{v:.4f}" for v in np.round(r, 4) + 0.0) + "]" for r in matrix) + "]"
 
 
 def _nearest_permutation(rot) -> np.ndarray:
@@ -352,7 +331,6 @@ def check_gradients(dwi: Volume, mask, tensor: Volume, table: str | None = None,
                                                                 "and measurement frame are right")
     what = c.what
     if scheme:  # an MRtrix image's header: its columns, in the scanner frame
-        from .scheme_advice import scheme_advice
 
         what, fix = scheme_advice(c.matrix, dwi.affine, dwi.meta["path"])
     # pieces (split at "; ") of at most PIECE_LIMIT characters, as a long warning is said over several lines

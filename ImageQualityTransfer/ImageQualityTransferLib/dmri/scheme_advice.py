@@ -8,9 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-AXES = "xyz"
-ORDINALS = ("first", "second", "third")
-NEAR_DEGREES = 15.0  # a correction within this of a signed permutation of the columns is said as one (gradcheck.py)
+from .table_terms import AXES, ROWS, SAME_DEGREES, _apart_degrees, _rows, _shown
 
 
 def on_scheme(correction, affine) -> np.ndarray:
@@ -39,16 +37,14 @@ def scheme_corrections(affine) -> list[tuple[str, np.ndarray]]:
 
 
 def _signed_permutation(m) -> np.ndarray | None:
-    """The signed permutation within NEAR_DEGREES of `m` up to sign (-P corrects as P does), the one with fewer
+    """The signed permutation within SAME_DEGREES of `m` up to sign (-P corrects as P does), the one with fewer
     negations; None where none is."""
     rows = np.argmax(np.abs(m), axis=1)
     if len(set(rows.tolist())) < 3:
         return None
     p = np.zeros((3, 3))
     p[range(3), rows] = np.sign(m[range(3), rows])
-    turn = p.T @ m
-    turn = turn if np.linalg.det(turn) > 0 else -turn
-    if np.degrees(np.arccos(np.clip((np.trace(turn) - 1.0) / 2.0, -1.0, 1.0))) > NEAR_DEGREES:
+    if _apart_degrees(p, m) > SAME_DEGREES:
         return None
     return -p if (p < 0).sum() > (-p < 0).sum() else p
 
@@ -61,8 +57,7 @@ def scheme_advice(correction, affine, path) -> tuple[str, str]:
     name = Path(str(path)).name
     if p is None:
         what = "the directions of its dw_scheme look turned or mirrored (in the scanner frame it keeps them in)"
-        edit = ("in grad.b (rows of x y z b) replace each row's x y z, g, by M g, b kept; "
-                "M = [" + ", ".join("[" + ", ".join(f"{v:.4f}" for v in np.round(r, 4) + 0.0) + "]" for r in m) + "]")
+        edit = f"in grad.b (rows of x y z b) replace each row's x y z, g, by M g, b kept; M = {_shown(m)}"
     else:
         src = np.argmax(np.abs(p), axis=1)  # new column i is sign * old column src[i]
         signs = p[range(3), src]
@@ -71,10 +66,10 @@ def scheme_advice(correction, affine, path) -> tuple[str, str]:
             what = (f"the {neg[0]} column of its dw_scheme (the scanner's {neg[0]}) looks negated" if len(neg) == 1 else
                     f"the {' and '.join(neg)} columns of its dw_scheme (the scanner's) look negated")
             edit = "in grad.b (rows of x y z b) negate the " + " and ".join(
-                f"{ORDINALS[AXES.index(a)]} column ({a})" for a in neg)
+                f"{ROWS[AXES.index(a)]} column ({a})" for a in neg)
         else:
             moved = [AXES[i] for i in range(3) if src[i] != i]
-            order = "(" + ", ".join(("-" if s < 0 else "") + AXES[j] for j, s in zip(src, signs)) + ")"
+            order = _rows(src, signs)
             what = (f"the {moved[0]} and {moved[1]} columns of its dw_scheme (the scanner's) look swapped"
                     if len(moved) == 2 else "the columns of its dw_scheme (the scanner's x y z) look permuted")
             what += " and one negated" if (signs < 0).any() else ""

@@ -94,6 +94,27 @@ def test_a_mif_dwi_listed_or_in_a_folder_is_fitted_as_the_folders_nifti_is(tmp_p
     assert [r["status"] for r in rows] == ["skipped", "done", "skipped"]
 
 
+def test_a_wrong_dw_scheme_s_qc_value_names_the_scanner_column_its_warning_names(tmp_path):
+    """Stored with its axes permuted (mrconvert -strides 2,3,1,4), the scanner's x negated in its dw_scheme: qc.tsv's
+    bvec_check had recorded the voxel axes' key (the scanner's x recorded "y-flipped" on a real scan), not the
+    column the subject's warning names."""
+    dwi = make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=12)
+    perm = (1, 2, 0)
+    affine = np.array(dwi.affine, float)
+    affine[:3, :3] = affine[:3, list(perm)]
+    stored = dwi.replace(data=np.transpose(np.asarray(dwi.data, np.float32), (*perm, 3)), affine=affine,
+                         bvecs=dwi.bvecs[:, list(perm)])  # the same scan, its voxel axes permuted
+    bad = stored.replace(bvecs=stored.bvecs @ (np.linalg.inv(affine[:3, :3]) @ np.diag([-1.0, 1, 1]) @ affine[:3, :3]).T)
+    write_mif(tmp_path / "S01_dwi.mif", np.asarray(stored.data), affine, {"dw_scheme": _scheme(bad)})
+    (tmp_path / "list.txt").write_text("S01_dwi.mif\n")
+    rows = batch.run_cohort(batch.find_items(tmp_path / "list.txt"), batch.Settings(method="linear"), tmp_path / "out",
+                            client=None, progress=False)
+    assert [r["status"] for r in rows] == ["done"], [r.get("reason") for r in rows]
+    qc = _qc(tmp_path / "out")["sub-S01dwi"]
+    assert "the x column of its dw_scheme (the scanner's x) looks negated" in qc["notes"], qc["notes"]
+    assert qc["bvec_check"] == "scheme-x-flipped", qc
+
+
 def test_a_mif_that_is_neither_tensors_nor_a_dwi_with_its_table_fails_its_row_in_one_line(tmp_path, cohort, capsys):
     """A DWI without its dw_scheme: its row fails saying how to add the table (iqt upsample: exit 2, one line); with
     its .bval and .bvec beside it, it is fitted."""
@@ -104,7 +125,8 @@ def test_a_mif_that_is_neither_tensors_nor_a_dwi_with_its_table_fails_its_row_in
     items = batch.find_items(tmp_path / "list.txt")
     rows = batch.run_cohort(items, batch.Settings(method="linear"), tmp_path / "out", client=None, progress=False)
     assert [r["status"] for r in rows] == ["failed"]
-    assert "no dw_scheme in its header" in rows[0]["reason"] and "mrconvert Q01_dwi.mif -fslgrad" in rows[0]["reason"]
+    assert "no dw_scheme in its header" in rows[0]["reason"]
+    assert f"mrconvert {tmp_path / 'Q01_dwi.mif'} -fslgrad" in rows[0]["reason"]
     assert "\n" not in rows[0]["reason"]
     code, _, err = run_cli(capsys, "upsample", tmp_path / "Q01_dwi.mif", "-o", tmp_path / "hr.mif")
     assert code == 2 and "no dw_scheme in its header" in err and len(err.strip().splitlines()) == 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import warnings
 
 import numpy as np
@@ -59,6 +60,19 @@ def test_a_flipped_x_row_is_named_with_its_fix_and_the_fixed_file_fits_the_clean
     assert _fit(tmp_path / "bad.nii.gz", tmp_path / "fixed_dti.nii.gz", capsys) == []
     clean, fixed = (fileio.load_tensor(tmp_path / f"{n}_dti.nii.gz").data for n in ("clean", "fixed"))
     assert np.allclose(clean, fixed, atol=1e-9)
+
+
+def test_the_bvec_file_s_path_holding_a_space_and_a_quote_is_quoted_as_a_shell_reads_it(tmp_path, capsys):
+    """A lab's folder "my study/sub 01's": the advice names the bvec file as one word to copy into a command."""
+    folder = tmp_path / "my study" / "sub 01's"
+    folder.mkdir(parents=True)
+    fileio.save_dwi(make_phantom(shape=(32, 36, 28), voxel_mm=4.0, n_dirs=12), folder / "bad.nii.gz")
+    bvec = folder / "bad.bvec"
+    np.savetxt(bvec, np.loadtxt(bvec) * [[1.0], [-1.0], [1.0]], fmt="%.10g")
+    said = _fit(folder / "bad.nii.gz", tmp_path / "bad_dti.nii.gz", capsys)
+    assert len(said) == 1 and "negate the second row (y) of " in said[0], said
+    named = re.split(r"; | iqt: warning: ", said[0].split("negate the second row (y) of ", 1)[1])[0]  # its piece
+    assert shlex.split(named) == [str(bvec)], named
 
 
 def test_a_table_in_scanner_coordinates_on_an_oblique_grid_is_named_and_its_matrix_mends_it(tmp_path, capsys):

@@ -6,6 +6,9 @@ the image, which an iqt batch line needs (it takes no --bval). The .mif files ar
 
 from __future__ import annotations
 
+import re
+import shlex
+
 import numpy as np
 import pytest
 from helpers import table_looks_wrong
@@ -13,6 +16,9 @@ from ImageQualityTransferLib.apps import cli
 from ImageQualityTransferLib.dmri.phantom import make_phantom
 from ImageQualityTransferLib.dmri.scheme_advice import scheme_advice
 from ImageQualityTransferLib.fileio.mif import write_mif
+
+
+STUDY = "my study/sub 01's"  # a lab's folder: a space and a quote, which a shell splits and ends a word at
 
 
 def _write(path, dwi, perm, scheme) -> None:
@@ -73,11 +79,27 @@ def test_swapped_scheme_columns_are_named_with_their_order(phantom, tmp_path, ca
 
 
 def test_a_scheme_of_fewer_rows_than_volumes_is_told_how_to_mend_the_image(phantom, tmp_path, capsys):
-    _write(tmp_path / "dwi.mif", phantom, (0, 1, 2), _scheme(phantom)[:-2])
-    assert cli.main(["fit", str(tmp_path / "dwi.mif"), "-o", str(tmp_path / "dti.nii.gz")]) == 2
+    """The command names the user's image and its mended copy (it had named dwi.mif and fixed.mif), each one word."""
+    (tmp_path / STUDY).mkdir(parents=True)
+    path = tmp_path / STUDY / "run-1.dwi.mif"
+    _write(path, phantom, (0, 1, 2), _scheme(phantom)[:-2])
+    assert cli.main(["fit", str(path), "-o", str(tmp_path / "dti.nii.gz")]) == 2
     err = capsys.readouterr().err
-    assert "its dw_scheme 12 rows" in err and "mrconvert dwi.mif -fslgrad dwi.bvec dwi.bval fixed.mif" in err, err
-    assert "on an iqt batch line too" in err and not (tmp_path / "dti.nii.gz").exists()
+    assert "its dw_scheme 12 rows" in err and "on an iqt batch line too" in err, err
+    command = re.search(r"'(mrconvert .*? -fslgrad dwi\.bvec dwi\.bval .*?)' \(", err)
+    assert command and shlex.split(command[1]) == ["mrconvert", str(path), "-fslgrad", "dwi.bvec", "dwi.bval",
+                                                   str(path.with_name("run-1.dwi_fixed.mif"))], err
+    assert "give run-1.dwi_fixed.mif" in err and not (tmp_path / "dti.nii.gz").exists()
+
+
+def test_the_commands_to_copy_read_a_path_with_a_space_and_a_quote_as_one_word(tmp_path):
+    path = tmp_path / STUDY / "dwi.mif"
+    _, fix = scheme_advice(np.diag([-1.0, 1.0, 1.0]), np.diag([-2.0, 2.0, 2.0, 1.0]), path)
+    export = re.search(r"export it: '(mrinfo .*? grad\.b)'; ", fix)
+    back = re.search(r"write it back: '(mrconvert .*)', and give dwi_fixed\.mif$", fix)
+    assert export and shlex.split(export[1]) == ["mrinfo", str(path), "-export_grad_mrtrix", "grad.b"], fix
+    assert back and shlex.split(back[1]) == ["mrconvert", str(path), "-grad", "grad.b",
+                                             str(path.with_name("dwi_fixed.mif"))], fix
 
 
 @pytest.mark.parametrize("name,fixed", [("sub-01.run-1.mif", "sub-01.run-1_fixed.mif"),

@@ -114,6 +114,40 @@ def test_a_dwi_mif_without_a_gradient_table_is_one_line(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dwi.mif"]
 
 
+def _amp2sh(dwi, out) -> None:
+    """MRtrix3's amp2sh of the DWI (lmax 4: 15 volumes), run where it is installed."""
+    from ImageQualityTransferLib.fileio.mif import write_mif
+
+    table = np.column_stack([dwi.bvecs @ (dwi.affine[:3, :3] / np.linalg.norm(dwi.affine[:3, :3], axis=0)).T, dwi.bvals])
+    write_mif(out.with_name("dwi.mif"), np.asarray(dwi.data, np.float32), dwi.affine, {"dw_scheme": [",".join(map(str, r)) for r in table]})
+    subprocess.run(["amp2sh", "-quiet", "-lmax", "4", str(out.with_name("dwi.mif")), str(out)], check=True)
+
+
+def _sh_written(dwi, out) -> None:
+    """What amp2sh writes, by this project's writer (CI has no MRtrix): 15 volumes, the DWI's table kept as
+    prior_dw_scheme, amp2sh last in command_history."""
+    from ImageQualityTransferLib.fileio.mif import write_mif
+
+    write_mif(out, np.asarray(dwi.data, np.float32)[..., :15], dwi.affine,
+              {"command_history": ["mrconvert dwi.nii -fslgrad dwi.bvec dwi.bval dwi.mif", "amp2sh dwi.mif sh.mif"],
+               "prior_dw_scheme": ["0,0,0,0", "1,0,0,1000"]})
+
+
+@pytest.mark.parametrize("make", [_sh_written, pytest.param(_amp2sh, marks=pytest.mark.skipif(
+    shutil.which("amp2sh") is None, reason="MRtrix3's amp2sh is not on PATH (apt-get install mrtrix3)"))])
+def test_an_amp2sh_image_is_told_what_it_is_and_what_to_give_instead(tmp_path, capsys, make):
+    """Spherical-harmonic coefficients had been told "if it is a DWI, add its table"; a DWI whose dw_scheme was
+    dropped (no prior_dw_scheme) still is."""
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    make(make_phantom(shape=(10, 10, 8), voxel_mm=4.0, n_dirs=16), tmp_path / "sh.mif")
+    for argv in (["fit", tmp_path / "sh.mif", "-o", tmp_path / "dt.mif"],
+                 ["upsample", tmp_path / "sh.mif", "-o", tmp_path / "hr.mif", "--method", "linear"]):
+        refused_line(capsys, argv, "sh.mif: ", "15 volumes, the spherical-harmonic coefficients of lmax 4, written by "
+                     "amp2sh", "not a DWI nor diffusion tensors", "give the DWI it was computed from")
+    assert not (tmp_path / "dt.mif").exists() and not (tmp_path / "hr.mif").exists()
+
+
 def test_a_gzipped_dwi_mif_without_a_table_reads_the_bval_and_bvec_beside_it(tmp_path):
     """dwi.mif.gz's FSL files are dwi.bval and dwi.bvec, as for dwi.nii.gz (dwi.mif.bval had been looked for), and
     its BIDS sidecar dwi.json."""

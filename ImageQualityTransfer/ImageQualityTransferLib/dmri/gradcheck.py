@@ -35,7 +35,8 @@ from ..core.errors import IQTWarning
 from ..core.i18n import _
 from ..core.volume import Volume
 from ..fileio.gradients import fsl_flip
-from .scheme_advice import scheme_advice, scheme_corrections
+from ..fileio.mif import shell_word
+from .scheme_advice import scheme_advice, scheme_corrections, scheme_key
 from .table_terms import AXES, ROWS, SAME_DEGREES, _apart_degrees, _rows, _shown
 
 SEED_FA = 0.3  # white matter: the seeds
@@ -95,6 +96,7 @@ class GradCheck:
     candidates: dict = field(default_factory=dict)  # key -> Candidate
     white_matter: int = 0  # voxels of FA above SEED_FA in the brain
     step_mm: float = 0.0  # the streamlines' step, one mean voxel size
+    scheme_affine: np.ndarray | None = None  # an MRtrix dw_scheme's grid: its faults are recorded by scanner column
 
     @property
     def judged(self) -> bool:
@@ -132,8 +134,14 @@ class GradCheck:
     @property
     def record(self) -> str:
         """iqt batch's QC value: "ok", "n/a" (too little white matter to judge), NOISE_VERDICT or the suspected
-        fault's key."""
-        return "n/a" if not self.judged else NOISE_VERDICT if self.noisy else self.suspect or "ok"
+        fault's key (of a dw_scheme, its scanner-frame columns')."""
+        if not self.judged:
+            return "n/a"
+        if self.noisy or self.suspect is None:
+            return NOISE_VERDICT if self.noisy else "ok"
+        if self.scheme_affine is not None:  # as the warning names it (dmri/scheme_advice.py)
+            return scheme_key(self.candidates[self.suspect].matrix, self.scheme_affine)
+        return self.suspect
 
 
 def _rotation(affine) -> np.ndarray:
@@ -255,7 +263,8 @@ def gradient_scores(tensor: Volume, mask, seeds: int = SEEDS, scheme: bool = Fal
     principal directions; see the module's docstring. `scheme`: the table is an MRtrix dw_scheme."""
     cands = candidates(tensor.affine, scheme)
     vox = np.linalg.norm(np.asarray(tensor.affine, float)[:3, :3], axis=0)
-    out = GradCheck(candidates={c.key: c for c in cands}, step_mm=float(vox.mean()))
+    out = GradCheck(candidates={c.key: c for c in cands}, step_mm=float(vox.mean()),
+                    scheme_affine=np.asarray(tensor.affine, float) if scheme else None)
     brain = np.asarray(mask.data if isinstance(mask, Volume) else mask, bool)
     t = np.asarray(tensor.data)
     where = np.flatnonzero(brain.ravel())
@@ -327,7 +336,7 @@ def check_gradients(dwi: Volume, mask, tensor: Volume, table: str | None = None,
     given, best = found.scores["given"], found.scores[key]
     source = dwi.source
     # a DWI node's gradients are read through its measurement frame: the file's edit does not say what to do there
-    fix = c.fix.replace("the bvec file", table) if table else _("load the DWI again from a conversion whose gradients "
+    fix = c.fix.replace("the bvec file", shell_word(table)) if table else _("load the DWI again from a conversion whose gradients "
                                                                 "and measurement frame are right")
     what = c.what
     if scheme:  # an MRtrix image's header: its columns, in the scanner frame

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..fileio.mif import mended_path, shell_word
 from .table_terms import AXES, ROWS, SAME_DEGREES, _apart_degrees, _rows, _shown
 
 
@@ -49,6 +50,20 @@ def _signed_permutation(m) -> np.ndarray | None:
     return -p if (p < 0).sum() > (-p < 0).sum() else p
 
 
+def scheme_key(correction, affine) -> str:
+    """iqt batch's QC value (bvec_check) for the correction of a dw_scheme, said of its scanner-frame columns as the
+    warning says it (`scheme_advice`): e.g. "scheme-x-flipped", "scheme-columns(y,x,z)", "scheme-turned". The voxel
+    axes' key had recorded "y-flipped" where the warning named the scanner's x."""
+    p = _signed_permutation(on_scheme(correction, affine))
+    if p is None:
+        return "scheme-turned"
+    src = np.argmax(np.abs(p), axis=1)
+    signs = p[range(3), src]
+    if (src == np.arange(3)).all():
+        return "scheme-" + "".join(AXES[i] for i in range(3) if signs[i] < 0) + "-flipped"
+    return "scheme-columns" + _rows(src, signs).replace(" ", "")
+
+
 def scheme_advice(correction, affine, path) -> tuple[str, str]:
     """(what looks wrong, how to mend it) for the dw_scheme in `path`'s header, given the voxel-axes correction the
     check found; pieces split at "; " as the warning's (methods/base.py warning_lines)."""
@@ -74,9 +89,8 @@ def scheme_advice(correction, affine, path) -> tuple[str, str]:
                     if len(moved) == 2 else "the columns of its dw_scheme (the scanner's x y z) look permuted")
             what += " and one negated" if (signs < 0).any() else ""
             edit = f"in grad.b (rows of x y z b) reorder the columns x y z to {order}, b kept last"
-    suffix = next((e for e in (".mif.gz", ".mif", ".mih") if name.lower().endswith(e)), "")
-    fixed = Path(str(path)).with_name(name[: len(name) - len(suffix)] + "_fixed.mif")  # run-1.dwi.mif: run-1.dwi_fixed
+    fixed = mended_path(path)
     fix = (f"mend the dw_scheme of {name}, in the scanner frame MRtrix keeps it in, not a bvec file; "
-           f"export it: 'mrinfo {path} -export_grad_mrtrix grad.b'; {edit}; "
-           f"write it back: 'mrconvert {path} -grad grad.b {fixed}', and give {fixed.name}")
+           f"export it: 'mrinfo {shell_word(path)} -export_grad_mrtrix grad.b'; {edit}; "
+           f"write it back: 'mrconvert {shell_word(path)} -grad grad.b {shell_word(fixed)}', and give {fixed.name}")
     return what, fix

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import shlex
 import warnings
 from pathlib import Path
 
@@ -226,6 +227,34 @@ def dw_scheme(keys) -> np.ndarray | None:
     if not rows:
         return None
     return np.array([[float(v) for v in r.split(",")] for r in rows])
+
+
+def mended_path(path) -> Path:
+    """Where the advice to mend an MRtrix image's table writes the mended copy: beside it, its whole name kept but for
+    the suffix (run-1.dwi.mif: run-1.dwi_fixed.mif), so that two runs in one folder are not told to write one file."""
+    name = Path(str(path)).name
+    suffix = next((e for e in (".mif.gz", ".mif", ".mih") if name.lower().endswith(e)), "")
+    return Path(str(path)).with_name(name[: len(name) - len(suffix)] + "_fixed.mif")
+
+
+def shell_word(path) -> str:
+    """`path` as a shell reads it in a command to copy: quoted where it holds a space, a quote or another special."""
+    return shlex.quote(str(path))
+
+
+def sh_coefficients(keys, volumes: int) -> str | None:
+    """What an image of no dw_scheme is where it holds spherical-harmonic coefficients, as amp2sh and dwi2fod write them:
+    an even lmax of 4 or more's count of volumes (15, 28, 45, ...) and its DWI's table kept as prior_dw_scheme; None
+    otherwise (a DWI whose dw_scheme was dropped keeps no prior_dw_scheme)."""
+    if keys.get("dw_scheme") or not keys.get("prior_dw_scheme"):
+        return None
+    lmax = next((lm for lm in range(4, 31, 2) if (lm + 1) * (lm + 2) // 2 == volumes), None)
+    if lmax is None:
+        return None
+    made = [Path(h.split()[0]).name for h in keys.get("command_history", []) if h.split()]
+    by = f", written by {made[-1]}" if made and made[-1] in ("amp2sh", "dwi2fod") else ""
+    return (f"{volumes} volumes, the spherical-harmonic coefficients of lmax {lmax}{by} (its header keeps the DWI's table "
+            "as prior_dw_scheme), not a DWI nor diffusion tensors")
 
 
 def write_mif(path, data: np.ndarray, affine: np.ndarray, extra: dict[str, list[str]] | None = None) -> None:

@@ -19,7 +19,7 @@ from ..core.i18n import _
 from ..core.volume import Volume, voxel_sizes
 from .gradients import (B0_THRESHOLD, bval_bvec_paths, check_table, fsl_flip, read_gradient_table,
                         sidecar_slices)
-from .mif import dw_scheme, is_mif, read_header, write_mif
+from .mif import dw_scheme, is_mif, mended_path, read_header, sh_coefficients, shell_word, write_mif
 from .nifti import (
     add_support_record,
     check_finite,
@@ -143,10 +143,19 @@ def _gradient_files(path, n: int, bval_p: Path, bvec_p: Path) -> tuple[np.ndarra
     return bvals, bvecs
 
 
-# what to do with a dw_scheme that does not fit its DWI, for iqt fit and for an iqt batch line, which takes no --bval
-_MEND_SCHEME = ("write the series' own table into it: 'mrconvert dwi.mif -fslgrad dwi.bvec dwi.bval fixed.mif' (or -grad "
-                "table.b, rows of x y z b) and give fixed.mif, on an iqt batch line too; or give iqt fit --bval and "
-                "--bvec; or list, in iqt batch, a folder of dwi.nii.gz with its dwi.bval and dwi.bvec")
+def _mend_scheme(path) -> str:
+    """What to do with a dw_scheme that does not fit its DWI `path`, for iqt fit and for an iqt batch line, which takes
+    no --bval: the command names the user's image and its mended copy (dw_scheme advice's, dmri/scheme_advice.py)."""
+    fixed = mended_path(path)
+    return (f"write the series' own table into it: 'mrconvert {shell_word(path)} -fslgrad dwi.bvec dwi.bval "
+            f"{shell_word(fixed)}' (dwi.bvec and dwi.bval the series' own; or -grad table.b, rows of x y z b) and give "
+            f"{fixed.name}, on an iqt batch line too; or give iqt fit --bval and --bvec; or list, in iqt batch, a folder "
+            "of dwi.nii.gz with its dwi.bval and dwi.bvec")
+
+
+# what to give instead of an image of spherical-harmonic coefficients (fileio/mif.py sh_coefficients)
+_SH_INSTEAD = ("give the DWI it was computed from, its table in its header's dw_scheme (iqt fit and iqt batch fit it), or "
+               "that DWI's tensors from dwi2tensor")
 
 
 def _mif_gradients(img, path, n: int, bval_p: Path, bvec_p: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -155,16 +164,19 @@ def _mif_gradients(img, path, n: int, bval_p: Path, bvec_p: Path) -> tuple[np.nd
     try:
         table = dw_scheme(img.extra["mif"])
     except ValueError:
-        raise IQTError(f"{path}: its dw_scheme is not rows of four numbers (x,y,z,b); {_MEND_SCHEME}") from None
+        raise IQTError(f"{path}: its dw_scheme is not rows of four numbers (x,y,z,b); {_mend_scheme(path)}") from None
     if table is None:
         if bval_p.is_file() and bvec_p.is_file():
             return _gradient_files(path, n, bval_p, bvec_p)
+        sh = sh_coefficients(img.extra["mif"], n)
+        if sh is not None:
+            raise IQTError(f"{path}: {sh}; {_SH_INSTEAD}")
         raise IQTError(f"{path}: an MRtrix DWI without a gradient table (no dw_scheme in its header, no .bval/.bvec "
-                       "beside it); add it with 'mrconvert dwi.mif -fslgrad dwi.bvec dwi.bval dwi_grad.mif' (or "
-                       "-grad table.b), or give --bval and --bvec")
+                       f"beside it); add it with 'mrconvert {shell_word(path)} -fslgrad dwi.bvec dwi.bval "
+                       f"{shell_word(mended_path(path))}' (or -grad table.b), or give --bval and --bvec")
     if table.shape != (n, 4) or not np.all(np.isfinite(table)):
         raise IQTError(f"{path}: the DWI has {n} volumes but its dw_scheme {table.shape[0]} rows of "
-                       f"{table.shape[1]} numbers (or NaN/Inf among them); {_MEND_SCHEME}")
+                       f"{table.shape[1]} numbers (or NaN/Inf among them); {_mend_scheme(path)}")
     bvals, scanner = table[:, 3], table[:, :3]
     check_table(bvals, scanner, n, f"{path}: dw_scheme: ")
     rotation = img.affine[:3, :3] / voxel_sizes(img.affine)
@@ -295,7 +307,8 @@ def _dwi_series_line(img, path, data: np.ndarray | None = None, raw: np.ndarray 
         return None
     bval_p, bvec_p = bval_bvec_paths(path)
     if bval_p.is_file() and bvec_p.is_file():
-        why, fit = f"{bval_p.name} and {bvec_p.name} lie beside it", f"'iqt fit {Path(path).name} -o dti.nii.gz'"
+        why = f"{bval_p.name} and {bvec_p.name} lie beside it"
+        fit = f"'iqt fit {shell_word(Path(path).name)} -o dti.nii.gz'"
     elif shape[3] in (6, 7, 9):
         if data is None:
             data = read_data(img, path)
@@ -329,8 +342,8 @@ def _dwi_series_line(img, path, data: np.ndarray | None = None, raw: np.ndarray 
                "elements, below ~4e-3 mm^2/s or ~4 um^2/ms")
         if np.median(brain) < DWI_INTENSITY_FLOOR and not alike:  # a dim DWI, read by its volumes alone
             why += "; its six volumes' brain medians are of a size, where a tensor's three off-diagonals centre on 0"
-        fit = (f"'iqt fit {Path(path).name} -o dti.mif' on the whole series, its gradient table in its header's "
-               "dw_scheme (mrconvert -fslgrad writes one) or given with --bval and --bvec" if is_mif(path) else
+        fit = (f"'iqt fit {shell_word(Path(path).name)} -o dti.mif' on the whole series, its gradient table in its "
+               "header's dw_scheme (mrconvert -fslgrad writes one) or given with --bval and --bvec" if is_mif(path) else
                "'iqt fit dwi.nii.gz -o dti.nii.gz' on the whole series, its .bval and .bvec beside it")
     else:
         return None
@@ -370,13 +383,16 @@ def _mif_lines(img, path) -> str | None:
         return None
     if img.extra.get("mif", {}).get("dw_scheme"):
         return (f"{path}: shape {img.shape} is a DWI series (its header holds a dw_scheme), not diffusion tensors; fit "
-                f"tensors from it first with 'iqt fit {Path(path).name} -o dti.mif', which reads its dw_scheme, and "
-                "give that file")
+                f"tensors from it first with 'iqt fit {shell_word(Path(path).name)} -o dti.mif', which reads its "
+                "dw_scheme, and give that file")
+    sh = sh_coefficients(img.extra.get("mif", {}), img.shape[3])
+    if sh is not None:
+        return f"{path}: shape {img.shape}: {sh}; {_SH_INSTEAD}"
     if img.shape[3] >= 7:  # a DWI read as tensors for want of a table: it cannot be fitted either
         return (f"{path}: shape {img.shape} is neither diffusion tensors (dwi2tensor's six volumes) nor a DWI with its "
                 f"gradient table: {img.shape[3]} volumes and no dw_scheme in its header; if it is a DWI, add its table "
-                f"with 'mrconvert {Path(path).name} -fslgrad dwi.bvec dwi.bval dwi_grad.mif' and give that, else give "
-                "dwi2tensor's output")
+                f"with 'mrconvert {shell_word(path)} -fslgrad dwi.bvec dwi.bval {shell_word(mended_path(path))}' and "
+                "give that, else give dwi2tensor's output")
     return (f"{path}: shape {img.shape} is not a diffusion tensor volume: an MRtrix tensor image holds six volumes "
             f"(dwi2tensor's Dxx,Dyy,Dzz,Dxy,Dxz,Dyz), this one {img.shape[3]}; give dwi2tensor's output, or fit tensors "
             "from the DWI with 'iqt fit dwi.mif -o dti.mif'")

@@ -63,6 +63,20 @@ def test_a_mask_mif_becomes_a_label_map_a_map_a_scalar_node_and_a_five_volume_on
     assert scene.GetNumberOfNodes() == before
 
 
+def test_an_amp2sh_image_is_refused_saying_what_it_is(scene, tmp_path):
+    """Spherical-harmonic coefficients (15 volumes, the DWI's table kept as prior_dw_scheme, as amp2sh writes them) had
+    been told to add their gradients."""
+    from ImageQualityTransferLib.fileio.mif import read_mif, write_mif
+
+    data, affine, _ = read_mif(FIXTURES / "dt.mif")
+    write_mif(tmp_path / "sh.mif", np.concatenate([data] * 3, axis=-1)[..., :15], affine,
+              {"command_history": ["amp2sh dwi.mif sh.mif"], "prior_dw_scheme": ["0,0,0,0", "1,0,0,1000"]})
+    before = scene.GetNumberOfNodes()
+    with pytest.raises(IQTError, match="spherical-harmonic coefficients of lmax 4, written by amp2sh.*load the DWI"):
+        mif_nodes.load_mif(scene, tmp_path / "sh.mif")
+    assert scene.GetNumberOfNodes() == before
+
+
 def test_an_integer_mask_of_0_and_1_becomes_a_label_map_and_other_integers_a_scalar_node(scene, tmp_path):
     """iqt's own masks (--mask-out, batch's desc-brain_mask.mif) are uint8 of 0 and 1, not dwi2mask's bits: a label map
     too, which the module's brain mask selector takes; an integer image of more values (a parcellation) stays scalar."""

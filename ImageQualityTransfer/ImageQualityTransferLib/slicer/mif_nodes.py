@@ -12,7 +12,7 @@ import numpy as np
 from ..core.errors import IQTError
 from ..core.i18n import _
 from ..core.volume import Volume
-from ..fileio.mif import READ_SUFFIXES
+from ..fileio.mif import READ_SUFFIXES, sh_coefficients
 from . import mrml
 
 
@@ -41,6 +41,10 @@ def load_mif(scene, path, name: str | None = None):
         if is_mask(keys, image):  # the module's brain mask input takes label maps only
             return mrml.add_label_node(scene, image, name)
         return mrml.add_scalar_node(scene, image, name, colormap=None)  # grey, as Slicer loads one
+    sh = sh_coefficients(keys, int(dim[3]) if len(dim) == 4 and dim[3].strip().isdigit() else 0)
+    if sh is not None:  # amp2sh's or dwi2fod's output had been told to add its gradients
+        raise IQTError(_("{path}: {what}; load the DWI it was computed from (its dw_scheme in its header) or that DWI's "
+                         "tensors from dwi2tensor").format(path=path, what=sh))
     raise IQTError(_("{path}: an MRtrix image of {volumes} volumes with no gradient table (dw_scheme) is neither a DWI "
                      "nor a tensor volume (6 volumes); add its gradients with {command} or load a DWI, tensor or "
                      "single-volume image").format(path=path, volumes=dim[3].strip(), command="'mrconvert -fslgrad'"))

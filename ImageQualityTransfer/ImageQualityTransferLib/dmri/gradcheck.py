@@ -35,7 +35,7 @@ from ..core.errors import IQTWarning
 from ..core.i18n import _
 from ..core.volume import Volume
 from ..fileio.gradients import fsl_flip
-from ..fileio.mif import shell_word
+from ..fileio.paths import shell_word
 from .scheme_advice import scheme_advice, scheme_corrections, scheme_key
 from .table_terms import AXES, ROWS, SAME_DEGREES, _apart_degrees, _rows, _shown
 

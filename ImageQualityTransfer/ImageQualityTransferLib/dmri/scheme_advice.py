@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fileio.mif import mended_path, shell_word
+from ..fileio.mif import mended_path
+from ..fileio.paths import shell_word
 from .table_terms import AXES, ROWS, SAME_DEGREES, _apart_degrees, _rows, _shown
 
 

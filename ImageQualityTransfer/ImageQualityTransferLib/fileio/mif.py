@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import shlex
 import warnings
 from pathlib import Path
 
@@ -235,11 +234,6 @@ def mended_path(path) -> Path:
     name = Path(str(path)).name
     suffix = next((e for e in (".mif.gz", ".mif", ".mih") if name.lower().endswith(e)), "")
     return Path(str(path)).with_name(name[: len(name) - len(suffix)] + "_fixed.mif")
-
-
-def shell_word(path) -> str:
-    """`path` as a shell reads it in a command to copy: quoted where it holds a space, a quote or another special."""
-    return shlex.quote(str(path))
 
 
 def sh_coefficients(keys, volumes: int) -> str | None:

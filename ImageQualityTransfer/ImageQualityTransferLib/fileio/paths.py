@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import stat
 import tempfile
 import unicodedata
@@ -21,6 +22,12 @@ TENSOR_SUFFIXES = NIFTI_SUFFIXES + NRRD_SUFFIXES + MIF_SUFFIXES
 MASK_SUFFIXES = NIFTI_SUFFIXES + MIF_SUFFIXES  # a mask written (`iqt mask -o`, `--mask-out`): NIfTI or MRtrix
 MAP_SUFFIXES = TENSOR_SUFFIXES  # `iqt upsample --uncertainty`'s maps (fileio/nrrd.py save_scalar_nrrd, fileio/mif.py)
 JSON_SUFFIXES = (".json",)
+
+
+def shell_word(path) -> str:
+    """`path` as a shell reads it in a command to copy from a line of advice: quoted where it holds a space, a quote or
+    another character a shell splits or expands at."""
+    return shlex.quote(str(path))
 
 
 def _models_dir() -> Path:

@@ -19,7 +19,8 @@ from ..core.i18n import _
 from ..core.volume import Volume, voxel_sizes
 from .gradients import (B0_THRESHOLD, bval_bvec_paths, check_table, fsl_flip, read_gradient_table,
                         sidecar_slices)
-from .mif import dw_scheme, is_mif, mended_path, read_header, sh_coefficients, shell_word, write_mif
+from .mif import dw_scheme, is_mif, mended_path, read_header, sh_coefficients, write_mif
+from .paths import shell_word
 from .nifti import (
     add_support_record,
     check_finite,

@@ -148,6 +148,44 @@ def test_an_amp2sh_image_is_told_what_it_is_and_what_to_give_instead(tmp_path, c
     assert not (tmp_path / "dt.mif").exists() and not (tmp_path / "hr.mif").exists()
 
 
+def _dkt_written(dwi, out) -> None:
+    """What dwi2tensor -dkt writes, by this project's writer: 15 volumes, the DWI's table kept as prior_dw_scheme."""
+    from ImageQualityTransferLib.fileio.mif import write_mif
+
+    write_mif(out, np.asarray(dwi.data, np.float32)[..., :15], dwi.affine,
+              {"command_history": ["mrconvert dwi.nii -fslgrad dwi.bvec dwi.bval dwi.mif",
+                                   "dwi2tensor dwi.mif dt.mif -dkt dkt.mif"], "prior_dw_scheme": ["0,0,0,0", "1,0,0,1000"]})
+
+
+def _dwi2tensor_dkt(dwi, out) -> None:
+    """MRtrix3's dwi2tensor -dkt of the DWI, run where it is installed: its table given two shells (it takes three b
+    values or more)."""
+    from ImageQualityTransferLib.fileio.mif import write_mif
+
+    bvals = np.where(dwi.bvals > 0, 1000.0 + 1000.0 * (np.arange(len(dwi.bvals)) % 2), 0.0)
+    table = np.column_stack([dwi.bvecs @ (dwi.affine[:3, :3] / np.linalg.norm(dwi.affine[:3, :3], axis=0)).T, bvals])
+    write_mif(out.with_name("dwi.mif"), np.asarray(dwi.data, np.float32), dwi.affine,
+              {"dw_scheme": [",".join(map(str, r)) for r in table]})
+    subprocess.run(["dwi2tensor", "-quiet", str(out.with_name("dwi.mif")), str(out.with_name("dt.mif")), "-dkt", str(out)],
+                   check=True)
+
+
+@pytest.mark.parametrize("make", [_dkt_written, pytest.param(_dwi2tensor_dkt, marks=pytest.mark.skipif(
+    shutil.which("dwi2tensor") is None, reason="MRtrix3's dwi2tensor is not on PATH (apt-get install mrtrix3)"))])
+def test_a_kurtosis_tensor_of_15_volumes_is_not_called_spherical_harmonics(tmp_path, capsys, make):
+    """dwi2tensor -dkt's 15 volumes keep the DWI's table as prior_dw_scheme, as amp2sh's lmax 4 does: they had been
+    called spherical-harmonic coefficients."""
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    make(make_phantom(shape=(10, 10, 8), voxel_mm=4.0, n_dirs=30), tmp_path / "dkt.mif")
+    for argv in (["fit", tmp_path / "dkt.mif", "-o", tmp_path / "dt2.mif"],
+                 ["upsample", tmp_path / "dkt.mif", "-o", tmp_path / "hr.mif", "--method", "linear"]):
+        line = refused_line(capsys, argv, "dkt.mif: ", "15 volumes, the kurtosis tensor of dwi2tensor -dkt",
+                            "give the DWI it was computed from")
+        assert "spherical-harmonic" not in line, line
+    assert not (tmp_path / "dt2.mif").exists() and not (tmp_path / "hr.mif").exists()
+
+
 def test_a_gzipped_dwi_mif_without_a_table_reads_the_bval_and_bvec_beside_it(tmp_path):
     """dwi.mif.gz's FSL files are dwi.bval and dwi.bvec, as for dwi.nii.gz (dwi.mif.bval had been looked for), and
     its BIDS sidecar dwi.json."""

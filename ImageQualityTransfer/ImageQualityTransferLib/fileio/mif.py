@@ -239,13 +239,18 @@ def mended_path(path) -> Path:
 def sh_coefficients(keys, volumes: int) -> str | None:
     """What an image of no dw_scheme is where it holds spherical-harmonic coefficients, as amp2sh and dwi2fod write them:
     an even lmax of 4 or more's count of volumes (15, 28, 45, ...) and its DWI's table kept as prior_dw_scheme; None
-    otherwise (a DWI whose dw_scheme was dropped keeps no prior_dw_scheme)."""
+    otherwise (a DWI whose dw_scheme was dropped keeps no prior_dw_scheme). dwi2tensor -dkt's kurtosis tensor, 15
+    volumes too, is named as such."""
     if keys.get("dw_scheme") or not keys.get("prior_dw_scheme"):
         return None
     lmax = next((lm for lm in range(4, 31, 2) if (lm + 1) * (lm + 2) // 2 == volumes), None)
     if lmax is None:
         return None
     made = [Path(h.split()[0]).name for h in keys.get("command_history", []) if h.split()]
+    maker = next((m for m in reversed(made) if m in ("amp2sh", "dwi2fod", "dwi2tensor")), None)
+    if maker == "dwi2tensor" and volumes == 15:
+        return ("15 volumes, the kurtosis tensor of dwi2tensor -dkt (its header keeps the DWI's table as "
+                "prior_dw_scheme), not a DWI nor diffusion tensors")
     by = f", written by {made[-1]}" if made and made[-1] in ("amp2sh", "dwi2fod") else ""
     return (f"{volumes} volumes, the spherical-harmonic coefficients of lmax {lmax}{by} (its header keeps the DWI's table "
             "as prior_dw_scheme), not a DWI nor diffusion tensors")

@@ -92,6 +92,21 @@ def test_a_scheme_of_fewer_rows_than_volumes_is_told_how_to_mend_the_image(phant
     assert "give run-1.dwi_fixed.mif" in err and not (tmp_path / "dti.nii.gz").exists()
 
 
+def test_the_warning_of_a_mif_in_a_folder_with_a_space_is_said_over_lines_each_naming_it(phantom, tmp_path, capsys):
+    """methods/base.py warning_lines finds the file a warning opens with: a .mif path holding a space had not been
+    found, and the table's warning with its commands stood on one line of about 1,300 characters."""
+    (tmp_path / STUDY).mkdir(parents=True)
+    path = tmp_path / STUDY / "dwi.mif"
+    _write(path, phantom, (0, 1, 2), _scheme(phantom) * [-1.0, 1.0, 1.0, 1.0])
+    assert cli.main(["fit", str(path), "-o", str(tmp_path / "dti.nii.gz")]) == 0
+    head = f"iqt: warning: {path}: "
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith(head)]
+    assert lines and lines[0].startswith(f"{head}the gradient table looks wrong; "), lines
+    assert len(lines) > 3, lines
+    back = next(ln for ln in lines if "write it back: " in ln)
+    assert shlex.split(re.search(r"write it back: '(mrconvert .*)', and give", back)[1])[1] == str(path), back
+
+
 def test_the_commands_to_copy_read_a_path_with_a_space_and_a_quote_as_one_word(tmp_path):
     path = tmp_path / STUDY / "dwi.mif"
     _, fix = scheme_advice(np.diag([-1.0, 1.0, 1.0]), np.diag([-2.0, 2.0, 2.0, 1.0]), path)

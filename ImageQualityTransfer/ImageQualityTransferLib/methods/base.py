@@ -891,9 +891,10 @@ def noise_clause_once(notes) -> list[str]:
 # run to 295 characters for one method and 458 for seven merged (docs/measurements.md, "The noise line's length"), the
 # gradient-table check's undecided line to 601
 WARNING_LINE_LIMIT = 200
-# the file (or subject) a warning opens with: names without spaces, or a path to a volume file (a Windows one with its
-# drive), each perhaps with a parenthesised tag (iqt batch's input style), each closed by ": "
-_SOURCE = re.compile(r"^((?:(?:(?:[A-Za-z]:)?[^:;]*?\.(?:nii\.gz|nii|nrrd|nhdr)|[^\s:;]+)(?: \([^()]*\))?: )+)")
+# the file (or subject) a warning opens with: names without spaces, or a path to a volume file (NIfTI, NRRD or MRtrix;
+# a Windows one with its drive), each perhaps with a parenthesised tag (iqt batch's input style), each closed by ": "
+_SOURCE = re.compile(r"^((?:(?:(?:[A-Za-z]:)?[^:;]*?\.(?:nii\.gz|nii|nrrd|nhdr|mif\.gz|mif|mih)|[^\s:;]+)"
+                     r"(?: \([^()]*\))?: )+)")
 # the other warnings said over several lines where long, after their file: those whose pieces (split at "; ") are
 # worded to read alone (each names what it speaks of). Of the warnings over WARNING_LINE_LIMIT that real inputs gave
 # (docs/measurements.md, "Long warnings") the gradient table's had run to 531 characters, the whole field's to 307;

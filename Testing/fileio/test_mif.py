@@ -186,6 +186,42 @@ def test_a_kurtosis_tensor_of_15_volumes_is_not_called_spherical_harmonics(tmp_p
     assert not (tmp_path / "dt2.mif").exists() and not (tmp_path / "hr.mif").exists()
 
 
+def _predicted_written(dwi, out) -> None:
+    """What dwi2tensor -predicted_signal writes, by this project's writer: a DWI, its table kept as prior_dw_scheme."""
+    from ImageQualityTransferLib.fileio.mif import write_mif
+
+    write_mif(out, np.asarray(dwi.data, np.float32), dwi.affine,
+              {"command_history": ["dwi2tensor dwi.mif dt.mif -predicted_signal dkt.mif"],
+               "prior_dw_scheme": ["0,0,0,0", "1,0,0,1000"]})
+
+
+def _dwi2tensor_predicted(dwi, out) -> None:
+    """MRtrix3's dwi2tensor -predicted_signal of the DWI, run where it is installed."""
+    from ImageQualityTransferLib.fileio.mif import write_mif
+
+    table = np.column_stack([dwi.bvecs @ (dwi.affine[:3, :3] / np.linalg.norm(dwi.affine[:3, :3], axis=0)).T, dwi.bvals])
+    write_mif(out.with_name("dwi.mif"), np.asarray(dwi.data, np.float32), dwi.affine,
+              {"dw_scheme": [",".join(map(str, r)) for r in table]})
+    subprocess.run(["dwi2tensor", "-quiet", str(out.with_name("dwi.mif")), str(out.with_name("dt.mif")),
+                    "-predicted_signal", str(out)], check=True)
+
+
+@pytest.mark.parametrize("make", [_predicted_written, pytest.param(_dwi2tensor_predicted, marks=pytest.mark.skipif(
+    shutil.which("dwi2tensor") is None, reason="MRtrix3's dwi2tensor is not on PATH (apt-get install mrtrix3)"))])
+def test_dwi2tensor_s_predicted_signal_of_15_volumes_is_told_to_add_its_table(tmp_path, capsys, make):
+    """A DWI of 15 volumes whose table MRtrix kept as prior_dw_scheme had been told it is spherical-harmonic
+    coefficients, not a DWI."""
+    from ImageQualityTransferLib.dmri.phantom import make_phantom
+
+    dwi = make_phantom(shape=(10, 10, 8), voxel_mm=4.0, n_dirs=13)
+    assert dwi.data.shape[3] == 15
+    make(dwi, tmp_path / "dkt.mif")  # named as the kurtosis tensor would be: what it holds decides
+    line = refused_line(capsys, ["fit", tmp_path / "dkt.mif", "-o", tmp_path / "dt2.mif"], "dkt.mif: ",
+                        "no dw_scheme in its header", "mrconvert ")
+    assert "spherical-harmonic" not in line and "kurtosis" not in line, line
+    assert not (tmp_path / "dt2.mif").exists()
+
+
 def test_a_gzipped_dwi_mif_without_a_table_reads_the_bval_and_bvec_beside_it(tmp_path):
     """dwi.mif.gz's FSL files are dwi.bval and dwi.bvec, as for dwi.nii.gz (dwi.mif.bval had been looked for), and
     its BIDS sidecar dwi.json."""

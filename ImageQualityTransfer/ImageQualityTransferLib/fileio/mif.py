@@ -239,18 +239,21 @@ def mended_path(path) -> Path:
 def sh_coefficients(keys, volumes: int) -> str | None:
     """What an image of no dw_scheme is where it holds spherical-harmonic coefficients, as amp2sh and dwi2fod write them:
     an even lmax of 4 or more's count of volumes (15, 28, 45, ...) and its DWI's table kept as prior_dw_scheme; None
-    otherwise (a DWI whose dw_scheme was dropped keeps no prior_dw_scheme). dwi2tensor -dkt's kurtosis tensor, 15
-    volumes too, is named as such."""
+    otherwise (a DWI whose dw_scheme was dropped keeps no prior_dw_scheme). dwi2tensor's outputs keep it too: its
+    -dkt kurtosis tensor (15 volumes) is named as such, its -predicted_signal, a DWI, is not told it is none."""
     if keys.get("dw_scheme") or not keys.get("prior_dw_scheme"):
         return None
     lmax = next((lm for lm in range(4, 31, 2) if (lm + 1) * (lm + 2) // 2 == volumes), None)
     if lmax is None:
         return None
-    made = [Path(h.split()[0]).name for h in keys.get("command_history", []) if h.split()]
-    maker = next((m for m in reversed(made) if m in ("amp2sh", "dwi2fod", "dwi2tensor")), None)
-    if maker == "dwi2tensor" and volumes == 15:
-        return ("15 volumes, the kurtosis tensor of dwi2tensor -dkt (its header keeps the DWI's table as "
-                "prior_dw_scheme), not a DWI nor diffusion tensors")
+    history = [h.split() for h in keys.get("command_history", []) if h.split()]
+    made = [Path(h[0]).name for h in history]
+    maker = next((i for i in reversed(range(len(made))) if made[i] in ("amp2sh", "dwi2fod", "dwi2tensor")), None)
+    if maker is not None and made[maker] == "dwi2tensor":
+        if volumes == 15 and "-dkt" in history[maker] and "-predicted_signal" not in history[maker]:
+            return ("15 volumes, the kurtosis tensor of dwi2tensor -dkt (its header keeps the DWI's table as "
+                    "prior_dw_scheme), not a DWI nor diffusion tensors")
+        return None
     by = f", written by {made[-1]}" if made and made[-1] in ("amp2sh", "dwi2fod") else ""
     return (f"{volumes} volumes, the spherical-harmonic coefficients of lmax {lmax}{by} (its header keeps the DWI's table "
             "as prior_dw_scheme), not a DWI nor diffusion tensors")

@@ -205,6 +205,18 @@ def _largest_opened(cand):
     return labels == (1 + int(np.argmax(sizes)))
 
 
+def tissue_core(t: np.ndarray) -> np.ndarray | None:
+    """The voxels of whole-field tensors that look like tissue, not noise (brain_from_tensors' core: PD with a
+    tissue-like MD and little log MD spread over their 3^3, by 3^3 majority, the largest component opened by two
+    voxels), holes filled: it holds the brain to its edge but few of the background's fits around it; None where empty."""
+    from scipy import ndimage
+
+    tissue, spread = _tissue_and_spread(t)
+    core = _largest_opened(ndimage.uniform_filter((tissue & (spread < MAX_LOG_MD_SPREAD)).astype(np.float32), 3,
+                                                  mode="nearest") >= 0.5)
+    return None if core is None else ndimage.binary_fill_holes(core)
+
+
 def _tissue_and_spread(t: np.ndarray, unit: float | None = None):
     """(PD voxels with a tissue-like MD, the std of log MD over each voxel's 3^3) of whole-field tensors, MD read in
     `unit` (default: their MD mode)."""

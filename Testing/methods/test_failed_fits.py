@@ -449,6 +449,28 @@ def test_fits_that_diverged_in_an_estimated_brain_s_rim_are_its_background_s_and
     assert len(said) == 1 and "3 of them with an eigenvalue above 0.1 mm^2/s" in said[0], said
 
 
+def test_a_diverged_fit_in_an_estimated_brain_s_core_among_noise_fits_is_warned_as_before():
+    """Without --mask the brain estimated from a whole-field fit is judged in its core alone: the given mask's rule
+    (fits that look like tissue, GIVEN_RIM) had reached it and left a diverged fit there unwarned, among noise fits
+    (the sagittal HF dev scan's native dipy fit: its line said 1 diverged fit of 2)."""
+    from ImageQualityTransferLib.core.volume import Volume
+
+    rng = np.random.default_rng(0)
+    t = np.tile(np.array([7e-4, 0, 7e-4, 0, 0, 7e-4], np.float32), (40, 30, 24, 1))
+    md = np.exp(rng.uniform(np.log(1e-4), np.log(3e-3), (14, 30, 24))).astype(np.float32)
+    t[:14, ..., 0] = t[:14, ..., 2] = t[:14, ..., 5] = md  # noise fits: MD jumping from voxel to voxel
+    t[10, 15, 12] = [1.7, 0, 1e-9, 0, 0, 1e-9]  # in the estimate's core (8 voxels of 3 mm in), not among tissue
+    lr = Volume(t, np.diag([3.0, 3.0, 3.0, 1.0]), "tensor")
+    brain = np.ones(t.shape[:3], bool)
+    brain[38:] = False  # the estimate leaves part of the field out, as it does on every whole-field fit
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        inputs.drop_failed_fits(lr, Volume(brain, lr.affine, "mask"), "the brain estimated", refuse=False,
+                                estimated=True)
+    said = [str(w.message) for w in caught if issubclass(w.category, IQTWarning)]
+    assert len(said) == 1 and "1 of them with an eigenvalue above 0.1 mm^2/s" in said[0], said
+
+
 @pytest.mark.realdata
 def test_fits_that_diverged_in_a_generous_mask_s_rim_on_a_whole_field_fit_are_the_background_s(axial_subject):
     """The 3 mm dev scan fitted over its whole field (x2, unmasked) and given its brain mask dilated by 2 voxels (a

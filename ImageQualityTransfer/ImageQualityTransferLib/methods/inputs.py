@@ -1017,7 +1017,7 @@ def _likely_cause(lr: Volume, failed: np.ndarray, mask: Volume | None, estimated
     blown = np.zeros(judged.shape, bool)
     if judged.any():
         blown[judged] = tensors.eigenvalues(t[judged]).max(axis=-1) > DIVERGED
-    if wider and blown.any():  # read only where it matters: the core of the fits costs 2 s on a native whole field
+    if wider and not estimated and blown.any():  # only where it matters: the fits' core costs 2 s on a native field
         blown &= _given_core(lr, mask)
     diverged = int(blown.sum())
     few = few and not diverged

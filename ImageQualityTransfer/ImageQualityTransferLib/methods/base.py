@@ -29,6 +29,7 @@ from .inputs import (
     brain_md_unit,
     brain_within_box,
     check_tensor_input,
+    diverged_fits,
     drop_failed_fits,
     filled_box,
     holes_said_apart,
@@ -303,6 +304,9 @@ class Method:
         # certain, holes in the flagged rim (a review; Testing/methods/test_support.py)
         failed = tensors.failed_fits(lr.data)  # before they are zeroed: those in a hole are said in the holes' line
         kept_failed = failed if estimated and mask is not None else None
+        # every fit that diverged in the mask, warned of or not: one in a given mask's rim on a whole-field fit is said at
+        # INFO (inputs.GIVEN_RIM), yet the brain's own lie there too, 1-3 voxels deep, and filled they read as certain
+        blown = diverged_fits(lr.data, failed if mask is None else failed & np.asarray(mask.data, bool))
         # taken as missing by every method, but interpolation clips the CSF-like ones, nearer the high-res reference so
         lr, unsure = drop_failed_fits(lr, mask, where, refuse=mask is not None and not estimated, estimated=estimated,
                                       flagged=True, clip_csf=not self.learned)
@@ -336,6 +340,8 @@ class Method:
                 from ..fileio.records import note_run
 
                 note_run(failed_fits_flagged=int(unsure.sum()))
+        if blown.any() and self.learned:  # raised as a warned failed fit is, counted in neither line nor QC column
+            noise = lr.replace(data=blown if noise is None else noise.data | blown, kind="mask")
         # the noise factor, known before the run: the direction map is drawn from the scaled sigma (calibrated on the
         # install's models: another --model file's sigma is left as it is)
         g = 1.0 if index is None or runner.given_model() else noisy_std_scale(self.name, index, f)

@@ -550,6 +550,15 @@ MOSTLY_FAILED = 0.5  # the share of the brain's tensors beyond which the input i
 # a few per cent (docs/measurements.md, "Failed fits in the input")
 
 
+def diverged_fits(t: np.ndarray, failed: np.ndarray) -> np.ndarray:
+    """The `failed` fits of `t` with an eigenvalue above DIVERGED: no CSF's, whatever the failed-fit line says of them
+    (a given mask's rim on a whole-field fit, GIVEN_RIM, says them at INFO)."""
+    blown = np.zeros(failed.shape, bool)
+    if failed.any():
+        blown[failed] = tensors.eigenvalues(np.asarray(t)[failed]).max(axis=-1) > DIVERGED
+    return blown
+
+
 def csf_like_fits(t: np.ndarray, failed: np.ndarray) -> np.ndarray:
     """The `failed` fits of `t` whose eigenvalues are finite, none below the plausible range and none above DIVERGED:
     CSF at the noise floor, whose clipped tensor is nearer the high-res reference than one filled from around it."""
@@ -1014,9 +1023,7 @@ def _likely_cause(lr: Volume, failed: np.ndarray, mask: Volume | None, estimated
     # estimated brain's core, as clusters are: its rim's background fits diverge in every clean whole-field fit
     # so in a given mask on a whole-field fit that reaches beyond it (`wider`): a generous mask's rim holds the
     # background's (a brain mask dilated by 1-4 voxels had warned 13 runs of the 8 subjects with none in the brain mask)
-    blown = np.zeros(judged.shape, bool)
-    if judged.any():
-        blown[judged] = tensors.eigenvalues(t[judged]).max(axis=-1) > DIVERGED
+    blown = diverged_fits(t, judged)
     if wider and not estimated and blown.any():  # only where it matters: the fits' core costs 2 s on a native field
         blown &= _given_core(lr, mask)
     diverged = int(blown.sum())

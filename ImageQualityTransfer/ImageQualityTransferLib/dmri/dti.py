@@ -211,10 +211,17 @@ def tissue_core(t: np.ndarray) -> np.ndarray | None:
     voxels), holes filled: it holds the brain to its edge but few of the background's fits around it; None where empty."""
     from scipy import ndimage
 
-    tissue, spread = _tissue_and_spread(t)
-    core = _largest_opened(ndimage.uniform_filter((tissue & (spread < MAX_LOG_MD_SPREAD)).astype(np.float32), 3,
-                                                  mode="nearest") >= 0.5)
+    core = _low_spread_core(*_tissue_and_spread(t))
     return None if core is None else ndimage.binary_fill_holes(core)
+
+
+def _low_spread_core(tissue: np.ndarray, spread: np.ndarray) -> np.ndarray | None:
+    """The tissue-like voxels whose 3^3 log MD varies little (under MAX_LOG_MD_SPREAD), by 3^3 majority, the largest
+    component opened by two voxels (_largest_opened): brain_from_tensors' core; None where empty."""
+    from scipy import ndimage
+
+    return _largest_opened(ndimage.uniform_filter((tissue & (spread < MAX_LOG_MD_SPREAD)).astype(np.float32), 3,
+                                                  mode="nearest") >= 0.5)
 
 
 def _tissue_and_spread(t: np.ndarray, unit: float | None = None):
@@ -281,8 +288,7 @@ def _brain_in_unit(t: np.ndarray, unit: float | None) -> np.ndarray | None:
         return None
     ball = ndimage.generate_binary_structure(3, 1)
     brain = ndimage.binary_dilation(brain, ball, iterations=2) & cand
-    core = _largest_opened(ndimage.uniform_filter((tissue & (spread < MAX_LOG_MD_SPREAD)).astype(np.float32), 3,
-                                                  mode="nearest") >= 0.5)
+    core = _low_spread_core(tissue, spread)
     if core is not None:
         brain &= ndimage.binary_dilation(core, ball, iterations=KEEP_WITHIN)
     brain = ndimage.binary_fill_holes(brain)

@@ -49,7 +49,7 @@ def test_the_methods_that_would_switch_are_named_with_their_verb(monkeypatch, in
     from ImageQualityTransferLib.fileio import model_files
     from ImageQualityTransferLib.methods import base
 
-    monkeypatch.setattr(base, "input_noise_index", lambda *args: index)
+    monkeypatch.setattr(base, "input_noise_index", lambda *args, **kw: index)
     monkeypatch.setattr(model_files, "read_registry", lambda: [{"method": m, "input": model_files.NOISY, "factor": 3}
                                                                 for m in here])
     lr = Volume(np.full((4, 4, 4, 6), 1e-4, np.float32), np.eye(4), "tensor")

@@ -15,6 +15,13 @@ NOISY_INPUT = 0.10  # noise_index above which an input is noisier than every tra
 NOISY_MODEL = 0.075
 
 
+# voxels: a masked fit run without a mask is read on its support, its fitting mask, which may be wider than the brain
+# (the training inputs' own style: the brain mask dilated by two voxels), its edge CSF and skull fits: so read, the clean
+# Achieva x2 had read 0.081 against 0.069 with its mask and run the noise-trained models. It is read this much further
+# in too, and the lower reading kept (methods/inputs.py input_noise_index): where the support is the brain mask itself,
+# the deeper core alone had read a clean x3 Trio noisy, 0.078 against 0.072 (docs/measurements.md, "A masked fit
+# without a mask")
+FIT_SUPPORT_CORE = 2
 ESTIMATED_BRAIN_CORE = 4  # voxels: a brain estimated from whole-field tensors keeps scalp and background fits at its rim
 ESTIMATED_BRAIN_RIM_MM = 24.0  # that rim's depth: ESTIMATED_BRAIN_CORE voxels of the 6 mm inputs it was set on
 

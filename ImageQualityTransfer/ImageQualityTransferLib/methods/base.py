@@ -311,7 +311,7 @@ class Method:
         lr, unsure = drop_failed_fits(lr, mask, where, refuse=mask is not None and not estimated, estimated=estimated,
                                       flagged=True, clip_csf=not self.learned)
         if self.learned:
-            runner, index = self._for_noise(lr, mask, f, estimated=estimated, maps=maps)
+            runner, index = self._for_noise(lr, mask, f, estimated=estimated, maps=maps, fit_support=not given and not whole)
             self._warn_off_training(lr, mask, f)
         # the background's noise fits that an estimated brain keeps: their outputs mean nothing, and a forest's std
         # there is low, calling them certain
@@ -451,16 +451,19 @@ class Method:
         """The model that ran, as the header names it (records.made_by): none for interpolation (LearnedMethod's)."""
         return {}
 
-    def _for_noise(self, lr: Volume, mask: Volume | None, f: tuple, estimated: bool = False, maps: bool = True):
+    def _for_noise(self, lr: Volume, mask: Volume | None, f: tuple, estimated: bool = False, maps: bool = True,
+                   fit_support: bool = False):
         """(The method that runs on `lr`, the input's noise index): this one, or for an input noisier than clean scans
         (noise_level.noise_index above noise_level.NOISY_MODEL) the same method with its shipped model trained with added noise, where there is one and
         no model was given (said in one warning line). Without one, a warning when the input is much noisier than the
         training inputs (above noise_level.NOISY_INPUT): there the method may do no better than cubic (docs/measurements.md).
-        `maps`: whether uncertainty maps are written; without, the line names no sigma factor (none is applied)."""
+        `maps`: whether uncertainty maps are written; without, the line names no sigma factor (none is applied).
+        `fit_support`: no mask was given for a masked fit, whose own support is read (input_noise_index)."""
         if mask is None and estimated:  # a whole field with no brain found in it: the index would read background fits
             return self, None
         brain = np.any(np.asarray(lr.data) != 0, axis=-1) if mask is None else np.asarray(mask.data, bool)
-        index = input_noise_index(lr, brain, estimated, mask.meta.get("md_unit") if estimated and mask is not None else None)
+        index = input_noise_index(lr, brain, estimated, mask.meta.get("md_unit") if estimated and mask is not None else None,
+                                  fit_support=fit_support)
         # an unread index is said where a noise-trained model could have run, or a given model runs (said as what runs)
         said = index is None and (self.model_path is not None or self.for_noisy_inputs(f) is not None)
         runs = (_("{method} runs the given model") if self.model_path is not None else

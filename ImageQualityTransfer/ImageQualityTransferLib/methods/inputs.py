@@ -74,7 +74,8 @@ def without_tiny_background(lr: Volume, whole: bool | None = None) -> Volume:
     return lr if (whole_field(lr) if whole is None else whole) else _negligible_zeroed(lr)
 
 
-def input_noise_index(lr: Volume, brain: np.ndarray, estimated: bool = False, unit: float | None = None) -> float | None:
+def input_noise_index(lr: Volume, brain: np.ndarray, estimated: bool = False, unit: float | None = None,
+                      fit_support: bool = False) -> float | None:
     """noise_level.noise_index of `lr` in `brain`; a brain estimated from whole-field tensors is read inside its rim of
     scalp and background fits (noise_level.estimated_core), as its brain mask would be, and in the MD unit it was
     estimated in where that was not the field's (`unit`: its meta's "md_unit"; in the background's unit of 9 mm
@@ -83,11 +84,16 @@ def input_noise_index(lr: Volume, brain: np.ndarray, estimated: bool = False, un
     its brain mask and 0.060 without one. A masked fit keeps the field's mode (its background is empty). A brain whose
     failed fits' holes leave too little after the erosion (noise_level.noise_index's None) is eroded with them filled,
     and read only where a tensor and its 6 neighbours are present (its holes' zeros are no roughness); a brain mask
-    still unread is read as a small brain where clearly noisy (`_clearly_noisy`)."""
+    still unread is read as a small brain where clearly noisy (`_clearly_noisy`). `fit_support`: `brain` is a masked
+    fit's own support, no mask given: the lower of its reading and the one noise_level.FIT_SUPPORT_CORE voxels further
+    in, as its edge may be its fitting mask's, wider than the brain, or the brain's own."""
     if unit is None and not estimated:
         unit = _brain_unit(lr, brain)
     core = noise_level.estimated_core(lr.voxel_size) if estimated else 0
     index = noise_level.noise_index(lr.data, brain, core=core, unit=unit)
+    if fit_support and index is not None:
+        inner = noise_level.noise_index(lr.data, brain, core=noise_level.FIT_SUPPORT_CORE, unit=unit)
+        index = index if inner is None else min(index, inner)
     if index is None:  # a very noisy scan's failed fits, cut out of its brain, leave holes the erosion spreads: at b0
         # SNR 1 a dev brain eroded to 150 voxels, read as clean (its clean model, no line); read with them filled
         filled = ndimage.binary_fill_holes(np.asarray(brain, bool))

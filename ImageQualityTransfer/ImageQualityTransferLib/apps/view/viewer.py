@@ -463,8 +463,8 @@ class Viewer:
             loop = asyncio.get_running_loop()
             self._work = self.executor.submit(self._compute, request)
             future = asyncio.wrap_future(self._work, loop=loop)
-            while not future.done():
-                await asyncio.sleep(POLL_S)
+            while not future.done():  # the progress each POLL_S, and the result as soon as it is there
+                await asyncio.wait([future], timeout=POLL_S)
                 fraction, message = self._progress
                 with s:
                     s.progress = round(100 * fraction)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import threading
 import warnings
+from collections import OrderedDict
 
 import numpy as np
 
@@ -111,8 +114,6 @@ def brain_mask(dwi: Volume, median_radius: int = 2, numpass: int = 1, fill_slice
     """Deterministic brain mask from the mean b0 (dipy median Otsu), largest connected component, holes filled; with
     `fill_slices`, also the holes enclosed within one slice of any orientation (`fill_slice_holes`). A skull-stripped
     DWI keeps the region it was stripped to (`_stripped_brain`), said in one warning; meta["source"] says which."""
-    from dipy.segment.mask import median_otsu
-
     if not (dwi.bvals <= B0_THRESHOLD).any():
         _no_b0(dwi.bvals, dwi.source)
     b0 = mean_b0(dwi).astype(np.float64)
@@ -123,8 +124,7 @@ def brain_mask(dwi: Volume, median_radius: int = 2, numpass: int = 1, fill_slice
         raise IQTError("the b0 image is one constant value, with no contrast between brain and background: not a "
                        "scan's b0 (a test pattern, or a file written wrongly); give the series as the scanner wrote it, "
                        "or a brain mask with --mask")
-    mask = median_otsu(b0, median_radius=median_radius, numpass=numpass)[1]
-    mask, source = _largest_filled(mask, fill_slices), "median_otsu"
+    mask, source = _otsu_brain(b0, median_radius, numpass, fill_slices), "median_otsu"
     stripped = _stripped_brain(dwi, b0, mask, fill_slices)
     if stripped is not None:
         warnings.warn(_("the DWI is zero outside a brain-shaped region (skull-stripped): that region is the brain "
@@ -134,6 +134,31 @@ def brain_mask(dwi: Volume, median_radius: int = 2, numpass: int = 1, fill_slice
     if not mask.any():
         raise IQTError("no brain found in the b0 image; give a mask with --mask")
     return Volume(mask.astype(bool), dwi.affine, "mask", meta={"source": source})
+
+
+OTSU_KEPT = 4  # b0 images whose median Otsu mask a process keeps (`_otsu_brain`)
+_otsu_kept: OrderedDict = OrderedDict()
+_otsu_lock = threading.Lock()
+
+
+def _otsu_brain(b0: np.ndarray, median_radius: int, numpass: int, fill_slices: bool) -> np.ndarray:
+    """Median Otsu's mask of the float64 `b0`, its largest component with its holes filled (`_largest_filled`); kept
+    for the last OTSU_KEPT b0 images, keyed by their bytes: the Slicer module, `iqt view` and a script estimate the same
+    scan's mask again at each run, and the median filter takes seconds on a whole scan."""
+    from dipy.segment.mask import median_otsu
+
+    b0 = np.ascontiguousarray(b0, np.float64)
+    key = (hashlib.sha256(b0).hexdigest(), b0.shape, median_radius, numpass, fill_slices)
+    with _otsu_lock:
+        if key in _otsu_kept:
+            _otsu_kept.move_to_end(key)
+            return _otsu_kept[key].copy()
+    mask = _largest_filled(median_otsu(b0, median_radius=median_radius, numpass=numpass)[1], fill_slices)
+    with _otsu_lock:
+        _otsu_kept[key] = mask.copy()
+        while len(_otsu_kept) > OTSU_KEPT:
+            _otsu_kept.popitem(last=False)
+    return mask
 
 
 def _largest_filled(mask: np.ndarray, fill_slices: bool) -> np.ndarray:

@@ -6,7 +6,7 @@ import hashlib
 from functools import lru_cache
 from pathlib import Path
 
-__version__ = "0.39.0"  # a new minor version whenever outputs change (CHANGELOG.md)
+__version__ = "0.40.0"  # a new minor version whenever outputs change (CHANGELOG.md)
 
 
 def build_digest(*extra: str) -> str:
